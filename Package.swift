@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Kernels are written with explicit SIMD8<Float>; `-target-cpu haswell` gives them AVX2 + FMA codegen.
+// Without it Swift targets baseline x86-64 (SSE2) and `addingProduct` becomes an `fmaf` libcall.
+// Every machine this project runs on (dev and CI) is AVX2 + FMA (see docs/DEVELOPERS.md); this is a root
+// package, so unsafeFlags are allowed. Set LONGMIXER_PORTABLE=1 to build for baseline x86-64 instead.
+import Foundation
+let portable = ProcessInfo.processInfo.environment["LONGMIXER_PORTABLE"] == "1"
+#if arch(x86_64)
+let cpuFlags: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let cpuFlags: [SwiftSetting] = []
+#endif
+let settings: [SwiftSetting] = cpuFlags
+
+let package = Package(
+    name: "LongMixer",
+    products: [
+        .library(name: "LongMixer", targets: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining"]),
+        .executable(name: "longmixer", targets: ["longmixer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS"], swiftSettings: settings),
+        .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),
+        .target(name: "LongMixerTraining", dependencies: ["LongMixerModels", "LongMixerData"], swiftSettings: settings),
+        .executableTarget(
+            name: "longmixer",
+            dependencies: [
+                "LongMixerTraining",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: settings),
+        .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .testTarget(name: "LongMixerNNTests", dependencies: ["LongMixerNN", "LongMixerTraining"], swiftSettings: settings),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,55 @@
+import COpenBLAS
+
+/// GEMM on OpenBLAS. Transposes are passed as flags, never materialised.
+public enum BLAS {
+    /// OpenBLAS 0.3.21 runs mid-sized sgemm at a third of its speed until one large-M-and-N sgemm
+    /// has run in the process (see reference/perf-probe.md §2); one 1024×1024×8 call fixes it.
+    nonisolated(unsafe) private static var warmedUp = false
+
+    public static func warmUp() {
+        if warmedUp { return }
+        warmedUp = true
+        _ = Parallel.threadCount
+        let a = [Float](repeating: 0.5, count: 1024 * 8)
+        var c = [Float](repeating: 0, count: 1024 * 1024)
+        a.withUnsafeBufferPointer { ap in
+            c.withUnsafeMutableBufferPointer { cp in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1024, 1024, 8, 1,
+                            ap.baseAddress, 8, ap.baseAddress, 8, 0, cp.baseAddress, 1024)
+            }
+        }
+    }
+
+    /// C[M,N] = alpha · op(A) · op(B) + beta · C, row-major. op(A) is M×K, op(B) is K×N.
+    /// A: [M,K] (or [K,M] when transposeA), B: [K,N] (or [N,K] when transposeB), C: [M,N].
+    
+    public static func gemm(transposeA: Bool = false, transposeB: Bool = false,
+                            m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            if beta == 0 { c.update(repeating: 0, count: m * n) } else if beta != 1 { for i in 0..<(m * n) { c[i] *= beta } }
+            return
+        }
+        warmUp()
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha,
+                    a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), beta, c, Int32(n))
+    }
+
+    /// `batch` independent GEMMs over consecutive matrices (strides = matrix sizes); a stride of 0
+    /// reuses one operand for every batch entry (a shared weight).
+    
+    public static func batchedGemm(batch: Int, transposeA: Bool = false, transposeB: Bool = false,
+                                   m: Int, n: Int, k: Int, alpha: Float = 1,
+                                   a: UnsafePointer<Float>, strideA: Int, b: UnsafePointer<Float>, strideB: Int,
+                                   beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+        for i in 0..<batch {
+            gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                 a: a + i * strideA, b: b + i * strideB, beta: beta, c: c + i * m * n)
+        }
+    }
+
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+}

@@ -1,0 +1,269 @@
+import Foundation
+
+/// Kernels over rows of a [rows, n] matrix: reductions over an axis, softmax, log-softmax,
+/// layer norm and cross-entropy. Parallel over rows; SIMD8 within a row.
+
+func rowGrain(_ n: Int) -> Int { max(1, elementwiseGrain / max(n, 1)) }
+
+// MARK: - Axis reductions on the [outer, n, inner] view
+
+/// out[o, i] = Σ_k x[o, k, i].   out: [outer, inner]; x: [outer, n, inner]
+public func sumAxisKernel(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, outer: Int, n: Int, inner: Int) {
+    if inner == 1 {
+        parallelFor(outer, grain: rowGrain(n)) { r in
+            for o in r {
+                let row = x + o * n
+                var acc = Float8(), j = 0
+                while j + 8 <= n { acc += row.load8(j); j += 8 }
+                var s = horizontalSum(acc)
+                while j < n { s += row[j]; j += 1 }
+                out[o] = s
+            }
+        }
+        return
+    }
+    // Accumulate whole rows of length `inner`; split over outer, or over inner when outer is small.
+    if outer >= Parallel.threadCount {
+        parallelFor(outer, grain: rowGrain(n * inner)) { r in
+            for o in r { sumRows(out: out + o * inner, x: x + o * n * inner, rows: n, width: inner, stride: inner) }
+        }
+    } else {
+        for o in 0..<outer {
+            parallelFor(inner, grain: max(8, rowGrain(n))) { r in
+                sumRows(out: out + o * inner + r.lowerBound, x: x + o * n * inner + r.lowerBound,
+                        rows: n, width: r.count, stride: inner)
+            }
+        }
+    }
+}
+
+/// out[j] = Σ_k x[k·stride + j] for j < width.
+func sumRows(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, width: Int, stride: Int) {
+    out.update(repeating: 0, count: width)
+    for k in 0..<rows {
+        let row = x + k * stride
+        var j = 0
+        while j + 8 <= width { out.store8(out.load8(j) + row.load8(j), j); j += 8 }
+        while j < width { out[j] += row[j]; j += 1 }
+    }
+}
+
+/// out[o, i] = max_k x[o, k, i], argmax[o, i] = first k attaining it (NaN propagates).
+/// out, argmax: [outer, inner]; x: [outer, n, inner]; n ≥ 1
+public func maxAxisKernel(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>, x: UnsafePointer<Float>,
+                          outer: Int, n: Int, inner: Int) {
+    parallelFor(outer * inner, grain: rowGrain(n)) { r in
+        for idx in r {
+            let o = idx / inner, i = idx % inner
+            let base = x + o * n * inner + i
+            var best = base[0], arg = 0
+            if !best.isNaN {
+                for k in 1..<max(n, 1) {
+                    let v = base[k * inner]
+                    if v > best || v.isNaN { best = v; arg = k; if v.isNaN { break } }
+                }
+            }
+            out[idx] = best
+            argmax[idx] = Int32(arg)
+        }
+    }
+}
+
+// MARK: - Softmax and log-softmax over the last axis
+
+/// y = softmax(x) per row.   y, x: [rows, n]
+public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        for row in r {
+            let xr = x + row * n, yr = y + row * n
+            let m = rowMax(xr, n)
+            var acc = Float8(), j = 0
+            let m8 = Float8(repeating: m)
+            while j + 8 <= n { let e = VectorMath.exp(xr.load8(j) - m8); yr.store8(e, j); acc += e; j += 8 }
+            var s = horizontalSum(acc)
+            while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
+            let inv = 1 / s
+            j = 0
+            let inv8 = Float8(repeating: inv)
+            while j + 8 <= n { yr.store8(yr.load8(j) * inv8, j); j += 8 }
+            while j < n { yr[j] *= inv; j += 1 }
+        }
+    }
+}
+
+/// dx += y ⊙ (dy − ⟨dy, y⟩) per row.   dx, y, dy: [rows, n]
+public func softmaxBackward(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        for row in r {
+            let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+            let dot = rowDot(yr, gr, n)
+            for j in 0..<n { dr[j] += yr[j] * (gr[j] - dot) }
+        }
+    }
+}
+
+/// y = x − logΣexp(x) per row.   y, x: [rows, n]
+public func logSoftmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        for row in r {
+            let xr = x + row * n, yr = y + row * n
+            let lse = rowLogSumExp(xr, n)
+            for j in 0..<n { yr[j] = xr[j] - lse }
+        }
+    }
+}
+
+/// dx += dy − softmax(x)·Σdy per row, with softmax = exp(y).   dx, y, dy: [rows, n]
+public func logSoftmaxBackward(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        for row in r {
+            let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+            var s: Float = 0
+            for j in 0..<n { s += gr[j] }
+            for j in 0..<n { dr[j] += gr[j] - VectorMath.exp(yr[j]) * s }
+        }
+    }
+}
+
+func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var m = -Float.infinity
+    var m8 = Float8(repeating: -.infinity), j = 0
+    while j + 8 <= n { let v = x.load8(j); m8 = m8.replacing(with: v, where: v .> m8); j += 8 }
+    m = horizontalMax(m8)
+    while j < n { if x[j] > m { m = x[j] }; j += 1 }
+    return m
+}
+
+func rowDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = Float8(), j = 0
+    while j + 8 <= n { acc += a.load8(j) * b.load8(j); j += 8 }
+    var s = horizontalSum(acc)
+    while j < n { s += a[j] * b[j]; j += 1 }
+    return s
+}
+
+/// log Σ_j exp(x_j), stable (max-shifted). −∞ for an all −∞ row.
+func rowLogSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    let m = rowMax(x, n)
+    if m == -.infinity { return -.infinity }
+    var acc = Float8(), j = 0
+    let m8 = Float8(repeating: m)
+    while j + 8 <= n { acc += VectorMath.exp(x.load8(j) - m8); j += 8 }
+    var s = horizontalSum(acc)
+    while j < n { s += VectorMath.exp(x[j] - m); j += 1 }
+    return m + Foundation.log(s)
+}
+
+// MARK: - Layer norm over the last axis
+
+/// y = (x − μ)·rstd·γ + β per row; saves μ and rstd = 1/√(σ² + ε) (biased variance, as PyTorch).
+/// y, x: [rows, n]; gamma, beta: [n]; mean, rstd: [rows]
+public func layerNormForward(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                             x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                             rows: Int, n: Int, epsilon: Float) {
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        for row in r {
+            let xr = x + row * n, yr = y + row * n
+            var acc = Float8(), j = 0
+            while j + 8 <= n { acc += xr.load8(j); j += 8 }
+            var s = horizontalSum(acc)
+            while j < n { s += xr[j]; j += 1 }
+            let mu = s / Float(n)
+            // Two passes over a cache-resident row: no E[x²] − μ² cancellation.
+            let mu8 = Float8(repeating: mu)
+            acc = Float8(); j = 0
+            while j + 8 <= n { let d = xr.load8(j) - mu8; acc += d * d; j += 8 }
+            var v = horizontalSum(acc)
+            while j < n { let d = xr[j] - mu; v += d * d; j += 1 }
+            let rs = 1 / (v / Float(n) + epsilon).squareRoot()
+            mean[row] = mu; rstd[row] = rs
+            let rs8 = Float8(repeating: rs)
+            j = 0
+            while j + 8 <= n { yr.store8((xr.load8(j) - mu8) * rs8 * gamma.load8(j) + beta.load8(j), j); j += 8 }
+            while j < n { yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j]; j += 1 }
+        }
+    }
+}
+
+/// Accumulates dx, dγ, dβ. With x̂ = (x − μ)·rstd and g = dy·γ:
+/// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)); dγ = Σ_rows dy·x̂; dβ = Σ_rows dy.
+/// dx, x, dy: [rows, n]; dGamma, dBeta, gamma: [n]; mean, rstd: [rows]
+public func layerNormBackward(dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,
+                              x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                              gamma: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    // dγ/dβ partial sums per thread chunk, added in a fixed order for run-to-run determinism.
+    let chunks = max(1, min(Parallel.threadCount, rows / max(rowGrain(n), 1)))
+    let partial = UnsafeMutablePointer<Float>.allocate(capacity: chunks * 2 * n)
+    partial.initialize(repeating: 0, count: chunks * 2 * n)
+    defer { partial.deallocate() }
+    DispatchQueueHelper.run(chunks) { c in
+        let lo = rows * c / chunks, hi = rows * (c + 1) / chunks
+        let pg = partial + c * 2 * n, pb = pg + n
+        for row in lo..<hi {
+            let xr = x + row * n, gr = dy + row * n, dr = dx + row * n
+            let mu = mean[row], rs = rstd[row]
+            var sumG: Float = 0, sumGX: Float = 0
+            for j in 0..<n {
+                let xhat = (xr[j] - mu) * rs
+                let g = gr[j] * gamma[j]
+                sumG += g; sumGX += g * xhat
+                pg[j] += gr[j] * xhat
+                pb[j] += gr[j]
+            }
+            let meanG = sumG / Float(n), meanGX = sumGX / Float(n)
+            for j in 0..<n {
+                let xhat = (xr[j] - mu) * rs
+                dr[j] += rs * (gr[j] * gamma[j] - meanG - xhat * meanGX)
+            }
+        }
+    }
+    for c in 0..<chunks {
+        let pg = partial + c * 2 * n, pb = pg + n
+        for j in 0..<n { dGamma[j] += pg[j]; dBeta[j] += pb[j] }
+    }
+}
+
+/// Runs body(0..<count) concurrently, one iteration per index (no further splitting).
+public enum DispatchQueueHelper {
+    public static func run(_ count: Int, _ body: (Int) -> Void) {
+        if count == 1 { body(0); return }
+        withoutActuallyEscaping(body) { body in DispatchQueue.concurrentPerform(iterations: count, execute: body) }
+    }
+}
+
+// MARK: - Cross-entropy with class indices
+
+/// Per-row loss −log softmax(x)[target], 0 for ignored rows; saves per-row logsumexp.
+/// Returns the number of rows that count. loss, lse: [rows]; logits: [rows, classes]; targets: [rows]
+public func crossEntropyForward(loss: UnsafeMutablePointer<Float>, logSumExp: UnsafeMutablePointer<Float>,
+                                logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+                                rows: Int, classes: Int, ignoreIndex: Int32) {
+    parallelFor(rows, grain: rowGrain(classes)) { r in
+        for row in r {
+            let xr = logits + row * classes
+            let t = targets[row]
+            if t == ignoreIndex { loss[row] = 0; logSumExp[row] = 0; continue }
+            let lse = rowLogSumExp(xr, classes)
+            logSumExp[row] = lse
+            loss[row] = lse - xr[Int(t)]
+        }
+    }
+}
+
+/// dlogits += scale[row]·(softmax(x) − onehot(target)), scale = upstream gradient / count.
+/// dlogits, logits: [rows, classes]; lse: [rows]; targets: [rows]
+public func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, logSumExp: UnsafePointer<Float>,
+                                 targets: UnsafePointer<Int32>, rowScale: (Int) -> Float,
+                                 rows: Int, classes: Int, ignoreIndex: Int32) {
+    parallelFor(rows, grain: rowGrain(classes)) { r in
+        for row in r {
+            let t = targets[row]
+            if t == ignoreIndex { continue }
+            let s = rowScale(row)
+            let xr = logits + row * classes, dr = dLogits + row * classes
+            let lse = logSumExp[row]
+            for j in 0..<classes { dr[j] += s * VectorMath.exp(xr[j] - lse) }
+            dr[Int(t)] -= s
+        }
+    }
+}

@@ -1,0 +1,113 @@
+@_exported import LongMixerCore
+
+/// A trainable tensor: a leaf Variable that requires a gradient. A reference, so optimizers
+/// update it in place and every graph node that used it sees the same object.
+public final class Parameter: Variable {
+    public init(_ value: Tensor) { super.init(value, requiresGradient: true) }
+}
+
+/// A non-trainable tensor saved with the model (e.g. a fixed permutation or decay rates), so
+/// a checkpoint alone reproduces the model's outputs.
+public final class Buffer {
+    public var value: Tensor
+    public init(_ value: Tensor) { self.value = value }
+}
+
+/// Base class of layers and models (mlx-swift style). Parameters, buffers and sub-modules are
+/// found by reflection over stored properties, so names are the property names joined with dots
+/// (`blocks.0.mixer.query.weight`); arrays of modules get their index as a path component.
+/// Properties whose name starts with `_` drop the underscore.
+open class Module {
+    public private(set) var isTraining = true
+
+    public init() {}
+
+    /// Direct sub-modules with their names, in declaration order.
+    open func namedChildren() -> [(String, Module)] {
+        reflectedMembers().compactMap { name, value in
+            if let m = value as? Module { return [(name, m)] }
+            if let ms = value as? [Module] { return ms.enumerated().map { ("\(name).\($0.offset)", $0.element) } }
+            return nil
+        }.flatMap { $0 }
+    }
+
+    /// Parameters held directly by this module.
+    open func localParameters() -> [(String, Parameter)] {
+        reflectedMembers().compactMap { name, value in (value as? Parameter).map { (name, $0) } }
+    }
+
+    /// Buffers held directly by this module.
+    open func localBuffers() -> [(String, Buffer)] {
+        reflectedMembers().compactMap { name, value in (value as? Buffer).map { (name, $0) } }
+    }
+
+    private func reflectedMembers() -> [(String, Any)] {
+        var result: [(String, Any)] = []
+        var mirror: Mirror? = Mirror(reflecting: self)
+        var levels: [[(String, Any)]] = []
+        while let m = mirror {
+            levels.append(m.children.compactMap { child in
+                guard var label = child.label else { return nil }
+                if label.hasPrefix("$__lazy_storage_$_") { label.removeFirst("$__lazy_storage_$_".count) }
+                if label.hasPrefix("_") { label.removeFirst() }
+                // Unwrap optionals so `var bias: Parameter?` is found.
+                let childMirror = Mirror(reflecting: child.value)
+                if childMirror.displayStyle == .optional {
+                    guard let wrapped = childMirror.children.first?.value else { return nil }
+                    return (label, wrapped)
+                }
+                return (label, child.value)
+            })
+            mirror = m.superclassMirror
+        }
+        // Superclass members first, like PyTorch registration order through super().__init__.
+        for level in levels.reversed() { result.append(contentsOf: level) }
+        return result
+    }
+
+    /// Every parameter with its dotted path, depth-first in declaration order.
+    public func namedParameters() -> [(String, Parameter)] {
+        var out = localParameters()
+        for (name, child) in namedChildren() {
+            out += child.namedParameters().map { ("\(name).\($0.0)", $0.1) }
+        }
+        return out
+    }
+
+    public func namedBuffers() -> [(String, Buffer)] {
+        var out = localBuffers()
+        for (name, child) in namedChildren() {
+            out += child.namedBuffers().map { ("\(name).\($0.0)", $0.1) }
+        }
+        return out
+    }
+
+    public func parameters() -> [Parameter] { namedParameters().map(\.1) }
+
+    /// Number of trainable scalars.
+    public var parameterCount: Int { parameters().reduce(0) { $0 + $1.value.count } }
+
+    /// Training mode (dropout active) for this module and all sub-modules.
+    public func train(_ on: Bool = true) {
+        isTraining = on
+        for (_, child) in namedChildren() { child.train(on) }
+    }
+
+    /// Evaluation mode.
+    public func eval() { train(false) }
+
+    public func zeroGradients() { for p in parameters() { p.grad = nil } }
+
+    /// The module tree with parameter shapes, one line each.
+    public func summary() -> String {
+        var lines = ["\(type(of: self)) — \(parameterCount) parameters"]
+        for (name, p) in namedParameters() { lines.append("  \(name) \(p.shape)") }
+        for (name, b) in namedBuffers() { lines.append("  \(name) \(b.value.shape) (buffer)") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Something that maps one Variable to another.
+public protocol UnaryLayer: AnyObject {
+    func callAsFunction(_ x: Variable) -> Variable
+}

@@ -1,0 +1,2 @@
+@_exported import LongMixerModels
+@_exported import LongMixerData
