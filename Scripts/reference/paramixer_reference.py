@@ -15,6 +15,10 @@ Regenerate the fixtures (from the package root):
 
     /work/venv/bin/python Scripts/reference/paramixer_reference.py --out Tests/Fixtures
 
+Time the PyTorch model for comparison with ParamixerBenchmark.model (D = H = 32, 1 block):
+
+    /work/venv/bin/python Scripts/reference/paramixer_reference.py --benchmark 1024 16384 --threads 2
+
 Each case writes Tests/Fixtures/paramixer_<case>.safetensors with
   input.tokens (int32 [B,N]) or input.features (float32 [B,N,F]),
   targets.classes (int32 [B]) or targets.values (float32 [B,C]),
@@ -73,6 +77,26 @@ def factor_scatter(w, v, offsets):
     return out.index_add(1, rows, contrib)
 
 
+def factor_shift(w, v, offsets):
+    """Same product without the (B,N,L,D) gather: per slot, two in-place addcmul_ on shifted slices
+    (the fastest torch formulation measured in perf-probe section 3). Used only by --benchmark."""
+    n = v.shape[1]
+    out = w[:, :, 0:1] * v if offsets[0] == 0 else torch.zeros_like(v)
+    start = 1 if offsets[0] == 0 else 0
+    for k in range(start, len(offsets)):
+        off = offsets[k]
+        wk = w[:, :, k:k + 1]
+        if off == 0:
+            out = out + wk * v
+            continue
+        out[:, :n - off].addcmul_(wk[:, :n - off], v[:, off:])
+        out[:, n - off:].addcmul_(wk[:, n - off:], v[:, :off])
+    return out
+
+
+FACTOR = factor_gather
+
+
 def mlp(d_in, hidden, d_out):
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
@@ -89,7 +113,7 @@ class AttentionModule(nn.Module):
         v = self.g(v)
         for f, off in zip(self.fs, self.offsets):
             res = v
-            v = factor_gather(f(data), v, off) + res
+            v = FACTOR(f(data), v, off) + res
         return self.dropout2(v)
 
 
@@ -197,12 +221,58 @@ def self_check():
     assert offset_table("cdil", 8, "ceil") == [[0, 1, 2, 3, 4, 7, 6, 5, 4], [0, 2, 4, 6, 0, 6, 4, 2, 0],
                                                [0, 4, 0, 4, 0, 4, 0, 4, 0]]
     assert offset_table("chord", 8, "ceil")[0] == [0, 1, 2, 4]
+    for protocol, n in [("chord", 13), ("cdil", 8), ("cdil", 37)]:
+        for off in offset_table(protocol, n, "ceil"):
+            w = torch.randn(2, n, len(off), generator=g, dtype=torch.float64)
+            v = torch.randn(2, n, 5, generator=g, dtype=torch.float64)
+            assert torch.allclose(factor_shift(w, v, off), factor_gather(w, v, off)), (protocol, n, off)
+
+
+def benchmark(lengths, threads, tokens_per_batch=1 << 15):
+    """PyTorch side of ParamixerBenchmark.model: D = H = 32, 1 block, CHORD, FLATTEN, 10 classes,
+    forward and forward + cross-entropy + backward per sequence (best of >= 3 runs after a warm-up)."""
+    import time
+    global FACTOR
+    FACTOR = factor_shift
+    torch.set_num_threads(threads)
+    for n in lengths:
+        cfg = base_config(vocabularySize=16, length=n, embeddingSize=32, hiddenSize=32, outputCount=10)
+        model = ParamixerReference(cfg)
+        batch = max(1, tokens_per_batch // n)
+        x = torch.randint(0, 16, (batch, n))
+        y = torch.randint(0, 10, (batch,))
+
+        def best(fn):
+            fn()
+            times = []
+            while len(times) < 3 or sum(times) < 0.3:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        with torch.no_grad():
+            fwd = best(lambda: model(x))
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+
+        fb = best(step)
+        print(f"torch {torch.__version__} threads {threads} N={n} B={batch} fwd {fwd / batch * 1e3:.3f} ms/seq "
+              f"fwd+bwd {fb / batch * 1e3:.3f} ms/seq")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="Tests/Fixtures")
+    parser.add_argument("--benchmark", type=int, nargs="*", metavar="N",
+                        help="time the model at these lengths instead of writing fixtures")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.benchmark is not None:
+        benchmark(args.benchmark or [2 ** k for k in range(7, 17)], args.threads)
+        return
     self_check()
     os.makedirs(args.out, exist_ok=True)
     for i, (name, cfg) in enumerate(CASES.items()):
