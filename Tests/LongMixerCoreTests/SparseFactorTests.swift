@@ -105,7 +105,8 @@ struct SparseFactorTests {
     @Test("optimised kernels equal the plain reference (D tails, N not a power of two, duplicates)",
           arguments: [(1, 2, 1), (2, 8, 8), (2, 13, 5), (1, 37, 13), (3, 16, 32), (2, 37, 37), (1, 33, 70), (2, 8, 40)])
     func kernelsMatchReference(batch: Int, n: Int, d: Int) {
-        for offsets in [chord(n), cdil(n, factor: 0), cdil(n, factor: 2), [0, 0, n - 1]] {
+        // L = 13 exercises the 8-, 4- and 1-slot paths of the dW kernel.
+        for offsets in [chord(n), cdil(n, factor: 0), cdil(n, factor: 2), [0, 0, n - 1], (0..<13).map { ($0 * 5) % n }] {
             let (fwd, dw, dv) = compareKernels(batch: batch, length: n, offsets: offsets, dimensions: d, seed: UInt64(n * 100 + d))
             #expect(fwd < 1e-5, "forward N=\(n) D=\(d) offsets \(offsets): \(fwd)")
             #expect(dw < 1e-5, "dW N=\(n) D=\(d) offsets \(offsets): \(dw)")

@@ -115,6 +115,36 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
     }
     let d8 = d & ~7
     var k = 0
+    while k + 8 <= links {
+        let p0 = rowPointer(k), p1 = rowPointer(k + 1), p2 = rowPointer(k + 2), p3 = rowPointer(k + 3)
+        let p4 = rowPointer(k + 4), p5 = rowPointer(k + 5), p6 = rowPointer(k + 6), p7 = rowPointer(k + 7)
+        var a0 = Float8(), a1 = Float8(), a2 = Float8(), a3 = Float8()
+        var a4 = Float8(), a5 = Float8(), a6 = Float8(), a7 = Float8()
+        var c = 0
+        while c < d8 {
+            let gv = g.load8(c)
+            a0 = gv * p0.load8(c) + a0
+            a1 = gv * p1.load8(c) + a1
+            a2 = gv * p2.load8(c) + a2
+            a3 = gv * p3.load8(c) + a3
+            a4 = gv * p4.load8(c) + a4
+            a5 = gv * p5.load8(c) + a5
+            a6 = gv * p6.load8(c) + a6
+            a7 = gv * p7.load8(c) + a7
+            c += 8
+        }
+        // Transpose-and-add: lane j of the result is the horizontal sum of a_j.
+        let s = horizontalSums(a0, a1, a2, a3, a4, a5, a6, a7)
+        var tail = Float8()
+        while c < d {
+            let gc = g[c]
+            tail[0] += gc * p0[c]; tail[1] += gc * p1[c]; tail[2] += gc * p2[c]; tail[3] += gc * p3[c]
+            tail[4] += gc * p4[c]; tail[5] += gc * p5[c]; tail[6] += gc * p6[c]; tail[7] += gc * p7[c]
+            c += 1
+        }
+        dWeights.store8(dWeights.load8(k) + s + tail, k)
+        k += 8
+    }
     while k + 4 <= links {
         let p0 = rowPointer(k), p1 = rowPointer(k + 1), p2 = rowPointer(k + 2), p3 = rowPointer(k + 3)
         var a0 = Float8(), a1 = Float8(), a2 = Float8(), a3 = Float8()
@@ -146,6 +176,28 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
         dWeights[k] += s
         k += 1
     }
+}
+
+/// (Σ a0, Σ a1, …, Σ a7) as one vector, by three rounds of pairwise adds of interleaved halves.
+@inline(__always)
+func horizontalSums(_ a0: Float8, _ a1: Float8, _ a2: Float8, _ a3: Float8,
+                    _ a4: Float8, _ a5: Float8, _ a6: Float8, _ a7: Float8) -> Float8 {
+    // Round 1: fold 8 lanes to 4 per vector, packing two vectors into one.
+    @inline(__always) func fold(_ x: Float8, _ y: Float8) -> Float8 {
+        let xs = x.lowHalf + x.highHalf, ys = y.lowHalf + y.highHalf
+        return Float8(lowHalf: xs, highHalf: ys)
+    }
+    // b_j holds 4 partial sums of each of two vectors.
+    let b0 = fold(a0, a1), b1 = fold(a2, a3), b2 = fold(a4, a5), b3 = fold(a6, a7)
+    // Round 2: pairs of lanes → (a_even 2 sums, a_odd 2 sums) …
+    @inline(__always) func fold2(_ x: Float8, _ y: Float8) -> Float8 {
+        let xl = SIMD4(x[0] + x[2], x[1] + x[3], x[4] + x[6], x[5] + x[7])
+        let yl = SIMD4(y[0] + y[2], y[1] + y[3], y[4] + y[6], y[5] + y[7])
+        return Float8(lowHalf: xl, highHalf: yl)
+    }
+    let c0 = fold2(b0, b1), c1 = fold2(b2, b3)
+    return Float8(c0[0] + c0[1], c0[2] + c0[3], c0[4] + c0[5], c0[6] + c0[7],
+                  c1[0] + c1[1], c1[2] + c1[3], c1[4] + c1[5], c1[6] + c1[7])
 }
 
 /// Gradients of `sparseFactorForward`, accumulated (+=) into dWeights and dValues; pass nil to skip one.
