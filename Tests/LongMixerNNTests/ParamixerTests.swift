@@ -137,6 +137,45 @@ struct ParamixerModelTests {
         #expect(try JSONDecoder().decode(ParamixerConfiguration.self, from: data) == c)
     }
 
+    @Test("a configuration file with an unknown protocol names it")
+    func unknownProtocolInJSON() throws {
+        var json = String(decoding: try JSONEncoder().encode(Self.tinyConfiguration()), as: UTF8.self)
+        json = json.replacingOccurrences(of: "\"cdil\"", with: "\"dilated\"")
+        #expect(throws: ParamixerError.unknownProtocol("dilated")) {
+            try JSONDecoder().decode(ParamixerConfiguration.self, from: Data(json.utf8))
+        }
+    }
+
+    /// Rolls [B, N, D] by `shift` along the sequence: result[:, i] = x[:, (i − shift) mod N].
+    static func roll(_ x: Tensor, by shift: Int) -> Tensor {
+        let (b, n, d) = (x.shape[0], x.shape[1], x.shape[2])
+        var y = Tensor(zeros: x.shape)
+        for bi in 0..<b { for i in 0..<n { for c in 0..<d {
+            y[flat: (bi * n + i) * d + c] = x[flat: (bi * n + ((i - shift) % n + n) % n) * d + c]
+        } } }
+        return y
+    }
+
+    @Test("a block is equivariant to circular shifts of its inputs (offsets are relative, weights per row)",
+          arguments: [LinkProtocol.chord, .cdil])
+    func blockShiftEquivariance(linkProtocol: LinkProtocol) throws {
+        var gen = RandomGenerator(seed: 21)
+        let n = 13, d = 4
+        let block = ParamixerBlock(embeddingSize: d, hiddenSize: 5, offsets: try LinkProtocols.offsetTable(linkProtocol, length: n),
+                                   dropout2: 0, generator: &gen)
+        let v = Tensor.normal([2, n, d], generator: &gen), data = Tensor.normal([2, n, d], generator: &gen)
+        let y = block(Variable(v), data: Variable(data)).value
+        let yShifted = block(Variable(Self.roll(v, by: 5)), data: Variable(Self.roll(data, by: 5))).value
+        let expected = Self.roll(y, by: 5)
+        var worst: Float = 0
+        for i in 0..<y.count { worst = max(worst, abs(yShifted[flat: i] - expected[flat: i])) }
+        #expect(worst < 1e-4, "max deviation \(worst)")
+        // …and is not invariant: the output does move with the input.
+        var moved: Float = 0
+        for i in 0..<y.count { moved = max(moved, abs(yShifted[flat: i] - y[flat: i])) }
+        #expect(moved > 1e-2)
+    }
+
     @Test("inputs of the wrong length, vocabulary or kind are rejected with their values")
     func inputChecks() throws {
         var gen = RandomGenerator(seed: 5)

@@ -15,6 +15,13 @@ public enum LinkProtocol: String, Codable, CaseIterable, Sendable {
     /// Circular dilated 9-tap kernel {0, +d, +2d, +3d, +4d, −d, −2d, −3d, −4d} with d = 2^m for factor m.
     case cdil
 
+    /// Decodes like `init(parsing:)`, so a configuration file with an unknown protocol fails with
+    /// `ParamixerError.unknownProtocol` naming it.
+    public init(from decoder: Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        try self.init(parsing: name)
+    }
+
     /// Parses a protocol name ("chord", "cdil"; the reference's "dil" is accepted for CDIL).
     public init(parsing name: String) throws {
         let lowered = name.lowercased()
