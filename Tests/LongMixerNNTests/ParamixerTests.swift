@@ -210,6 +210,24 @@ struct ParamixerModelTests {
         }
     }
 
+    @Test("the smallest lengths work: N = 2 and N = 3, both protocols, both poolings, batch 1",
+          arguments: [2, 3])
+    func smallestLengths(n: Int) throws {
+        for linkProtocol in LinkProtocol.allCases {
+            for pooling in ParamixerConfiguration.Pooling.allCases {
+                var gen = RandomGenerator(seed: UInt64(n))
+                let model = try Paramixer(configuration: ParamixerConfiguration(vocabularySize: 4, length: n, embeddingSize: 5, hiddenSize: 3,
+                                                                                linkProtocol: linkProtocol, pooling: pooling, outputCount: 2),
+                                          generator: &gen)
+                let logits = model(.tokens(IntTensor(shape: [1, n], scalars: (0..<n).map { Int32($0 % 4) })))
+                #expect(logits.shape == [1, 2])
+                #expect(logits.value.scalars.allSatisfy { $0.isFinite })
+                try crossEntropy(logits: logits, targets: IntTensor([1])).backward()
+                #expect(model.parameters().allSatisfy { $0.grad != nil })
+            }
+        }
+    }
+
     @Test("forward shapes; dropout is off in eval mode and active in training")
     func forwardAndDropout() throws {
         var gen = RandomGenerator(seed: 8)
