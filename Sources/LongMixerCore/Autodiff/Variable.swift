@@ -39,18 +39,16 @@ open class Variable {
     public func zeroGradient() { grad = nil }
 }
 
-/// Whether ops record the graph. `withoutGradient { }` turns recording off for evaluation.
+/// Whether ops record the graph. Task-local (and so thread-safe): `withoutGradient { }` in one
+/// task does not switch recording off for another running concurrently.
 public enum GradientMode {
-    nonisolated(unsafe) public static var isEnabled = true
+    @TaskLocal public static var isEnabled = true
 }
 
 /// Runs `body` without recording the autodiff graph (evaluation, optimizer updates).
 @discardableResult
 public func withoutGradient<R>(_ body: () throws -> R) rethrows -> R {
-    let saved = GradientMode.isEnabled
-    GradientMode.isEnabled = false
-    defer { GradientMode.isEnabled = saved }
-    return try body()
+    try GradientMode.$isEnabled.withValue(false) { try body() }
 }
 
 /// Builds an op's result: records the graph only if recording is on and some input needs it.
