@@ -154,3 +154,37 @@ struct RandomTests {
     }
 }
 
+
+@Suite("Threads")
+struct ThreadTests {
+    @Test func setThreadCountControlsOursAndOpenBLAS() async {
+        // In a child process: the thread budget is process-global.
+        await #expect(processExitsWith: .success) {
+            Parallel.setThreadCount(1)
+            precondition(Parallel.threadCount == 1 && Parallel.blasThreadCount == 1)
+            Parallel.setThreadCount(2)
+            precondition(Parallel.threadCount == 2 && Parallel.blasThreadCount == 2)
+        }
+    }
+
+    @Test func parallelForCoversEveryIndexOnce() {
+        var hits = [Int32](repeating: 0, count: 100_003)
+        hits.withUnsafeMutableBufferPointer { h in
+            let base = h.baseAddress!
+            parallelFor(h.count, grain: 7) { r in for i in r { base[i] += 1 } }
+        }
+        #expect(hits.allSatisfy { $0 == 1 })
+    }
+
+    @Test func resultsAreBitIdenticalAcrossRuns() {
+        var g = RandomGenerator(seed: 3)
+        let x = Variable(.uniform([64, 300], low: -2, high: 2, generator: &g), requiresGradient: true)
+        let gamma = Variable(Tensor(ones: [300]), requiresGradient: true), beta = Variable(Tensor(zeros: [300]), requiresGradient: true)
+        func run() -> [UInt32] {
+            x.grad = nil; gamma.grad = nil
+            try! sum(softmax(layerNorm(gelu(x), gamma: gamma, beta: beta)) * x).backward()
+            return (x.grad!.scalars + gamma.grad!.scalars).map(\.bitPattern)
+        }
+        #expect(run() == run())
+    }
+}
