@@ -18,11 +18,11 @@ extension Optimizer {
     }
 }
 
-func checkStep(_ step: Int, _ owner: String) {
+fileprivate func checkStep(_ step: Int, _ owner: String) {
     precondition(step >= 0, "\(owner): step must be ≥ 0, got \(step)")
 }
 
-func checkRate(_ value: Float, _ what: String, _ owner: String) {
+fileprivate func checkRate(_ value: Float, _ what: String, _ owner: String) {
     precondition(value.isFinite && value >= 0, "\(owner): \(what) must be finite and ≥ 0, got \(value)")
 }
 
