@@ -185,6 +185,8 @@ struct ParamixerModelTests {
         }
         #expect(message(.tokens(IntTensor(zeros: [2, 16]))) == "")
         #expect(message(.tokens(IntTensor(zeros: [2, 15]))).contains("sequence length 15 ≠ the model's N = 16"))
+        #expect(message(.tokens(IntTensor(zeros: [16]))).contains("token ids must be [B, N], got shape [16]"))
+        #expect(message(.features(Tensor(zeros: [16, 2]))).contains("reads token ids"))
         var ids = IntTensor(zeros: [2, 16])
         ids.scalars[16 + 5] = 10
         #expect(message(.tokens(ids)).contains("token id 10 at batch 1, position 5 is outside the vocabulary 0..<10"))
