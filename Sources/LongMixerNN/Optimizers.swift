@@ -35,13 +35,13 @@ fileprivate func uniqueParameters(_ parameters: [Parameter]) -> [Parameter] {
 }
 
 fileprivate func checkLearningRate(_ lr: Float, _ owner: String) {
-    precondition(lr.isFinite && lr >= 0, "\(owner): learning rate must be finite and ≥ 0, got \(lr)")
+    check(lr.isFinite && lr >= 0, "\(owner): learning rate must be finite and ≥ 0, got \(lr)")
 }
 
 /// The gradient of `p`, checked against its value's shape; nil if there is none.
 fileprivate func checkedGradient(of p: Parameter, _ owner: String) -> Tensor? {
     guard let g = p.grad else { return nil }
-    precondition(g.shape == p.value.shape, "\(owner): gradient shape \(g.shape) ≠ parameter shape \(p.value.shape)")
+    check(g.shape == p.value.shape, "\(owner): gradient shape \(g.shape) ≠ parameter shape \(p.value.shape)")
     return g
 }
 
@@ -67,10 +67,10 @@ public final class SGD: Optimizer {
     public init(parameters: [Parameter], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) {
         checkLearningRate(learningRate, "SGD")
-        precondition(momentum.isFinite && momentum >= 0, "SGD: momentum must be finite and ≥ 0, got \(momentum)")
-        precondition(dampening.isFinite, "SGD: dampening must be finite, got \(dampening)")
-        precondition(weightDecay.isFinite && weightDecay >= 0, "SGD: weight decay must be finite and ≥ 0, got \(weightDecay)")
-        precondition(!nesterov || (momentum > 0 && dampening == 0),
+        check(momentum.isFinite && momentum >= 0, "SGD: momentum must be finite and ≥ 0, got \(momentum)")
+        check(dampening.isFinite, "SGD: dampening must be finite, got \(dampening)")
+        check(weightDecay.isFinite && weightDecay >= 0, "SGD: weight decay must be finite and ≥ 0, got \(weightDecay)")
+        check(!nesterov || (momentum > 0 && dampening == 0),
                      "SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got momentum \(momentum), dampening \(dampening)")
         self.parameters = uniqueParameters(parameters)
         self.learningRate = learningRate
@@ -138,10 +138,10 @@ fileprivate struct AdamState {
 
 fileprivate func checkAdamHyperparameters(_ owner: String, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
     checkLearningRate(learningRate, owner)
-    precondition(beta1 >= 0 && beta1 < 1, "\(owner): beta1 must lie in [0, 1), got \(beta1)")
-    precondition(beta2 >= 0 && beta2 < 1, "\(owner): beta2 must lie in [0, 1), got \(beta2)")
-    precondition(epsilon.isFinite && epsilon >= 0, "\(owner): epsilon must be finite and ≥ 0, got \(epsilon)")
-    precondition(weightDecay.isFinite && weightDecay >= 0, "\(owner): weight decay must be finite and ≥ 0, got \(weightDecay)")
+    check(beta1 >= 0 && beta1 < 1, "\(owner): beta1 must lie in [0, 1), got \(beta1)")
+    check(beta2 >= 0 && beta2 < 1, "\(owner): beta2 must lie in [0, 1), got \(beta2)")
+    check(epsilon.isFinite && epsilon >= 0, "\(owner): epsilon must be finite and ≥ 0, got \(epsilon)")
+    check(weightDecay.isFinite && weightDecay >= 0, "\(owner): weight decay must be finite and ≥ 0, got \(weightDecay)")
 }
 
 /// One Adam step for every parameter with a gradient, as `torch.optim.adam._single_tensor_adam`:
@@ -301,7 +301,7 @@ fileprivate func euclideanNorm(_ t: Tensor) -> Double {
 /// gradients into NaN/zero; check the returned value to skip such steps.
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
-    precondition(maxNorm.isFinite && maxNorm > 0, "clipGradientNorm: maxNorm must be finite and > 0, got \(maxNorm)")
+    check(maxNorm.isFinite && maxNorm > 0, "clipGradientNorm: maxNorm must be finite and > 0, got \(maxNorm)")
     let withGradients = uniqueParameters(parameters).filter { $0.grad != nil }
     if withGradients.isEmpty { return 0 }
     var sumOfSquares: Double = 0

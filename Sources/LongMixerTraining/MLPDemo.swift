@@ -19,9 +19,9 @@ public struct SyntheticRings: Sendable {
 
     /// `samplesPerClass` points per class, interleaved by class (sample i has class i % classes).
     public init(classes: Int = 3, samplesPerClass: Int, noise: Float = 0.2, generator: inout RandomGenerator) {
-        precondition(classes >= 2, "SyntheticRings: need at least 2 classes, got \(classes)")
-        precondition(samplesPerClass >= 1, "SyntheticRings: samplesPerClass must be ≥ 1, got \(samplesPerClass)")
-        precondition(noise.isFinite && noise >= 0, "SyntheticRings: noise must be finite and ≥ 0, got \(noise)")
+        check(classes >= 2, "SyntheticRings: need at least 2 classes, got \(classes)")
+        check(samplesPerClass >= 1, "SyntheticRings: samplesPerClass must be ≥ 1, got \(samplesPerClass)")
+        check(noise.isFinite && noise >= 0, "SyntheticRings: noise must be finite and ≥ 0, got \(noise)")
         let count = classes * samplesPerClass
         var points = [Float](repeating: 0, count: 2 * count)
         var labels = [Int32](repeating: 0, count: count)
@@ -48,7 +48,7 @@ public struct SyntheticRings: Sendable {
         let source = features.pointer
         x.withUnsafeMutablePointer { out in
             for (row, i) in indices.enumerated() {
-                precondition(i >= 0 && i < count, "SyntheticRings.batch: index \(i) outside 0..<\(count)")
+                check(i >= 0 && i < count, "SyntheticRings.batch: index \(i) outside 0..<\(count)")
                 out[2 * row] = source[2 * i]
                 out[2 * row + 1] = source[2 * i + 1]
                 y.append(labels.scalars[i])
@@ -60,7 +60,7 @@ public struct SyntheticRings: Sendable {
 
 /// Fraction of rows of `logits` [R, C] whose arg-max equals the label (first maximum on ties).
 public func classificationAccuracy(logits: Tensor, labels: IntTensor) -> Float {
-    precondition(logits.rank == 2 && labels.shape == [logits.shape[0]],
+    check(logits.rank == 2 && labels.shape == [logits.shape[0]],
                  "classificationAccuracy: logits \(logits.shape) and labels \(labels.shape) do not match")
     let predictions = logits.max(axis: 1).indices.scalars
     let correct = zip(predictions, labels.scalars).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
@@ -87,14 +87,14 @@ public struct MLPDemoResult: Sendable {
 public func runMLPDemo(seed: UInt64, steps: Int = 300, batchSize: Int = 64, hiddenDimensions: Int = 64,
                        learningRate: Float = 0.02, activation: Activation.Kind = .relu, classes: Int = 3,
                        trainSamplesPerClass: Int = 400, testSamplesPerClass: Int = 200, progress: ((_ step: Int, _ loss: Float) -> Void)? = nil) -> MLPDemoResult {
-    precondition(steps >= 1, "runMLPDemo: steps must be ≥ 1, got \(steps)")
-    precondition(batchSize >= 1, "runMLPDemo: batchSize must be ≥ 1, got \(batchSize)")
+    check(steps >= 1, "runMLPDemo: steps must be ≥ 1, got \(steps)")
+    check(batchSize >= 1, "runMLPDemo: batchSize must be ≥ 1, got \(batchSize)")
     let start = DispatchTime.now().uptimeNanoseconds
     var root = RandomGenerator(seed: seed)
     var dataGenerator = root.split(), modelGenerator = root.split(), orderGenerator = root.split()
     let train = SyntheticRings(classes: classes, samplesPerClass: trainSamplesPerClass, generator: &dataGenerator)
     let test = SyntheticRings(classes: classes, samplesPerClass: testSamplesPerClass, generator: &dataGenerator)
-    precondition(batchSize <= train.count, "runMLPDemo: batchSize \(batchSize) exceeds the \(train.count) training samples")
+    check(batchSize <= train.count, "runMLPDemo: batchSize \(batchSize) exceeds the \(train.count) training samples")
 
     let model = makeMLP(inputDimensions: 2, hiddenDimensions: hiddenDimensions, outputDimensions: classes,
                         activation: activation, generator: &modelGenerator)
@@ -119,7 +119,7 @@ public func runMLPDemo(seed: UInt64, steps: Int = 300, batchSize: Int = 64, hidd
         cursor += batchSize
         optimizer.zeroGradients()
         let loss = crossEntropy(logits: model(Variable(x)), targets: y)
-        do { try loss.backward() } catch { preconditionFailure("runMLPDemo: step \(step): \(error)") }
+        do { try loss.backward() } catch { fatalError("runMLPDemo: step \(step): \(error)") }
         optimizer.setLearningRate(from: schedule, step: step)
         optimizer.step()
         let value = loss.value.scalar
