@@ -145,7 +145,7 @@ public enum SafeTensors {
                 }
             }
         }
-        precondition(out.count == 8 + headerBytes.count + offset, "safetensors: wrote \(out.count) bytes, planned \(8 + headerBytes.count + offset)")
+        check(out.count == 8 + headerBytes.count + offset, "safetensors: wrote \(out.count) bytes, planned \(8 + headerBytes.count + offset)")
         return out
     }
 
