@@ -232,6 +232,7 @@ public enum SafeTensors {
         var entries: [Entry] = []
         for (name, value) in members {
             if name == "__metadata__" {
+                if case .null = value { continue }   // Python's reader takes null as "no metadata"
                 guard case .object(let pairs) = value else {
                     throw SafeTensorsError("safetensors: \"__metadata__\" must be an object of strings, got \(value.typeName)")
                 }
