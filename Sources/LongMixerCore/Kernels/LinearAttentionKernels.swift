@@ -32,7 +32,7 @@ public struct LinearAttentionSizes: Equatable, Sendable {
 /// C = alpha·op(A)·op(B) + beta·C on OpenBLAS with explicit leading dimensions (row-major).
 /// op(A): [m, k] (A stored [k, m] when transA), op(B): [k, n], C: [m, n] with row stride ldc.
 @inline(__always)
-func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1,
+public func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1,
                  _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                  beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if m == 0 || n == 0 { return }
@@ -48,15 +48,19 @@ func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, a
 }
 
 /// Runs `body` over ranges of 0..<count slices: in parallel with single-threaded OpenBLAS when there are
-/// at least two slices and two threads, otherwise on the calling thread (OpenBLAS keeps its threads).
-/// `body` allocates its scratch once per range.
-func forEachSliceRange(_ count: Int, _ body: (Range<Int>) -> Void) {
+/// at least two slices and two threads. A single slice runs on the calling thread, with OpenBLAS's own
+/// threads if `threadedBLASForOneSlice` (large GEMMs: the bidirectional kernel) or with one BLAS thread
+/// otherwise (the causal kernel's 64×64 chunk GEMMs get slower, not faster, when OpenBLAS splits them;
+/// 4–20× slower on a loaded machine). `body` allocates its scratch once per range.
+func forEachSliceRange(_ count: Int, threadedBLASForOneSlice: Bool, _ body: (Range<Int>) -> Void) {
     if count <= 0 { return }
     BLAS.warmUp()
     if count >= 2 && Parallel.threadCount > 1 {
         BLAS.withSingleThread { parallelFor(count) { body($0) } }
-    } else {
+    } else if threadedBLASForOneSlice || Parallel.threadCount == 1 {
         body(0..<count)
+    } else {
+        BLAS.withSingleThread { body(0..<count) }
     }
 }
 
@@ -130,7 +134,7 @@ public func linearAttentionForward(out: UnsafeMutablePointer<Float>, kv: UnsafeM
     precondition(!normalized || denominator != nil, "linearAttentionForward: normalized needs a denominator buffer")
     let E = normalized ? Dh + 1 : Dh
     let extended = normalized || keyMask != nil
-    forEachSliceRange(sizes.slices) { range in
+    forEachSliceRange(sizes.slices, threadedBLASForOneSlice: true) { range in
         let ve = extended ? allocateScratch(N * E) : nil
         let oe = normalized ? allocateScratch(N * E) : nil
         defer { ve?.deallocate(); oe?.deallocate() }
@@ -170,7 +174,7 @@ public func linearAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeM
     precondition(!normalized || denominator != nil, "linearAttentionBackward: normalized needs the saved denominator")
     let E = normalized ? Dh + 1 : Dh
     let extended = normalized || keyMask != nil
-    forEachSliceRange(sizes.slices) { range in
+    forEachSliceRange(sizes.slices, threadedBLASForOneSlice: true) { range in
         let ve = extended ? allocateScratch(N * E) : nil
         let ge = normalized ? allocateScratch(N * E) : nil
         let dkv = allocateScratch(F * E)
@@ -382,7 +386,7 @@ public func causalLinearAttentionForward(out: UnsafeMutablePointer<Float>, denom
     precondition(!normalized || denominator != nil, "causalLinearAttentionForward: normalized needs a denominator buffer")
     let C = min(chunkSize, max(N, 1))
     let E = normalized ? Dh + 1 : Dh
-    forEachSliceRange(sizes.slices) { range in
+    forEachSliceRange(sizes.slices, threadedBLASForOneSlice: false) { range in
         let scratch = CausalScratch(chunk: C, length: N, features: F, width: E, normalized: normalized)
         defer { scratch.deallocate() }
         for s in range {
@@ -417,7 +421,7 @@ public func causalLinearAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: U
     precondition(!normalized || denominator != nil, "causalLinearAttentionBackward: normalized needs the saved denominator")
     let C = min(chunkSize, max(N, 1))
     let E = normalized ? Dh + 1 : Dh
-    forEachSliceRange(sizes.slices) { range in
+    forEachSliceRange(sizes.slices, threadedBLASForOneSlice: false) { range in
         let scratch = CausalScratch(chunk: C, length: N, features: F, width: E, normalized: normalized)
         defer { scratch.deallocate() }
         for s in range {
