@@ -82,7 +82,7 @@ extension Variable {
             guard value.count == 1 else { throw AutodiffError.notScalar(value.shape) }
             guard value.scalar.isFinite else { throw AutodiffError.nonFiniteLoss(value.scalar) }
         } else {
-            precondition(seed!.shape == value.shape, "backward: seed shape \(seed!.shape) ≠ value shape \(value.shape)")
+            check(seed!.shape == value.shape, "backward: seed shape \(seed!.shape) ≠ value shape \(value.shape)")
         }
         guard requiresGradient else { throw AutodiffError.noGradientPath }
 
@@ -107,10 +107,10 @@ extension Variable {
                 continue
             }
             let inputGrads = pullback(g)
-            precondition(inputGrads.count == node.inputs.count, "pullback returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
+            check(inputGrads.count == node.inputs.count, "pullback returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
             for (input, ig) in zip(node.inputs, inputGrads) where input.requiresGradient {
                 guard let ig else { continue }
-                precondition(ig.shape == input.shape, "pullback gradient shape \(ig.shape) ≠ input shape \(input.shape)")
+                check(ig.shape == input.shape, "pullback gradient shape \(ig.shape) ≠ input shape \(input.shape)")
                 let key = ObjectIdentifier(input)
                 if grads[key] == nil { grads[key] = ig } else { grads[key]!.add(ig) }
             }
@@ -121,7 +121,7 @@ extension Variable {
 extension Tensor {
     /// self += other (same shape), in place.
     public mutating func add(_ other: Tensor, scaledBy alpha: Float = 1) {
-        precondition(shape == other.shape, "add: shapes \(shape) and \(other.shape) differ")
+        check(shape == other.shape, "add: shapes \(shape) and \(other.shape) differ")
         let n = count
         withUnsafeMutablePointer { y in axpyKernel(y: y, x: other.pointer, alpha: alpha, count: n) }
     }
