@@ -46,12 +46,12 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
                 generator: inout RandomGenerator) {
         checkHeads(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, name: "CausalPermuteFormerAttention")
         if let decay {
-            precondition(decay.count == heads, "CausalPermuteFormerAttention: \(decay.count) decay rates for \(heads) heads")
+            check(decay.count == heads, "CausalPermuteFormerAttention: \(decay.count) decay rates for \(heads) heads")
             for (h, r) in decay.enumerated() {
-                precondition(r > 0 && r <= 1, "CausalPermuteFormerAttention: decay r_\(h) = \(r) is outside (0, 1]")
+                check(r > 0 && r <= 1, "CausalPermuteFormerAttention: decay r_\(h) = \(r) is outside (0, 1]")
             }
         }
-        precondition(chunkSize >= 1, "CausalPermuteFormerAttention: chunkSize must be ≥ 1, got \(chunkSize)")
+        check(chunkSize >= 1, "CausalPermuteFormerAttention: chunkSize must be ≥ 1, got \(chunkSize)")
         if permute {
             var g = RandomGenerator(seed: permutationSeed)
             let size = featureMultiplier * dimensions / heads
@@ -82,7 +82,7 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
     }
 
     override func attend(queries: Variable, keys: Variable, values: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
-        precondition(keyMask == nil, "CausalPermuteFormerAttention: key padding masks are not supported by the causal mixer (pad at the end instead)")
+        check(keyMask == nil, "CausalPermuteFormerAttention: key padding masks are not supported by the causal mixer (pad at the end instead)")
         let (q, k) = encodePositions(queries: queries, keys: keys, positions: positions)
         return causalLinearAttention(queries: q, keys: k, values: values, decay: decayRates, normalized: normalized, chunkSize: chunkSize)
     }
@@ -93,7 +93,7 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
     }
 
     public func step(_ x: Variable, position: Int, state: inout CausalLinearAttentionState) -> Variable {
-        precondition(x.rank == 3 && x.shape[1] == 1 && x.shape[2] == dimensions,
+        check(x.rank == 3 && x.shape[1] == 1 && x.shape[2] == dimensions,
                      "CausalPermuteFormerAttention.step: input must be [B, 1, \(dimensions)], got \(x.shape)")
         let b = x.shape[0]
         let (q0, k0, v) = projectedFeatures(x)                                  // [B, H, 1, F], [B, H, 1, Dh]
@@ -186,7 +186,7 @@ public final class CausalLanguageModel: Module {
     }
 
     func checkTokens(_ ids: IntTensor) {
-        precondition(ids.rank == 2 && ids.shape[0] > 0 && ids.shape[1] > 0, "CausalLanguageModel: token ids must be a non-empty [B, N], got \(ids.shape)")
+        check(ids.rank == 2 && ids.shape[0] > 0 && ids.shape[1] > 0, "CausalLanguageModel: token ids must be a non-empty [B, N], got \(ids.shape)")
         ids.checkRange(configuration.vocabularySize, what: "CausalLanguageModel token (vocabulary \(configuration.vocabularySize))")
     }
 
@@ -216,7 +216,7 @@ public final class CausalLanguageModel: Module {
     /// Mean next-token cross-entropy of ids [B, N] (targets ids[:, 1...]; PAD targets ignored).
     public func loss(_ ids: IntTensor) -> Variable {
         let b = ids.shape[0], n = ids.shape[1]
-        precondition(n >= 2, "CausalLanguageModel.loss: need at least 2 tokens per row, got \(n)")
+        check(n >= 2, "CausalLanguageModel.loss: need at least 2 tokens per row, got \(n)")
         let all = self(ids)
         let predicted = reshape(slice(all, axis: 1, 0..<(n - 1)), [b * (n - 1), configuration.vocabularySize])
         var targets: [Int32] = []
@@ -230,7 +230,7 @@ public final class CausalLanguageModel: Module {
 
     /// One token per row: ids [B] at absolute `position`; returns logits [B, V] and advances `states`.
     public func step(_ ids: [Int], position: Int, states: inout [CausalLinearAttentionState]) -> Tensor {
-        precondition(states.count == blocks.count, "CausalLanguageModel.step: \(states.count) states for \(blocks.count) layers")
+        check(states.count == blocks.count, "CausalLanguageModel.step: \(states.count) states for \(blocks.count) layers")
         let tokens = IntTensor(shape: [ids.count, 1], scalars: ids.map { Int32($0) })
         checkTokens(tokens)
         return withoutGradient {
@@ -259,8 +259,8 @@ public final class CausalLanguageModel: Module {
     /// Continues `prompt` (token ids, at least one) by `count` tokens, sampling from softmax(logits /
     /// temperature) (temperature 0: greedy). O(1) memory per generated token.
     public func generate(prompt: [Int], count: Int, temperature: Float = 1, generator: inout RandomGenerator) -> [Int] {
-        precondition(!prompt.isEmpty, "CausalLanguageModel.generate: the prompt must hold at least one token (e.g. BOS = 1)")
-        precondition(count >= 0 && temperature >= 0, "CausalLanguageModel.generate: count \(count) and temperature \(temperature) must be ≥ 0")
+        check(!prompt.isEmpty, "CausalLanguageModel.generate: the prompt must hold at least one token (e.g. BOS = 1)")
+        check(count >= 0 && temperature >= 0, "CausalLanguageModel.generate: count \(count) and temperature \(temperature) must be ≥ 0")
         var states = makeStates(batch: 1)
         var logits = Tensor(zeros: [1, configuration.vocabularySize])
         for (t, token) in prompt.enumerated() { logits = step([token], position: t, states: &states) }

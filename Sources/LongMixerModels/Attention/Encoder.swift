@@ -158,7 +158,7 @@ public final class EncoderClassifier: Module, SequenceModel {
         switch c.positions {
         case .none: break
         case .learned:
-            precondition(n <= c.maxPositions, "EncoderClassifier: sequence length \(n) exceeds the learned position table of \(c.maxPositions) positions")
+            LongMixerCore.check(n <= c.maxPositions, "EncoderClassifier: sequence length \(n) exceeds the learned position table of \(c.maxPositions) positions")
             h = h + positionEmbedding!(IntTensor(Array(0..<n)))
         case .sinusoidal:
             h = h + Variable(sinusoidalPositions(Array(0..<n), dimensions: c.dimensions))
@@ -176,8 +176,8 @@ public final class EncoderClassifier: Module, SequenceModel {
     }
 
     public func callAsFunction(_ input: SequenceInput) -> Variable {
-        do { try check(input) } catch { preconditionFailure("EncoderClassifier: \(error)") }
-        guard case .tokens(let ids) = input else { preconditionFailure("unreachable") }
+        do { try check(input) } catch { fatalError("EncoderClassifier: \(error)") }
+        guard case .tokens(let ids) = input else { fatalError("unreachable") }
         switch configuration.head {
         case .classification, .binary:
             return (head as! Linear)(pooled(ids))

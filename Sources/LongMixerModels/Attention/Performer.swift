@@ -26,7 +26,7 @@ public class PerformerAttention: Module, SequenceMixer {
 
     public init(dimensions: Int, heads: Int, featureMultiplier: Int = 4, kernelEpsilon: Float = 1e-3, generator: inout RandomGenerator) {
         checkHeads(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, name: "\(Self.self)")
-        precondition(kernelEpsilon >= 0, "\(Self.self): kernel ε must be ≥ 0, got \(kernelEpsilon)")
+        check(kernelEpsilon >= 0, "\(Self.self): kernel ε must be ≥ 0, got \(kernelEpsilon)")
         query = referenceLinear(dimensions, dimensions * featureMultiplier, generator: &generator)
         key = referenceLinear(dimensions, dimensions * featureMultiplier, generator: &generator)
         value = referenceLinear(dimensions, dimensions, generator: &generator)
@@ -64,7 +64,7 @@ public class PerformerAttention: Module, SequenceMixer {
     /// The mixer with explicit token indices (`positions.count` = N); the protocol call uses 0..<N.
     public func callAsFunction(_ x: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
         checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "\(Self.self)")
-        precondition(positions.count == x.shape[1], "\(Self.self): \(positions.count) positions for a sequence of \(x.shape[1])")
+        check(positions.count == x.shape[1], "\(Self.self): \(positions.count) positions for a sequence of \(x.shape[1])")
         let (q, k, v) = projectedFeatures(x)
         return output(mergeHeads(attend(queries: q, keys: k, values: v, keyMask: keyMask, positions: positions)))
     }
@@ -100,8 +100,8 @@ public final class FavorAttention: PerformerAttention {
                 featureSeed: UInt64 = 0xFA_0001, generator: inout RandomGenerator) {
         let f = featureMultiplier * (dimensions / max(heads, 1))
         let m = randomFeatures ?? f
-        precondition(m >= 1, "FavorAttention: randomFeatures must be ≥ 1, got \(m)")
-        if let k = redrawInterval { precondition(k >= 1, "FavorAttention: redrawInterval must be ≥ 1 (nil = fixed), got \(k)") }
+        check(m >= 1, "FavorAttention: randomFeatures must be ≥ 1, got \(m)")
+        if let k = redrawInterval { check(k >= 1, "FavorAttention: redrawInterval must be ≥ 1 (nil = fixed), got \(k)") }
         self.randomFeatures = m
         self.redrawInterval = redrawInterval
         var features = RandomGenerator(seed: featureSeed)

@@ -44,7 +44,7 @@ public class PermuteFormerAttention: PerformerAttention {
         }
         set {
             let current = permutation.value.shape
-            precondition(newValue.count == current[0] && newValue.allSatisfy { $0.permutation.count == current[1] },
+            check(newValue.count == current[0] && newValue.allSatisfy { $0.permutation.count == current[1] },
                          "\(Self.self): need \(current[0]) permutations of size \(current[1]), got sizes \(newValue.map { $0.permutation.count })")
             permutation.value = Self.table(newValue)
         }
@@ -70,9 +70,9 @@ public final class PermuteFormer2DAttention: PermuteFormerAttention {
                 generator: inout RandomGenerator) {
         checkHeads(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, name: "PermuteFormer2DAttention")
         let features = featureMultiplier * dimensions / heads
-        precondition(features % 2 == 0,
+        check(features % 2 == 0,
                      "PermuteFormer2DAttention: feature width per head \(features) (= \(featureMultiplier) × \(dimensions / heads)) must be even")
-        precondition(grid.width > 0 && grid.height > 0 && grid.prefix >= 0 && grid.suffix >= 0,
+        check(grid.width > 0 && grid.height > 0 && grid.prefix >= 0 && grid.suffix >= 0,
                      "PermuteFormer2DAttention: grid width \(grid.width), height \(grid.height) must be positive, prefix \(grid.prefix), suffix \(grid.suffix) non-negative")
         self.grid = grid
         super.init(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, kernelEpsilon: kernelEpsilon,
@@ -82,7 +82,7 @@ public final class PermuteFormer2DAttention: PermuteFormerAttention {
     /// Explicit (x, y) per token.
     public func callAsFunction(_ x: Variable, keyMask: Tensor?, xPositions: [Int], yPositions: [Int]) -> Variable {
         checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "PermuteFormer2DAttention")
-        precondition(xPositions.count == x.shape[1] && yPositions.count == x.shape[1],
+        check(xPositions.count == x.shape[1] && yPositions.count == x.shape[1],
                      "PermuteFormer2DAttention: \(xPositions.count) x- and \(yPositions.count) y-positions for a sequence of \(x.shape[1])")
         let (q, k, v) = projectedFeatures(x)
         let p = permutations, half = featuresPerHead / 2
@@ -96,14 +96,14 @@ public final class PermuteFormer2DAttention: PermuteFormerAttention {
 
     /// Positions from the grid; the sequence length must be prefix + W·H + suffix.
     public override func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
-        precondition(x.rank == 3, "PermuteFormer2DAttention: input must be [B, N, D], got \(x.shape)")
+        check(x.rank == 3, "PermuteFormer2DAttention: input must be [B, N, D], got \(x.shape)")
         let (xs, ys) = grid.positions(length: x.shape[1])
         return callAsFunction(x, keyMask: keyMask, xPositions: xs, yPositions: ys)
     }
 
     /// Token indices have no meaning here; use the grid (or explicit x/y positions).
     public override func callAsFunction(_ x: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
-        preconditionFailure("PermuteFormer2DAttention takes (x, y) positions: call it with xPositions:yPositions: or without positions")
+        fatalError("PermuteFormer2DAttention takes (x, y) positions: call it with xPositions:yPositions: or without positions")
     }
 }
 
@@ -126,7 +126,7 @@ public final class OrthogonalFormerAttention: PerformerAttention {
                 seed: UInt64 = MixerConfiguration.referencePermutationSeed, generator: inout RandomGenerator) {
         checkHeads(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, name: "OrthogonalFormerAttention")
         let f = featureMultiplier * dimensions / heads
-        precondition(f % 2 == 0, "OrthogonalFormerAttention: feature width per head \(f) (= \(featureMultiplier) × \(dimensions / heads)) must be even")
+        check(f % 2 == 0, "OrthogonalFormerAttention: feature width per head \(f) (= \(featureMultiplier) × \(dimensions / heads)) must be even")
         var g = RandomGenerator(seed: seed)
         var u: [Float] = [], theta: [Float] = []
         for _ in 0..<heads {

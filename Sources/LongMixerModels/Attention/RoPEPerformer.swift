@@ -19,8 +19,8 @@ public final class RoPEPerformerAttention: PerformerAttention {
                 generator: inout RandomGenerator) {
         checkHeads(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, name: "RoPEPerformerAttention")
         let f = featureMultiplier * dimensions / heads
-        precondition(f % 2 == 0, "RoPEPerformerAttention: feature width per head \(f) (= \(featureMultiplier) × \(dimensions / heads)) must be even")
-        precondition(base > 1, "RoPEPerformerAttention: base must be > 1, got \(base)")
+        check(f % 2 == 0, "RoPEPerformerAttention: feature width per head \(f) (= \(featureMultiplier) × \(dimensions / heads)) must be even")
+        check(base > 1, "RoPEPerformerAttention: base must be > 1, got \(base)")
         self.base = base
         super.init(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, kernelEpsilon: kernelEpsilon,
                    generator: &generator)

@@ -106,9 +106,9 @@ public struct ImageGrid: Codable, Equatable, Sendable {
 
     /// (x, y) of every token of a length-`length` row; stops with a message if the length does not fit.
     public func positions(length n: Int) -> (x: [Int], y: [Int]) {
-        precondition(width > 0 && height > 0 && prefix >= 0 && suffix >= 0,
+        check(width > 0 && height > 0 && prefix >= 0 && suffix >= 0,
                      "ImageGrid: width \(width) and height \(height) must be positive, prefix \(prefix) and suffix \(suffix) non-negative")
-        precondition(n == length,
+        check(n == length,
                      "2D PermuteFormer: sequence length \(n) ≠ prefix \(prefix) + width \(width) × height \(height) + suffix \(suffix) = \(length)")
         var xs = [Int](repeating: 0, count: prefix), ys = [Int](repeating: 0, count: prefix)
         for y in 0..<height { for x in 0..<width { xs.append(x); ys.append(y) } }
@@ -247,17 +247,17 @@ func reluFeatures(_ x: Variable, epsilon: Float) -> Variable { relu(x) + epsilon
 
 /// Checks the common shape contract of a mixer input.
 func checkMixerInput(_ x: Variable, keyMask: Tensor?, dimensions: Int, name: String) {
-    precondition(x.rank == 3 && x.shape[2] == dimensions, "\(name): input must be [B, N, \(dimensions)], got \(x.shape)")
+    check(x.rank == 3 && x.shape[2] == dimensions, "\(name): input must be [B, N, \(dimensions)], got \(x.shape)")
     if let m = keyMask {
-        precondition(m.shape == [x.shape[0], x.shape[1]], "\(name): key mask \(m.shape) must be [B, N] = [\(x.shape[0]), \(x.shape[1])]")
+        check(m.shape == [x.shape[0], x.shape[1]], "\(name): key mask \(m.shape) must be [B, N] = [\(x.shape[0]), \(x.shape[1])]")
     }
 }
 
 /// Checks the width/head split shared by every mixer (`precondition`, naming the values).
 func checkHeads(dimensions: Int, heads: Int, featureMultiplier: Int = 1, name: String) {
-    precondition(dimensions > 0 && heads > 0, "\(name): dimensions \(dimensions) and heads \(heads) must be positive")
-    precondition(dimensions % heads == 0, "\(name): width \(dimensions) is not divisible by \(heads) heads")
-    precondition(featureMultiplier >= 1, "\(name): featureMultiplier must be ≥ 1, got \(featureMultiplier)")
+    check(dimensions > 0 && heads > 0, "\(name): dimensions \(dimensions) and heads \(heads) must be positive")
+    check(dimensions % heads == 0, "\(name): width \(dimensions) is not divisible by \(heads) heads")
+    check(featureMultiplier >= 1, "\(name): featureMultiplier must be ≥ 1, got \(featureMultiplier)")
 }
 
 /// The reference initialisation for the projections of every mixer: N(0, 0.02) weights, zero bias.
@@ -269,7 +269,7 @@ func referenceLinear(_ input: Int, _ output: Int, generator: inout RandomGenerat
 /// also fairseq's): with h = D/2 and f_i = exp(−i·ln(10000)/(h − 1)), PE[p] = [sin(p·f), cos(p·f)]
 /// (halves, not interleaved). Rows for `positions`; [count, D]. D must be even and ≥ 4.
 public func sinusoidalPositions(_ positions: [Int], dimensions: Int) -> Tensor {
-    precondition(dimensions % 2 == 0 && dimensions >= 4, "sinusoidal positions need an even width ≥ 4, got \(dimensions)")
+    check(dimensions % 2 == 0 && dimensions >= 4, "sinusoidal positions need an even width ≥ 4, got \(dimensions)")
     let half = dimensions / 2
     let scale = Foundation.log(10000.0) / Double(half - 1)
     var t = Tensor(uninitializedShape: [positions.count, dimensions])
@@ -291,8 +291,8 @@ public func sinusoidalPositions(_ positions: [Int], dimensions: Int) -> Tensor {
 /// (interleaved pairs, `rotate_every_two` / RoFormer): (a, b) ↦ (a cos − b sin, a sin + b cos).
 func rotatePairs(_ x: Variable, angles: Tensor) -> Variable {
     let b = x.shape[0], h = x.shape[1], n = x.shape[2], f = x.shape[3]
-    precondition(f % 2 == 0, "rotatePairs: feature width \(f) must be even")
-    precondition(angles.rank == 3 && (angles.shape[0] == h || angles.shape[0] == 1) && angles.shape[1] == n && angles.shape[2] == f / 2,
+    check(f % 2 == 0, "rotatePairs: feature width \(f) must be even")
+    check(angles.rank == 3 && (angles.shape[0] == h || angles.shape[0] == 1) && angles.shape[1] == n && angles.shape[2] == f / 2,
                  "rotatePairs: angles \(angles.shape) must be [\(h) or 1, \(n), \(f / 2)] for input \(x.shape)")
     let pairs = reshape(x, [b, h, n, f / 2, 2])
     let even = slice(pairs, axis: 4, 0..<1), odd = slice(pairs, axis: 4, 1..<2)

@@ -31,8 +31,10 @@ public final class SoftmaxAttention: Module, SequenceMixer {
     public func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
         checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "SoftmaxAttention")
         let b = x.shape[0], n = x.shape[1]
-        let q = splitHeads(query(x), heads: heads), k = splitHeads(key(x), heads: heads), v = splitHeads(value(x), heads: heads)
-        var scores = matmul(q, k, transposeB: true) * (1 / Float(dimensions / heads).squareRoot())   // [B, H, N, N]
+        // 1/√Dh folded into Q (N·D multiplies instead of N²·H).
+        let q = splitHeads(query(x) * (1 / Float(dimensions / heads).squareRoot()), heads: heads)
+        let k = splitHeads(key(x), heads: heads), v = splitHeads(value(x), heads: heads)
+        var scores = matmul(q, k, transposeB: true)                                   // [B, H, N, N]
         if let keyMask {
             var bias = Tensor(uninitializedShape: [b, 1, 1, n])
             let count = b * n
