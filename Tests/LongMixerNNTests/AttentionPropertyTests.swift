@@ -318,6 +318,12 @@ struct AttentionPropertyTests {
             #expect(token == row.indices.max { row[$0] < row[$1] }!)
             sequence.append(token)
         }
+        // In training mode generation still runs without dropout and leaves the flag as it was.
+        model.train()
+        var g2 = RandomGenerator(seed: 60)
+        #expect(model.generate(prompt: prompt, count: 6, temperature: 0, generator: &g2) == out)
+        #expect(model.isTraining)
+        model.eval()
         let states = model.makeStates(batch: 1)
         #expect(states.count == 2 && states[0].features == 8 && states[0].valueDimensions == 8 && states[0].decay != nil)
         #expect(model.namedBuffers().map(\.0) == ["blocks.0.mixer.permutation", "blocks.0.mixer.decay", "blocks.1.mixer.permutation", "blocks.1.mixer.decay"])

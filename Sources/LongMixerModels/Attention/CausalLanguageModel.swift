@@ -241,8 +241,12 @@ public final class CausalLanguageModel: Module {
     }
 
     /// The logits of the parallel form, computed token by token with the recurrent states: [B, N, V].
+    /// Runs in evaluation mode (no dropout), restoring the training flag afterwards.
     public func recurrentLogits(_ ids: IntTensor) -> Tensor {
         checkTokens(ids)
+        let wasTraining = isTraining
+        eval()
+        defer { train(wasTraining) }
         let b = ids.shape[0], n = ids.shape[1], v = configuration.vocabularySize
         var states = makeStates(batch: b)
         var out = Tensor(uninitializedShape: [b, n, v])
@@ -257,10 +261,14 @@ public final class CausalLanguageModel: Module {
     }
 
     /// Continues `prompt` (token ids, at least one) by `count` tokens, sampling from softmax(logits /
-    /// temperature) (temperature 0: greedy). O(1) memory per generated token.
+    /// temperature) (temperature 0: greedy). O(1) memory per generated token. Runs in evaluation mode
+    /// (no dropout), restoring the training flag afterwards.
     public func generate(prompt: [Int], count: Int, temperature: Float = 1, generator: inout RandomGenerator) -> [Int] {
         check(!prompt.isEmpty, "CausalLanguageModel.generate: the prompt must hold at least one token (e.g. BOS = 1)")
         check(count >= 0 && temperature >= 0, "CausalLanguageModel.generate: count \(count) and temperature \(temperature) must be ≥ 0")
+        let wasTraining = isTraining
+        eval()
+        defer { train(wasTraining) }
         var states = makeStates(batch: 1)
         var logits = Tensor(zeros: [1, configuration.vocabularySize])
         for (t, token) in prompt.enumerated() { logits = step([token], position: t, states: &states) }

@@ -280,21 +280,23 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
             kind = k
         }
         let grid = ImageGrid(width: 32, height: 32, prefix: 1, suffix: 1)
-        func make(_ layers: Int, _ d: Int, _ heads: Int, _ ffn: Int, _ dropout: Float, head: Head, classes: Int, maxPositions: Int,
-                  vocabulary: Int = 259, image: Bool = false) throws -> EncoderConfiguration {
+        func make(_ layers: Int, _ d: Int, _ heads: Int, _ ffn: Int, _ dropout: Float, _ attentionDropout: Float, head: Head, classes: Int,
+                  maxPositions: Int, vocabulary: Int = 259, image: Bool = false) throws -> EncoderConfiguration {
             let k = kind ?? (image ? .permuteFormer2D : .permuteFormer)
             if k.isCausal { throw AttentionConfigurationError(message: "preset '\(name)': \(k.rawValue) is causal; the encoder needs a bidirectional mixer") }
             return EncoderConfiguration(vocabularySize: vocabulary, dimensions: d, heads: heads, layers: layers, feedForwardDimensions: ffn,
-                                        dropout: dropout, mixer: MixerConfiguration(kind: k, grid: image ? grid : nil),
+                                        dropout: dropout,
+                                        mixer: MixerConfiguration(kind: k, attentionDropout: attentionDropout, grid: image ? grid : nil),
                                         maxPositions: maxPositions, head: head, classes: classes)
         }
+        // (layers, D, H, FFN, hidden dropout, attention-probability dropout — read by softmax attention only)
         switch task {
-        case "listops": return try make(6, 512, 8, 2048, 0.1, head: .classification, classes: 10, maxPositions: 2002, vocabulary: 18)
-        case "text": return try make(6, 512, 8, 2048, 0.1, head: .binary, classes: 1, maxPositions: 4000)
-        case "retrieval": return try make(4, 128, 4, 512, 0.1, head: .retrieval, classes: 1, maxPositions: 4000)
-        case "image": return try make(3, 64, 4, 128, 0.3, head: .classification, classes: 10, maxPositions: 1026, image: true)
-        case "pathfinder": return try make(4, 128, 8, 128, 0.1, head: .binary, classes: 1, maxPositions: 1026, image: true)
-        case "tiny": return try make(2, 32, 2, 64, 0.1, head: .classification, classes: 2, maxPositions: 512)
+        case "listops": return try make(6, 512, 8, 2048, 0.1, 0.1, head: .classification, classes: 10, maxPositions: 2002, vocabulary: 18)
+        case "text": return try make(6, 512, 8, 2048, 0.1, 0.1, head: .binary, classes: 1, maxPositions: 4000)
+        case "retrieval": return try make(4, 128, 4, 512, 0.1, 0.1, head: .retrieval, classes: 1, maxPositions: 4000)
+        case "image": return try make(3, 64, 4, 128, 0.3, 0.2, head: .classification, classes: 10, maxPositions: 1026, image: true)
+        case "pathfinder": return try make(4, 128, 8, 128, 0.1, 0.1, head: .binary, classes: 1, maxPositions: 1026, image: true)
+        case "tiny": return try make(2, 32, 2, 64, 0.1, 0.1, head: .classification, classes: 2, maxPositions: 512)
         default:
             throw AttentionConfigurationError(message: "unknown encoder preset '\(name)'; presets: listops, text, retrieval, image, pathfinder, tiny (optionally -<mixer>)")
         }
