@@ -26,49 +26,43 @@ struct AttentionParityTests {
             .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures")
     }
 
-    /// max |a − b| / max |reference|.
-    static func relativeError(_ a: Tensor, reference b: Tensor) -> Float {
-        var diff: Float = 0, scale: Float = 0
-        for i in 0..<b.count { scale = max(scale, abs(b[flat: i])); diff = max(diff, abs(a[flat: i] - b[flat: i])) }
-        return scale > 0 ? diff / scale : diff
-    }
-
-    /// Loads parameters and buffers by name after checking that the name sets agree.
-    static func load(_ fixture: AttentionFixtureTensors, into model: Module, name: String) throws {
-        let swiftNames = Set(model.namedParameters().map(\.0))
-        let referenceNames = Set(fixture.floats.keys.filter { $0.hasPrefix("param.") }.map { String($0.dropFirst(6)) })
-        #expect(swiftNames == referenceNames, "\(name): only in Swift: \(swiftNames.subtracting(referenceNames)); only in PyTorch: \(referenceNames.subtracting(swiftNames))")
-        for (parameterName, parameter) in model.namedParameters() {
-            let value = try #require(fixture.floats["param." + parameterName], "\(parameterName) missing from the fixture")
-            #expect(value.shape == parameter.shape, "\(name) \(parameterName): PyTorch \(value.shape) vs Swift \(parameter.shape)")
-            parameter.value = value
-        }
-        let swiftBuffers = Set(model.namedBuffers().map(\.0))
-        let referenceBuffers = Set(fixture.floats.keys.filter { $0.hasPrefix("buffer.") }.map { String($0.dropFirst(7)) })
-        #expect(swiftBuffers == referenceBuffers, "\(name): buffers only in Swift: \(swiftBuffers.subtracting(referenceBuffers)); only in PyTorch: \(referenceBuffers.subtracting(swiftBuffers))")
-        for (bufferName, buffer) in model.namedBuffers() {
-            let value = try #require(fixture.floats["buffer." + bufferName], "\(bufferName) missing from the fixture")
-            #expect(value.shape == buffer.value.shape, "\(name) \(bufferName): PyTorch \(value.shape) vs Swift \(buffer.value.shape)")
-            buffer.value = value
+    /// The fixture's float tensors by name.
+    struct Fixture {
+        let tensors: [String: NamedTensor]
+        init(_ url: URL) throws { tensors = try SafeTensors.load(from: url) }
+        func float(_ name: String) throws -> Tensor { try #require(tensors[name]?.floatTensor, "\(name) missing from the fixture") }
+        func int(_ name: String) -> IntTensor? { tensors[name]?.intTensor }
+        /// `param.<name>` and `buffer.<name>` with the prefixes dropped: a state dictionary.
+        var stateDictionary: [String: NamedTensor] {
+            var out: [String: NamedTensor] = [:]
+            for (key, value) in tensors {
+                if key.hasPrefix("param.") { out[String(key.dropFirst(6))] = value }
+                if key.hasPrefix("buffer.") { out[String(key.dropFirst(7))] = value }
+            }
+            return out
         }
     }
 
-    static func checkGradients(_ fixture: AttentionFixtureTensors, model: Module, name: String) throws {
+    /// Loads parameters and buffers by name with the strict loader (every name present, same
+    /// shapes, nothing extra), so Swift and PyTorch names agree 1:1.
+    static func load(_ fixture: Fixture, into model: Module) throws {
+        try model.loadStateDictionary(fixture.stateDictionary)
+    }
+
+    static func checkGradients(_ fixture: Fixture, model: Module, name: String) throws {
         for (parameterName, parameter) in model.namedParameters() {
-            let reference = try #require(fixture.floats["grad." + parameterName])
+            let reference = try fixture.float("grad." + parameterName)
             let grad = try #require(parameter.grad, "\(name): \(parameterName) got no gradient")
             var scale: Float = 0
             for i in 0..<reference.count { scale = max(scale, abs(reference[flat: i])) }
             if scale < 1e-7 {
                 // Mathematically zero (softmax attention's key bias: a constant shift of every score of a
                 // query): float64 gives ~1e-17, float32 rounding ~1e-8, so compare absolutely.
-                var largest: Float = 0
-                for i in 0..<grad.count { largest = max(largest, abs(grad[flat: i])) }
-                #expect(largest <= 1e-5, "\(name): gradient of \(parameterName) should vanish, max |g| \(largest)")
+                let values = grad.scalars
+                #expect(values.allSatisfy { abs($0) <= 1e-5 }, "\(name): gradient of \(parameterName) should vanish, got \(values.prefix(4))…")
                 continue
             }
-            let error = relativeError(grad, reference: reference)
-            #expect(error <= 1e-4, "\(name): gradient of \(parameterName) relative error \(error)")
+            expectClose(grad, reference, tolerance: 1e-4, "\(name): gradient of \(parameterName)")
         }
     }
 
@@ -76,26 +70,23 @@ struct AttentionParityTests {
     func encoderParity(name: String) throws {
         let base = Self.fixturesDirectory.appendingPathComponent("attention_\(name)")
         let configuration = try JSONDecoder().decode(EncoderConfiguration.self, from: Data(contentsOf: base.appendingPathExtension("json")))
-        let fixture = try AttentionFixtureTensors.load(from: base.appendingPathExtension("safetensors"))
+        let fixture = try Fixture(base.appendingPathExtension("safetensors"))
         var generator = RandomGenerator(seed: 0)
         let model = try EncoderClassifier(configuration: configuration, generator: &generator)
         model.eval()
-        try Self.load(fixture, into: model, name: name)
+        try Self.load(fixture, into: model)
 
-        let ids = try #require(fixture.ints["input.tokens"])
+        let ids = try #require(fixture.int("input.tokens"))
         let logits = model(.tokens(ids))
-        let referenceLogits = try #require(fixture.floats["logits"])
-        #expect(logits.shape == referenceLogits.shape)
-        let logitError = Self.relativeError(logits.value, reference: referenceLogits)
-        #expect(logitError <= 1e-4, "\(name): logits relative error \(logitError)")
+        expectClose(logits.value, try fixture.float("logits"), tolerance: 1e-4, "\(name): logits")
 
         let loss: Variable
-        if let classes = fixture.ints["targets.classes"] {
+        if let classes = fixture.int("targets.classes") {
             loss = crossEntropy(logits: logits, targets: classes)
         } else {
-            loss = binaryCrossEntropy(logits: logits, targets: try #require(fixture.floats["targets.values"]))
+            loss = binaryCrossEntropy(logits: logits, targets: try fixture.float("targets.values"))
         }
-        let referenceLoss = try #require(fixture.floats["loss"])[flat: 0]
+        let referenceLoss = try fixture.float("loss")[flat: 0]
         #expect(abs(loss.value.scalar - referenceLoss) <= 1e-4 * max(1, abs(referenceLoss)), "\(name): loss \(loss.value.scalar) vs \(referenceLoss)")
         try loss.backward()
         try Self.checkGradients(fixture, model: model, name: name)
@@ -105,68 +96,21 @@ struct AttentionParityTests {
     func languageModelParity(name: String) throws {
         let base = Self.fixturesDirectory.appendingPathComponent("attention_\(name)")
         let configuration = try JSONDecoder().decode(LanguageModelConfiguration.self, from: Data(contentsOf: base.appendingPathExtension("json")))
-        let fixture = try AttentionFixtureTensors.load(from: base.appendingPathExtension("safetensors"))
+        let fixture = try Fixture(base.appendingPathExtension("safetensors"))
         var generator = RandomGenerator(seed: 0)
         let model = try CausalLanguageModel(configuration: configuration, generator: &generator)
         model.eval()
-        try Self.load(fixture, into: model, name: name)
+        try Self.load(fixture, into: model)
 
-        let ids = try #require(fixture.ints["input.tokens"])
-        let referenceLogits = try #require(fixture.floats["logits"])
-        let logits = model(ids)
-        #expect(logits.shape == referenceLogits.shape)
-        let logitError = Self.relativeError(logits.value, reference: referenceLogits)
-        #expect(logitError <= 1e-4, "\(name): logits relative error \(logitError)")
-        let recurrentError = Self.relativeError(model.recurrentLogits(ids), reference: referenceLogits)
-        #expect(recurrentError <= 1e-4, "\(name): recurrent logits relative error \(recurrentError)")
+        let ids = try #require(fixture.int("input.tokens"))
+        let referenceLogits = try fixture.float("logits")
+        expectClose(model(ids).value, referenceLogits, tolerance: 1e-4, "\(name): logits")
+        expectClose(model.recurrentLogits(ids), referenceLogits, tolerance: 1e-4, "\(name): recurrent logits")
 
         let loss = model.loss(ids)
-        let referenceLoss = try #require(fixture.floats["loss"])[flat: 0]
+        let referenceLoss = try fixture.float("loss")[flat: 0]
         #expect(abs(loss.value.scalar - referenceLoss) <= 1e-4 * max(1, abs(referenceLoss)), "\(name): loss \(loss.value.scalar) vs \(referenceLoss)")
         try loss.backward()
         try Self.checkGradients(fixture, model: model, name: name)
-    }
-}
-
-/// Minimal safetensors reader for the fixtures (F32, I32, I64 little-endian), local to these tests
-/// until the library reader (`SafeTensors`) lands: 8-byte header length, JSON header
-/// {name: {dtype, shape, data_offsets}}, then the data.
-struct AttentionFixtureTensors {
-    var floats: [String: Tensor] = [:]
-    var ints: [String: IntTensor] = [:]
-
-    struct FormatError: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    static func load(from url: URL) throws -> AttentionFixtureTensors {
-        let bytes = [UInt8](try Data(contentsOf: url))
-        guard bytes.count >= 8 else { throw FormatError(description: "\(url.lastPathComponent): \(bytes.count) bytes, too short") }
-        var headerLength = 0
-        for i in 0..<8 { headerLength |= Int(bytes[i]) << (8 * i) }
-        guard 8 + headerLength <= bytes.count else { throw FormatError(description: "\(url.lastPathComponent): header length \(headerLength) exceeds the file") }
-        let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as? [String: Any] ?? [:]
-        let dataStart = 8 + headerLength
-        var result = AttentionFixtureTensors()
-        for (name, entry) in header where name != "__metadata__" {
-            guard let entry = entry as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2 else {
-                throw FormatError(description: "\(url.lastPathComponent): malformed entry \(name)")
-            }
-            let count = shape.reduce(1, *)
-            let start = dataStart + offsets[0]
-            func word(_ i: Int, _ size: Int) -> UInt64 {
-                var v: UInt64 = 0
-                for j in 0..<size { v |= UInt64(bytes[start + i * size + j]) << (8 * UInt64(j)) }
-                return v
-            }
-            switch dtype {
-            case "F32": result.floats[name] = Tensor(shape: shape, scalars: (0..<count).map { Float(bitPattern: UInt32(word($0, 4))) })
-            case "I32": result.ints[name] = IntTensor(shape: shape, scalars: (0..<count).map { Int32(bitPattern: UInt32(word($0, 4))) })
-            case "I64": result.ints[name] = IntTensor(shape: shape, scalars: (0..<count).map { Int32(truncatingIfNeeded: Int64(bitPattern: word($0, 8))) })
-            default: throw FormatError(description: "\(url.lastPathComponent): unsupported dtype \(dtype) for \(name)")
-            }
-        }
-        return result
     }
 }
