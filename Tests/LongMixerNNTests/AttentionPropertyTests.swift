@@ -229,6 +229,19 @@ struct AttentionPropertyTests {
         #expect(model.namedParameters().map(\.0).suffix(6) == ["head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias", "head.4.weight", "head.4.bias"])
     }
 
+    @Test("task losses: cross-entropy for classes, BCE for binary/retrieval with 0/1 classes or values")
+    func taskLosses() throws {
+        let classifier = try Self.tinyEncoder(.performer)
+        let logits = classifier(.tokens(Self.tokens))
+        let ce = classifier.loss(logits: logits, targets: .classes(IntTensor([0, 2]))).value.scalar
+        #expect(abs(ce - crossEntropy(logits: logits, targets: IntTensor([0, 2])).value.scalar) < 1e-7)
+        let binary = try Self.tinyEncoder(.performer, head: .binary)
+        let out = binary(.tokens(Self.tokens))
+        let fromClasses = binary.loss(logits: out, targets: .classes(IntTensor([1, 0]))).value.scalar
+        let fromValues = binary.loss(logits: out, targets: .values(Tensor(shape: [2, 1], scalars: [1, 0]))).value.scalar
+        #expect(fromClasses == fromValues && fromClasses.isFinite)
+    }
+
     @Test("padding: appending PAD tokens does not change a Performer-family encoder's logits")
     func paddingIsIgnored() throws {
         for kind in [MixerKind.softmax, .performer, .permuteFormer, .ropePerformer] {
@@ -378,7 +391,13 @@ struct AttentionPropertyTests {
         let lm = try LanguageModelConfiguration.preset("wikitext")
         #expect(lm.layers == 6 && lm.dimensions == 512 && lm.heads == 8 && lm.mixer.featureMultiplier == 1 && !lm.mixer.normalized && lm.tiedOutput)
         for name in ["tiny", "small", "small-causalPerformer", "tiny-causalDecayPerformer"] { try LanguageModelConfiguration.preset(name).validate() }
-        // A sparse JSON mixer configuration takes the defaults.
+        // Sparse JSON configurations take the defaults.
+        let encoder = try JSONDecoder().decode(EncoderConfiguration.self, from: Data(
+            #"{"dimensions":32,"heads":2,"layers":1,"feedForwardDimensions":64,"mixer":{"kind":"softmax"}}"#.utf8))
+        #expect(encoder.positions == .learned && encoder.vocabularySize == 259 && encoder.layerNormEpsilon == 1e-12)
+        let lmSparse = try JSONDecoder().decode(LanguageModelConfiguration.self, from: Data(
+            #"{"dimensions":32,"heads":2,"layers":1,"feedForwardDimensions":64}"#.utf8))
+        #expect(lmSparse.mixer.kind == .causalPermuteFormer && lmSparse.tiedOutput && !lmSparse.mixer.normalized)
         let sparse = try JSONDecoder().decode(MixerConfiguration.self, from: Data(#"{"kind":"permuteFormer"}"#.utf8))
         #expect(sparse == MixerConfiguration(kind: .permuteFormer))
     }

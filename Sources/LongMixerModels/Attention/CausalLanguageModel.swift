@@ -334,6 +334,26 @@ public struct LanguageModelConfiguration: Codable, Equatable, Sendable {
         self.paddingIndex = paddingIndex
     }
 
+    enum CodingKeys: String, CodingKey {
+        case vocabularySize, dimensions, heads, layers, feedForwardDimensions, dropout, mixer, sinusoidalPositions, tiedOutput
+        case activation, paddingIndex
+    }
+
+    /// Decodes any subset of the keys beyond dimensions, heads, layers and feedForwardDimensions.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(vocabularySize: try c.decodeIfPresent(Int.self, forKey: .vocabularySize) ?? ByteVocabulary.size,
+                  dimensions: try c.decode(Int.self, forKey: .dimensions), heads: try c.decode(Int.self, forKey: .heads),
+                  layers: try c.decode(Int.self, forKey: .layers),
+                  feedForwardDimensions: try c.decode(Int.self, forKey: .feedForwardDimensions),
+                  dropout: try c.decodeIfPresent(Float.self, forKey: .dropout) ?? 0.1,
+                  mixer: try c.decodeIfPresent(MixerConfiguration.self, forKey: .mixer) ?? MixerConfiguration(kind: .causalPermuteFormer),
+                  sinusoidalPositions: try c.decodeIfPresent(Bool.self, forKey: .sinusoidalPositions) ?? true,
+                  tiedOutput: try c.decodeIfPresent(Bool.self, forKey: .tiedOutput) ?? true,
+                  activation: try c.decodeIfPresent(Activation.Kind.self, forKey: .activation) ?? .relu,
+                  paddingIndex: try c.decodeIfPresent(Int.self, forKey: .paddingIndex) ?? 0)
+    }
+
     /// `wikitext` (the reference `transformer_lm`: 6 layers, 512 wide, 8 heads, FFN 2048, dropout
     /// 0.1), `small` (4 × 256, 4 heads, FFN 1024) and `tiny` (2 × 64, 2 heads, FFN 128) for CPU runs;
     /// optionally `-<causal mixer kind>` (e.g. `small-causalPerformer`).

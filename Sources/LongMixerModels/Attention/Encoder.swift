@@ -169,6 +169,25 @@ public final class EncoderClassifier: Module, SequenceModel {
         return h
     }
 
+    /// The task loss of logits [B, C] from `callAsFunction`: cross-entropy against `.classes` for the
+    /// classification head; BCE with logits for the binary and retrieval heads, against `.classes`
+    /// (0/1, [B]) or `.values` ([B, 1]).
+    public func loss(logits: Variable, targets: Targets) -> Variable {
+        let b = logits.shape[0]
+        switch (configuration.head, targets) {
+        case (.classification, .classes(let classes)):
+            return crossEntropy(logits: logits, targets: classes)
+        case (.classification, .values(let v)):
+            fatalError("EncoderClassifier: the classification head needs class targets, got values \(v.shape)")
+        case (_, .classes(let classes)):
+            LongMixerCore.check(classes.shape == [b] && classes.scalars.allSatisfy { $0 == 0 || $0 == 1 },
+                                "EncoderClassifier: binary targets must be [\(b)] of 0/1, got shape \(classes.shape) with values \(Set(classes.scalars).sorted())")
+            return binaryCrossEntropy(logits: logits, targets: Tensor(shape: [b, 1], scalars: classes.scalars.map { Float($0) }))
+        case (_, .values(let v)):
+            return binaryCrossEntropy(logits: logits, targets: v)
+        }
+    }
+
     /// tanh(Dense(h[:, 0])), [B, D].
     public func pooled(_ ids: IntTensor) -> Variable {
         let h = encode(ids)
@@ -300,6 +319,30 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
         default:
             throw AttentionConfigurationError(message: "unknown encoder preset '\(name)'; presets: listops, text, retrieval, image, pathfinder, tiny (optionally -<mixer>)")
         }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vocabularySize, dimensions, heads, layers, feedForwardDimensions, dropout, mixer, positions, maxPositions, head, classes
+        case paddingIndex, layerNormEpsilon, initializerRange
+    }
+
+    /// Decodes any subset of the keys beyond dimensions, heads, layers, feedForwardDimensions and
+    /// mixer; the rest take the `init` defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let mixer = try c.decode(MixerConfiguration.self, forKey: .mixer)
+        self.init(vocabularySize: try c.decodeIfPresent(Int.self, forKey: .vocabularySize) ?? 259,
+                  dimensions: try c.decode(Int.self, forKey: .dimensions), heads: try c.decode(Int.self, forKey: .heads),
+                  layers: try c.decode(Int.self, forKey: .layers),
+                  feedForwardDimensions: try c.decode(Int.self, forKey: .feedForwardDimensions),
+                  dropout: try c.decodeIfPresent(Float.self, forKey: .dropout) ?? 0.1, mixer: mixer,
+                  positions: try c.decodeIfPresent(Positions.self, forKey: .positions),
+                  maxPositions: try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? 4000,
+                  head: try c.decodeIfPresent(Head.self, forKey: .head) ?? .classification,
+                  classes: try c.decodeIfPresent(Int.self, forKey: .classes) ?? 2,
+                  paddingIndex: try c.decodeIfPresent(Int.self, forKey: .paddingIndex) ?? 0,
+                  layerNormEpsilon: try c.decodeIfPresent(Float.self, forKey: .layerNormEpsilon) ?? 1e-12,
+                  initializerRange: try c.decodeIfPresent(Float.self, forKey: .initializerRange) ?? 0.02)
     }
 
     /// Throws naming the offending values.
