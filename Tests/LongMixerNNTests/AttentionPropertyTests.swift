@@ -118,6 +118,21 @@ struct AttentionPropertyTests {
         #expect(Self.relativeError(mixer(x, keyMask: Self.mask).value, performer(x, keyMask: Self.mask).value) > 1e-3)
     }
 
+    @Test("finite-difference gradients of every mixer with respect to its input", arguments: MixerKind.allCases)
+    func mixerInputGradients(kind: MixerKind) {
+        var g = RandomGenerator(seed: 70)
+        var c = MixerConfiguration(kind: kind, grid: ImageGrid(width: 2, height: 2), randomFeatures: 8, chunkSize: 2)
+        if kind == .favor || kind.isCausal { c.featureMultiplier = 2 }
+        let mixer = kind.makeMixer(dimensions: 8, heads: 2, configuration: c, generator: &g)
+        (mixer as Module).eval()
+        let x = Variable(Self.random([1, 6, 8], seed: 71), requiresGradient: true)
+        let mask: Tensor? = kind.isCausal || kind == .permuteFormer2D ? nil : Tensor(shape: [1, 6], scalars: [1, 1, 1, 1, 1, 0])
+        let result = checkGradients([x], step: 1e-2, absoluteTolerance: 3e-3, relativeTolerance: 3e-3) { inputs in
+            mixer(inputs[0], keyMask: mask)
+        }
+        #expect(result.passed, "\(kind): \(result)")
+    }
+
     // MARK: Identity permutation
 
     @Test("PermuteFormer with identity permutations ≡ Performer (1D and 2D)")
@@ -447,6 +462,11 @@ struct AttentionPropertyTests {
             _ = RoPEPerformerAttention(dimensions: 6, heads: 2, featureMultiplier: 1, generator: &g)
         }
         #expect(Self.stderrText(result).contains("feature width per head 3"))
+        result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            var g = RandomGenerator(seed: 0)
+            _ = OrthogonalFormerAttention(dimensions: 10, heads: 2, featureMultiplier: 1, generator: &g)
+        }
+        #expect(Self.stderrText(result).contains("feature width per head 5"))
         result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             var g = RandomGenerator(seed: 0)
             _ = CausalPermuteFormerAttention(dimensions: 8, heads: 2, decay: [0.9, 1.25], generator: &g)
