@@ -336,6 +336,33 @@ struct AttentionPropertyTests {
         #expect(Self.relativeError(changed, base) > 1e-4)
     }
 
+    @Test("causal PermuteFormer mixer: a common shift of positions leaves outputs unchanged (parallel and step)", arguments: [false, true])
+    func causalShiftInvariance(normalized: Bool) {
+        var g = RandomGenerator(seed: 80)
+        let mixer = CausalPermuteFormerAttention(dimensions: 16, heads: 2, decay: CausalPermuteFormerAttention.referenceDecay(heads: 2),
+                                                 normalized: normalized, chunkSize: 3, generator: &g)
+        let x = Variable(Self.random([2, 9, 16], seed: 81, scale: 3))
+        let base = mixer(x, keyMask: nil).value
+        let shifted = mixer(x, keyMask: nil, positions: Array(100..<109)).value
+        #expect(Self.relativeError(shifted, base) < 1e-5)
+        var state = mixer.makeState(batch: 2)
+        var rows: [Tensor] = []
+        for t in 0..<9 {
+            rows.append(mixer.step(slice(x, axis: 1, t..<(t + 1)), position: 100 + t, state: &state).value)
+        }
+        #expect(Self.relativeError(Tensor.concatenate(rows, axis: 1), base) < 1e-5)
+    }
+
+    @Test("no length limit without a learned table: PermuteFormer encoder beyond maxPositions, LM at N = 1500 stays finite")
+    func longSequences() throws {
+        let encoder = try Self.tinyEncoder(.permuteFormer)   // maxPositions 12, unused
+        let ids = IntTensor(shape: [1, 50], scalars: [1] + (0..<48).map { Int32(3 + $0 % 17) } + [2])
+        #expect(encoder(.tokens(ids)).value.scalars.allSatisfy { $0.isFinite })
+        let lm = try Self.tinyLM(.causalPermuteFormer)
+        let long = IntTensor(shape: [1, 1500], scalars: (0..<1500).map { Int32(3 + ($0 * 7) % 256) })
+        #expect(lm(long).value.scalars.allSatisfy { $0.isFinite })
+    }
+
     @Test("recurrent (generation) logits equal the parallel logits", arguments: causalCases)
     func recurrentEqualsParallel(kind: MixerKind, normalized: Bool) throws {
         let model = try Self.tinyLM(kind, normalized: normalized, tied: !normalized)
