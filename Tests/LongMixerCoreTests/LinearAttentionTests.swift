@@ -276,6 +276,11 @@ struct LinearAttentionTests {
         let all = withoutGradient {
             causalLinearAttention(queries: Variable(q), keys: Variable(k), values: Variable(v), decay: twoHeadDecay, normalized: true, chunkSize: 16).value
         }
+        var generator = RandomGenerator(seed: 93)
+        let mask = Tensor.bernoulli([3, 40], probability: 0.8, generator: &generator)
+        let allBidirectional = withoutGradient {
+            linearAttention(queries: Variable(q), keys: Variable(k), values: Variable(v), keyMask: mask).value
+        }
         for b in 0..<3 {
             for h in 0..<2 {
                 func one(_ x: Tensor) -> Variable { Variable(x.slice(axis: 0, b..<(b + 1)).slice(axis: 1, h..<(h + 1))) }
@@ -284,6 +289,11 @@ struct LinearAttentionTests {
                 }
                 // Same arithmetic per slice; allow for OpenBLAS's threaded sgemm splitting work differently.
                 #expect(relativeError(single, all.slice(axis: 0, b..<(b + 1)).slice(axis: 1, h..<(h + 1))) <= 1e-6)
+                let maskRow = mask.slice(axis: 0, b..<(b + 1))
+                let singleBidirectional = withoutGradient {
+                    linearAttention(queries: one(q), keys: one(k), values: one(v), keyMask: maskRow).value
+                }
+                #expect(relativeError(singleBidirectional, allBidirectional.slice(axis: 0, b..<(b + 1)).slice(axis: 1, h..<(h + 1))) <= 1e-6)
             }
         }
     }

@@ -13,7 +13,7 @@ import Foundation
 //
 // Threads: slices are independent. With ≥ 2 slices and ≥ 2 threads they run over `parallelFor` with
 // OpenBLAS held at one thread (`BLAS.withSingleThread`), which beats BLAS threading on these small
-// GEMMs (perf-probe §4); a single slice runs on the calling thread with OpenBLAS's own threads.
+// GEMMs (perf-probe §4). A single slice runs on the calling thread (see `forEachSliceRange`).
 
 /// Sizes of a linear-attention call: q, k: [B, H, N, F]; v, out: [B, H, N, Dh].
 public struct LinearAttentionSizes: Equatable, Sendable {
@@ -32,7 +32,7 @@ public struct LinearAttentionSizes: Equatable, Sendable {
 /// C = alpha·op(A)·op(B) + beta·C on OpenBLAS with explicit leading dimensions (row-major).
 /// op(A): [m, k] (A stored [k, m] when transA), op(B): [k, n], C: [m, n] with row stride ldc.
 @inline(__always)
-public func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1,
+func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1,
                  _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                  beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if m == 0 || n == 0 { return }
@@ -50,8 +50,9 @@ public func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k:
 /// Runs `body` over ranges of 0..<count slices: in parallel with single-threaded OpenBLAS when there are
 /// at least two slices and two threads. A single slice runs on the calling thread, with OpenBLAS's own
 /// threads if `threadedBLASForOneSlice` (large GEMMs: the bidirectional kernel) or with one BLAS thread
-/// otherwise (the causal kernel's 64×64 chunk GEMMs get slower, not faster, when OpenBLAS splits them;
-/// 4–20× slower on a loaded machine). `body` allocates its scratch once per range.
+/// otherwise (the causal kernel's chunk GEMMs, 64×64×256 and smaller, got slower, not faster, when
+/// OpenBLAS split them: 3–4× slower forward+backward on the shared 2-core machine). `body` allocates its
+/// scratch once per range.
 func forEachSliceRange(_ count: Int, threadedBLASForOneSlice: Bool, _ body: (Range<Int>) -> Void) {
     if count <= 0 { return }
     BLAS.warmUp()
@@ -64,7 +65,7 @@ func forEachSliceRange(_ count: Int, threadedBLASForOneSlice: Bool, _ body: (Ran
     }
 }
 
-/// Uninitialised scratch that is zeroed (so a stray read can never see NaN garbage).
+/// Scratch memory, zeroed (so a stray read can never see NaN garbage).
 @inline(__always)
 func allocateScratch(_ count: Int) -> UnsafeMutablePointer<Float> {
     let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
