@@ -404,6 +404,26 @@ struct AttentionPropertyTests {
         #expect(ByteVocabulary.decode(ByteVocabulary.encode("héllo")) == "héllo")
     }
 
+    @Test("LM initialisation follows fairseq (Xavier q/k/v with gain 1/√2, Xavier output with zero bias, default FFN)")
+    func languageModelInitialisation() throws {
+        let c = LanguageModelConfiguration(dimensions: 64, heads: 4, layers: 1, feedForwardDimensions: 256)
+        var g = RandomGenerator(seed: 90)
+        let model = try CausalLanguageModel(configuration: c, generator: &g)
+        let p = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.0, $0.1.value.scalars) })
+        func maxAbs(_ name: String) -> Float { p[name]!.map { abs($0) }.max()! }
+        let qkvBound = Float((1 / 2.0).squareRoot() * (6.0 / 128).squareRoot()), outBound = Float((6.0 / 128).squareRoot())
+        for name in ["query", "key", "value"] {
+            #expect(maxAbs("blocks.0.mixer.\(name).weight") <= qkvBound && maxAbs("blocks.0.mixer.\(name).weight") > 0.9 * qkvBound)
+            #expect(maxAbs("blocks.0.mixer.\(name).bias") <= 1 / 8 && maxAbs("blocks.0.mixer.\(name).bias") > 0.05)
+        }
+        #expect(maxAbs("blocks.0.mixer.output.weight") <= outBound && maxAbs("blocks.0.mixer.output.weight") > 0.9 * outBound)
+        #expect(maxAbs("blocks.0.mixer.output.bias") == 0)
+        #expect(maxAbs("blocks.0.intermediate.weight") <= 1 / 8 && maxAbs("blocks.0.output.weight") <= 1 / 16 && maxAbs("blocks.0.output.weight") > 0.05)
+        let embedding = p["embedding.weight"]!
+        let variance = embedding.reduce(0) { $0 + Double($1 * $1) } / Double(embedding.count - 64)
+        #expect(abs(variance - 1.0 / 64) < 0.1 / 64 && embedding[0..<64].allSatisfy { $0 == 0 })
+    }
+
     @Test("LM: tied output has no separate projection; loss is finite and every parameter gets a gradient")
     func languageModelLoss() throws {
         for tied in [true, false] {

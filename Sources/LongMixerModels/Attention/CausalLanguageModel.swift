@@ -19,7 +19,10 @@ import Foundation
 ///   half-sin/half-cos layout; positions counted from 0 here, fairseq starts at padding_idx + 1 —
 ///   irrelevant for the relative mixers, a constant shift for the absolute table), dropout; output
 ///   projection tied to the input embedding (`--share-decoder-input-output-embed`) or untied.
-/// - init: embedding N(0, D^(−1/2)) with the padding row zero (fairseq), projections N(0, 0.02).
+/// - init (fairseq): embedding N(0, D^(−1/2)) with the padding row zero; q/k/v weights Xavier-uniform
+///   with gain 1/√2 and PyTorch-default biases, output projection Xavier-uniform with zero bias
+///   (`MultiheadAttention.reset_parameters`); FFN Linear layers PyTorch's default; untied output
+///   projection N(0, D^(−1/2)).
 /// - vocabulary: bytes, PAD 0, BOS 1, EOS 2, byte b ↦ b + 3 (V = 259), as the LRA byte tasks.
 ///
 /// `generate` and `recurrentLogits` run one token at a time with one `CausalLinearAttentionState`
@@ -170,11 +173,36 @@ public final class CausalLanguageModel: Module {
             blocks.append(DecoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer as! any CausalSequenceMixer,
                                        activation: c.activation, dropout: c.dropout, generator: &generator))
         }
+        for block in blocks { Self.fairseqInitialize(block, generator: &generator) }
         self.blocks = blocks
         finalNorm = LayerNorm(dimensions: d)
         outputProjection = c.tiedOutput ? nil
             : Linear(inputDimensions: d, outputDimensions: c.vocabularySize, bias: false, standardDeviation: Float(1 / Double(d).squareRoot()),
                      generator: &generator)
+    }
+
+    /// Re-draws a decoder block's weights with fairseq's initialisation (see the file comment).
+    static func fairseqInitialize(_ block: DecoderBlock, generator: inout RandomGenerator) {
+        func xavier(_ linear: Linear, gain: Double) -> Tensor {
+            let fanOut = linear.weight.shape[0], fanIn = linear.weight.shape[1]
+            let bound = Float(gain * (6 / Double(fanIn + fanOut)).squareRoot())
+            return .uniform(linear.weight.shape, low: -bound, high: bound, generator: &generator)
+        }
+        func defaultInit(_ linear: Linear) {
+            let fanIn = linear.weight.shape[1]
+            linear.weight.value = Initializer.linearUniform(linear.weight.shape, fanIn: fanIn, generator: &generator)
+            if let bias = linear.bias { bias.value = Initializer.linearUniform(bias.shape, fanIn: fanIn, generator: &generator) }
+        }
+        if let attention = block.mixer as? PerformerAttention {
+            for projection in [attention.query, attention.key, attention.value] {
+                defaultInit(projection)
+                projection.weight.value = xavier(projection, gain: 1 / 2.0.squareRoot())
+            }
+            attention.output.weight.value = xavier(attention.output, gain: 1)
+            if let bias = attention.output.bias { bias.value = Tensor(zeros: bias.shape) }
+        }
+        defaultInit(block.intermediate)
+        defaultInit(block.output)
     }
 
     public override func namedChildren() -> [(String, Module)] {
