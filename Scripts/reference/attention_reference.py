@@ -19,6 +19,7 @@ sections 1-3 and 6), written independently of the Swift code and with the *naive
   - ropePerformer (RoFormer eq. 19): rotate_every_two on phi(q), phi(k) in the numerator only.
   - favor (FAVOR+): x' = x F^-1/4, phi = m^-1/2 (exp(Omega x' - |x'|^2/2 - max) + 1e-6), max detached
     (per row for queries, per sequence and head for keys), normalised linear attention.
+  - causalSoftmax (run_transformer.sh baseline): scaled dot product with a -inf future mask.
   - causal mixers (language_model/permute*/__init__.py): scores (phi(q_i) . phi(k_j)) r_h^(i-j) for
     j <= i built as an explicit N x N matrix, un-normalised or divided by its row sums.
   - LM (fairseq transformer_lm, pre-LN): embedding * sqrt(D) + sinusoidal(0..N-1), blocks with ReLU
@@ -93,7 +94,7 @@ class Mixer(nn.Module):
     def __init__(self, kind, d, heads, multiplier, cfg, gen):
         super().__init__()
         self.kind, self.heads = kind, heads
-        softmax = kind == "softmax"
+        softmax = kind in ("softmax", "causalSoftmax")
         qk = d if softmax else d * multiplier
         self.query, self.key = nn.Linear(d, qk), nn.Linear(d, qk)
         self.value, self.output = nn.Linear(d, d), nn.Linear(d, d)
@@ -133,10 +134,12 @@ class Mixer(nn.Module):
         b, n, _ = x.shape
         q, k, v = split_heads(self.query(x), h), split_heads(self.key(x), h), split_heads(self.value(x), h)
         maskk = mask[:, None, :, None] if mask is not None else None
-        if kind == "softmax":
+        if kind in ("softmax", "causalSoftmax"):
             s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
             if mask is not None:
                 s = s + (1 - mask)[:, None, None, :] * MASK_BIAS
+            if kind == "causalSoftmax":
+                s = s.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1), float("-inf"))
             return self.output(merge_heads(torch.softmax(s, dim=-1) @ v))
         if kind in ("permuteFormer", "causalPermuteFormer", "causalPermuteFormerNoDecay"):
             table = self.permutation_table(n)[None].expand_as(q)
@@ -359,6 +362,7 @@ LM_CASES = {
     "lm_causalpermuteformer_nodecay": lm_config("causalPermuteFormerNoDecay"),
     "lm_causaldecayperformer": lm_config("causalDecayPerformer", normalized=True),
     "lm_causalperformer": lm_config("causalPerformer"),
+    "lm_causalsoftmax": lm_config("causalSoftmax"),
 }
 
 

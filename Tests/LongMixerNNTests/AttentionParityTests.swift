@@ -17,7 +17,7 @@ struct AttentionParityTests {
     ]
     static let languageModelCases = [
         "lm_causalpermuteformer", "lm_causalpermuteformer_normalized_untied", "lm_causalpermuteformer_nodecay",
-        "lm_causaldecayperformer", "lm_causalperformer",
+        "lm_causaldecayperformer", "lm_causalperformer", "lm_causalsoftmax",
     ]
 
     static var fixturesDirectory: URL {

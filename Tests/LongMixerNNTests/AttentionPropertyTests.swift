@@ -393,7 +393,8 @@ struct AttentionPropertyTests {
         #expect(model.isTraining)
         model.eval()
         let states = model.makeStates(batch: 1)
-        #expect(states.count == 2 && states[0].features == 8 && states[0].valueDimensions == 8 && states[0].decay != nil)
+        guard case .linear(let first) = states[0] else { Issue.record("expected a linear state"); return }
+        #expect(states.count == 2 && first.features == 8 && first.valueDimensions == 8 && first.decay != nil)
         #expect(model.namedBuffers().map(\.0) == ["blocks.0.mixer.permutation", "blocks.0.mixer.decay", "blocks.1.mixer.permutation", "blocks.1.mixer.decay"])
         let decay = model.blocks[0].mixer as! CausalPermuteFormerAttention
         let rates: [Float] = decay.decayRates!

@@ -12,7 +12,7 @@ import Foundation
 ///   `normalized: true` for that). The decay is computed by the fused chunked op (never r^−j), so it
 ///   does not overflow for long sequences as the reference's `r^i`/`r^−j` scaling does beyond ~700
 ///   tokens. Ablations: `causalPermuteFormerNoDecay` (w/o r), `causalDecayPerformer` (w/o P),
-///   `causalPerformer` (neither; the Performer LM baseline).
+///   `causalPerformer` (neither; the Performer LM baseline); `causalSoftmax` is the Transformer baseline.
 /// - block (fairseq decoder layer, `decoder_normalize_before = True`): x + Drop(Out(Attn(LN x))),
 ///   x + Drop(FC₂(ReLU(FC₁(LN x)))); a final LayerNorm after the last block.
 /// - model: embeddings scaled by √D (fairseq `embed_scale`) + sinusoidal positions (fairseq's
@@ -26,7 +26,8 @@ import Foundation
 /// - vocabulary: bytes, PAD 0, BOS 1, EOS 2, byte b ↦ b + 3 (V = 259), as the LRA byte tasks.
 ///
 /// `generate` and `recurrentLogits` run one token at a time with one `CausalLinearAttentionState`
-/// per layer: O(1) memory per token (H·F·Dh floats per layer), logits equal to the parallel form.
+/// per layer: O(1) memory per token (H·F·Dh floats per layer), logits equal to the parallel form
+/// (the `causalSoftmax` baseline keeps a key/value cache instead).
 
 // MARK: - Mixer
 
@@ -90,18 +91,22 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
         return causalLinearAttention(queries: q, keys: k, values: values, decay: decayRates, normalized: normalized, chunkSize: chunkSize)
     }
 
-    public func makeState(batch: Int) -> CausalLinearAttentionState {
-        CausalLinearAttentionState(batch: batch, heads: heads, features: featuresPerHead, valueDimensions: headDimensions,
-                                   decay: decayRates, normalized: normalized)
+    public func makeState(batch: Int) -> CausalMixerState {
+        .linear(CausalLinearAttentionState(batch: batch, heads: heads, features: featuresPerHead, valueDimensions: headDimensions,
+                                           decay: decayRates, normalized: normalized))
     }
 
-    public func step(_ x: Variable, position: Int, state: inout CausalLinearAttentionState) -> Variable {
+    public func step(_ x: Variable, position: Int, state: inout CausalMixerState) -> Variable {
+        guard case .linear(var linearState) = state else {
+            fatalError("CausalPermuteFormerAttention.step: expected a linear-attention state, got \(state)")
+        }
+        defer { state = .linear(linearState) }
         check(x.rank == 3 && x.shape[1] == 1 && x.shape[2] == dimensions,
                      "CausalPermuteFormerAttention.step: input must be [B, 1, \(dimensions)], got \(x.shape)")
         let b = x.shape[0]
         let (q0, k0, v) = projectedFeatures(x)                                  // [B, H, 1, F], [B, H, 1, Dh]
         let (q, k) = encodePositions(queries: q0, keys: k0, positions: [position])
-        let out = state.step(query: q.value.reshaped([b, heads, featuresPerHead]), key: k.value.reshaped([b, heads, featuresPerHead]),
+        let out = linearState.step(query: q.value.reshaped([b, heads, featuresPerHead]), key: k.value.reshaped([b, heads, featuresPerHead]),
                              value: v.value.reshaped([b, heads, headDimensions]))
         return output(Variable(out.reshaped([b, 1, dimensions])))
     }
@@ -143,7 +148,7 @@ public final class DecoderBlock: Module {
     }
 
     /// One position, x [B, 1, D].
-    public func step(_ x: Variable, position: Int, state: inout CausalLinearAttentionState) -> Variable {
+    public func step(_ x: Variable, position: Int, state: inout CausalMixerState) -> Variable {
         feedForward(x + dropout(mixer.step(attentionNorm(x), position: position, state: &state)))
     }
 }
@@ -193,7 +198,7 @@ public final class CausalLanguageModel: Module {
             linear.weight.value = Initializer.linearUniform(linear.weight.shape, fanIn: fanIn, generator: &generator)
             if let bias = linear.bias { bias.value = Initializer.linearUniform(bias.shape, fanIn: fanIn, generator: &generator) }
         }
-        if let attention = block.mixer as? PerformerAttention {
+        if let attention = block.mixer as? any ProjectedAttention {
             for projection in [attention.query, attention.key, attention.value] {
                 defaultInit(projection)
                 projection.weight.value = xavier(projection, gain: 1 / 2.0.squareRoot())
@@ -254,10 +259,10 @@ public final class CausalLanguageModel: Module {
     }
 
     /// Fresh per-layer recurrent states.
-    public func makeStates(batch: Int) -> [CausalLinearAttentionState] { blocks.map { $0.mixer.makeState(batch: batch) } }
+    public func makeStates(batch: Int) -> [CausalMixerState] { blocks.map { $0.mixer.makeState(batch: batch) } }
 
     /// One token per row: ids [B] at absolute `position`; returns logits [B, V] and advances `states`.
-    public func step(_ ids: [Int], position: Int, states: inout [CausalLinearAttentionState]) -> Tensor {
+    public func step(_ ids: [Int], position: Int, states: inout [CausalMixerState]) -> Tensor {
         check(states.count == blocks.count, "CausalLanguageModel.step: \(states.count) states for \(blocks.count) layers")
         let tokens = IntTensor(shape: [ids.count, 1], scalars: ids.map { Int32($0) })
         checkTokens(tokens)

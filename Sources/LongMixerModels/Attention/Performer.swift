@@ -14,7 +14,7 @@ import Foundation
 /// Subclasses change one step: the feature map (`FavorAttention`), the position encoding of the
 /// features (`PermuteFormerAttention`, `OrthogonalFormerAttention`) or the whole attention
 /// (`RoPEPerformerAttention`, causal mixers). Parameter names: `query`, `key`, `value`, `output`.
-public class PerformerAttention: Module, SequenceMixer {
+public class PerformerAttention: Module, SequenceMixer, ProjectedAttention {
     public let query: Linear
     public let key: Linear
     public let value: Linear

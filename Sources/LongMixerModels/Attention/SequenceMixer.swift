@@ -10,12 +10,36 @@ public protocol SequenceMixer: Module {
     func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable
 }
 
-/// A causal mixer that can also run one token at a time with an O(1) state (generation).
+/// A causal mixer that can also run one token at a time (generation).
 public protocol CausalSequenceMixer: SequenceMixer {
     /// Fresh recurrent state for a batch of `batch` sequences.
-    func makeState(batch: Int) -> CausalLinearAttentionState
+    func makeState(batch: Int) -> CausalMixerState
     /// One position: x [B, 1, D] at absolute token index `position`; returns [B, 1, D] and advances `state`.
-    func step(_ x: Variable, position: Int, state: inout CausalLinearAttentionState) -> Variable
+    func step(_ x: Variable, position: Int, state: inout CausalMixerState) -> Variable
+}
+
+/// The per-layer state of token-by-token generation.
+public enum CausalMixerState {
+    /// Linear attention: S (+ z), O(1) memory per token.
+    case linear(CausalLinearAttentionState)
+    /// Softmax attention: the keys and values so far, [B, H, t, Dh] (nil before the first token), O(t) memory.
+    case keyValueCache(keys: Tensor?, values: Tensor?)
+
+    /// Positions consumed so far.
+    public var length: Int {
+        switch self {
+        case .linear(let s): return s.length
+        case .keyValueCache(let keys, _): return keys?.shape[2] ?? 0
+        }
+    }
+}
+
+/// A mixer with the four projections `query`, `key`, `value`, `output` (initialisers reach them through this).
+public protocol ProjectedAttention: AnyObject {
+    var query: Linear { get }
+    var key: Linear { get }
+    var value: Linear { get }
+    var output: Linear { get }
 }
 
 /// Every mixer of the attention family. Raw values are the names used in configurations.
@@ -42,11 +66,13 @@ public enum MixerKind: String, Codable, CaseIterable, Sendable {
     case causalDecayPerformer
     /// Causal Performer (no permutation, no decay): the LM baseline.
     case causalPerformer
+    /// Causal softmax attention (the Transformer LM baseline), O(N²); generation keeps a key/value cache.
+    case causalSoftmax
 
     /// Whether the mixer is causal (`CausalSequenceMixer`, usable in the LM).
     public var isCausal: Bool {
         switch self {
-        case .causalPermuteFormer, .causalPermuteFormerNoDecay, .causalDecayPerformer, .causalPerformer: return true
+        case .causalPermuteFormer, .causalPermuteFormerNoDecay, .causalDecayPerformer, .causalPerformer, .causalSoftmax: return true
         default: return false
         }
     }
@@ -58,6 +84,8 @@ public enum MixerKind: String, Codable, CaseIterable, Sendable {
         switch self {
         case .softmax:
             return SoftmaxAttention(dimensions: dimensions, heads: heads, attentionDropout: c.attentionDropout, generator: &generator)
+        case .causalSoftmax:
+            return CausalSoftmaxAttention(dimensions: dimensions, heads: heads, attentionDropout: c.attentionDropout, generator: &generator)
         case .performer:
             return PerformerAttention(dimensions: dimensions, heads: heads, featureMultiplier: c.featureMultiplier,
                                       kernelEpsilon: c.kernelEpsilon, generator: &generator)
