@@ -68,8 +68,8 @@ struct AttentionPropertyTests {
         // Transposing the image layout changes the output (x and y halves are distinct).
         let transposed = mixer(x, keyMask: nil, xPositions: ys, yPositions: xs).value
         #expect(Self.relativeError(transposed, base) > 1e-3)
-        // The 1D ablation (w/o 2D) on the same image is a different function.
-        #expect(mixer.permutations[0].size == 16)   // F/2 = 4·8/2
+        // One permutation of half the feature width per head: F/2 = 4·8/2.
+        #expect(mixer.permutations.count == 2 && mixer.permutations[0].size == 16)
     }
 
     @Test("w/o Property 3: R^t via rotation blocks equals t-fold multiplication by R, and scores stay relative")
