@@ -281,7 +281,7 @@ func checkMixerInput(_ x: Variable, keyMask: Tensor?, dimensions: Int, name: Str
     }
 }
 
-/// Checks the width/head split shared by every mixer (`precondition`, naming the values).
+/// Checks the width/head split shared by every mixer (`check`, naming the values).
 func checkHeads(dimensions: Int, heads: Int, featureMultiplier: Int = 1, name: String) {
     check(dimensions > 0 && heads > 0, "\(name): dimensions \(dimensions) and heads \(heads) must be positive")
     check(dimensions % heads == 0, "\(name): width \(dimensions) is not divisible by \(heads) heads")
