@@ -223,4 +223,56 @@ struct PermutationTests {
         // A different offset gives a different score (the encoding is not trivial).
         #expect(abs(score(1 * W + 2, 0 * W + 1) - score(2 * W + 3, 0 * W + 0)) > 1e-4)
     }
+
+    // MARK: PermuteFormer attention core (permutation + linear attention)
+
+    @Test func attentionIsInvariantToAPositionShift() {
+        // Scores depend on i − j only, so shifting every position by s leaves the attention output unchanged
+        // (bidirectional normalised, and causal with decay).
+        let (B, H, N, F, Dh) = (1, 2, 10, 16, 4)
+        let perms = randomPermutations(H, size: F, seed: 80)
+        let q = randomVariable([B, H, N, F], seed: 81, low: 0.2, high: 1).value
+        let k = randomVariable([B, H, N, F], seed: 82, low: 0.2, high: 1).value
+        let v = randomVariable([B, H, N, Dh], seed: 83).value
+        func attend(shift: Int, causal: Bool) -> Tensor {
+            withoutGradient {
+                let positions = (0..<N).map { $0 + shift }
+                let pq = permuteFeatures(Variable(q), permutations: perms, positions: positions)
+                let pk = permuteFeatures(Variable(k), permutations: perms, positions: positions)
+                if causal {
+                    return causalLinearAttention(queries: pq, keys: pk, values: Variable(v), decay: [0.9, 0.7], normalized: true, chunkSize: 4).value
+                }
+                return linearAttention(queries: pq, keys: pk, values: Variable(v)).value
+            }
+        }
+        for causal in [false, true] {
+            let base = attend(shift: 0, causal: causal)
+            for shift in [1, 7, -3, 1000] {
+                let shifted = attend(shift: shift, causal: causal)
+                for i in 0..<base.count { #expect(abs(shifted[flat: i] - base[flat: i]) <= 1e-5 * max(1, abs(base[flat: i]))) }
+            }
+        }
+        // Identity permutations give plain (Performer) linear attention.
+        let identity = [CyclePermutation](repeating: .identity(size: F), count: H)
+        let plain = withoutGradient { linearAttention(queries: Variable(q), keys: Variable(k), values: Variable(v)).value }
+        let permuted = withoutGradient {
+            linearAttention(queries: permuteFeatures(Variable(q), permutations: identity, positions: Array(0..<N)),
+                            keys: permuteFeatures(Variable(k), permutations: identity, positions: Array(0..<N)),
+                            values: Variable(v)).value
+        }
+        #expect(plain.scalars == permuted.scalars)
+    }
+
+    @Test func permutedAttentionGradients() {
+        // Gradients flow through the inverse gather into q and k of the PermuteFormer core.
+        let perms = randomPermutations(2, size: 6, seed: 90)
+        let q = randomVariable([1, 2, 7, 6], seed: 91, low: 0.2, high: 1), k = randomVariable([1, 2, 7, 6], seed: 92, low: 0.2, high: 1)
+        let v = randomVariable([1, 2, 7, 3], seed: 93)
+        let positions = Array(0..<7)
+        expectGradients([q, k, v]) {
+            causalLinearAttention(queries: permuteFeatures($0[0], permutations: perms, positions: positions),
+                                  keys: permuteFeatures($0[1], permutations: perms, positions: positions),
+                                  values: $0[2], decay: [0.8, 0.95], normalized: true, chunkSize: 3)
+        }
+    }
 }

@@ -39,18 +39,12 @@ public func linearAttention(queries: Variable, keys: Variable, values: Variable,
     }
     let result = out
     return makeResult(out, [queries, keys, values]) { g in
-        var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
-        dq.withUnsafeMutablePointer { dqp in
-            dk.withUnsafeMutablePointer { dkp in
-                dv.withUnsafeMutablePointer { dvp in
-                    linearAttentionBackward(dq: dqp, dk: dkp, dv: dvp, gradOut: g.pointer, out: result.pointer,
-                                            kv: kv.pointer, denominator: denominator?.pointer,
-                                            q: q.pointer, k: k.pointer, v: v.pointer, keyMask: keyMask?.pointer,
-                                            sizes: sizes, normalized: normalized)
-                }
-            }
+        accumulatedGradients(q, k, v) { dq, dk, dv in
+            linearAttentionBackward(dq: dq, dk: dk, dv: dv, gradOut: g.pointer, out: result.pointer,
+                                    kv: kv.pointer, denominator: denominator?.pointer,
+                                    q: q.pointer, k: k.pointer, v: v.pointer, keyMask: keyMask?.pointer,
+                                    sizes: sizes, normalized: normalized)
         }
-        return [dq, dk, dv]
     }
 }
 
@@ -83,19 +77,21 @@ public func causalLinearAttention(queries: Variable, keys: Variable, values: Var
     }
     let result = out
     return makeResult(out, [queries, keys, values]) { g in
-        var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
-        dq.withUnsafeMutablePointer { dqp in
-            dk.withUnsafeMutablePointer { dkp in
-                dv.withUnsafeMutablePointer { dvp in
-                    causalLinearAttentionBackward(dq: dqp, dk: dkp, dv: dvp, gradOut: g.pointer, out: result.pointer,
-                                                  denominator: denominator?.pointer, q: q.pointer, k: k.pointer,
-                                                  v: v.pointer, decay: decay, sizes: sizes, normalized: normalized,
-                                                  chunkSize: chunkSize)
-                }
-            }
+        accumulatedGradients(q, k, v) { dq, dk, dv in
+            causalLinearAttentionBackward(dq: dq, dk: dk, dv: dv, gradOut: g.pointer, out: result.pointer,
+                                          denominator: denominator?.pointer, q: q.pointer, k: k.pointer,
+                                          v: v.pointer, decay: decay, sizes: sizes, normalized: normalized,
+                                          chunkSize: chunkSize)
         }
-        return [dq, dk, dv]
     }
+}
+
+/// Zero gradients shaped like q, k, v, filled by an accumulating backward kernel.
+func accumulatedGradients(_ q: Tensor, _ k: Tensor, _ v: Tensor,
+                          _ kernel: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Tensor?] {
+    var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
+    dq.withUnsafeMutablePointer { a in dk.withUnsafeMutablePointer { b in dv.withUnsafeMutablePointer { c in kernel(a, b, c) } } }
+    return [dq, dk, dv]
 }
 
 /// Calls `body` with the mutable base pointer of an optional tensor (nil when there is none).

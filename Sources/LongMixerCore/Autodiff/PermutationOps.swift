@@ -123,17 +123,19 @@ public struct CyclePermutation: Codable, Equatable, Sendable {
     }
 }
 
-/// The flat cycle tables of one permutation per head (all of the same size).
-func cycleTables(_ permutations: [CyclePermutation]) -> PermutationCycleTables {
-    let size = permutations.first?.size ?? 0
-    var elements: [Int32] = [], ends: [Int32] = [], heads: [Int32] = [0]
-    elements.reserveCapacity(size * permutations.count)
-    for p in permutations {
-        elements += p.cycleElements
-        ends += p.cycleEnds
-        heads.append(Int32(ends.count))
+extension PermutationCycleTables {
+    /// The flat cycle tables of one permutation per head (all of the same size).
+    public init(_ permutations: [CyclePermutation]) {
+        size = permutations.first?.size ?? 0
+        elements = []; cycleEnds = []; headCycles = [0]
+        elements.reserveCapacity(size * permutations.count)
+        for p in permutations {
+            precondition(p.size == size, "PermutationCycleTables: permutations of sizes \(size) and \(p.size)")
+            elements += p.cycleElements
+            cycleEnds += p.cycleEnds
+            headCycles.append(Int32(cycleEnds.count))
+        }
     }
-    return PermutationCycleTables(elements: elements, cycleEnds: ends, headCycles: heads, size: size)
 }
 
 /// out[b,h,t,j] = x[b,h,t,π_h^{p_t}(j)] on features j in `featureRange` (others copied), p_t = positions[t]; gather forward, inverse-gather backward (no atomics).
@@ -155,7 +157,7 @@ public func permuteFeatures(_ x: Variable, permutations: [CyclePermutation], pos
     }
     precondition(positions.count == N, "permuteFeatures: need one position per row (\(N)), got \(positions.count)")
     if x.value.count == 0 { return makeResult(x.value, [x]) { g in [g] } }
-    let tables = cycleTables(permutations)
+    let tables = PermutationCycleTables(permutations)
     let lo = range.lowerBound
     var out = Tensor(uninitializedShape: x.shape)
     let xv = x.value

@@ -241,6 +241,20 @@ func scaleRows(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, 
     }
 }
 
+/// S ← r^n S + K_cᵀ diag(r^(n−1−b)) Ve_c; for the first chunk the old S (scratch) is ignored.
+/// state: [F, E]; kc: [n, F]; vc: [n, E]; powers: [C + 1] or nil; rows: [n, E] scratch
+@inline(__always)
+func advanceChunkState(_ state: UnsafeMutablePointer<Float>, kc: UnsafePointer<Float>, vc: UnsafePointer<Float>, n: Int,
+                       features F: Int, width E: Int, first: Bool, powers pw: UnsafePointer<Float>?,
+                       rows: UnsafeMutablePointer<Float>) {
+    if let pw {
+        scaleRows(rows, vc, n: n, width: E) { pw[n - 1 - $0] }
+        stridedGemm(true, false, F, E, n, kc, F, rows, E, beta: first ? 0 : pw[n], state, E)
+    } else {
+        stridedGemm(true, false, F, E, n, kc, F, vc, E, beta: first ? 0 : 1, state, E)
+    }
+}
+
 /// Per-range scratch of the chunked causal kernels.
 struct CausalScratch {
     let scores: UnsafeMutablePointer<Float>    // [C, C]
@@ -290,12 +304,7 @@ func causalChunkedForwardSlice(oe: UnsafeMutablePointer<Float>, q: UnsafePointer
         }
         stridedGemm(false, false, n, E, n, scores, n, vc, E, beta: beta, oc, E)
         if c0 + n < N {
-            if let pw {
-                scaleRows(rows, vc, n: n, width: E) { pw[n - 1 - $0] }
-                stridedGemm(true, false, F, E, n, kc, F, rows, E, beta: c0 == 0 ? 0 : pw[n], state, E)
-            } else {
-                stridedGemm(true, false, F, E, n, kc, F, vc, E, beta: c0 == 0 ? 0 : 1, state, E)
-            }
+            advanceChunkState(state, kc: kc, vc: vc, n: n, features: F, width: E, first: c0 == 0, powers: pw, rows: rows)
         }
         c0 += n
     }
@@ -329,12 +338,7 @@ func causalChunkedBackwardSlice(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutab
             stridedGemm(false, true, n, F, E, src, E, state, E, beta: 1, dqc, F)
         }
         if c0 + n < N {
-            if let pw {
-                scaleRows(rows, vc, n: n, width: E) { pw[n - 1 - $0] }
-                stridedGemm(true, false, F, E, n, kc, F, rows, E, beta: c0 == 0 ? 0 : pw[n], state, E)
-            } else {
-                stridedGemm(true, false, F, E, n, kc, F, vc, E, beta: c0 == 0 ? 0 : 1, state, E)
-            }
+            advanceChunkState(state, kc: kc, vc: vc, n: n, features: F, width: E, first: c0 == 0, powers: pw, rows: rows)
         }
         c0 += n
     }
