@@ -4,9 +4,9 @@ import Foundation
 
 /// Checks q, k: [B, H, N, F] and v: [B, H, N, Dh] and returns the sizes.
 func linearAttentionSizes(_ q: Variable, _ k: Variable, _ v: Variable, op: String) -> LinearAttentionSizes {
-    precondition(q.rank == 4, "\(op): queries must be [B, H, N, F], got shape \(q.shape)")
-    precondition(k.shape == q.shape, "\(op): keys shape \(k.shape) ≠ queries shape \(q.shape)")
-    precondition(v.rank == 4 && Array(v.shape.prefix(3)) == Array(q.shape.prefix(3)),
+    check(q.rank == 4, "\(op): queries must be [B, H, N, F], got shape \(q.shape)")
+    check(k.shape == q.shape, "\(op): keys shape \(k.shape) ≠ queries shape \(q.shape)")
+    check(v.rank == 4 && Array(v.shape.prefix(3)) == Array(q.shape.prefix(3)),
                  "\(op): values must be [B, H, N, Dh] with B, H, N of the queries \(q.shape), got \(v.shape)")
     return LinearAttentionSizes(batch: q.shape[0], heads: q.shape[1], length: q.shape[2],
                                 features: q.shape[3], valueDimensions: v.shape[3])
@@ -21,7 +21,7 @@ public func linearAttention(queries: Variable, keys: Variable, values: Variable,
                             normalized: Bool = true) -> Variable {
     let sizes = linearAttentionSizes(queries, keys, values, op: "linearAttention")
     if let keyMask {
-        precondition(keyMask.shape == [sizes.batch, sizes.length],
+        check(keyMask.shape == [sizes.batch, sizes.length],
                      "linearAttention: keyMask must be [B, N] = [\(sizes.batch), \(sizes.length)], got \(keyMask.shape)")
     }
     let E = normalized ? sizes.valueDimensions + 1 : sizes.valueDimensions
@@ -51,9 +51,9 @@ public func linearAttention(queries: Variable, keys: Variable, values: Variable,
 /// Checks a per-head decay list: H values in (0, 1].
 func validateDecay(_ decay: [Float]?, heads: Int, op: String) {
     guard let decay else { return }
-    precondition(decay.count == heads, "\(op): decay needs one value per head (\(heads)), got \(decay.count)")
+    check(decay.count == heads, "\(op): decay needs one value per head (\(heads)), got \(decay.count)")
     for (h, r) in decay.enumerated() {
-        precondition(r > 0 && r <= 1, "\(op): decay of head \(h) is \(r); it must lie in (0, 1]")
+        check(r > 0 && r <= 1, "\(op): decay of head \(h) is \(r); it must lie in (0, 1]")
     }
 }
 
@@ -65,7 +65,7 @@ public func causalLinearAttention(queries: Variable, keys: Variable, values: Var
                                   normalized: Bool, chunkSize: Int = 64) -> Variable {
     let sizes = linearAttentionSizes(queries, keys, values, op: "causalLinearAttention")
     validateDecay(decay, heads: sizes.heads, op: "causalLinearAttention")
-    precondition(chunkSize >= 1, "causalLinearAttention: chunkSize must be ≥ 1, got \(chunkSize)")
+    check(chunkSize >= 1, "causalLinearAttention: chunkSize must be ≥ 1, got \(chunkSize)")
     var out = Tensor(uninitializedShape: values.shape)
     var denominator: Tensor? = normalized ? Tensor(uninitializedShape: [sizes.batch, sizes.heads, sizes.length]) : nil
     let q = queries.value, k = keys.value, v = values.value
@@ -114,7 +114,7 @@ public struct CausalLinearAttentionState {
     var normalizer: Tensor?
 
     public init(batch: Int, heads: Int, features: Int, valueDimensions: Int, decay: [Float]?, normalized: Bool) {
-        precondition(batch >= 1 && heads >= 1 && features >= 1 && valueDimensions >= 1,
+        check(batch >= 1 && heads >= 1 && features >= 1 && valueDimensions >= 1,
                      "CausalLinearAttentionState: sizes must be ≥ 1, got batch \(batch), heads \(heads), features \(features), valueDimensions \(valueDimensions)")
         validateDecay(decay, heads: heads, op: "CausalLinearAttentionState")
         self.batch = batch; self.heads = heads; self.features = features; self.valueDimensions = valueDimensions
@@ -125,9 +125,9 @@ public struct CausalLinearAttentionState {
 
     /// Consumes one position: query, key [B, H, F], value [B, H, Dh]; returns the output [B, H, Dh].
     public mutating func step(query: Tensor, key: Tensor, value: Tensor) -> Tensor {
-        precondition(query.shape == [batch, heads, features] && key.shape == query.shape,
+        check(query.shape == [batch, heads, features] && key.shape == query.shape,
                      "CausalLinearAttentionState.step: query and key must be [B, H, F] = \([batch, heads, features]), got \(query.shape) and \(key.shape)")
-        precondition(value.shape == [batch, heads, valueDimensions],
+        check(value.shape == [batch, heads, valueDimensions],
                      "CausalLinearAttentionState.step: value must be [B, H, Dh] = \([batch, heads, valueDimensions]), got \(value.shape)")
         var out = Tensor(uninitializedShape: [batch, heads, valueDimensions])
         let (b, h, f, dh, r) = (batch, heads, features, valueDimensions, decay)

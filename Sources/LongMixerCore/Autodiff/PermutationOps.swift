@@ -18,11 +18,11 @@ public struct CyclePermutation: Codable, Equatable, Sendable {
     public init(_ permutation: [Int]) {
         var seen = [Bool](repeating: false, count: permutation.count)
         for (i, p) in permutation.enumerated() {
-            precondition(p >= 0 && p < permutation.count, "CyclePermutation: entry \(p) at \(i) is outside 0..<\(permutation.count)")
-            precondition(!seen[p], "CyclePermutation: \(p) appears twice, so \(permutation) is not a permutation")
+            check(p >= 0 && p < permutation.count, "CyclePermutation: entry \(p) at \(i) is outside 0..<\(permutation.count)")
+            check(!seen[p], "CyclePermutation: \(p) appears twice, so \(permutation) is not a permutation")
             seen[p] = true
         }
-        precondition(permutation.count <= Int(Int32.max), "CyclePermutation: size \(permutation.count) is too large")
+        check(permutation.count <= Int(Int32.max), "CyclePermutation: size \(permutation.count) is too large")
         storage = permutation
         decompose()
     }
@@ -50,7 +50,7 @@ public struct CyclePermutation: Codable, Equatable, Sendable {
 
     /// A uniformly random permutation by a seeded Fisher–Yates shuffle.
     public static func random(size: Int, generator: inout RandomGenerator) -> CyclePermutation {
-        precondition(size >= 0, "CyclePermutation.random: negative size \(size)")
+        check(size >= 0, "CyclePermutation.random: negative size \(size)")
         var p = Array(0..<size)
         var i = size - 1
         while i > 0 {
@@ -76,7 +76,7 @@ public struct CyclePermutation: Codable, Equatable, Sendable {
 
     /// π^t(j) for any t ∈ Z in O(1): j at offset p of a cycle c of length ℓ maps to c[(p + t) mod ℓ].
     public func index(_ j: Int, power t: Int) -> Int {
-        precondition(j >= 0 && j < storage.count, "CyclePermutation.index: \(j) is outside 0..<\(storage.count)")
+        check(j >= 0 && j < storage.count, "CyclePermutation.index: \(j) is outside 0..<\(storage.count)")
         let c = Int(cycleOf[j])
         let start = c == 0 ? 0 : Int(cycleEnds[c - 1]), length = Int(cycleEnds[c]) - start
         var shift = t % length
@@ -130,7 +130,7 @@ extension PermutationCycleTables {
         elements = []; cycleEnds = []; headCycles = [0]
         elements.reserveCapacity(size * permutations.count)
         for p in permutations {
-            precondition(p.size == size, "PermutationCycleTables: permutations of sizes \(size) and \(p.size)")
+            check(p.size == size, "PermutationCycleTables: permutations of sizes \(size) and \(p.size)")
             elements += p.cycleElements
             cycleEnds += p.cycleEnds
             headCycles.append(Int32(cycleEnds.count))
@@ -145,17 +145,17 @@ extension PermutationCycleTables {
 /// on [0, F/2) with x-positions and on [F/2, F) with y-positions.
 public func permuteFeatures(_ x: Variable, permutations: [CyclePermutation], positions: [Int],
                             featureRange: Range<Int>? = nil) -> Variable {
-    precondition(x.rank == 4, "permuteFeatures: x must be [B, H, N, F], got shape \(x.shape)")
+    check(x.rank == 4, "permuteFeatures: x must be [B, H, N, F], got shape \(x.shape)")
     let (B, H, N, F) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let range = featureRange ?? 0..<F
-    precondition(range.lowerBound >= 0 && range.upperBound <= F,
+    check(range.lowerBound >= 0 && range.upperBound <= F,
                  "permuteFeatures: featureRange \(range) is outside the \(F) features")
-    precondition(permutations.count == H, "permuteFeatures: need one permutation per head (\(H)), got \(permutations.count)")
+    check(permutations.count == H, "permuteFeatures: need one permutation per head (\(H)), got \(permutations.count)")
     for (h, p) in permutations.enumerated() {
-        precondition(p.size == range.count,
+        check(p.size == range.count,
                      "permuteFeatures: permutation of head \(h) has size \(p.size), featureRange \(range) has \(range.count) features")
     }
-    precondition(positions.count == N, "permuteFeatures: need one position per row (\(N)), got \(positions.count)")
+    check(positions.count == N, "permuteFeatures: need one position per row (\(N)), got \(positions.count)")
     if x.value.count == 0 { return makeResult(x.value, [x]) { g in [g] } }
     let tables = PermutationCycleTables(permutations)
     let lo = range.lowerBound

@@ -132,7 +132,7 @@ public func linearAttentionForward(out: UnsafeMutablePointer<Float>, kv: UnsafeM
                                    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                    keyMask: UnsafePointer<Float>?, sizes: LinearAttentionSizes, normalized: Bool) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(!normalized || denominator != nil, "linearAttentionForward: normalized needs a denominator buffer")
+    check(!normalized || denominator != nil, "linearAttentionForward: normalized needs a denominator buffer")
     let E = normalized ? Dh + 1 : Dh
     let extended = normalized || keyMask != nil
     forEachSliceRange(sizes.slices, threadedBLASForOneSlice: true) { range in
@@ -172,7 +172,7 @@ public func linearAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeM
                                     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                     keyMask: UnsafePointer<Float>?, sizes: LinearAttentionSizes, normalized: Bool) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(!normalized || denominator != nil, "linearAttentionBackward: normalized needs the saved denominator")
+    check(!normalized || denominator != nil, "linearAttentionBackward: normalized needs the saved denominator")
     let E = normalized ? Dh + 1 : Dh
     let extended = normalized || keyMask != nil
     forEachSliceRange(sizes.slices, threadedBLASForOneSlice: true) { range in
@@ -328,7 +328,7 @@ func causalChunkedBackwardSlice(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutab
     var c0 = 0
     while c0 < N {
         let n = min(C, N - c0)
-        let qc = q + c0 * F, kc = k + c0 * F, vc = ve + c0 * E, gc = ge + c0 * E, dqc = dq + c0 * F
+        let kc = k + c0 * F, vc = ve + c0 * E, gc = ge + c0 * E, dqc = dq + c0 * F
         stridedGemm(false, true, n, n, E, gc, E, vc, E, beta: 0, p, n)
         applyCausalDecayMask(p, n: n, powers: pw)
         stridedGemm(false, false, n, F, n, p, n, kc, F, beta: 1, dqc, F)
@@ -387,8 +387,8 @@ public func causalLinearAttentionForward(out: UnsafeMutablePointer<Float>, denom
                                          q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                          decay: [Float]?, sizes: LinearAttentionSizes, normalized: Bool, chunkSize: Int) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(chunkSize >= 1, "causalLinearAttentionForward: chunk size must be ≥ 1, got \(chunkSize)")
-    precondition(!normalized || denominator != nil, "causalLinearAttentionForward: normalized needs a denominator buffer")
+    check(chunkSize >= 1, "causalLinearAttentionForward: chunk size must be ≥ 1, got \(chunkSize)")
+    check(!normalized || denominator != nil, "causalLinearAttentionForward: normalized needs a denominator buffer")
     let C = min(chunkSize, max(N, 1))
     let E = normalized ? Dh + 1 : Dh
     forEachSliceRange(sizes.slices, threadedBLASForOneSlice: false) { range in
@@ -422,8 +422,8 @@ public func causalLinearAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: U
                                           q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                           decay: [Float]?, sizes: LinearAttentionSizes, normalized: Bool, chunkSize: Int) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(chunkSize >= 1, "causalLinearAttentionBackward: chunk size must be ≥ 1, got \(chunkSize)")
-    precondition(!normalized || denominator != nil, "causalLinearAttentionBackward: normalized needs the saved denominator")
+    check(chunkSize >= 1, "causalLinearAttentionBackward: chunk size must be ≥ 1, got \(chunkSize)")
+    check(!normalized || denominator != nil, "causalLinearAttentionBackward: normalized needs the saved denominator")
     let C = min(chunkSize, max(N, 1))
     let E = normalized ? Dh + 1 : Dh
     forEachSliceRange(sizes.slices, threadedBLASForOneSlice: false) { range in
@@ -457,7 +457,7 @@ public func linearAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q:
                                             v: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, decay: [Float]?,
                                             causal: Bool, normalized: Bool, sizes: LinearAttentionSizes) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(causal || decay == nil, "linearAttentionReferenceForward: decay is only defined for causal attention")
+    check(causal || decay == nil, "linearAttentionReferenceForward: decay is only defined for causal attention")
     var numerator = [Double](repeating: 0, count: Dh)
     for s in 0..<sizes.slices {
         let b = s / H, r = Double(decay?[s % H] ?? 1)
@@ -488,7 +488,7 @@ public func linearAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk
                                              v: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, decay: [Float]?,
                                              causal: Bool, normalized: Bool, sizes: LinearAttentionSizes) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    precondition(causal || decay == nil, "linearAttentionReferenceBackward: decay is only defined for causal attention")
+    check(causal || decay == nil, "linearAttentionReferenceBackward: decay is only defined for causal attention")
     for s in 0..<sizes.slices {
         let b = s / H, r = Double(decay?[s % H] ?? 1)
         let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dh, gs = gradOut + s * N * Dh
