@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 
 /// GEMM on OpenBLAS. Transposes are passed as flags, never materialised.
 public enum BLAS {
@@ -52,4 +53,7 @@ public enum BLAS {
     }
 
     public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
+    public static var configuration: String { String(cString: openblas_get_config()).trimmingCharacters(in: .whitespaces) }
 }
