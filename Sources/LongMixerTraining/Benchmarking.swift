@@ -122,6 +122,15 @@ public final class MemoryBandwidthProbe {
         }
     }
 
+    /// c = a with glibc's `memcpy` per thread chunk (for large sizes it may use non-temporal stores,
+    /// which skip the read-for-ownership that ordinary stores pay: information, not a kernel's pattern).
+    public func memcpyCopy() {
+        let (a, c) = (UnsafeRawPointer(self.a), UnsafeMutableRawPointer(self.c))
+        parallelFor(count, grain: 1 << 15) { r in
+            _ = memcpy(c + r.lowerBound * 4, a + r.lowerBound * 4, r.count * 4)
+        }
+    }
+
     /// a = b + s·c.
     public func triad(scale s: Float = 3) {
         let (a, b, c) = (self.a, UnsafePointer(self.b), UnsafePointer(self.c))

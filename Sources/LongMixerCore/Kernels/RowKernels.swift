@@ -72,15 +72,26 @@ public func maxAxisKernel(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutabl
 // MARK: - Softmax and log-softmax over the last axis
 
 /// y = softmax(x) per row.   y, x: [rows, n]
+///
+/// Three passes over a row (max; exp, store and sum; scale): only the first reads memory, the others
+/// hit L1 for rows up to a few thousand floats. x − max ≤ 0, so the exp needs no overflow handling
+/// (`expNonPositive`), and two vectors per step keep two independent exp chains in flight.
 public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
     parallelFor(rows, grain: rowGrain(n)) { r in
         for row in r {
             let xr = x + row * n, yr = y + row * n
             let m = rowMax(xr, n)
-            var acc = Float8(), j = 0
+            var acc0 = Float8(), acc1 = Float8(), j = 0
             let m8 = Float8(repeating: m)
-            while j + 8 <= n { let e = VectorMath.exp(xr.load8(j) - m8); yr.store8(e, j); acc += e; j += 8 }
-            var s = horizontalSum(acc)
+            while j + 16 <= n {
+                let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
+                let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
+                yr.store8(e0, j); yr.store8(e1, j + 8)
+                acc0 += e0; acc1 += e1
+                j += 16
+            }
+            while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
+            var s = horizontalSum(acc0 + acc1)
             while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
             let inv = 1 / s
             j = 0
@@ -127,7 +138,14 @@ public func logSoftmaxBackward(dx: UnsafeMutablePointer<Float>, y: UnsafePointer
 
 func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var m = -Float.infinity
-    var m8 = Float8(repeating: -.infinity), j = 0
+    var m8 = Float8(repeating: -.infinity), m8b = m8, j = 0
+    while j + 16 <= n {
+        let v = x.load8(j), w = x.load8(j + 8)
+        m8 = m8.replacing(with: v, where: v .> m8)
+        m8b = m8b.replacing(with: w, where: w .> m8b)
+        j += 16
+    }
+    m8 = m8.replacing(with: m8b, where: m8b .> m8)
     while j + 8 <= n { let v = x.load8(j); m8 = m8.replacing(with: v, where: v .> m8); j += 8 }
     m = horizontalMax(m8)
     while j < n { if x[j] > m { m = x[j] }; j += 1 }
