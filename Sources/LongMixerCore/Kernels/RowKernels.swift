@@ -285,3 +285,102 @@ public func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, logits: U
         }
     }
 }
+
+// MARK: - Plain reference implementations (tests compare the kernels above with these)
+//
+// Scalar loops, one thread, libm functions and Double accumulators: slow and obviously right.
+
+/// Reference for `sumAxisKernel`.
+public func sumAxisReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, outer: Int, n: Int, inner: Int) {
+    for o in 0..<outer {
+        for i in 0..<inner {
+            var s: Double = 0
+            for k in 0..<n { s += Double(x[(o * n + k) * inner + i]) }
+            out[o * inner + i] = Float(s)
+        }
+    }
+}
+
+/// Reference for `softmaxForward`.
+public func softmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var m = -Double.infinity
+        for j in 0..<n { m = Swift.max(m, Double(xr[j])) }
+        var s: Double = 0
+        for j in 0..<n { s += Foundation.exp(Double(xr[j]) - m) }
+        for j in 0..<n { yr[j] = Float(Foundation.exp(Double(xr[j]) - m) / s) }
+    }
+}
+
+/// Reference for `softmaxBackward`: dx += y ⊙ (dy − ⟨dy, y⟩).
+public func softmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+        var dot: Double = 0
+        for j in 0..<n { dot += Double(yr[j]) * Double(gr[j]) }
+        for j in 0..<n { dr[j] += Float(Double(yr[j]) * (Double(gr[j]) - dot)) }
+    }
+}
+
+/// Reference for `logSoftmaxForward`.
+public func logSoftmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var m = -Double.infinity
+        for j in 0..<n { m = Swift.max(m, Double(xr[j])) }
+        var s: Double = 0
+        for j in 0..<n { s += Foundation.exp(Double(xr[j]) - m) }
+        let lse = m + Foundation.log(s)
+        for j in 0..<n { yr[j] = Float(Double(xr[j]) - lse) }
+    }
+}
+
+/// Reference for `logSoftmaxBackward`: dx += dy − exp(y)·Σdy.
+public func logSoftmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+        var s: Double = 0
+        for j in 0..<n { s += Double(gr[j]) }
+        for j in 0..<n { dr[j] += Float(Double(gr[j]) - Foundation.exp(Double(yr[j])) * s) }
+    }
+}
+
+/// Reference for `layerNormForward` (two-pass mean and biased variance in Double).
+public func layerNormForwardReference(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                                      x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                                      rows: Int, n: Int, epsilon: Float) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var mu: Double = 0
+        for j in 0..<n { mu += Double(xr[j]) }
+        mu /= Double(n)
+        var v: Double = 0
+        for j in 0..<n { let d = Double(xr[j]) - mu; v += d * d }
+        let rs = 1 / (v / Double(n) + Double(epsilon)).squareRoot()
+        mean[row] = Float(mu); rstd[row] = Float(rs)
+        for j in 0..<n { yr[j] = Float((Double(xr[j]) - mu) * rs * Double(gamma[j]) + Double(beta[j])) }
+    }
+}
+
+/// Reference for `layerNormBackward` (accumulates dx, dγ, dβ), from the saved mean and rstd.
+public func layerNormBackwardReference(dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,
+                                       x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                                       gamma: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    var dg = [Double](repeating: 0, count: n), db = [Double](repeating: 0, count: n)
+    for row in 0..<rows {
+        let xr = x + row * n, gr = dy + row * n, dr = dx + row * n
+        let mu = Double(mean[row]), rs = Double(rstd[row])
+        var sumG: Double = 0, sumGX: Double = 0
+        for j in 0..<n {
+            let xhat = (Double(xr[j]) - mu) * rs, g = Double(gr[j]) * Double(gamma[j])
+            sumG += g; sumGX += g * xhat
+            dg[j] += Double(gr[j]) * xhat; db[j] += Double(gr[j])
+        }
+        for j in 0..<n {
+            let xhat = (Double(xr[j]) - mu) * rs
+            dr[j] += Float(rs * (Double(gr[j]) * Double(gamma[j]) - sumG / Double(n) - xhat * sumGX / Double(n)))
+        }
+    }
+    for j in 0..<n { dGamma[j] += Float(dg[j]); dBeta[j] += Float(db[j]) }
+}
