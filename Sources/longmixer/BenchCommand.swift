@@ -24,8 +24,10 @@ struct BenchCoreCommand: ParsableCommand {
             Memory-bound kernels run on --elements floats (default 16M = 64 MiB per tensor): the kernel on a \
             preallocated output, and the differentiable op, which allocates a fresh output tensor per call. \
             GB/s counts the bytes each kernel must move (add: 2 reads + 1 write; GELU, softmax, layer norm: \
-            1 read + 1 write). DRAM bandwidth is the better of a STREAM copy and triad at the same thread count. \
-            Every figure is the best of --repeats samples; cases that are compared run interleaved.
+            1 read + 1 write; inputs uniform in [-3, 3]). "% DRAM" is relative to the better of a STREAM copy \
+            and triad measured in the same run at the same thread count; the target (60 %) is judged on the kernel \
+            rows at 2 threads. Every figure is the best of --repeats samples; cases that are compared run \
+            interleaved, round by round.
             """)
 
     @Option(name: .customLong("threads-list"), help: "Comma-separated thread counts to run (each sets LongMixer's and OpenBLAS's threads).")
