@@ -155,6 +155,25 @@ struct KernelReferenceTests {
         #expect(VectorMath.expNonPositive(Float8(repeating: -.infinity))[0] == 0)
     }
 
+    @Test func normalCDFAndGELUDerivativeKeepTheirAccuracy() {
+        // The FMA and h = t/2 rewrites of halfErfc must keep the tail accuracy it was chosen for.
+        var worstCore: Double = 0, worstTail: Double = 0, worstDerivative: Double = 0
+        var x: Float = -12
+        while x < 12 {
+            let xd = Double(x)
+            let v = Double(VectorMath.normalCDF(Float8(repeating: x))[0])
+            let ref = 0.5 * Foundation.erfc(-xd / 2.0.squareRoot())
+            let error = abs(v - ref) / ref
+            if abs(x) <= 5 { worstCore = max(worstCore, error) } else if ref > 1e-37 { worstTail = max(worstTail, error) }
+            let dRef = ref + xd * Foundation.exp(-xd * xd / 2) / (2 * Double.pi).squareRoot()
+            worstDerivative = max(worstDerivative, abs(Double(GELUFunction.apply(x: x, y: 0, gradient: 1)) - dRef))
+            x += 0.00731
+        }
+        #expect(worstCore < 2e-6, "Φ relative error for |x| ≤ 5: \(worstCore)")
+        #expect(worstTail < 3e-5, "Φ relative error for 5 < |x| ≤ 12: \(worstTail)")
+        #expect(worstDerivative < 2e-6, "GELU' absolute error: \(worstDerivative)")
+    }
+
     @Test func geluEqualsComposedForm() {
         // The written-out GELU is the same arithmetic as x·Φ(x).
         var x: Float = -15

@@ -60,7 +60,7 @@ public enum VectorMath {
         p = multiplyAdd(p, r, 4.166_579_589_4e-2)
         p = multiplyAdd(p, r, 1.666_666_545_9e-1)
         p = multiplyAdd(p, r, 5.000_000_120_1e-1)
-        p = multiplyAdd(p, r * r, r + 1)
+        p = multiplyAdd(multiplyAdd(p, r, 1), r, 1)   // 1 + r·(1 + r·P): Horner, no separate r²
         let nInt = unsafeBitCast(nShifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
         let scale = unsafeBitCast((nInt &+ 127) &<< 23, to: Float8.self)
         return (p * scale).replacing(with: 0, where: underflow)
@@ -71,25 +71,27 @@ public enum VectorMath {
     /// so GELU and its derivative stay accurate for large negative inputs.
     @_transparent
     public static func halfErfc(nonNegative z: Float8) -> Float8 {
-        let t = 1 / (1 + 0.5 * z)
-        var p = Float8(repeating: 0.170_872_77)
-        p = multiplyAdd(p, t, -0.822_152_23)
-        p = multiplyAdd(p, t, 1.488_515_87)
-        p = multiplyAdd(p, t, -1.135_203_98)
-        p = multiplyAdd(p, t, 0.278_868_07)
-        p = multiplyAdd(p, t, -0.186_288_06)
-        p = multiplyAdd(p, t, 0.096_784_18)
-        p = multiplyAdd(p, t, 0.374_091_96)
-        p = multiplyAdd(p, t, 1.000_023_68)
-        p = multiplyAdd(p, t, -1.265_512_23)
-        return 0.5 * t * expNonPositive(p - z * z)   // the exponent is ≤ 0
+        // With h = 1/(2 + z) = t/2 (t = 1/(1 + z/2) exactly halved) and the coefficients scaled by
+        // 2^k, Horner in h gives bitwise the same P(t), and ½·t = h saves two multiplies.
+        let h = 1 / (2 + z)
+        var p = Float8(repeating: 0.170_872_77 * 512)
+        p = multiplyAdd(p, h, -0.822_152_23 * 256)
+        p = multiplyAdd(p, h, 1.488_515_87 * 128)
+        p = multiplyAdd(p, h, -1.135_203_98 * 64)
+        p = multiplyAdd(p, h, 0.278_868_07 * 32)
+        p = multiplyAdd(p, h, -0.186_288_06 * 16)
+        p = multiplyAdd(p, h, 0.096_784_18 * 8)
+        p = multiplyAdd(p, h, 0.374_091_96 * 4)
+        p = multiplyAdd(p, h, 1.000_023_68 * 2)
+        p = multiplyAdd(p, h, -1.265_512_23)
+        return h * expNonPositive(multiplyAdd(-z, z, p))   // P − z², which is ≤ 0
     }
 
     /// Φ(x), the standard normal CDF, = ½·erfc(−x/√2).
     @_transparent
     public static func normalCDF(_ x: Float8) -> Float8 {
         let z = x * -0.707_106_77
-        let absZ = z.replacing(with: -z, where: z .< 0)
+        let absZ = unsafeBitCast(unsafeBitCast(z, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: Float8.self)
         let tail = halfErfc(nonNegative: absZ)
         return tail.replacing(with: 1 - tail, where: x .> 0)
     }
@@ -100,27 +102,11 @@ public enum VectorMath {
 
     /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`.
     ///
-    /// The same arithmetic as `x * normalCDF(x)`, written out in one body. Like the other helpers here it
-    /// is `@_transparent`: with `@inline(__always)` the optimiser still left the composed form as
-    /// out-of-line calls that pass SIMD8 in xmm halves and end in `vzeroupper` (2× slower).
+    /// Every helper here is `@_transparent`: with `@inline(__always)` the optimiser left parts of the
+    /// composed form as out-of-line calls that pass SIMD8 in xmm halves and end in `vzeroupper`
+    /// (about 2× slower).
     @_transparent
-    public static func gelu(_ x: Float8) -> Float8 {
-        let z = x * -0.707_106_77
-        let absZ = z.replacing(with: -z, where: z .< 0)
-        let t = 1 / (1 + 0.5 * absZ)
-        var p = Float8(repeating: 0.170_872_77)
-        p = multiplyAdd(p, t, -0.822_152_23)
-        p = multiplyAdd(p, t, 1.488_515_87)
-        p = multiplyAdd(p, t, -1.135_203_98)
-        p = multiplyAdd(p, t, 0.278_868_07)
-        p = multiplyAdd(p, t, -0.186_288_06)
-        p = multiplyAdd(p, t, 0.096_784_18)
-        p = multiplyAdd(p, t, 0.374_091_96)
-        p = multiplyAdd(p, t, 1.000_023_68)
-        p = multiplyAdd(p, t, -1.265_512_23)
-        let tail = 0.5 * t * expNonPositive(p - absZ * absZ)
-        return x * tail.replacing(with: 1 - tail, where: x .> 0)
-    }
+    public static func gelu(_ x: Float8) -> Float8 { x * normalCDF(x) }
 
     /// Plain scalar GELU in double precision from libm's `erfc`: the reference for tests.
     public static func geluReference(_ x: Float) -> Float {
