@@ -25,7 +25,7 @@ struct BenchCoreCommand: ParsableCommand {
             preallocated output, and the differentiable op, which allocates a fresh output tensor per call. \
             GB/s counts the bytes each kernel must move (add: 2 reads + 1 write; GELU, softmax, layer norm: \
             1 read + 1 write; inputs uniform in [-3, 3]). "% DRAM" is relative to the best STREAM copy or triad \
-            sample of the run at the same thread count (they also run interleaved with every kernel, so load from \
+            sample (on --bandwidth-elements floats per array) of the run at the same thread count (they also run interleaved with every kernel, so load from \
             other processes hits both alike); the target (60 %) is judged on the kernel rows at 2 threads. Every figure is the best of --repeats samples; cases that are compared run \
             interleaved, round by round.
             """)
@@ -38,6 +38,12 @@ struct BenchCoreCommand: ParsableCommand {
 
     @Option(help: "Floats per tensor for the memory-bound kernels and the bandwidth probe.")
     var elements: Int = 1 << 24
+
+    @Option(help: """
+        Floats per array of the STREAM-like DRAM probe (default 64M = 256 MiB: 64 MiB arrays were sometimes \
+        served partly from cache on this host, which showed up as 2× "DRAM" bandwidth).
+        """)
+    var bandwidthElements: Int = 1 << 26
 
     @Option(help: "Row width for softmax and layer norm.")
     var width: Int = 1024
@@ -63,6 +69,9 @@ struct BenchCoreCommand: ParsableCommand {
     func validate() throws {
         _ = try parsedThreads()
         guard repeats >= 1 else { throw ValidationError("--repeats must be ≥ 1, got \(repeats)") }
+        guard bandwidthElements >= 1 << 20 else {
+            throw ValidationError("--bandwidth-elements must be at least 1M floats (beyond the caches), got \(bandwidthElements)")
+        }
         guard width >= 1, elements >= width, elements % width == 0 else {
             throw ValidationError("--elements (\(elements)) must be a positive multiple of --width (\(width))")
         }
@@ -75,7 +84,8 @@ struct BenchCoreCommand: ParsableCommand {
         print("longmixer bench core — \(machine.summary)")
         print("command: \(command)\n")
 
-        let suite = CoreBenchmarkSuite(elements: elements, width: width, repeats: repeats, only: only)
+        let suite = CoreBenchmarkSuite(elements: elements, bandwidthElements: bandwidthElements, width: width,
+                                       repeats: repeats, only: only)
         var records: [BenchmarkRecord] = []
         for t in threadCounts {
             Parallel.setThreadCount(t)
@@ -125,10 +135,10 @@ final class CoreBenchmarkSuite {
     }
     var gemms: [GemmShape] = []
 
-    init(elements: Int, width: Int, repeats: Int, only: String? = nil) {
+    init(elements: Int, bandwidthElements: Int, width: Int, repeats: Int, only: String? = nil) {
         self.elements = elements; self.width = width; self.repeats = repeats; self.only = only
         var g = RandomGenerator(seed: 2024)
-        probe = MemoryBandwidthProbe(count: elements)
+        probe = MemoryBandwidthProbe(count: bandwidthElements)
         a = Tensor.uniform([elements], low: -3, high: 3, generator: &g)
         b = Tensor.uniform([elements], low: -3, high: 3, generator: &g)
         x2d = a.reshaped([elements / width, width])
