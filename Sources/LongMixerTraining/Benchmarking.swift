@@ -164,6 +164,8 @@ public struct MachineInfo: Codable, Sendable {
     public var blasConfig: String
     public var date: String
     public var os: String
+    /// /proc/loadavg's 1-minute load at the start: on a shared machine, other work shows up here.
+    public var loadAverage: Double?
 
     public static func current() -> MachineInfo {
         let formatter = ISO8601DateFormatter()
@@ -171,7 +173,9 @@ public struct MachineInfo: Codable, Sendable {
         return MachineInfo(cpuModel: cpuModelName(), logicalCores: ProcessInfo.processInfo.activeProcessorCount,
                            blasCore: BLAS.coreName, blasConfig: BLAS.configuration,
                            date: formatter.string(from: Date()),
-                           os: ProcessInfo.processInfo.operatingSystemVersionString)
+                           os: ProcessInfo.processInfo.operatingSystemVersionString,
+                           loadAverage: (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))
+                               .flatMap { $0.split(separator: " ").first }.flatMap { Double($0) })
     }
 
     /// "model name" (plus family/model) from /proc/cpuinfo; "unknown" elsewhere.
@@ -195,6 +199,7 @@ public struct MachineInfo: Codable, Sendable {
 
     public var summary: String {
         "\(cpuModel), \(logicalCores) logical cores; OpenBLAS core \(blasCore) (\(blasConfig)); \(date)"
+            + (loadAverage.map { "; load average \($0)" } ?? "")
     }
 }
 
