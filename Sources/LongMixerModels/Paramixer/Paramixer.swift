@@ -1,0 +1,250 @@
+import Foundation
+
+/// Paramixer: parameterised sparse mixing factors instead of dot-product attention.
+///
+/// Tong Yu, Ruslan Khalitov, Lei Cheng, Zhirong Yang, "Paramixer: Parameterizing Mixing Links in
+/// Sparse Factors Works Better than Dot-Product Self-Attention", CVPR 2022 (arXiv 2204.10670).
+/// This file matches the semantics of the authors' code, `wiedersehne/Paramixer` (`LRA/paramixer.py`,
+/// `Synthetic-data-tasks/paramixer.py`), which is followed where it differs from the paper:
+///
+/// - block: V ← g(V); for each factor m: V ← W^(m)·V + V (residual after every factor); dropout2.
+///   g = Linear(D,H)→GELU→Linear(H,D); f_m = Linear(D,H)→GELU→Linear(H,L) gives the L link
+///   weights of every row directly (no softmax), read from the embedded input `data` of the model
+///   (not the evolving V), in every block.
+/// - model: data = Embedding(tokens) (or Linear(F, D) for real-valued inputs) [+ learned positions];
+///   data = dropout1(data); V = dropout1(data) (a second, independent mask); blocks; FLATTEN
+///   (Linear(N·D, C)) or CLS (V[:, 0, :] → Linear(D, C)); a single Linear head.
+///
+/// Parameter names follow `Scripts/reference/paramixer_reference.py` (and the original code's
+/// attribute names: `embedding`, `init_linear`, `apc_embedding`, `attention.<l>.g`, `attention.<l>.fs.<m>`,
+/// `final`), so safetensors checkpoints map 1:1.
+
+// MARK: - Block
+
+/// One Paramixer block: g, then M sparse factors with a residual after each, then dropout2.
+public final class ParamixerBlock: Module {
+    /// Channel mixing of the block input: Linear(D, H) → GELU → Linear(H, D).
+    public let g: Sequential
+    /// Factor weight networks f_m: Linear(D, H) → GELU → Linear(H, L_m), one per factor.
+    public let fs: [Sequential]
+    let dropout2: Dropout
+    /// Link offsets of each factor (M lists of L offsets in 0..<N), in application order.
+    public let offsets: [[Int]]
+
+    public init(embeddingSize: Int, hiddenSize: Int, offsets: [[Int]], dropout2: Float, generator: inout RandomGenerator) {
+        precondition(!offsets.isEmpty, "ParamixerBlock: needs at least one factor")
+        g = makeMLP(inputDimensions: embeddingSize, hiddenDimensions: hiddenSize, outputDimensions: embeddingSize,
+                    activation: .gelu, generator: &generator)
+        var fs: [Sequential] = []
+        for factorOffsets in offsets {
+            fs.append(makeMLP(inputDimensions: embeddingSize, hiddenDimensions: hiddenSize, outputDimensions: factorOffsets.count,
+                              activation: .gelu, generator: &generator))
+        }
+        self.fs = fs
+        self.dropout2 = Dropout(probability: dropout2, generator: &generator)
+        self.offsets = offsets
+    }
+
+    public override func namedChildren() -> [(String, Module)] {
+        [("g", g)] + fs.enumerated().map { ("fs.\($0.offset)", $0.element as Module) } + [("dropout2", dropout2)]
+    }
+
+    /// v: [B, N, D] block input; data: [B, N, D] the embedded model input read by every f_m.
+    public func callAsFunction(_ v: Variable, data: Variable) -> Variable {
+        var v = g(v)
+        for (f, factorOffsets) in zip(fs, offsets) {
+            let w = f(data)                                                        // [B, N, L]
+            v = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets) + v
+        }
+        return dropout2(v)
+    }
+}
+
+// MARK: - Model
+
+/// The Paramixer sequence classifier / regressor: input embedding, blocks, pooling, one Linear.
+public final class Paramixer: Module, SequenceModel {
+    public let configuration: ParamixerConfiguration
+    /// Token embedding [V, D] (token inputs).
+    let embedding: Embedding?
+    /// Linear(F, D) with bias (real-valued inputs, e.g. the Adding problem).
+    let initLinear: Linear?
+    /// Learned absolute positions [N, D] ("APC").
+    let apcEmbedding: Embedding?
+    let dropout1: Dropout
+    let attention: [ParamixerBlock]
+    let final: Linear
+    private let positions: IntTensor
+
+    public init(configuration: ParamixerConfiguration, generator: inout RandomGenerator) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let c = configuration
+        let d = c.embeddingSize, n = c.length
+        if let vocabulary = c.vocabularySize {
+            embedding = Embedding(count: vocabulary, dimensions: d, paddingIndex: c.paddingIndex, generator: &generator)
+            initLinear = nil
+        } else {
+            embedding = nil
+            initLinear = Linear(inputDimensions: c.inputFeatures!, outputDimensions: d, generator: &generator)
+        }
+        apcEmbedding = c.positionalEmbedding ? Embedding(count: n, dimensions: d, generator: &generator) : nil
+        dropout1 = Dropout(probability: c.dropout1, generator: &generator)
+        let table = try LinkProtocols.offsetTable(c.linkProtocol, length: n, rule: c.factorCountRule)
+        var blocks: [ParamixerBlock] = []
+        for _ in 0..<c.blocks {
+            blocks.append(ParamixerBlock(embeddingSize: d, hiddenSize: c.hiddenSize, offsets: table, dropout2: c.dropout2,
+                                         generator: &generator))
+        }
+        attention = blocks
+        let pooledWidth = c.pooling == .flatten ? n * d : d
+        final = Linear(inputDimensions: pooledWidth, outputDimensions: c.outputCount, generator: &generator)
+        positions = IntTensor(Array(0..<n))
+    }
+
+    public override func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = []
+        if let embedding { out.append(("embedding", embedding)) }
+        if let initLinear { out.append(("init_linear", initLinear)) }
+        if let apcEmbedding { out.append(("apc_embedding", apcEmbedding)) }
+        out.append(("dropout1", dropout1))
+        for (l, block) in attention.enumerated() { out.append(("attention.\(l)", block)) }
+        out.append(("final", final))
+        return out
+    }
+
+    /// Number of sparse factors per block (M) and links per row (L).
+    public var factorCount: Int { attention[0].offsets.count }
+    public var linkCount: Int { attention[0].offsets[0].count }
+
+    /// Checks that an input fits this model: length N, token ids inside the vocabulary, or F features.
+    public func check(_ input: SequenceInput) throws {
+        let c = configuration
+        switch input {
+        case .tokens(let ids):
+            guard let vocabulary = c.vocabularySize else {
+                throw ParamixerError.invalidInput("this model reads \(c.inputFeatures!) real-valued features per position, got token ids \(ids.shape)")
+            }
+            guard ids.rank == 2 else { throw ParamixerError.invalidInput("token ids must be [B, N], got shape \(ids.shape)") }
+            guard ids.shape[1] == c.length else {
+                throw ParamixerError.invalidInput("sequence length \(ids.shape[1]) ≠ the model's N = \(c.length)")
+            }
+            for (position, id) in ids.scalars.enumerated() where id < 0 || Int(id) >= vocabulary {
+                throw ParamixerError.invalidInput("token id \(id) at batch \(position / c.length), position \(position % c.length) is outside the vocabulary 0..<\(vocabulary)")
+            }
+        case .features(let x):
+            guard let features = c.inputFeatures else {
+                throw ParamixerError.invalidInput("this model reads token ids (vocabulary \(c.vocabularySize!)), got real-valued features \(x.shape)")
+            }
+            guard x.rank == 3 else { throw ParamixerError.invalidInput("features must be [B, N, F], got shape \(x.shape)") }
+            guard x.shape[1] == c.length else {
+                throw ParamixerError.invalidInput("sequence length \(x.shape[1]) ≠ the model's N = \(c.length)")
+            }
+            guard x.shape[2] == features else {
+                throw ParamixerError.invalidInput("\(x.shape[2]) features per position ≠ the model's F = \(features)")
+            }
+        }
+    }
+
+    /// Logits (or regression outputs) [B, C]. Stops with the `check(_:)` message on bad input.
+    public func callAsFunction(_ input: SequenceInput) -> Variable {
+        do { try check(input) } catch { preconditionFailure("\(error)") }
+        let c = configuration
+        var data: Variable
+        switch input {
+        case .tokens(let ids): data = embedding!(ids)
+        case .features(let x): data = initLinear!(Variable(x))
+        }
+        if let apcEmbedding { data = data + apcEmbedding(positions) }      // [B, N, D] + [N, D]
+        data = dropout1(data)
+        var v = dropout1(data)                                               // second, independent mask (as the reference)
+        for block in attention { v = block(v, data: data) }
+        let b = input.batchSize
+        let pooled: Variable
+        switch c.pooling {
+        case .flatten: pooled = reshape(v, [b, c.length * c.embeddingSize])
+        case .cls: pooled = reshape(slice(v, axis: 1, 0..<1), [b, c.embeddingSize])
+        }
+        return final(pooled)
+    }
+}
+
+// MARK: - Configuration
+
+/// Hyper-parameters of `Paramixer`. Exactly one of `vocabularySize` (token input) and
+/// `inputFeatures` (real-valued input, Linear(F, D)) is set.
+public struct ParamixerConfiguration: Codable, Equatable, Sendable {
+    public enum Pooling: String, Codable, CaseIterable, Sendable {
+        /// Flatten all N·D values into Linear(N·D, C).
+        case flatten
+        /// Position 0 (a prepended CLS token) into Linear(D, C).
+        case cls
+    }
+
+    public var vocabularySize: Int?
+    public var inputFeatures: Int?
+    /// N, the fixed sequence length.
+    public var length: Int
+    /// D.
+    public var embeddingSize: Int
+    /// H, the hidden width of g and of every f_m.
+    public var hiddenSize: Int
+    /// Number of Paramixer blocks.
+    public var blocks: Int
+    public var linkProtocol: LinkProtocol
+    public var factorCountRule: FactorCountRule
+    /// Dropout on the embedded input (applied to data, and again to V).
+    public var dropout1: Float
+    /// Dropout on each block's output.
+    public var dropout2: Float
+    public var pooling: Pooling
+    /// Learned absolute positional embedding Embedding(N, D) ("APC").
+    public var positionalEmbedding: Bool
+    /// Token id whose embedding row stays zero and gets no gradient.
+    public var paddingIndex: Int?
+    /// C: classes, or regression outputs.
+    public var outputCount: Int
+
+    public init(vocabularySize: Int? = nil, inputFeatures: Int? = nil, length: Int, embeddingSize: Int = 32, hiddenSize: Int = 32,
+                blocks: Int = 1, linkProtocol: LinkProtocol = .chord, factorCountRule: FactorCountRule = .ceil,
+                dropout1: Float = 0, dropout2: Float = 0, pooling: Pooling = .flatten, positionalEmbedding: Bool = false,
+                paddingIndex: Int? = nil, outputCount: Int) {
+        self.vocabularySize = vocabularySize
+        self.inputFeatures = inputFeatures
+        self.length = length
+        self.embeddingSize = embeddingSize
+        self.hiddenSize = hiddenSize
+        self.blocks = blocks
+        self.linkProtocol = linkProtocol
+        self.factorCountRule = factorCountRule
+        self.dropout1 = dropout1
+        self.dropout2 = dropout2
+        self.pooling = pooling
+        self.positionalEmbedding = positionalEmbedding
+        self.paddingIndex = paddingIndex
+        self.outputCount = outputCount
+    }
+
+    /// Throws `ParamixerError.invalidConfiguration` / `.lengthTooShort` naming the offending values.
+    public func validate() throws {
+        func fail(_ message: String) -> ParamixerError { .invalidConfiguration(message) }
+        switch (vocabularySize, inputFeatures) {
+        case (nil, nil): throw fail("set either vocabularySize (token input) or inputFeatures (real-valued input)")
+        case (.some(let v), .some(let f)): throw fail("vocabularySize (\(v)) and inputFeatures (\(f)) are both set; choose one")
+        case (.some(let v), nil): if v < 1 { throw fail("vocabularySize must be ≥ 1, got \(v)") }
+        case (nil, .some(let f)): if f < 1 { throw fail("inputFeatures must be ≥ 1, got \(f)") }
+        }
+        if length < 2 { throw ParamixerError.lengthTooShort(length) }
+        if embeddingSize < 1 { throw fail("embeddingSize (D) must be ≥ 1, got \(embeddingSize)") }
+        if hiddenSize < 1 { throw fail("hiddenSize (H) must be ≥ 1, got \(hiddenSize)") }
+        if blocks < 1 { throw fail("blocks must be ≥ 1, got \(blocks)") }
+        if outputCount < 1 { throw fail("outputCount must be ≥ 1, got \(outputCount)") }
+        for (name, p) in [("dropout1", dropout1), ("dropout2", dropout2)] where !(p >= 0 && p < 1) {
+            throw fail("\(name) must be in [0, 1), got \(p)")
+        }
+        if let p = paddingIndex {
+            guard let v = vocabularySize else { throw fail("paddingIndex \(p) needs token input (vocabularySize)") }
+            if p < 0 || p >= v { throw fail("paddingIndex \(p) is outside the vocabulary 0..<\(v)") }
+        }
+    }
+}
