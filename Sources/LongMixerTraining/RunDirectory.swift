@@ -71,8 +71,15 @@ public struct RunDirectory: Sendable {
                 }
             }
         } else {
+            // Name the folder that stops us: the nearest existing ancestor, if it is a file or read-only.
+            var ancestor = url.deletingLastPathComponent()
+            while !fm.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor = ancestor.deletingLastPathComponent() }
+            var ancestorIsDirectory: ObjCBool = false
+            if fm.fileExists(atPath: ancestor.path, isDirectory: &ancestorIsDirectory) && !ancestorIsDirectory.boolValue {
+                throw RunDirectoryError.notWritable(path, "'\(ancestor.path)' is a file, not a folder")
+            }
             do { try fm.createDirectory(at: url, withIntermediateDirectories: true) } catch {
-                throw RunDirectoryError.notWritable(path, Self.reason(error))
+                throw RunDirectoryError.notWritable(path, "cannot create it inside '\(ancestor.path)' (\(Self.reason(error)))")
             }
         }
         // Probe: the first real write happens only after model construction, so fail early here.
@@ -103,9 +110,13 @@ public struct RunDirectory: Sendable {
         }
     }
 
+    /// The POSIX reason of a Foundation file error when there is one ("Permission denied"), else its description.
     static func reason(_ error: Error) -> String {
         let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError { return underlying.localizedDescription }
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
         return ns.localizedDescription
     }
 }
