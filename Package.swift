@@ -13,6 +13,9 @@ let cpuFlags: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "ha
 let cpuFlags: [SwiftSetting] = []
 #endif
 let settings: [SwiftSetting] = cpuFlags
+// The SIMD kernels are 10–50× slower unoptimised, which would make debug-built tests crawl:
+// Core is compiled with -O in debug builds too (still with -enable-testing for @testable).
+let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "LongMixer",
@@ -25,7 +28,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS"], swiftSettings: settings),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),

@@ -20,7 +20,7 @@ public enum Parallel {
 
     /// Sets both LongMixer's and OpenBLAS's thread counts.
     public static func setThreadCount(_ n: Int) {
-        precondition(n >= 1, "thread count must be ≥ 1, got \(n)")
+        check(n >= 1, "thread count must be ≥ 1, got \(n)")
         threadCount = n
         openblas_set_num_threads(Int32(n))
     }

@@ -47,7 +47,7 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable {
 
     /// Uniform integer in 0..<bound without modulo bias.
     public mutating func nextInt(below bound: Int) -> Int {
-        precondition(bound > 0, "nextInt(below: \(bound))")
+        check(bound > 0, "nextInt(below: \(bound))")
         return Int(next(upperBound: UInt64(bound)))
     }
 }
@@ -55,28 +55,28 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable {
 extension Tensor {
     /// Uniform in [low, high).
     public static func uniform(_ shape: [Int], low: Float = 0, high: Float = 1, generator: inout RandomGenerator) -> Tensor {
-        precondition(high >= low, "uniform: high \(high) < low \(low)")
+        check(high >= low, "uniform: high \(high) < low \(low)")
         var t = Tensor(uninitializedShape: shape)
-        let p = t.storage.base
-        for i in 0..<t.count { p[i] = low + (high - low) * generator.nextUniform() }
+        let n = t.count
+        t.withUnsafeMutablePointer { p in for i in 0..<n { p[i] = low + (high - low) * generator.nextUniform() } }
         return t
     }
 
     /// Normal with the given mean and standard deviation.
     public static func normal(_ shape: [Int], mean: Float = 0, standardDeviation: Float = 1, generator: inout RandomGenerator) -> Tensor {
-        precondition(standardDeviation >= 0, "normal: negative standard deviation \(standardDeviation)")
+        check(standardDeviation >= 0, "normal: negative standard deviation \(standardDeviation)")
         var t = Tensor(uninitializedShape: shape)
-        let p = t.storage.base
-        for i in 0..<t.count { p[i] = mean + standardDeviation * generator.nextNormal() }
+        let n = t.count
+        t.withUnsafeMutablePointer { p in for i in 0..<n { p[i] = mean + standardDeviation * generator.nextNormal() } }
         return t
     }
 
     /// 1 with probability `probability`, else 0.
     public static func bernoulli(_ shape: [Int], probability: Float, generator: inout RandomGenerator) -> Tensor {
-        precondition(probability >= 0 && probability <= 1, "bernoulli: probability \(probability) outside [0, 1]")
+        check(probability >= 0 && probability <= 1, "bernoulli: probability \(probability) outside [0, 1]")
         var t = Tensor(uninitializedShape: shape)
-        let p = t.storage.base
-        for i in 0..<t.count { p[i] = generator.nextUniform() < probability ? 1 : 0 }
+        let n = t.count
+        t.withUnsafeMutablePointer { p in for i in 0..<n { p[i] = generator.nextUniform() < probability ? 1 : 0 } }
         return t
     }
 }

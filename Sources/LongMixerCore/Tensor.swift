@@ -8,12 +8,12 @@ public final class FloatStorage: @unchecked Sendable {
 
     /// Uninitialised storage of `count` floats.
     public init(count: Int) {
-        precondition(count >= 0, "storage size must be non-negative, got \(count)")
+        check(count >= 0, "storage size must be non-negative, got \(count)")
         self.count = count
         var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let status = posix_memalign(&raw, 64, bytes)
-        precondition(status == 0 && raw != nil, "cannot allocate \(bytes) bytes for a tensor")
+        check(status == 0 && raw != nil, "cannot allocate \(bytes) bytes for a tensor")
         base = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
@@ -31,7 +31,7 @@ public final class FloatStorage: @unchecked Sendable {
 public func elementCount(_ shape: [Int]) -> Int {
     var n = 1
     for d in shape {
-        precondition(d >= 0, "shape \(shape) has a negative extent")
+        check(d >= 0, "shape \(shape) has a negative extent")
         n *= d
     }
     return n
@@ -45,7 +45,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// Wraps existing storage (no copy). `shape` must describe exactly `storage.count` elements.
     public init(shape: [Int], storage: FloatStorage) {
-        precondition(elementCount(shape) == storage.count,
+        check(elementCount(shape) == storage.count,
                      "shape \(shape) holds \(elementCount(shape)) elements, storage has \(storage.count)")
         self.shape = shape
         self.storage = storage
@@ -65,7 +65,7 @@ public struct Tensor: @unchecked Sendable {
     public init(ones shape: [Int]) { self.init(repeating: 1, shape: shape) }
 
     public init(shape: [Int], scalars: [Float]) {
-        precondition(elementCount(shape) == scalars.count,
+        check(elementCount(shape) == scalars.count,
                      "shape \(shape) needs \(elementCount(shape)) scalars, got \(scalars.count)")
         self.init(uninitializedShape: shape)
         scalars.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: $0.count) }
@@ -76,7 +76,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// 1-D tensor of the values start, start+step, … below `end`.
     public init(arange start: Float, _ end: Float, step: Float = 1) {
-        precondition(step != 0 && (end - start) / step >= 0, "arange(\(start), \(end), step: \(step)) is empty or infinite")
+        check(step != 0 && (end - start) / step >= 0, "arange(\(start), \(end), step: \(step)) is empty or infinite")
         let n = Int(((end - start) / step).rounded(.up))
         self.init(shape: [n], scalars: (0..<n).map { start + Float($0) * step })
     }
@@ -87,17 +87,17 @@ public struct Tensor: @unchecked Sendable {
 
     /// The single value of a one-element tensor.
     public var scalar: Float {
-        precondition(count == 1, "scalar of a tensor of shape \(shape)")
+        check(count == 1, "scalar of a tensor of shape \(shape)")
         return storage.base[0]
     }
 
     public subscript(flat index: Int) -> Float {
         get {
-            precondition(index >= 0 && index < count, "flat index \(index) out of range 0..<\(count)")
+            check(index >= 0 && index < count, "flat index \(index) out of range 0..<\(count)")
             return storage.base[index]
         }
         set {
-            precondition(index >= 0 && index < count, "flat index \(index) out of range 0..<\(count)")
+            check(index >= 0 && index < count, "flat index \(index) out of range 0..<\(count)")
             makeUnique()
             storage.base[index] = newValue
         }
@@ -132,14 +132,14 @@ public struct Tensor: @unchecked Sendable {
 /// Resolves a single `-1` in `shape`, checking that the element count is preserved.
 public func resolveShape(_ shape: [Int], count: Int, from original: [Int]) -> [Int] {
     let inferred = shape.indices.filter { shape[$0] == -1 }
-    precondition(inferred.count <= 1, "reshape \(original) → \(shape): at most one -1 allowed")
+    check(inferred.count <= 1, "reshape \(original) → \(shape): at most one -1 allowed")
     var result = shape
     if let i = inferred.first {
         let known = shape.enumerated().filter { $0.offset != i }.reduce(1) { $0 * $1.element }
-        precondition(known > 0 && count % known == 0, "cannot reshape \(original) (\(count) elements) to \(shape)")
+        check(known > 0 && count % known == 0, "cannot reshape \(original) (\(count) elements) to \(shape)")
         result[i] = count / known
     }
-    precondition(elementCount(result) == count, "cannot reshape \(original) (\(count) elements) to \(shape)")
+    check(elementCount(result) == count, "cannot reshape \(original) (\(count) elements) to \(shape)")
     return result
 }
 
@@ -156,7 +156,7 @@ public struct IntTensor: Equatable, Sendable {
     public var scalars: [Int32]
 
     public init(shape: [Int], scalars: [Int32]) {
-        precondition(elementCount(shape) == scalars.count,
+        check(elementCount(shape) == scalars.count,
                      "shape \(shape) needs \(elementCount(shape)) scalars, got \(scalars.count)")
         self.shape = shape
         self.scalars = scalars
@@ -176,7 +176,7 @@ public struct IntTensor: Equatable, Sendable {
     /// Checks every index lies in 0..<upperBound (plus an optional allowed sentinel), naming the offender.
     public func checkRange(_ upperBound: Int, what: String, allowing sentinel: Int? = nil) {
         for (i, v) in scalars.enumerated() where (v < 0 || Int(v) >= upperBound) && Int(v) != sentinel {
-            preconditionFailure("\(what): index \(v) at position \(i) is out of range 0..<\(upperBound)")
+            fatalError("\(what): index \(v) at position \(i) is out of range 0..<\(upperBound)")
         }
     }
 }

@@ -5,7 +5,7 @@ extension Tensor {
     /// Normalises a possibly negative axis, naming the offending values.
     public func axis(_ a: Int, op: String) -> Int {
         let r = a < 0 ? a + rank : a
-        precondition(r >= 0 && r < Swift.max(rank, 1), "\(op): axis \(a) is invalid for a tensor of rank \(rank) (shape \(shape))")
+        check(r >= 0 && r < Swift.max(rank, 1), "\(op): axis \(a) is invalid for a tensor of rank \(rank) (shape \(shape))")
         return r
     }
 
@@ -25,7 +25,7 @@ extension Tensor {
     /// F(self, other) with NumPy broadcasting.
     public func broadcast<F: BinaryFunction>(_ f: F.Type, _ other: Tensor, op: String) -> Tensor {
         guard let outShape = broadcastShape(shape, other.shape) else {
-            preconditionFailure("\(op): shapes \(shape) and \(other.shape) cannot be broadcast together")
+            fatalError("\(op): shapes \(shape) and \(other.shape) cannot be broadcast together")
         }
         var out = Tensor(uninitializedShape: outShape)
         out.withUnsafeMutablePointer { o in
@@ -38,7 +38,7 @@ extension Tensor {
     public func sumToShape(_ target: [Int]) -> Tensor {
         if shape == target { return self }
         let lead = rank - target.count
-        precondition(lead >= 0, "sumToShape: \(shape) cannot reduce to \(target)")
+        check(lead >= 0, "sumToShape: \(shape) cannot reduce to \(target)")
         var axes: [Int] = Array(0..<lead)
         for (i, d) in target.enumerated() where d == 1 && shape[lead + i] != 1 { axes.append(lead + i) }
         return sum(axes: axes, keepDims: false).reshaped(target)
@@ -63,7 +63,7 @@ extension Tensor {
     /// Maximum over one axis, with the index of the first maximum.
     public func max(axis a: Int, keepDims: Bool = false) -> (values: Tensor, indices: IntTensor) {
         let ax = axis(a, op: "max")
-        precondition(shape[ax] > 0, "max: axis \(a) of shape \(shape) is empty")
+        check(shape[ax] > 0, "max: axis \(a) of shape \(shape) is empty")
         let (outer, n, inner) = splitAround(axis: ax)
         var keptShape = shape
         keptShape[ax] = 1
@@ -79,7 +79,7 @@ extension Tensor {
 
     /// Axes permuted: result.shape[i] = shape[permutation[i]]. Materialised.
     public func transposed(_ permutation: [Int]) -> Tensor {
-        precondition(permutation.count == rank && Set(permutation) == Set(0..<rank),
+        check(permutation.count == rank && Set(permutation) == Set(0..<rank),
                      "transpose: \(permutation) is not a permutation of the axes of shape \(shape)")
         if permutation == Array(0..<rank) { return self }
         let outShape = permutation.map { shape[$0] }
@@ -118,7 +118,7 @@ extension Tensor {
     /// Elements `range` along `axis`.
     public func slice(axis a: Int, _ range: Range<Int>) -> Tensor {
         let ax = axis(a, op: "slice")
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[ax],
+        check(range.lowerBound >= 0 && range.upperBound <= shape[ax],
                      "slice: range \(range) is out of bounds for axis \(a) of shape \(shape)")
         let (outer, n, inner) = splitAround(axis: ax)
         var outShape = shape
@@ -134,11 +134,11 @@ extension Tensor {
 
     /// Concatenation along `axis`; all other extents must agree.
     public static func concatenate(_ tensors: [Tensor], axis a: Int) -> Tensor {
-        precondition(!tensors.isEmpty, "concatenate: no tensors")
+        check(!tensors.isEmpty, "concatenate: no tensors")
         let first = tensors[0]
         let ax = first.axis(a, op: "concatenate")
         for t in tensors {
-            precondition(t.rank == first.rank && (0..<first.rank).allSatisfy { $0 == ax || t.shape[$0] == first.shape[$0] },
+            check(t.rank == first.rank && (0..<first.rank).allSatisfy { $0 == ax || t.shape[$0] == first.shape[$0] },
                          "concatenate: shapes \(tensors.map(\.shape)) differ outside axis \(a)")
         }
         var outShape = first.shape
@@ -159,7 +159,7 @@ extension Tensor {
     /// Pads `before`/`after` elements of `value` along `axis`.
     public func padded(axis a: Int, before: Int, after: Int, value: Float = 0) -> Tensor {
         let ax = axis(a, op: "pad")
-        precondition(before >= 0 && after >= 0, "pad: negative padding (\(before), \(after))")
+        check(before >= 0 && after >= 0, "pad: negative padding (\(before), \(after))")
         let (outer, n, inner) = splitAround(axis: ax)
         var outShape = shape
         outShape[ax] = n + before + after
@@ -228,12 +228,12 @@ extension Tensor {
     /// 2-D: [M,K]·[K,N]. Batched: [B,M,K]·[B,K,N] (leading axes must agree), or [..., M, K]·[K, N]
     /// with a shared right-hand matrix.
     public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
-        precondition(a.rank >= 2 && b.rank >= 2, "matmul: operands need rank ≥ 2, got \(a.shape) and \(b.shape)")
+        check(a.rank >= 2 && b.rank >= 2, "matmul: operands need rank ≥ 2, got \(a.shape) and \(b.shape)")
         let (ar, ac) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
         let (br, bc) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
         let (m, k) = transposeA ? (ac, ar) : (ar, ac)
         let (kb, n) = transposeB ? (bc, br) : (br, bc)
-        precondition(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
+        check(k == kb, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
         let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
         if b.rank == 2 && !transposeA {
             // Shared right-hand side: one GEMM over all leading rows.
@@ -244,7 +244,7 @@ extension Tensor {
             }
             return out
         }
-        precondition(batchA == batchB || batchB.isEmpty,
+        check(batchA == batchB || batchB.isEmpty,
                      "matmul: batch dimensions differ: \(a.shape) · \(b.shape)")
         let batch = batchA.reduce(1, *)
         var out = Tensor(uninitializedShape: batchA + [m, n])

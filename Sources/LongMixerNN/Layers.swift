@@ -15,7 +15,7 @@ public final class Linear: Module, UnaryLayer {
     public let bias: Parameter?
 
     public init(inputDimensions: Int, outputDimensions: Int, bias: Bool = true, generator: inout RandomGenerator) {
-        precondition(inputDimensions > 0 && outputDimensions > 0,
+        check(inputDimensions > 0 && outputDimensions > 0,
                      "Linear: dimensions must be positive, got \(inputDimensions) → \(outputDimensions)")
         weight = Parameter(Initializer.linearUniform([outputDimensions, inputDimensions], fanIn: inputDimensions, generator: &generator))
         self.bias = bias ? Parameter(Initializer.linearUniform([outputDimensions], fanIn: inputDimensions, generator: &generator)) : nil
@@ -40,8 +40,8 @@ public final class Embedding: Module {
     public let paddingIndex: Int?
 
     public init(count: Int, dimensions: Int, paddingIndex: Int? = nil, standardDeviation: Float = 1, generator: inout RandomGenerator) {
-        precondition(count > 0 && dimensions > 0, "Embedding: count \(count) and dimensions \(dimensions) must be positive")
-        if let p = paddingIndex { precondition(p >= 0 && p < count, "Embedding: padding index \(p) outside 0..<\(count)") }
+        check(count > 0 && dimensions > 0, "Embedding: count \(count) and dimensions \(dimensions) must be positive")
+        if let p = paddingIndex { check(p >= 0 && p < count, "Embedding: padding index \(p) outside 0..<\(count)") }
         var table = Tensor.normal([count, dimensions], standardDeviation: standardDeviation, generator: &generator)
         if let p = paddingIndex {
             table.withUnsafeMutablePointer { $0.advanced(by: p * dimensions).update(repeating: 0, count: dimensions) }
@@ -74,7 +74,7 @@ public final class Dropout: Module, UnaryLayer {
     private var generator: RandomGenerator
 
     public init(probability: Float, generator: inout RandomGenerator) {
-        precondition(probability >= 0 && probability < 1, "Dropout: probability \(probability) outside [0, 1)")
+        check(probability >= 0 && probability < 1, "Dropout: probability \(probability) outside [0, 1)")
         self.probability = probability
         self.generator = generator.split()
     }
@@ -107,7 +107,7 @@ public final class Sequential: Module, UnaryLayer {
     public let layers: [Module]
 
     public init(_ layers: [Module]) {
-        for l in layers { precondition(l is UnaryLayer, "Sequential: \(type(of: l)) is not a UnaryLayer") }
+        for l in layers { check(l is UnaryLayer, "Sequential: \(type(of: l)) is not a UnaryLayer") }
         self.layers = layers
     }
 

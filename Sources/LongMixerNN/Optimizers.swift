@@ -29,19 +29,19 @@ public protocol Optimizer: AnyObject {
 let optimizerGrain = 1 << 15
 
 /// The parameter list with duplicates (by identity) removed, keeping first occurrences.
-func uniqueParameters(_ parameters: [Parameter]) -> [Parameter] {
+fileprivate func uniqueParameters(_ parameters: [Parameter]) -> [Parameter] {
     var seen = Set<ObjectIdentifier>()
     return parameters.filter { seen.insert(ObjectIdentifier($0)).inserted }
 }
 
-func checkLearningRate(_ lr: Float, _ owner: String) {
-    precondition(lr.isFinite && lr >= 0, "\(owner): learning rate must be finite and ≥ 0, got \(lr)")
+fileprivate func checkLearningRate(_ lr: Float, _ owner: String) {
+    check(lr.isFinite && lr >= 0, "\(owner): learning rate must be finite and ≥ 0, got \(lr)")
 }
 
 /// The gradient of `p`, checked against its value's shape; nil if there is none.
-func gradient(of p: Parameter, _ owner: String) -> Tensor? {
+fileprivate func checkedGradient(of p: Parameter, _ owner: String) -> Tensor? {
     guard let g = p.grad else { return nil }
-    precondition(g.shape == p.value.shape, "\(owner): gradient shape \(g.shape) ≠ parameter shape \(p.value.shape)")
+    check(g.shape == p.value.shape, "\(owner): gradient shape \(g.shape) ≠ parameter shape \(p.value.shape)")
     return g
 }
 
@@ -67,10 +67,10 @@ public final class SGD: Optimizer {
     public init(parameters: [Parameter], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) {
         checkLearningRate(learningRate, "SGD")
-        precondition(momentum.isFinite && momentum >= 0, "SGD: momentum must be finite and ≥ 0, got \(momentum)")
-        precondition(dampening.isFinite, "SGD: dampening must be finite, got \(dampening)")
-        precondition(weightDecay.isFinite && weightDecay >= 0, "SGD: weight decay must be finite and ≥ 0, got \(weightDecay)")
-        precondition(!nesterov || (momentum > 0 && dampening == 0),
+        check(momentum.isFinite && momentum >= 0, "SGD: momentum must be finite and ≥ 0, got \(momentum)")
+        check(dampening.isFinite, "SGD: dampening must be finite, got \(dampening)")
+        check(weightDecay.isFinite && weightDecay >= 0, "SGD: weight decay must be finite and ≥ 0, got \(weightDecay)")
+        check(!nesterov || (momentum > 0 && dampening == 0),
                      "SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got momentum \(momentum), dampening \(dampening)")
         self.parameters = uniqueParameters(parameters)
         self.learningRate = learningRate
@@ -85,7 +85,7 @@ public final class SGD: Optimizer {
         let lr = learningRate, mu = momentum, wd = weightDecay, nesterov = nesterov
         let keep = Float(1 - Double(dampening))   // torch: alpha = 1 - dampening, a double rounded to float
         for (i, p) in parameters.enumerated() {
-            guard let grad = gradient(of: p, "SGD") else { continue }
+            guard let grad = checkedGradient(of: p, "SGD") else { continue }
             let n = grad.count, gp = grad.pointer
             if mu == 0 {
                 p.value.withUnsafeMutablePointer { x in
@@ -124,7 +124,7 @@ public final class SGD: Optimizer {
 // MARK: - Adam and AdamW
 
 /// First and second moment estimates and step counts shared by Adam and AdamW.
-struct AdamState {
+fileprivate struct AdamState {
     var firstMoments: [Tensor?]
     var secondMoments: [Tensor?]
     var steps: [Int]
@@ -136,12 +136,12 @@ struct AdamState {
     }
 }
 
-func checkAdamHyperparameters(_ owner: String, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
+fileprivate func checkAdamHyperparameters(_ owner: String, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
     checkLearningRate(learningRate, owner)
-    precondition(beta1 >= 0 && beta1 < 1, "\(owner): beta1 must lie in [0, 1), got \(beta1)")
-    precondition(beta2 >= 0 && beta2 < 1, "\(owner): beta2 must lie in [0, 1), got \(beta2)")
-    precondition(epsilon.isFinite && epsilon >= 0, "\(owner): epsilon must be finite and ≥ 0, got \(epsilon)")
-    precondition(weightDecay.isFinite && weightDecay >= 0, "\(owner): weight decay must be finite and ≥ 0, got \(weightDecay)")
+    check(beta1 >= 0 && beta1 < 1, "\(owner): beta1 must lie in [0, 1), got \(beta1)")
+    check(beta2 >= 0 && beta2 < 1, "\(owner): beta2 must lie in [0, 1), got \(beta2)")
+    check(epsilon.isFinite && epsilon >= 0, "\(owner): epsilon must be finite and ≥ 0, got \(epsilon)")
+    check(weightDecay.isFinite && weightDecay >= 0, "\(owner): weight decay must be finite and ≥ 0, got \(weightDecay)")
 }
 
 /// One Adam step for every parameter with a gradient, as `torch.optim.adam._single_tensor_adam`:
@@ -154,7 +154,7 @@ func checkAdamHyperparameters(_ owner: String, learningRate: Float, beta1: Float
 ///     θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
 ///
 /// The bias corrections and the step size are computed in double precision, as torch does in Python.
-func adamStep(parameters: [Parameter], state: inout AdamState, owner: String, learningRate lr: Float, beta1: Float,
+fileprivate func adamStep(parameters: [Parameter], state: inout AdamState, owner: String, learningRate lr: Float, beta1: Float,
               beta2: Float, epsilon: Float, weightDecay wd: Float, decoupled: Bool) {
     let lerpWeight = Float(1 - Double(beta1))
     let smallWeight = abs(lerpWeight) < 0.5           // ATen's lerp switches formula at |w| = 0.5
@@ -162,7 +162,7 @@ func adamStep(parameters: [Parameter], state: inout AdamState, owner: String, le
     let squareWeight = Float(1 - Double(beta2))
     let decay = Float(1 - Double(lr) * Double(wd))
     for (i, p) in parameters.enumerated() {
-        guard let grad = gradient(of: p, owner) else { continue }
+        guard let grad = checkedGradient(of: p, owner) else { continue }
         let n = grad.count, gp = grad.pointer
         state.steps[i] += 1
         let t = Double(state.steps[i])
@@ -209,7 +209,7 @@ public final class Adam: Optimizer {
     public let beta2: Float
     public let epsilon: Float
     public let weightDecay: Float
-    var state: AdamState
+    fileprivate var state: AdamState
 
     public init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                 epsilon: Float = 1e-8, weightDecay: Float = 0) {
@@ -242,7 +242,7 @@ public final class AdamW: Optimizer {
     public let beta2: Float
     public let epsilon: Float
     public let weightDecay: Float
-    var state: AdamState
+    fileprivate var state: AdamState
 
     public init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                 epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
@@ -270,10 +270,10 @@ public final class AdamW: Optimizer {
 // MARK: - Gradient clipping
 
 /// Elements per block of the norm's partial sums; fixed, so the sum's rounding never depends on threads.
-let normBlock = 1 << 14
+fileprivate let normBlock = 1 << 14
 
 /// Euclidean norm of a tensor, accumulated in double over fixed blocks (deterministic for any thread count).
-func euclideanNorm(_ t: Tensor) -> Double {
+fileprivate func euclideanNorm(_ t: Tensor) -> Double {
     let n = t.count, x = t.pointer
     let blocks = (n + normBlock - 1) / normBlock
     if blocks == 0 { return 0 }
@@ -301,7 +301,7 @@ func euclideanNorm(_ t: Tensor) -> Double {
 /// gradients into NaN/zero; check the returned value to skip such steps.
 @discardableResult
 public func clipGradientNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
-    precondition(maxNorm.isFinite && maxNorm > 0, "clipGradientNorm: maxNorm must be finite and > 0, got \(maxNorm)")
+    check(maxNorm.isFinite && maxNorm > 0, "clipGradientNorm: maxNorm must be finite and > 0, got \(maxNorm)")
     let withGradients = uniqueParameters(parameters).filter { $0.grad != nil }
     if withGradients.isEmpty { return 0 }
     var sumOfSquares: Double = 0

@@ -18,12 +18,12 @@ extension Optimizer {
     }
 }
 
-func checkStep(_ step: Int, _ owner: String) {
-    precondition(step >= 0, "\(owner): step must be ≥ 0, got \(step)")
+fileprivate func checkStep(_ step: Int, _ owner: String) {
+    check(step >= 0, "\(owner): step must be ≥ 0, got \(step)")
 }
 
-func checkRate(_ value: Float, _ what: String, _ owner: String) {
-    precondition(value.isFinite && value >= 0, "\(owner): \(what) must be finite and ≥ 0, got \(value)")
+fileprivate func checkRate(_ value: Float, _ what: String, _ owner: String) {
+    check(value.isFinite && value >= 0, "\(owner): \(what) must be finite and ≥ 0, got \(value)")
 }
 
 /// The same rate at every step.
@@ -50,7 +50,7 @@ public struct LinearWarmupSchedule: LearningRateSchedule, Sendable {
 
     public init(peakLearningRate: Float, warmupSteps: Int) {
         checkRate(peakLearningRate, "peak learning rate", "LinearWarmupSchedule")
-        precondition(warmupSteps >= 0, "LinearWarmupSchedule: warmupSteps must be ≥ 0, got \(warmupSteps)")
+        check(warmupSteps >= 0, "LinearWarmupSchedule: warmupSteps must be ≥ 0, got \(warmupSteps)")
         self.peakLearningRate = peakLearningRate
         self.warmupSteps = warmupSteps
     }
@@ -72,7 +72,7 @@ public struct WarmupInverseSqrtSchedule: LearningRateSchedule, Sendable {
     public init(peakLearningRate: Float, warmupSteps: Int, initialLearningRate: Float = 0) {
         checkRate(peakLearningRate, "peak learning rate", "WarmupInverseSqrtSchedule")
         checkRate(initialLearningRate, "initial learning rate", "WarmupInverseSqrtSchedule")
-        precondition(warmupSteps >= 1, "WarmupInverseSqrtSchedule: warmupSteps must be ≥ 1 (the decay is peak·√(warmup/step)), got \(warmupSteps)")
+        check(warmupSteps >= 1, "WarmupInverseSqrtSchedule: warmupSteps must be ≥ 1 (the decay is peak·√(warmup/step)), got \(warmupSteps)")
         self.peakLearningRate = peakLearningRate
         self.warmupSteps = warmupSteps
         self.initialLearningRate = initialLearningRate
@@ -102,10 +102,10 @@ public struct WarmupCosineSchedule: LearningRateSchedule, Sendable {
     public init(peakLearningRate: Float, warmupSteps: Int, totalSteps: Int, minimumLearningRate: Float = 0) {
         checkRate(peakLearningRate, "peak learning rate", "WarmupCosineSchedule")
         checkRate(minimumLearningRate, "minimum learning rate", "WarmupCosineSchedule")
-        precondition(minimumLearningRate <= peakLearningRate,
+        check(minimumLearningRate <= peakLearningRate,
                      "WarmupCosineSchedule: minimum learning rate \(minimumLearningRate) exceeds the peak \(peakLearningRate)")
-        precondition(warmupSteps >= 0, "WarmupCosineSchedule: warmupSteps must be ≥ 0, got \(warmupSteps)")
-        precondition(totalSteps > warmupSteps,
+        check(warmupSteps >= 0, "WarmupCosineSchedule: warmupSteps must be ≥ 0, got \(warmupSteps)")
+        check(totalSteps > warmupSteps,
                      "WarmupCosineSchedule: totalSteps (\(totalSteps)) must exceed warmupSteps (\(warmupSteps))")
         self.peakLearningRate = peakLearningRate
         self.warmupSteps = warmupSteps
@@ -132,8 +132,8 @@ public struct StepSchedule: LearningRateSchedule, Sendable {
 
     public init(initialLearningRate: Float, stepSize: Int, gamma: Float = 0.1) {
         checkRate(initialLearningRate, "initial learning rate", "StepSchedule")
-        precondition(stepSize >= 1, "StepSchedule: stepSize must be ≥ 1, got \(stepSize)")
-        precondition(gamma.isFinite && gamma > 0, "StepSchedule: gamma must be finite and > 0, got \(gamma)")
+        check(stepSize >= 1, "StepSchedule: stepSize must be ≥ 1, got \(stepSize)")
+        check(gamma.isFinite && gamma > 0, "StepSchedule: gamma must be finite and > 0, got \(gamma)")
         self.initialLearningRate = initialLearningRate
         self.stepSize = stepSize
         self.gamma = gamma

@@ -8,6 +8,7 @@ struct LongMixerCommand: ParsableCommand {
         commandName: "longmixer",
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
+            DemoCommand.self,
             TrainCommand.self,
         ])
 }

@@ -14,9 +14,7 @@ private func gradientCheck(inputs: [Variable], f: ([Variable]) -> Variable, epsi
     let probe = f(inputs)
     let projection = Tensor.normal(probe.shape, generator: &generator)
     func loss() -> Double {
-        // Not `withoutGradient`: GradientMode is process-global and tests run concurrently, so
-        // toggling it here could stop another test's graph from being recorded.
-        let y = f(inputs)
+        let y = withoutGradient { f(inputs) }
         var s: Double = 0
         for i in 0..<y.value.count { s += Double(y.value.pointer[i]) * Double(projection.pointer[i]) }
         return s
@@ -168,6 +166,9 @@ struct SparseFactorTests {
         let v = Variable(randomTensor([2, n, d], &gen), requiresGradient: true)
         let worst = try gradientCheck(inputs: [w, v]) { xs in sparseFactorProduct(weights: xs[0], values: xs[1], offsets: offsets) }
         #expect(worst <= 1, "\(label): worst error / tolerance = \(worst)")
+        // The project's shared checker (Autodiff/GradientCheck.swift) must agree.
+        let shared = checkGradients([w, v]) { xs in sparseFactorProduct(weights: xs[0], values: xs[1], offsets: offsets) }
+        #expect(shared.passed, "\(label): \(shared)")
     }
 
     @Test("a chain of factors with residuals (as in a Paramixer block) has correct gradients")

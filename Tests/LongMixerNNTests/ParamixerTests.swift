@@ -181,10 +181,12 @@ struct ParamixerModelTests {
         var gen = RandomGenerator(seed: 5)
         let model = try Paramixer(configuration: Self.tinyConfiguration(), generator: &gen)
         func message(_ input: SequenceInput) -> String {
-            do { try model.check(input); return "" } catch { return "\(error)" }
+            do { try model.validate(input); return "" } catch { return "\(error)" }
         }
         #expect(message(.tokens(IntTensor(zeros: [2, 16]))) == "")
         #expect(message(.tokens(IntTensor(zeros: [2, 15]))).contains("sequence length 15 ≠ the model's N = 16"))
+        #expect(message(.tokens(IntTensor(zeros: [16]))).contains("token ids must be [B, N], got shape [16]"))
+        #expect(message(.features(Tensor(zeros: [16, 2]))).contains("reads token ids"))
         var ids = IntTensor(zeros: [2, 16])
         ids.scalars[16 + 5] = 10
         #expect(message(.tokens(ids)).contains("token id 10 at batch 1, position 5 is outside the vocabulary 0..<10"))
@@ -198,7 +200,7 @@ struct ParamixerModelTests {
     }
 
     private func message2(_ model: Paramixer, _ input: SequenceInput) -> String {
-        do { try model.check(input); return "" } catch { return "\(error)" }
+        do { try model.validate(input); return "" } catch { return "\(error)" }
     }
 
     @Test("calling the model on a bad input stops with the message")
@@ -207,6 +209,24 @@ struct ParamixerModelTests {
             var gen = RandomGenerator(seed: 7)
             let model = try! Paramixer(configuration: ParamixerModelTests.tinyConfiguration(), generator: &gen)
             _ = model(.tokens(IntTensor(zeros: [1, 12])))
+        }
+    }
+
+    @Test("the smallest lengths work: N = 2 and N = 3, both protocols, both poolings, batch 1",
+          arguments: [2, 3])
+    func smallestLengths(n: Int) throws {
+        for linkProtocol in LinkProtocol.allCases {
+            for pooling in ParamixerConfiguration.Pooling.allCases {
+                var gen = RandomGenerator(seed: UInt64(n))
+                let model = try Paramixer(configuration: ParamixerConfiguration(vocabularySize: 4, length: n, embeddingSize: 5, hiddenSize: 3,
+                                                                                linkProtocol: linkProtocol, pooling: pooling, outputCount: 2),
+                                          generator: &gen)
+                let logits = model(.tokens(IntTensor(shape: [1, n], scalars: (0..<n).map { Int32($0 % 4) })))
+                #expect(logits.shape == [1, 2])
+                #expect(logits.value.scalars.allSatisfy { $0.isFinite })
+                try crossEntropy(logits: logits, targets: IntTensor([1])).backward()
+                #expect(model.parameters().allSatisfy { $0.grad != nil })
+            }
         }
     }
 

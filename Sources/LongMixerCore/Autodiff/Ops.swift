@@ -99,7 +99,7 @@ public func sum(_ x: Variable, axes: [Int] = [], keepDims: Bool = false) -> Vari
 public func mean(_ x: Variable, axes: [Int] = [], keepDims: Bool = false) -> Variable {
     let normalized = (axes.isEmpty ? Array(0..<x.rank) : axes).map { x.value.axis($0, op: "mean") }
     let n = Set(normalized).reduce(1) { $0 * x.shape[$1] }
-    precondition(n > 0, "mean: reducing over empty axes \(axes) of shape \(x.shape)")
+    check(n > 0, "mean: reducing over empty axes \(axes) of shape \(x.shape)")
     return sum(x, axes: axes, keepDims: keepDims) * (1 / Float(n))
 }
 
@@ -180,7 +180,7 @@ public func gather(_ x: Variable, axis: Int, indices: IntTensor) -> Variable {
 
 /// Matrix product (see `Tensor.matmul` for the accepted shapes). Transposes are BLAS flags.
 public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, transposeB: Bool = false) -> Variable {
-    precondition(!(transposeA && b.rank == 2 && a.rank > 2),
+    check(!(transposeA && b.rank == 2 && a.rank > 2),
                  "matmul: transposeA with a shared 2-D right operand is not supported (\(a.shape)ᵀ · \(b.shape)); transpose A first")
     let y = Tensor.matmul(a.value, b.value, transposeA: transposeA, transposeB: transposeB)
     return makeResult(y, [a, b]) { g in
@@ -208,11 +208,11 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
 /// y = x·Wᵀ + b (PyTorch `nn.Linear` layout). x: [..., in]; weight: [out, in]; bias: [out].
 /// One GEMM with the transpose as a flag; the bias is added in the same pass over y.
 public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
-    precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+    check(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
     let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
-    precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
+    check(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
                  "linear: input \(x.shape) does not end in \(inFeatures) features (weight \(weight.shape))")
-    if let bias { precondition(bias.shape == [outFeatures], "linear: bias \(bias.shape) ≠ [\(outFeatures)]") }
+    if let bias { check(bias.shape == [outFeatures], "linear: bias \(bias.shape) ≠ [\(outFeatures)]") }
     let rows = x.value.count / max(inFeatures, 1)
     var y = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     y.withUnsafeMutablePointer { c in
@@ -279,7 +279,7 @@ func lastAxisOp(_ x: Variable, axis: Int,
 /// x: [..., n]; gamma, beta: [n]
 public func layerNorm(_ x: Variable, gamma: Variable, beta: Variable, epsilon: Float = 1e-5) -> Variable {
     let n = x.shape.last ?? 0
-    precondition(gamma.shape == [n] && beta.shape == [n],
+    check(gamma.shape == [n] && beta.shape == [n],
                  "layerNorm: γ \(gamma.shape) and β \(beta.shape) must be [\(n)] for input \(x.shape)")
     let rows = x.value.count / max(n, 1)
     var y = Tensor(uninitializedShape: x.shape)
@@ -311,7 +311,7 @@ public func layerNorm(_ x: Variable, gamma: Variable, beta: Variable, epsilon: F
 /// Rows of `table` [V, D] for each id; result [ids.shape..., D]. The `paddingIndex` row gets
 /// no gradient (as `nn.Embedding(padding_idx:)`).
 public func embedding(_ ids: IntTensor, table: Variable, paddingIndex: Int? = nil) -> Variable {
-    precondition(table.rank == 2, "embedding: table must be [vocabulary, dimensions], got \(table.shape)")
+    check(table.rank == 2, "embedding: table must be [vocabulary, dimensions], got \(table.shape)")
     ids.checkRange(table.shape[0], what: "embedding lookup (vocabulary \(table.shape[0]))")
     let y = table.value.gathered(axis: 0, indices: ids)
     return makeResult(y, [table]) { g in
@@ -322,7 +322,7 @@ public func embedding(_ ids: IntTensor, table: Variable, paddingIndex: Int? = ni
 /// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1−p).
 /// Identity when not training or p = 0. The mask comes from `generator` (seeded, reproducible).
 public func dropout(_ x: Variable, probability p: Float, training: Bool, generator: inout RandomGenerator) -> Variable {
-    precondition(p >= 0 && p <= 1, "dropout: probability \(p) outside [0, 1]")
+    check(p >= 0 && p <= 1, "dropout: probability \(p) outside [0, 1]")
     if !training || p == 0 { return x }
     if p == 1 { return x * 0 }
     var mask = Tensor.bernoulli(x.shape, probability: 1 - p, generator: &generator)
@@ -336,9 +336,9 @@ public func dropout(_ x: Variable, probability p: Float, training: Bool, generat
 /// Mean cross-entropy of logits [R, C] against class indices [R]; rows whose target equals
 /// `ignoreIndex` are skipped and excluded from the mean (PyTorch semantics; NaN if all ignored).
 public func crossEntropy(logits: Variable, targets: IntTensor, ignoreIndex: Int = -100) -> Variable {
-    precondition(logits.rank == 2, "crossEntropy: logits must be [rows, classes], got \(logits.shape)")
+    check(logits.rank == 2, "crossEntropy: logits must be [rows, classes], got \(logits.shape)")
     let rows = logits.shape[0], classes = logits.shape[1]
-    precondition(targets.shape == [rows], "crossEntropy: targets \(targets.shape) must be [\(rows)] for logits \(logits.shape)")
+    check(targets.shape == [rows], "crossEntropy: targets \(targets.shape) must be [\(rows)] for logits \(logits.shape)")
     targets.checkRange(classes, what: "crossEntropy target (\(classes) classes)", allowing: ignoreIndex)
     let counted = targets.scalars.reduce(0) { $0 + ($1 == Int32(ignoreIndex) ? 0 : 1) }
     var losses = Tensor(uninitializedShape: [rows]), lse = Tensor(uninitializedShape: [rows])
@@ -369,7 +369,7 @@ public func crossEntropy(logits: Variable, targets: IntTensor, ignoreIndex: Int 
 /// Mean binary cross-entropy on logits: mean(max(x,0) − x·y + log(1 + e^{−|x|})), stable for any x.
 /// logits and targets (in [0, 1]) have the same shape.
 public func binaryCrossEntropy(logits: Variable, targets: Tensor) -> Variable {
-    precondition(logits.shape == targets.shape, "binaryCrossEntropy: logits \(logits.shape) and targets \(targets.shape) differ")
+    check(logits.shape == targets.shape, "binaryCrossEntropy: logits \(logits.shape) and targets \(targets.shape) differ")
     let n = logits.value.count
     let x = logits.value.pointer, t = targets.pointer
     var total: Double = 0
@@ -386,7 +386,7 @@ public func binaryCrossEntropy(logits: Variable, targets: Tensor) -> Variable {
 
 /// Mean squared error between same-shaped prediction and target.
 public func meanSquaredError(_ prediction: Variable, _ target: Variable) -> Variable {
-    precondition(prediction.shape == target.shape, "meanSquaredError: prediction \(prediction.shape) and target \(target.shape) differ")
+    check(prediction.shape == target.shape, "meanSquaredError: prediction \(prediction.shape) and target \(target.shape) differ")
     let d = prediction - target
     return mean(d * d)
 }

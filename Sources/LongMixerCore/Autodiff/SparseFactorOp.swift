@@ -2,7 +2,8 @@ import Foundation
 
 // Fused sparse-factor product (Paramixer). Composed from gathers it would store a (B, N, L, D)
 // intermediate; fused, it keeps only its inputs and calls the kernels in
-// Kernels/SparseFactorKernels.swift (derivation of the backward there).
+// Kernels/SparseFactorKernels.swift (derivation of the backward there). Shape and offset errors
+// stop through `check` with the offending values.
 
 /// out[b,i,:] = Σ_k weights[b,i,k] · values[b,(i + offsets[k]) mod N,:]
 ///
@@ -30,15 +31,15 @@ public func sparseFactorProduct(weights: Variable, values: Variable, offsets: [I
 
 /// Forward value of `sparseFactorProduct` with its shape checks; returns the offsets as checked.
 func sparseFactorProductValue(weights: Tensor, values: Tensor, offsets: [Int]) -> (Tensor, [Int]) {
-    precondition(values.rank == 3, "sparseFactorProduct: values must be [B, N, D], got \(values.shape)")
+    check(values.rank == 3, "sparseFactorProduct: values must be [B, N, D], got \(values.shape)")
     let (b, n, d) = (values.shape[0], values.shape[1], values.shape[2])
-    precondition(weights.rank == 3 && weights.shape[0] == b && weights.shape[1] == n,
+    check(weights.rank == 3 && weights.shape[0] == b && weights.shape[1] == n,
                  "sparseFactorProduct: weights must be [B, N, L] = [\(b), \(n), L] for values \(values.shape), got \(weights.shape)")
-    precondition(weights.shape[2] == offsets.count,
+    check(weights.shape[2] == offsets.count,
                  "sparseFactorProduct: weights have L = \(weights.shape[2]) links per row but \(offsets.count) offsets were given")
-    precondition(!offsets.isEmpty, "sparseFactorProduct: at least one offset is needed")
+    check(!offsets.isEmpty, "sparseFactorProduct: at least one offset is needed")
     for (k, o) in offsets.enumerated() {
-        precondition(o >= 0 && o < n, "sparseFactorProduct: offset \(o) in slot \(k) is outside 0..<\(n) (N); normalise offsets mod N")
+        check(o >= 0 && o < n, "sparseFactorProduct: offset \(o) in slot \(k) is outside 0..<\(n) (N); normalise offsets mod N")
     }
     var y = Tensor(uninitializedShape: [b, n, d])
     offsets.withUnsafeBufferPointer { off in

@@ -39,18 +39,16 @@ open class Variable {
     public func zeroGradient() { grad = nil }
 }
 
-/// Whether ops record the graph. `withoutGradient { }` turns recording off for evaluation.
+/// Whether ops record the graph. Task-local (and so thread-safe): `withoutGradient { }` in one
+/// task does not switch recording off for another running concurrently.
 public enum GradientMode {
-    nonisolated(unsafe) public static var isEnabled = true
+    @TaskLocal public static var isEnabled = true
 }
 
 /// Runs `body` without recording the autodiff graph (evaluation, optimizer updates).
 @discardableResult
 public func withoutGradient<R>(_ body: () throws -> R) rethrows -> R {
-    let saved = GradientMode.isEnabled
-    GradientMode.isEnabled = false
-    defer { GradientMode.isEnabled = saved }
-    return try body()
+    try GradientMode.$isEnabled.withValue(false) { try body() }
 }
 
 /// Builds an op's result: records the graph only if recording is on and some input needs it.
@@ -84,7 +82,7 @@ extension Variable {
             guard value.count == 1 else { throw AutodiffError.notScalar(value.shape) }
             guard value.scalar.isFinite else { throw AutodiffError.nonFiniteLoss(value.scalar) }
         } else {
-            precondition(seed!.shape == value.shape, "backward: seed shape \(seed!.shape) ≠ value shape \(value.shape)")
+            check(seed!.shape == value.shape, "backward: seed shape \(seed!.shape) ≠ value shape \(value.shape)")
         }
         guard requiresGradient else { throw AutodiffError.noGradientPath }
 
@@ -109,10 +107,10 @@ extension Variable {
                 continue
             }
             let inputGrads = pullback(g)
-            precondition(inputGrads.count == node.inputs.count, "pullback returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
+            check(inputGrads.count == node.inputs.count, "pullback returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
             for (input, ig) in zip(node.inputs, inputGrads) where input.requiresGradient {
                 guard let ig else { continue }
-                precondition(ig.shape == input.shape, "pullback gradient shape \(ig.shape) ≠ input shape \(input.shape)")
+                check(ig.shape == input.shape, "pullback gradient shape \(ig.shape) ≠ input shape \(input.shape)")
                 let key = ObjectIdentifier(input)
                 if grads[key] == nil { grads[key] = ig } else { grads[key]!.add(ig) }
             }
@@ -123,7 +121,7 @@ extension Variable {
 extension Tensor {
     /// self += other (same shape), in place.
     public mutating func add(_ other: Tensor, scaledBy alpha: Float = 1) {
-        precondition(shape == other.shape, "add: shapes \(shape) and \(other.shape) differ")
+        check(shape == other.shape, "add: shapes \(shape) and \(other.shape) differ")
         let n = count
         withUnsafeMutablePointer { y in axpyKernel(y: y, x: other.pointer, alpha: alpha, count: n) }
     }

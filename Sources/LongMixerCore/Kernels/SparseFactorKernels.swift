@@ -205,8 +205,8 @@ func horizontalSums(_ a0: Float8, _ a1: Float8, _ a2: Float8, _ a3: Float8,
 public func sparseFactorBackward(dWeights: UnsafeMutablePointer<Float>?, dValues: UnsafeMutablePointer<Float>?,
                                  dOut: UnsafePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                  offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int) {
-    // Two passes (dW, then dV) rather than both per row: each pass streams fewer arrays, which
-    // measured 2.5x faster when V no longer fits in L3 (N = 32768, D = 128).
+    // Two passes (dW, then dV) rather than both per row: each pass streams fewer arrays. Measured
+    // on 1 thread: 15.9 → 12.8 ms at N = 32768, D = 128 and 0.86 → 0.77 ms at N = 16384, D = 32.
     let grain = sparseFactorGrain(links: links, dimensions: d)
     if let dWeights {
         parallelFor(batch * n, grain: grain) { rows in

@@ -32,7 +32,7 @@ public final class ParamixerBlock: Module {
     public let offsets: [[Int]]
 
     public init(embeddingSize: Int, hiddenSize: Int, offsets: [[Int]], dropout2: Float, generator: inout RandomGenerator) {
-        precondition(!offsets.isEmpty, "ParamixerBlock: needs at least one factor")
+        check(!offsets.isEmpty, "ParamixerBlock: needs at least one factor")
         g = makeMLP(inputDimensions: embeddingSize, hiddenDimensions: hiddenSize, outputDimensions: embeddingSize,
                     activation: .gelu, generator: &generator)
         var fs: [Sequential] = []
@@ -118,7 +118,7 @@ public final class Paramixer: Module, SequenceModel {
     public var linkCount: Int { attention[0].offsets[0].count }
 
     /// Checks that an input fits this model: length N, token ids inside the vocabulary, or F features.
-    public func check(_ input: SequenceInput) throws {
+    public func validate(_ input: SequenceInput) throws {
         let c = configuration
         switch input {
         case .tokens(let ids):
@@ -146,9 +146,10 @@ public final class Paramixer: Module, SequenceModel {
         }
     }
 
-    /// Logits (or regression outputs) [B, C]. Stops with the `check(_:)` message on bad input.
+    /// Logits (or regression outputs) [B, C]. Stops with the `validate(_:)` message on bad input.
     public func callAsFunction(_ input: SequenceInput) -> Variable {
-        do { try check(input) } catch { preconditionFailure("\(error)") }
+        // fatalError keeps the message in optimised builds (precondition would drop it).
+        do { try validate(input) } catch { fatalError("\(error)") }
         let c = configuration
         var data: Variable
         switch input {

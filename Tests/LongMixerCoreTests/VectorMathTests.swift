@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+@testable import LongMixerCore
+
+@Suite("Vector math accuracy against libm (double)")
+struct VectorMathTests {
+    @Test func expRelativeError() {
+        var worst: Double = 0
+        var x: Float = -87
+        while x < 88 {
+            let v = Double(VectorMath.exp(x)), ref = Foundation.exp(Double(x))
+            worst = max(worst, abs(v - ref) / ref)
+            x += 0.0137
+        }
+        #expect(worst < 5e-7, "max relative error \(worst)")
+        #expect(VectorMath.exp(-200) == 0)
+        #expect(VectorMath.exp(200) == .infinity)
+        #expect(VectorMath.exp(-.infinity) == 0)
+        #expect(VectorMath.exp(Float.nan).isNaN)
+    }
+
+    @Test func normalCDFKeepsRelativeAccuracyInTheTail() {
+        // In float, exp(−z²) carries the rounding of z² (≈ 1e-7·z² relative), so the bound grows
+        // in the far tail; torch's float erf loses all relative accuracy there instead.
+        var worstCore: Double = 0, worstTail: Double = 0
+        var x: Float = -12
+        while x < 12 {
+            let v = Double(VectorMath.normalCDF(Float8(repeating: x))[0])
+            let ref = 0.5 * Foundation.erfc(-Double(x) / 2.0.squareRoot())
+            let error = abs(v - ref) / ref
+            if abs(x) <= 5 { worstCore = max(worstCore, error) } else if ref > 1e-37 { worstTail = max(worstTail, error) }
+            x += 0.00731
+        }
+        #expect(worstCore < 2e-6, "max relative error for |x| ≤ 5: \(worstCore)")
+        #expect(worstTail < 3e-5, "max relative error for 5 < |x| ≤ 12: \(worstTail)")
+    }
+
+    @Test func geluMatchesDoublePrecisionDefinition() {
+        var worstAbs: Double = 0, worstDerivative: Double = 0
+        var x: Float = -10
+        while x < 10 {
+            let xd = Double(x)
+            let cdf = 0.5 * Foundation.erfc(-xd / 2.0.squareRoot())
+            let ref = xd * cdf
+            let dRef = cdf + xd * Foundation.exp(-xd * xd / 2) / (2 * Double.pi).squareRoot()
+            worstAbs = max(worstAbs, abs(Double(GELUFunction.apply(x)) - ref) / max(abs(ref), 1e-3))
+            worstDerivative = max(worstDerivative, abs(Double(GELUFunction.apply(x: x, y: 0, gradient: 1)) - dRef))
+            x += 0.0113
+        }
+        #expect(worstAbs < 2e-6, "GELU error \(worstAbs)")
+        #expect(worstDerivative < 2e-6, "GELU' error \(worstDerivative)")
+    }
+
+    @Test func sigmoidAndSoftplusAreStable() {
+        #expect(SigmoidFunction.apply(-100) == 0)
+        #expect(SigmoidFunction.apply(100) == 1)
+        #expect(SoftplusFunction.apply(100) == 100)
+        #expect(abs(SoftplusFunction.apply(-30) - Float(Foundation.exp(-30.0))) < 1e-18)
+    }
+}
+
+@Suite("Autodiff behaviour")
+struct AutodiffTests {
+    @Test func nonFiniteLossIsRejected() {
+        let x = Variable(Tensor(shape: [2], scalars: [0, 1]), requiresGradient: true)
+        let loss = sum(log(x))   // log 0 = −∞
+        #expect(throws: AutodiffError.nonFiniteLoss(-.infinity)) { try loss.backward() }
+        #expect(x.grad == nil)
+    }
+
+    @Test func nonScalarNeedsSeed() {
+        let x = Variable(Tensor(ones: [3]), requiresGradient: true)
+        #expect(throws: AutodiffError.notScalar([3])) { try (x * 2).backward() }
+        try! (x * 2).backward(seed: Tensor(shape: [3], scalars: [1, 2, 3]))
+        #expect(x.grad!.scalars == [2, 4, 6])
+    }
+
+    @Test func gradientsAccumulateAcrossBackwardCalls() {
+        let x = Variable(Tensor(shape: [2], scalars: [1, 2]), requiresGradient: true)
+        try! sum(x * 3).backward()
+        try! sum(x * 3).backward()
+        #expect(x.grad!.scalars == [6, 6])
+        x.zeroGradient()
+        #expect(x.grad == nil)
+    }
+
+    @Test func withoutGradientRecordsNothing() {
+        let x = Variable(Tensor(ones: [2]), requiresGradient: true)
+        let y = withoutGradient { exp(x) * 2 }
+        #expect(!y.requiresGradient)
+        #expect(throws: AutodiffError.noGradientPath) { try sum(y).backward() }
+        #expect(GradientMode.isEnabled)
+    }
+
+    @Test func detachCutsTheGraph() {
+        let x = Variable(Tensor(shape: [2], scalars: [1, 2]), requiresGradient: true)
+        let y = x * x
+        try! sum(y.detached() * x).backward()   // d/dx (c·x) = c = x²
+        #expect(x.grad!.scalars == [1, 4])
+    }
+
+    @Test func deepChainDoesNotOverflowTheStack() {
+        let x = Variable(Tensor(scalar: 1), requiresGradient: true)
+        var y = x
+        for _ in 0..<20_000 { y = y * 1.0001 }
+        try! y.backward()
+        #expect(abs(x.grad!.scalar - Float(Foundation.pow(1.0001, 20_000.0))) < 1e-2)
+    }
+
+    @Test func crossEntropyMatchesDefinition() {
+        let logits = Variable(Tensor(shape: [2, 3], scalars: [1, 2, 3, 0, 0, 0]))
+        let loss = crossEntropy(logits: logits, targets: IntTensor([2, 0])).value.scalar
+        let ref = (-(3 - Foundation.log(Foundation.exp(1) + Foundation.exp(2) + Foundation.exp(3))) + Foundation.log(3.0)) / 2
+        #expect(abs(Double(loss) - ref) < 1e-6)
+        let ignored = crossEntropy(logits: logits, targets: IntTensor([2, -100])).value.scalar
+        #expect(abs(Double(ignored) - (-(3 - Foundation.log(Foundation.exp(1) + Foundation.exp(2) + Foundation.exp(3))))) < 1e-6)
+    }
+}
+
+@Suite("Bad input gives one clear error")
+struct BadInputTests {
+    @Test func shapeMismatchNamesTheShapes() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let a = Variable(Tensor(zeros: [2, 3])), b = Variable(Tensor(zeros: [4]))
+            _ = a + b
+        }
+        let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("[2, 3]") && message.contains("[4]") && message.contains("cannot be broadcast"))
+    }
+
+    @Test func outOfRangeIndexNamesTheIndex() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let table = Variable(Tensor(zeros: [5, 2]))
+            _ = embedding(IntTensor([1, 7]), table: table)
+        }
+        let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("index 7") && message.contains("0..<5"))
+    }
+
+    @Test func invalidAxisNamesTheAxis() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = sum(Variable(Tensor(zeros: [2, 3])), axes: [2])
+        }
+        let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("axis 2") && message.contains("rank 2"))
+    }
+
+    @Test func matmulInnerDimensionMismatch() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = matmul(Variable(Tensor(zeros: [2, 3])), Variable(Tensor(zeros: [4, 5])))
+        }
+        let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("[2, 3]") && message.contains("[4, 5]"))
+    }
+}
