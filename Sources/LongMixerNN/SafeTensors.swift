@@ -19,6 +19,12 @@ import Darwin
 // 8 bytes (as Python's writer does). Reading: F32, F16 (widened to F32, exactly), I32 and I64
 // (narrowed to Int32 with a range check). Every malformed input is a `SafeTensorsError` naming the
 // values involved; no input makes the reader trap or read outside the bytes it was given.
+//
+// Validation matches Python's reader (safetensors 0.8: header length ≤ 100 MB and within the file,
+// UTF-8 JSON, integer shapes and offsets, size = elements × dtype size, sorted offsets tiling the
+// buffer with no gap, overlap or trailing bytes) and is deliberately stricter in two places Python
+// lets through: an entry must have exactly the fields dtype, shape and data_offsets (Python ignores
+// extra fields), and duplicate keys anywhere in the header are an error (Python keeps the last).
 
 #if _endian(big)
 #error("SafeTensors assumes a little-endian host (safetensors data is little-endian)")
@@ -121,26 +127,26 @@ public enum SafeTensors {
             throw SafeTensorsError("safetensors: header of \(headerBytes.count) bytes exceeds the \(maximumHeaderLength)-byte limit")
         }
 
-        var out = [UInt8]()
-        out.reserveCapacity(8 + headerBytes.count + offset)
+        var out = Data(capacity: 8 + headerBytes.count + offset)
         var n = UInt64(headerBytes.count).littleEndian
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
         out.append(contentsOf: headerBytes)
         for name in names {
             switch tensors[name]! {
             case .float(let t):
-                out.append(contentsOf: UnsafeRawBufferPointer(start: t.pointer, count: t.count * 4))
+                out.append(UnsafeBufferPointer(start: t.pointer, count: t.count))
             case .int(let t):
                 switch integerFormat {
                 case .i32:
-                    t.scalars.withUnsafeBytes { out.append(contentsOf: $0) }
+                    t.scalars.withUnsafeBufferPointer { out.append($0) }
                 case .i64:
                     let wide = t.scalars.map { Int64($0).littleEndian }
-                    wide.withUnsafeBytes { out.append(contentsOf: $0) }
+                    wide.withUnsafeBufferPointer { out.append($0) }
                 }
             }
         }
-        return Data(out)
+        check(out.count == 8 + headerBytes.count + offset, "safetensors: wrote \(out.count) bytes, planned \(8 + headerBytes.count + offset)")
+        return out
     }
 
     /// Writes `tensors` to `url` atomically: the bytes go to a temporary file in the same directory,
@@ -211,9 +217,6 @@ public enum SafeTensors {
         guard String(validating: headerBytes, as: UTF8.self) != nil else {
             throw SafeTensorsError("safetensors: header is not valid UTF-8")
         }
-        guard headerBytes[0] == UInt8(ascii: "{") else {
-            throw SafeTensorsError("safetensors: header must start with '{', found byte 0x\(String(headerBytes[0], radix: 16))")
-        }
         let json: JSONValue
         do {
             var parser = JSONParser(bytes: headerBytes)
@@ -229,6 +232,7 @@ public enum SafeTensors {
         var entries: [Entry] = []
         for (name, value) in members {
             if name == "__metadata__" {
+                if case .null = value { continue }   // Python's reader takes null as "no metadata"
                 guard case .object(let pairs) = value else {
                     throw SafeTensorsError("safetensors: \"__metadata__\" must be an object of strings, got \(value.typeName)")
                 }
@@ -375,7 +379,8 @@ public enum SafeTensors {
     /// ±0, ±∞ and NaN — with its payload — carry over).
     @inline(__always)
     public static func floatFromHalfBits(_ bits: UInt16) -> Float {
-        #if arch(x86_64) || arch(arm64)
+        // Float16 exists on Linux x86_64 and arm64 (not on Intel macOS, hence the guard).
+        #if os(Linux) && (arch(x86_64) || arch(arm64))
         return Float(Float16(bitPattern: bits))
         #else
         return floatFromHalfBitsReference(bits)
@@ -575,8 +580,9 @@ struct JSONParser {
     }
 
     private mutating func expect(_ literal: String) throws {
+        let start = index
         for c in literal.utf8 {
-            guard current == c else { throw fail("expected \"\(literal)\"") }
+            guard current == c else { throw Failure(message: "expected \"\(literal)\"", offset: start) }
             index += 1
         }
     }
