@@ -42,7 +42,7 @@ private func expectRejected(_ data: Data, _ fragments: String..., sourceLocation
 /// The tensors of Tests/Fixtures/swift_written*.safetensors (mirrored in safetensors_fixture.py).
 func swiftWrittenTensors() -> (tensors: [String: NamedTensor], metadata: [String: String]) {
     let tensors: [String: NamedTensor] = [
-        "a.weight": .float(Tensor(shape: [2, 3], scalars: [0.5, -1.25, 3.0e-39, .infinity, -0.0, 1e30])),
+        "a.weight": .float(Tensor(shape: [2, 3], scalars: [0.5, -1.25, Float(bitPattern: 0x0020_AAC8), .infinity, -0.0, 1e30])),
         "b.ids": .int(IntTensor(shape: [2, 2], scalars: [0, -1, .max, .min])),
         "c.scalar": .float(Tensor(scalar: 3.5)),
         "d.empty": .float(Tensor(zeros: [0])),
@@ -160,7 +160,7 @@ private func smallValidFile() throws -> Data {
 
         let f32 = try #require(tensors["f32.matrix"]?.floatTensor)
         #expect(f32.shape == [3, 3])
-        let f32Expected: [Float] = [0.5, -1.25, 3.0e-39, .infinity, -0.0, 1e30, -.infinity, .nan, 3.1415927]
+        let f32Expected: [Float] = [0.5, -1.25, Float(bitPattern: 0x0020_AAC8), .infinity, -0.0, 1e30, -.infinity, .nan, 3.1415927]
         #expect(floatBits(f32) == f32Expected.map(\.bitPattern))   // numpy's nan is 0x7FC00000, as Swift's .nan
 
         let f16 = try #require(tensors["f16.special"]?.floatTensor)
