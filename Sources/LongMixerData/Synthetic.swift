@@ -34,15 +34,15 @@ public protocol BatchSource {
 extension BatchSource {
     /// Number of batches of `size` covering every sample once (the last one may be smaller).
     public func batchCount(size: Int) -> Int {
-        precondition(size >= 1, "batchCount: batch size must be ≥ 1, got \(size)")
+        check(size >= 1, "batchCount: batch size must be ≥ 1, got \(size)")
         return (count + size - 1) / size
     }
 
     /// Batch number `index` of size `size` (samples index·size ..< min((index+1)·size, count)).
     public func batch(at index: Int, size: Int) -> Batch {
-        precondition(size >= 1, "batch(at:size:): batch size must be ≥ 1, got \(size)")
+        check(size >= 1, "batch(at:size:): batch size must be ≥ 1, got \(size)")
         let start = index * size
-        precondition(index >= 0 && start < count, "batch(at: \(index), size: \(size)) is outside the \(count) samples")
+        check(index >= 0 && start < count, "batch(at: \(index), size: \(size)) is outside the \(count) samples")
         return batch(indices: start..<min(start + size, count))
     }
 }
@@ -237,7 +237,7 @@ public struct SyntheticDataset: BatchSource, Sendable {
     /// Returns the (target, label) pair.
     func generate(_ index: Int, features: UnsafeMutablePointer<Float>?, tokens: UnsafeMutablePointer<Int32>?)
         -> (positions: (Int, Int), target: Float, label: Int) {
-        precondition(index >= 0 && index < count, "sample \(index) is outside the \(count) samples of the \(split.rawValue) split")
+        check(index >= 0 && index < count, "sample \(index) is outside the \(count) samples of the \(split.rawValue) split")
         var generator = RandomGenerator(seed: sampleSeed(index))
         let n = length
         switch task {
@@ -282,7 +282,7 @@ public struct SyntheticDataset: BatchSource, Sendable {
     }
 
     public func batch(indices: Range<Int>) -> Batch {
-        precondition(!indices.isEmpty && indices.lowerBound >= 0 && indices.upperBound <= count,
+        check(!indices.isEmpty && indices.lowerBound >= 0 && indices.upperBound <= count,
                      "batch: indices \(indices) are outside the \(count) samples of the \(split.rawValue) split")
         let b = indices.count, n = length, first = indices.lowerBound
         // Samples are independent, so rows are generated in parallel; each row is a pure function

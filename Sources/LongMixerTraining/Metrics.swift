@@ -81,7 +81,7 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
 /// restores the model's previous training mode. Loss is the per-sample mean (batches weighted by size).
 public func evaluate(_ model: some SequenceModel, on source: some BatchSource, objective: TaskObjective,
                      batchSize: Int) throws -> EvaluationResult {
-    precondition(batchSize >= 1, "evaluate: batch size must be ≥ 1, got \(batchSize)")
+    check(batchSize >= 1, "evaluate: batch size must be ≥ 1, got \(batchSize)")
     let wasTraining = model.isTraining
     model.eval()
     defer { model.train(wasTraining) }

@@ -323,7 +323,7 @@ public final class Trainer {
             metadata["steps"] = String(step)
             metadata["samples_seen"] = String(samplesSeen)
             metadata["test_accuracy"] = String(testResult.accuracy)
-            do { try saveModelWeights(model, to: dir.weightsURL, metadata: metadata) } catch {
+            do { try model.saveWeights(to: dir.weightsURL, metadata: metadata) } catch {
                 throw RunDirectoryError.notWritable(dir.weightsURL.path, "\(error)")
             }
         }

@@ -119,18 +119,15 @@ struct TrainerTests {
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as! [String: String]
         #expect(config == ["task": "order", "length": "8"])
 
-        // safetensors: u64 header length, JSON header, F32 data in the declared offsets.
-        let bytes = try Data(contentsOf: dir.appendingPathComponent("model.safetensors"))
-        let headerLength = bytes.prefix(8).enumerated().reduce(0) { $0 | (Int($1.element) << (8 * $1.offset)) }
-        let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + headerLength))) as! [String: Any]
-        let weights = header["head.weight"] as! [String: Any]
-        #expect(weights["shape"] as! [Int] == [4, 64])
-        let offsets = weights["data_offsets"] as! [Int]
-        let stored = bytes.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes {
-            Array($0.bindMemory(to: Float.self))
+        // model.safetensors holds the final weights: a fresh model loads them and matches exactly.
+        let weightsURL = dir.appendingPathComponent("model.safetensors")
+        let reloaded = TinyModel(task: .order, length: 8, seed: 99)
+        #expect(reloaded.head.weight.value.scalars != model.head.weight.value.scalars)
+        try reloaded.loadWeights(from: weightsURL)
+        for ((name, a), (_, b)) in zip(model.namedParameters(), reloaded.namedParameters()) {
+            #expect(a.value.scalars == b.value.scalars, "\(name)")
         }
-        #expect(stored == model.head.weight.value.scalars)
-        #expect((header["__metadata__"] as! [String: String])["steps"] == "20")
+        #expect(try SafeTensors.loadWithMetadata(from: weightsURL).metadata["steps"] == "20")
     }
 
     @Test("two runs with the same seed are identical (metrics and weights)")
