@@ -96,7 +96,7 @@ public struct RunDirectory: Sendable {
     /// Writes `value` as pretty-printed, key-sorted JSON to `name` inside the directory.
     public func writeJSON(_ value: some Encodable, to name: String) throws {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let target = url.appendingPathComponent(name)
         do {

@@ -286,7 +286,7 @@ public final class Trainer {
                 lastTrain = result
                 let record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .train, loss: result.loss, accuracy: result.accuracy,
                                            elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen,
-                                           learningRate: Double(optimizer.learningRate),
+                                           learningRate: Double(String(optimizer.learningRate)) ?? Double(optimizer.learningRate),   // 1e-3, not 0.0010000000475
                                            samplesPerSecond: Double(windowSamples) / max(windowSeconds, 1e-9),
                                            gradientNorm: c.clipNorm == nil ? nil : windowNorm / Double(windowSteps))
                 try log?.append(record)

@@ -137,6 +137,7 @@ struct TrainCommand: ParsableCommand {
     /// Everything `config.json` records.
     struct ResolvedConfiguration: Codable {
         var command: [String]
+        var startedAt: String
         var task: SyntheticTask
         var model: String
         var preset: String?
@@ -246,7 +247,7 @@ struct TrainCommand: ParsableCommand {
         }
 
         let resolved = ResolvedConfiguration(
-            command: CommandLine.arguments, task: task, model: modelName, preset: preset?.name, length: length, seed: seed,
+            command: CommandLine.arguments, startedAt: ISO8601DateFormatter().string(from: Date()), task: task, model: modelName, preset: preset?.name, length: length, seed: seed,
             splitSizes: sizes, optimizer: optimizerName, learningRate: lr, weightDecay: decay, training: training,
             paramixer: paramixer, threads: Parallel.threadCount, parameterCount: model.parameterCount)
         let reporter: TrainingReporter = quiet ? FinalLineReporter() : ConsoleReporter()

@@ -102,7 +102,7 @@ struct TrainerTests {
         let train = records.filter { $0.split == .train }, validation = records.filter { $0.split == .validation }
         #expect(train.map(\.step) == [10, 20])
         #expect(train.map(\.epoch) == [0, 1])
-        #expect(train.allSatisfy { $0.learningRate == Double(Float(1e-2)) && ($0.samplesPerSecond ?? 0) > 0 && $0.gradientNorm != nil })
+        #expect(train.allSatisfy { $0.learningRate == 1e-2 && ($0.samplesPerSecond ?? 0) > 0 && $0.gradientNorm != nil })
         // Evaluation at the end of epoch 1 (step 10); the final one at step 20; then test.
         #expect(validation.map(\.step) == [10, 20])
         #expect(records.last!.split == .test && records.last!.evaluatedSamples == 100)
