@@ -81,6 +81,12 @@ struct TrainCommand: ParsableCommand {
     @Option(name: [.customLong("learning-rate"), .customLong("lr")], help: "Learning rate (default 1e-3).")
     var learningRate: Float?
 
+    @Option(help: "Learning-rate schedule: constant, or cosine (decay to 0 over the run after --warmup-steps of linear warm-up) (default: cosine without a preset, constant with one, as the reference).")
+    var schedule: String?
+
+    @Option(help: "Linear warm-up steps of the cosine schedule (default 0).")
+    var warmupSteps: Int?
+
     @Option(help: "Weight decay (default 0; decoupled for adamw, L2 for adam and sgd).")
     var weightDecay: Float?
 
@@ -146,6 +152,8 @@ struct TrainCommand: ParsableCommand {
         var splitSizes: SplitSizes
         var optimizer: String
         var learningRate: Float
+        var schedule: String
+        var warmupSteps: Int
         var weightDecay: Float
         var training: TrainingConfiguration
         var paramixer: ParamixerConfiguration
@@ -229,6 +237,17 @@ struct TrainCommand: ParsableCommand {
         }
         let lr = learningRate ?? preset?.learningRate ?? 1e-3
         guard lr.isFinite && lr > 0 else { throw CommandError("--learning-rate must be > 0, got \(lr)") }
+        let scheduleName = (schedule ?? (preset == nil ? "cosine" : "constant")).lowercased()
+        guard ["constant", "cosine"].contains(scheduleName) else {
+            throw CommandError("unknown --schedule '\(schedule!)'; valid schedules: constant, cosine")
+        }
+        let warmup = warmupSteps ?? 0
+        let totalSteps = training.totalSteps(trainCount: sizes.train)
+        guard warmup >= 0 && warmup < totalSteps else {
+            throw CommandError("--warmup-steps must be in 0..<\(totalSteps) (the run's steps), got \(warmup)")
+        }
+        let learningRateSchedule: (any LearningRateSchedule)? = scheduleName == "cosine"
+            ? WarmupCosineSchedule(peakLearningRate: lr, warmupSteps: warmup, totalSteps: totalSteps) : nil
         let decay = weightDecay ?? 0
         guard decay.isFinite && decay >= 0 else { throw CommandError("--weight-decay must be ≥ 0, got \(decay)") }
 
@@ -248,12 +267,13 @@ struct TrainCommand: ParsableCommand {
 
         let resolved = ResolvedConfiguration(
             command: CommandLine.arguments, startedAt: ISO8601DateFormatter().string(from: Date()), task: task, model: modelName, preset: preset?.name, length: length, seed: seed,
-            splitSizes: sizes, optimizer: optimizerName, learningRate: lr, weightDecay: decay, training: training,
+            splitSizes: sizes, optimizer: optimizerName, learningRate: lr, schedule: scheduleName, warmupSteps: warmup, weightDecay: decay, training: training,
             paramixer: paramixer, threads: Parallel.threadCount, parameterCount: model.parameterCount)
         let reporter: TrainingReporter = quiet ? FinalLineReporter() : ConsoleReporter()
         let trainer = try Trainer(model: model, optimizer: optimizer, objective: task.objective,
                                   train: data.train, validation: data.validation, test: data.test,
-                                  configuration: training, runDirectory: runDirectory, reporter: reporter)
+                                  configuration: training, runDirectory: runDirectory, reporter: reporter,
+                                  schedule: learningRateSchedule)
         trainer.weightsMetadata = ["task": task.rawValue, "model": modelName, "length": String(length),
                                    "configuration": String(decoding: try JSONEncoder().encode(paramixer), as: UTF8.self)]
         try trainer.run(resolvedConfiguration: resolved)
