@@ -76,7 +76,7 @@ struct TrainCommand: ParsableCommand {
 
     // MARK: Training
 
-    @Option(help: "Optimizer: adam, adamw or sgd (default adam, as the reference).")
+    @Option(help: "Optimizer: adam, adamw or sgd (with momentum 0.9) (default adam, as the reference).")
     var optimizer: String?
 
     @Option(name: [.customLong("learning-rate"), .customLong("lr")], help: "Learning rate (default \(TrainCommand.defaultLearningRate) without a preset (the peak of the cosine schedule); the presets use the reference's 1e-3).")
