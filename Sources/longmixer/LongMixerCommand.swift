@@ -7,7 +7,11 @@ struct LongMixerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "longmixer",
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
-        subcommands: [DemoCommand.self, BenchCommand.self])
+        subcommands: [
+            TrainCommand.self,
+            BenchCommand.self,
+            DemoCommand.self,
+        ])
 }
 
 /// `--threads`, shared by every subcommand that computes.
