@@ -53,7 +53,7 @@ public enum BenchmarkTimer {
     /// is its mean per call. Rounds are interleaved: round r times case 0, case 1, … in turn.
     public static func measure(_ cases: [BenchmarkCase], repeats: Int, warmUp: Int = 1,
                                minimumSampleSeconds: Double = 0.01) -> [TimingStatistics] {
-        precondition(repeats >= 1, "repeats must be ≥ 1, got \(repeats)")
+        check(repeats >= 1, "repeats must be ≥ 1, got \(repeats)")
         var calls = [Int](repeating: 1, count: cases.count)
         for (i, c) in cases.enumerated() {
             var once = Double.infinity
@@ -97,7 +97,7 @@ public final class MemoryBandwidthProbe {
 
     /// `count` floats per array; the default (16M floats = 64 MiB each) is 8× the 8 MiB L3.
     public init(count: Int = 1 << 24) {
-        precondition(count >= 8, "bandwidth probe needs at least 8 floats per array, got \(count)")
+        check(count >= 8, "bandwidth probe needs at least 8 floats per array, got \(count)")
         self.count = count
         a = .allocate(capacity: count); b = .allocate(capacity: count); c = .allocate(capacity: count)
         let (a, b, c) = (self.a, self.b, self.c)
@@ -270,7 +270,7 @@ public struct TextTable {
     }
 
     public mutating func append(_ row: [String]) {
-        precondition(row.count == headers.count, "table row has \(row.count) cells, expected \(headers.count)")
+        check(row.count == headers.count, "table row has \(row.count) cells, expected \(headers.count)")
         rows.append(row)
     }
 
