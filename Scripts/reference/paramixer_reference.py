@@ -259,8 +259,10 @@ def benchmark(lengths, threads, tokens_per_batch=1 << 15):
             nn.functional.cross_entropy(model(x), y).backward()
 
         fb = best(step)
-        print(f"torch {torch.__version__} threads {threads} N={n} B={batch} fwd {fwd / batch * 1e3:.3f} ms/seq "
-              f"fwd+bwd {fb / batch * 1e3:.3f} ms/seq")
+        # One JSON object per line: `longmixer bench paramixer --torch` reads these.
+        print(json.dumps({"torch": torch.__version__, "threads": threads, "length": n, "batch": batch,
+                          "forwardSecondsPerSequence": fwd / batch, "forwardBackwardSecondsPerSequence": fb / batch}),
+              flush=True)
 
 
 def main():

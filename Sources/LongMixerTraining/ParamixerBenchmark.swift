@@ -13,6 +13,9 @@ public enum ParamixerBenchmark {
         public var links: Int
         public var forwardSecondsPerSequence: Double
         public var forwardBackwardSecondsPerSequence: Double
+        /// Peak resident memory added by one training step on the batch (forward + backward), in bytes;
+        /// nil where /proc is unavailable.
+        public var trainingStepPeakBytes: Int?
     }
 
     /// One kernel measurement: the fused sparse-factor forward and backward (dW + dV) on [B, N, D].
@@ -66,9 +69,17 @@ public enum ParamixerBenchmark {
                 model.zeroGradients()
                 try crossEntropy(logits: model(input), targets: targets).backward()
             }
+            model.zeroGradients()
+            var peak: Int? = nil
+            if ProcessMemory.resetPeak(), let baseline = ProcessMemory.residentBytes() {
+                try crossEntropy(logits: model(input), targets: targets).backward()
+                peak = ProcessMemory.peakResidentBytes().map { $0 - baseline }
+                model.zeroGradients()
+            }
             rows.append(ModelRow(length: n, batch: batch, factors: model.factorCount, links: model.linkCount,
                                  forwardSecondsPerSequence: forward / Double(batch),
-                                 forwardBackwardSecondsPerSequence: forwardBackward / Double(batch)))
+                                 forwardBackwardSecondsPerSequence: forwardBackward / Double(batch),
+                                 trainingStepPeakBytes: peak))
         }
         return rows
     }
@@ -102,5 +113,16 @@ public enum ParamixerBenchmark {
         }
         return KernelRow(length: n, dimensions: d, links: l, batch: batch, multiplyAdds: batch * n * l * d,
                          forwardSeconds: forward, backwardSeconds: backward)
+    }
+
+    /// Least-squares slope of log(y) against log(x): the growth exponent of y ∝ x^k.
+    public static func growthExponent(_ points: [(x: Double, y: Double)]) -> Double? {
+        let valid = points.filter { $0.x > 0 && $0.y > 0 }
+        guard valid.count >= 2 else { return nil }
+        let lx = valid.map { Foundation.log($0.x) }, ly = valid.map { Foundation.log($0.y) }
+        let mx = lx.reduce(0, +) / Double(lx.count), my = ly.reduce(0, +) / Double(ly.count)
+        var sxy = 0.0, sxx = 0.0
+        for (a, b) in zip(lx, ly) { sxy += (a - mx) * (b - my); sxx += (a - mx) * (a - mx) }
+        return sxx > 0 ? sxy / sxx : nil
     }
 }
