@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 
 /// GEMM on OpenBLAS. Transposes are passed as flags, never materialised.
 public enum BLAS {
@@ -52,4 +53,33 @@ public enum BLAS {
     }
 
     public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    nonisolated(unsafe) private static var singleThreadDepth = 0
+    private static let singleThreadLock = NSLock()
+
+    /// Runs `body` with OpenBLAS limited to one thread, then restores `Parallel.threadCount`.
+    ///
+    /// This is the one sanctioned exception to "a `parallelFor` body never calls BLAS": a kernel that
+    /// parallelises over independent (batch, head) slices wraps its `parallelFor` in this, so each
+    /// worker calls single-threaded sgemm and at most `Parallel.threadCount` threads are busy
+    /// (perf-probe §4: per-head parallelism beats BLAS threading on small GEMMs). Nests and may be
+    /// entered from concurrent threads: the first entry sets 1 thread, the last exit restores.
+    /// OpenBLAS's thread count is process-global, so other BLAS callers running meanwhile also run
+    /// single-threaded (slower, never wrong).
+    public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
+        _ = Parallel.threadCount   // initialise the budget (it sets OpenBLAS's count) before we change it
+        singleThreadLock.lock()
+        if singleThreadDepth == 0 { openblas_set_num_threads(1) }
+        singleThreadDepth += 1
+        singleThreadLock.unlock()
+        defer {
+            singleThreadLock.lock()
+            singleThreadDepth -= 1
+            if singleThreadDepth == 0 { openblas_set_num_threads(Int32(Parallel.threadCount)) }
+            singleThreadLock.unlock()
+        }
+        return try body()
+    }
+    /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
+    public static var configuration: String { String(cString: openblas_get_config()).trimmingCharacters(in: .whitespaces) }
 }

@@ -8,8 +8,9 @@ struct LongMixerCommand: ParsableCommand {
         commandName: "longmixer",
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
-            DemoCommand.self,
             TrainCommand.self,
+            BenchCommand.self,
+            DemoCommand.self,
         ])
 }
 

@@ -50,10 +50,3 @@ func sparseFactorProductValue(weights: Tensor, values: Tensor, offsets: [Int]) -
     }
     return (y, offsets)
 }
-
-/// Calls `body` with the tensor's mutable base pointer, or nil when there is no tensor.
-@inline(__always)
-func withOptionalMutablePointer<R>(_ t: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
-    if t == nil { return body(nil) }
-    return t!.withUnsafeMutablePointer { body($0) }
-}

@@ -1,0 +1,122 @@
+import Foundation
+
+// Position-dependent feature permutation (PermuteFormer, permuteformer.md §1.3): row t of head h is
+// gathered with π_h^{p_t}. Each π_h is given by its cycles laid end to end (cycle c of head h holds
+// j, π(j), π²(j), …), so π^p on a cycle of length ℓ is a rotation by p mod ℓ: O(1) per element, no
+// (H, N, F) index table and no limit on p.
+
+/// The cycle tables of H permutations of size R.
+/// elements: [H, R] (head h's cycles end to end); cycleEnds: every head's cycle end offsets (exclusive,
+/// relative to the head's first element) concatenated; headCycles: [H + 1], head h's cycles are
+/// cycleEnds[headCycles[h] ..< headCycles[h + 1]].
+public struct PermutationCycleTables {
+    public var elements: [Int32]
+    public var cycleEnds: [Int32]
+    public var headCycles: [Int32]
+    public var size: Int
+}
+
+/// Rotates the features of one row along the cycles of one permutation:
+/// dst[e[i]] (+)= src[e[(i ± p) mod ℓ]] for every cycle e of length ℓ (− when `inverse`).
+/// dst, src: one row; elements, cycleEnds: one head's tables
+@inline(__always)
+func rotateAlongCycles(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>, elements: UnsafePointer<Int32>,
+                       cycleEnds: UnsafePointer<Int32>, cycles: Int, power p: Int, inverse: Bool, accumulate: Bool) {
+    var start = 0
+    for c in 0..<cycles {
+        let end = Int(cycleEnds[c]), len = end - start
+        let e = elements + start
+        var shift = p % len            // |shift| < len, so negating it cannot overflow
+        if inverse { shift = -shift }
+        if shift < 0 { shift += len }
+        // i < len − shift reads e[i + shift]; the rest wraps to e[i + shift − len].
+        let split = len - shift
+        if accumulate {
+            for i in 0..<split { dst[Int(e[i])] += src[Int(e[i + shift])] }
+            for i in split..<len { dst[Int(e[i])] += src[Int(e[i - split])] }
+        } else {
+            for i in 0..<split { dst[Int(e[i])] = src[Int(e[i + shift])] }
+            for i in split..<len { dst[Int(e[i])] = src[Int(e[i - split])] }
+        }
+        start = end
+    }
+}
+
+/// Shared body of the forward (gather with π^p) and backward (gather with π^{−p}, accumulating).
+func permuteFeatureRows(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>, tables: PermutationCycleTables,
+                        positions: UnsafePointer<Int>, rows: Int, heads H: Int, length N: Int, features F: Int,
+                        rangeStart lo: Int, inverse: Bool, accumulate: Bool) {
+    let R = tables.size
+    tables.elements.withUnsafeBufferPointer { elements in
+        tables.cycleEnds.withUnsafeBufferPointer { ends in
+            tables.headCycles.withUnsafeBufferPointer { headCycles in
+                let elementBase = elements.baseAddress!, endBase = ends.baseAddress!, hc = headCycles.baseAddress!
+                parallelFor(rows, grain: max(1, 16_384 / max(F, 1))) { range in
+                    for r in range {
+                        let t = r % N, h = (r / N) % H
+                        let d = dst + r * F, s = src + r * F
+                        // Features outside the permuted range pass through.
+                        if accumulate {
+                            for j in 0..<lo { d[j] += s[j] }
+                            for j in (lo + R)..<F { d[j] += s[j] }
+                        } else {
+                            for j in 0..<lo { d[j] = s[j] }
+                            for j in (lo + R)..<F { d[j] = s[j] }
+                        }
+                        let first = Int(hc[h]), cycles = Int(hc[h + 1]) - first
+                        let p = positions[t]
+                        rotateAlongCycles(dst: d + lo, src: s + lo, elements: elementBase + h * R, cycleEnds: endBase + first,
+                                          cycles: cycles, power: p, inverse: inverse, accumulate: accumulate)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// out[b,h,t,lo+j] = x[b,h,t,lo+π_h^{p_t}(j)] for j < R, other features copied.
+/// out, x: [B, H, N, F]; tables: H permutations of size R; positions: [N]
+public func permuteFeaturesForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, tables: PermutationCycleTables,
+                                   positions: UnsafePointer<Int>, batch B: Int, heads H: Int, length N: Int, features F: Int,
+                                   rangeStart lo: Int) {
+    permuteFeatureRows(dst: out, src: x, tables: tables, positions: positions, rows: B * H * N, heads: H, length: N,
+                       features: F, rangeStart: lo, inverse: false, accumulate: false)
+}
+
+/// Backward of `permuteFeaturesForward`: dx[b,h,t,lo+π^{p_t}(j)] += g[b,h,t,lo+j], written as the gather
+/// dx[lo+j] += g[lo+π^{−p_t}(j)] (each dx element has exactly one source: no atomics, no races).
+/// dx, gradOut: [B, H, N, F]; tables, positions as the forward
+public func permuteFeaturesBackward(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, tables: PermutationCycleTables,
+                                    positions: UnsafePointer<Int>, batch B: Int, heads H: Int, length N: Int, features F: Int,
+                                    rangeStart lo: Int) {
+    permuteFeatureRows(dst: dx, src: gradOut, tables: tables, positions: positions, rows: B * H * N, heads: H, length: N,
+                       features: F, rangeStart: lo, inverse: true, accumulate: true)
+}
+
+/// Reference: out[b,h,t,lo+j] = x[b,h,t,lo+perm_h applied p_t times to j] by repeated application of the
+/// index array (p_t ≥ 0) or of its inverse (p_t < 0), other features copied. O(|p|) per element.
+/// out, x: [B, H, N, F]; permutations: H index arrays of size R; positions: [N]
+public func permuteFeaturesReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, permutations: [[Int]],
+                                     positions: [Int], batch B: Int, heads H: Int, length N: Int, features F: Int,
+                                     rangeStart lo: Int) {
+    let inverses = permutations.map { perm -> [Int] in
+        var inv = [Int](repeating: 0, count: perm.count)
+        for (i, p) in perm.enumerated() { inv[p] = i }
+        return inv
+    }
+    for b in 0..<B {
+        for h in 0..<H {
+            let R = permutations[h].count
+            for t in 0..<N {
+                let row = ((b * H + h) * N + t) * F
+                for j in 0..<F { out[row + j] = x[row + j] }
+                let p = positions[t], step = p >= 0 ? permutations[h] : inverses[h]
+                for j in 0..<R {
+                    var idx = j
+                    for _ in 0..<abs(p) { idx = step[idx] }
+                    out[row + lo + j] = x[row + lo + idx]
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+import Foundation
+
+/// The pre-LN encoder classifier of the PermuteFormer LRA code (`cpcp1998/PermuteFormer`,
+/// `long_range_arena/models/performer_prenorm.py` / `bert_prenorm.py`, HF-BERT derived, and the
+/// task LightningModules `listops.py`, `text_classification.py`, `matching.py`, `image.py`,
+/// `pathfinder.py`), for any `SequenceMixer`:
+///
+/// - embeddings: word (pad id 0, row zero, no gradient) + token type (type vocabulary 1, i.e. one
+///   learned vector) [+ learned absolute positions | + sinusoidal positions] → LayerNorm(ε 1e-12)
+///   → dropout;
+/// - block: x = x + Drop(Out(Attn(LN x))); x = x + Drop(Dense₂(GELU(Dense₁(LN x)))), exact GELU;
+///   **no final LayerNorm** after the last block (as the reference);
+/// - pooler tanh(Dense(h[:, 0])) (position 0 = CLS);
+/// - heads on the pooled vector: classification Linear(D, C) (cross-entropy), binary Linear(D, 1)
+///   (BCE with logits), retrieval: one shared encoder on both documents, MLP(cat[p₁, p₂]) =
+///   Linear(2D, 4D)–ReLU–Linear(4D, 2D)–ReLU–Linear(2D, 1) (BCE). No p₁·p₂ / p₁ − p₂ features
+///   (that is the LRA paper's head, not this reference's).
+/// - init (`_init_weights`): Linear and embedding weights N(0, 0.02), biases 0, padding row 0,
+///   LayerNorm 1/0; the task heads keep PyTorch's default `nn.Linear` init (they live outside the
+///   HF model in the reference).
+///
+/// Parameter names follow `Scripts/reference/attention_reference.py` (same names there).
+
+// MARK: - Block
+
+/// One pre-LN encoder block around a mixer.
+public final class EncoderBlock: Module {
+    public let attentionNorm: LayerNorm
+    public let mixer: any SequenceMixer
+    public let feedForwardNorm: LayerNorm
+    public let intermediate: Linear
+    public let output: Linear
+    let dropout: Dropout
+
+    public init(dimensions: Int, feedForwardDimensions: Int, mixer: any SequenceMixer, dropout: Float, layerNormEpsilon: Float,
+                generator: inout RandomGenerator) {
+        attentionNorm = LayerNorm(dimensions: dimensions, epsilon: layerNormEpsilon)
+        self.mixer = mixer
+        feedForwardNorm = LayerNorm(dimensions: dimensions, epsilon: layerNormEpsilon)
+        intermediate = referenceLinear(dimensions, feedForwardDimensions, generator: &generator)
+        output = referenceLinear(feedForwardDimensions, dimensions, generator: &generator)
+        self.dropout = Dropout(probability: dropout, generator: &generator)
+    }
+
+    public override func namedChildren() -> [(String, Module)] {
+        [("attentionNorm", attentionNorm), ("mixer", mixer), ("feedForwardNorm", feedForwardNorm),
+         ("intermediate", intermediate), ("output", output), ("dropout", dropout)]
+    }
+
+    /// x [B, N, D]; the mixer sees `keyMask` [B, N].
+    public func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
+        let attended = x + dropout(mixer(attentionNorm(x), keyMask: keyMask))
+        return attended + dropout(output(gelu(intermediate(feedForwardNorm(attended)))))
+    }
+}
+
+// MARK: - Model
+
+/// Encoder + pooler + task head; `callAsFunction(.tokens(ids))` → logits [B, C] (C = 1 for the
+/// binary and retrieval heads). Retrieval input: ids [B, 2L], the two documents side by side
+/// (each padded to L, each starting with its CLS); both go through the same encoder.
+public final class EncoderClassifier: Module, SequenceModel {
+    public let configuration: EncoderConfiguration
+    public let embedding: Embedding
+    public let tokenTypeEmbedding: Embedding
+    public let positionEmbedding: Embedding?
+    public let embeddingNorm: LayerNorm
+    let embeddingDropout: Dropout
+    public let blocks: [EncoderBlock]
+    public let pooler: Linear
+    /// Linear(D, C) for classification / binary; the retrieval MLP (names head.0, head.2, head.4).
+    public let head: Module
+
+    public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let c = configuration, d = c.dimensions
+        embedding = Embedding(count: c.vocabularySize, dimensions: d, paddingIndex: c.paddingIndex,
+                              standardDeviation: c.initializerRange, generator: &generator)
+        tokenTypeEmbedding = Embedding(count: 1, dimensions: d, standardDeviation: c.initializerRange, generator: &generator)
+        positionEmbedding = c.positions == .learned
+            ? Embedding(count: c.maxPositions, dimensions: d, standardDeviation: c.initializerRange, generator: &generator) : nil
+        embeddingNorm = LayerNorm(dimensions: d, epsilon: c.layerNormEpsilon)
+        embeddingDropout = Dropout(probability: c.dropout, generator: &generator)
+        var blocks: [EncoderBlock] = []
+        for _ in 0..<c.layers {
+            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
+            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
+                                       layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
+        }
+        self.blocks = blocks
+        pooler = referenceLinear(d, d, generator: &generator)
+        switch c.head {
+        case .classification:
+            head = Linear(inputDimensions: d, outputDimensions: c.classes, generator: &generator)
+        case .binary:
+            head = Linear(inputDimensions: d, outputDimensions: 1, generator: &generator)
+        case .retrieval:
+            head = Sequential([
+                Linear(inputDimensions: 2 * d, outputDimensions: 4 * d, generator: &generator), Activation(.relu),
+                Linear(inputDimensions: 4 * d, outputDimensions: 2 * d, generator: &generator), Activation(.relu),
+                Linear(inputDimensions: 2 * d, outputDimensions: 1, generator: &generator),
+            ])
+        }
+    }
+
+    public override func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = [("embedding", embedding), ("tokenTypeEmbedding", tokenTypeEmbedding)]
+        if let positionEmbedding { out.append(("positionEmbedding", positionEmbedding)) }
+        out += [("embeddingNorm", embeddingNorm), ("embeddingDropout", embeddingDropout)]
+        out += blocks.enumerated().map { ("blocks.\($0.offset)", $0.element as Module) }
+        out += [("pooler", pooler), ("head", head)]
+        return out
+    }
+
+    /// Number of outputs C.
+    public var outputCount: Int { configuration.head == .classification ? configuration.classes : 1 }
+
+    /// Checks token ids [B, N]: rank, ids inside the vocabulary, the learned position table, the
+    /// retrieval pair layout. Throws a message naming the values.
+    public func check(_ input: SequenceInput) throws {
+        let c = configuration
+        guard case .tokens(let ids) = input else {
+            throw AttentionConfigurationError(message: "EncoderClassifier reads token ids [B, N]; got real-valued features")
+        }
+        guard ids.rank == 2, ids.shape[0] > 0, ids.shape[1] > 0 else {
+            throw AttentionConfigurationError(message: "token ids must be a non-empty [B, N], got shape \(ids.shape)")
+        }
+        let n = c.head == .retrieval ? ids.shape[1] / 2 : ids.shape[1]
+        if c.head == .retrieval && ids.shape[1] % 2 != 0 {
+            throw AttentionConfigurationError(message: "retrieval input must be two documents of equal length side by side; got odd length \(ids.shape[1])")
+        }
+        if c.positions == .learned && n > c.maxPositions {
+            throw AttentionConfigurationError(message: "sequence length \(n) exceeds the learned position table of \(c.maxPositions) positions")
+        }
+        if c.mixer.kind == .permuteFormer2D {
+            let g = c.mixer.grid ?? ImageGrid(width: 32, height: 32)
+            if n != g.length {
+                throw AttentionConfigurationError(message: "2D PermuteFormer: sequence length \(n) ≠ prefix \(g.prefix) + width \(g.width) × height \(g.height) + suffix \(g.suffix) = \(g.length)")
+            }
+        }
+        for (i, id) in ids.scalars.enumerated() where id < 0 || Int(id) >= c.vocabularySize {
+            throw AttentionConfigurationError(message: "token id \(id) at batch \(i / ids.shape[1]), position \(i % ids.shape[1]) is outside the vocabulary 0..<\(c.vocabularySize)")
+        }
+    }
+
+    /// 0/1 mask of non-padding tokens, or nil when nothing is padded.
+    func keyMask(_ ids: IntTensor) -> Tensor? {
+        let pad = Int32(configuration.paddingIndex)
+        guard ids.scalars.contains(pad) else { return nil }
+        return Tensor(shape: ids.shape, scalars: ids.scalars.map { $0 == pad ? 0 : 1 })
+    }
+
+    /// Final hidden states [B, N, D] of token ids [B, N] (no pooler, no head).
+    public func encode(_ ids: IntTensor) -> Variable {
+        let c = configuration, n = ids.shape[1]
+        var h = embedding(ids) + tokenTypeEmbedding.weight                      // [B, N, D] + [1, D]
+        switch c.positions {
+        case .none: break
+        case .learned:
+            LongMixerCore.check(n <= c.maxPositions, "EncoderClassifier: sequence length \(n) exceeds the learned position table of \(c.maxPositions) positions")
+            h = h + positionEmbedding!(IntTensor(Array(0..<n)))
+        case .sinusoidal:
+            h = h + Variable(sinusoidalPositions(Array(0..<n), dimensions: c.dimensions))
+        }
+        h = embeddingDropout(embeddingNorm(h))
+        let mask = keyMask(ids)
+        for block in blocks { h = block(h, keyMask: mask) }
+        return h
+    }
+
+    /// The task loss of logits [B, C] from `callAsFunction`: cross-entropy against `.classes` for the
+    /// classification head; BCE with logits for the binary and retrieval heads, against `.classes`
+    /// (0/1, [B]) or `.values` ([B, 1]).
+    public func loss(logits: Variable, targets: Targets) -> Variable {
+        let b = logits.shape[0]
+        switch (configuration.head, targets) {
+        case (.classification, .classes(let classes)):
+            return crossEntropy(logits: logits, targets: classes)
+        case (.classification, .values(let v)):
+            fatalError("EncoderClassifier: the classification head needs class targets, got values \(v.shape)")
+        case (_, .classes(let classes)):
+            LongMixerCore.check(classes.shape == [b] && classes.scalars.allSatisfy { $0 == 0 || $0 == 1 },
+                                "EncoderClassifier: binary targets must be [\(b)] of 0/1, got shape \(classes.shape) with values \(Set(classes.scalars).sorted())")
+            return binaryCrossEntropy(logits: logits, targets: Tensor(shape: [b, 1], scalars: classes.scalars.map { Float($0) }))
+        case (_, .values(let v)):
+            return binaryCrossEntropy(logits: logits, targets: v)
+        }
+    }
+
+    /// tanh(Dense(h[:, 0])), [B, D].
+    public func pooled(_ ids: IntTensor) -> Variable {
+        let h = encode(ids)
+        return tanh(pooler(reshape(slice(h, axis: 1, 0..<1), [ids.shape[0], configuration.dimensions])))
+    }
+
+    public func callAsFunction(_ input: SequenceInput) -> Variable {
+        do { try check(input) } catch { fatalError("EncoderClassifier: \(error)") }
+        guard case .tokens(let ids) = input else { fatalError("unreachable") }
+        switch configuration.head {
+        case .classification, .binary:
+            return (head as! Linear)(pooled(ids))
+        case .retrieval:
+            // Both documents through the shared encoder in one batch: rows 0..<B doc 1, B..<2B doc 2.
+            let b = ids.shape[0], n = ids.shape[1] / 2
+            var stacked = [Int32](); stacked.reserveCapacity(ids.count)
+            for part in 0..<2 {
+                for r in 0..<b {
+                    let start: Int = (2 * r + part) * n
+                    stacked.append(contentsOf: ids.scalars[start..<(start + n)])
+                }
+            }
+            let p = pooled(IntTensor(shape: [2 * b, n], scalars: stacked))      // [2B, D]
+            let pair = concatenate([slice(p, axis: 0, 0..<b), slice(p, axis: 0, b..<(2 * b))], axis: 1)
+            return (head as! Sequential)(pair)
+        }
+    }
+}
+
+// MARK: - Configuration
+
+/// Hyper-parameters of `EncoderClassifier`. Presets: `EncoderConfiguration.preset("text")` etc.
+public struct EncoderConfiguration: Codable, Equatable, Sendable {
+    public enum Positions: String, Codable, CaseIterable, Sendable {
+        /// No absolute positions (PermuteFormer / RoPE: relative only).
+        case none
+        /// Learned absolute table of `maxPositions` rows (HF "absolute"; the reference's default).
+        case learned
+        /// Fixed sinusoidal positions (`bert_prenorm_sin`), no length limit.
+        case sinusoidal
+    }
+
+    public enum Head: String, Codable, CaseIterable, Sendable {
+        case classification, binary, retrieval
+    }
+
+    /// Token ids 0..<V; the reference byte/pixel tasks use PAD 0, CLS 1, SEP 2, content + 3 (V = 259).
+    public var vocabularySize: Int
+    public var dimensions: Int
+    public var heads: Int
+    public var layers: Int
+    public var feedForwardDimensions: Int
+    /// Hidden dropout (embeddings, attention output, FFN output).
+    public var dropout: Float
+    public var mixer: MixerConfiguration
+    public var positions: Positions
+    /// Rows of the learned position table (LRA reference: 4000 text/retrieval, 1026 image/pathfinder).
+    public var maxPositions: Int
+    public var head: Head
+    /// Classes of the classification head (ignored by binary / retrieval).
+    public var classes: Int
+    public var paddingIndex: Int
+    public var layerNormEpsilon: Float
+    /// σ of the N(0, σ) initialisation of linear and embedding weights.
+    public var initializerRange: Float
+
+    public init(vocabularySize: Int = 259, dimensions: Int, heads: Int, layers: Int, feedForwardDimensions: Int, dropout: Float = 0.1,
+                mixer: MixerConfiguration, positions: Positions? = nil, maxPositions: Int = 4000, head: Head = .classification,
+                classes: Int = 2, paddingIndex: Int = 0, layerNormEpsilon: Float = 1e-12, initializerRange: Float = 0.02) {
+        self.vocabularySize = vocabularySize
+        self.dimensions = dimensions
+        self.heads = heads
+        self.layers = layers
+        self.feedForwardDimensions = feedForwardDimensions
+        self.dropout = dropout
+        self.mixer = mixer
+        self.positions = positions ?? Self.defaultPositions(for: mixer.kind)
+        self.maxPositions = maxPositions
+        self.head = head
+        self.classes = classes
+        self.paddingIndex = paddingIndex
+        self.layerNormEpsilon = layerNormEpsilon
+        self.initializerRange = initializerRange
+    }
+
+    /// The reference's choice: learned absolute positions for softmax / Performer baselines, none for
+    /// the relative encodings (PermuteFormer 1D/2D, its orthogonal ablation, RoPE).
+    public static func defaultPositions(for kind: MixerKind) -> Positions {
+        switch kind {
+        case .softmax, .performer, .favor: return .learned
+        default: return .none
+        }
+    }
+
+    /// Per-task dimensions of the PermuteFormer LRA configs (`configs/performer_relative_*.json`, the
+    /// same for `bert_prenorm_*` and `performer_prenorm_*`): layers / hidden / heads / FFN / dropout.
+    /// `name` is a task — `listops`, `text`, `retrieval`, `image`, `pathfinder` — or `tiny` (a
+    /// 2-layer, 32-wide CPU model), optionally followed by `-` and a `MixerKind` raw value
+    /// (`image-permuteFormer2D`, `text-softmax`); the default mixer is `permuteFormer`
+    /// (`permuteFormer2D` for image and pathfinder).
+    public static func preset(_ name: String) throws -> EncoderConfiguration {
+        let parts = name.split(separator: "-", maxSplits: 1).map(String.init)
+        let task = parts.first ?? ""
+        var kind: MixerKind? = nil
+        if parts.count == 2 {
+            guard let k = MixerKind(rawValue: parts[1]) else {
+                throw AttentionConfigurationError(message: "unknown mixer '\(parts[1])' in preset '\(name)'; mixers: \(MixerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            kind = k
+        }
+        let grid = ImageGrid(width: 32, height: 32, prefix: 1, suffix: 1)
+        func make(_ layers: Int, _ d: Int, _ heads: Int, _ ffn: Int, _ dropout: Float, _ attentionDropout: Float, head: Head, classes: Int,
+                  maxPositions: Int, vocabulary: Int = 259, image: Bool = false) throws -> EncoderConfiguration {
+            let k = kind ?? (image ? .permuteFormer2D : .permuteFormer)
+            if k.isCausal { throw AttentionConfigurationError(message: "preset '\(name)': \(k.rawValue) is causal; the encoder needs a bidirectional mixer") }
+            return EncoderConfiguration(vocabularySize: vocabulary, dimensions: d, heads: heads, layers: layers, feedForwardDimensions: ffn,
+                                        dropout: dropout,
+                                        mixer: MixerConfiguration(kind: k, attentionDropout: attentionDropout, grid: image ? grid : nil),
+                                        maxPositions: maxPositions, head: head, classes: classes)
+        }
+        // (layers, D, H, FFN, hidden dropout, attention-probability dropout — read by softmax attention only)
+        switch task {
+        case "listops": return try make(6, 512, 8, 2048, 0.1, 0.1, head: .classification, classes: 10, maxPositions: 2002, vocabulary: 18)
+        case "text": return try make(6, 512, 8, 2048, 0.1, 0.1, head: .binary, classes: 1, maxPositions: 4000)
+        case "retrieval": return try make(4, 128, 4, 512, 0.1, 0.1, head: .retrieval, classes: 1, maxPositions: 4000)
+        case "image": return try make(3, 64, 4, 128, 0.3, 0.2, head: .classification, classes: 10, maxPositions: 1026, image: true)
+        case "pathfinder": return try make(4, 128, 8, 128, 0.1, 0.1, head: .binary, classes: 1, maxPositions: 1026, image: true)
+        case "tiny": return try make(2, 32, 2, 64, 0.1, 0.1, head: .classification, classes: 2, maxPositions: 512)
+        default:
+            throw AttentionConfigurationError(message: "unknown encoder preset '\(name)'; presets: listops, text, retrieval, image, pathfinder, tiny (optionally -<mixer>)")
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vocabularySize, dimensions, heads, layers, feedForwardDimensions, dropout, mixer, positions, maxPositions, head, classes
+        case paddingIndex, layerNormEpsilon, initializerRange
+    }
+
+    /// Decodes any subset of the keys beyond dimensions, heads, layers, feedForwardDimensions and
+    /// mixer; the rest take the `init` defaults.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let mixer = try c.decode(MixerConfiguration.self, forKey: .mixer)
+        self.init(vocabularySize: try c.decodeIfPresent(Int.self, forKey: .vocabularySize) ?? 259,
+                  dimensions: try c.decode(Int.self, forKey: .dimensions), heads: try c.decode(Int.self, forKey: .heads),
+                  layers: try c.decode(Int.self, forKey: .layers),
+                  feedForwardDimensions: try c.decode(Int.self, forKey: .feedForwardDimensions),
+                  dropout: try c.decodeIfPresent(Float.self, forKey: .dropout) ?? 0.1, mixer: mixer,
+                  positions: try c.decodeIfPresent(Positions.self, forKey: .positions),
+                  maxPositions: try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? 4000,
+                  head: try c.decodeIfPresent(Head.self, forKey: .head) ?? .classification,
+                  classes: try c.decodeIfPresent(Int.self, forKey: .classes) ?? 2,
+                  paddingIndex: try c.decodeIfPresent(Int.self, forKey: .paddingIndex) ?? 0,
+                  layerNormEpsilon: try c.decodeIfPresent(Float.self, forKey: .layerNormEpsilon) ?? 1e-12,
+                  initializerRange: try c.decodeIfPresent(Float.self, forKey: .initializerRange) ?? 0.02)
+    }
+
+    /// Throws naming the offending values.
+    public func validate() throws {
+        func fail(_ m: String) -> AttentionConfigurationError { AttentionConfigurationError(message: m) }
+        if vocabularySize < 1 { throw fail("vocabularySize must be ≥ 1, got \(vocabularySize)") }
+        if layers < 1 { throw fail("layers must be ≥ 1, got \(layers)") }
+        if feedForwardDimensions < 1 { throw fail("feedForwardDimensions must be ≥ 1, got \(feedForwardDimensions)") }
+        if !(dropout >= 0 && dropout < 1) { throw fail("dropout must be in [0, 1), got \(dropout)") }
+        try mixer.validate(dimensions: dimensions, heads: heads)
+        if mixer.kind.isCausal { throw fail("the encoder needs a bidirectional mixer, got causal \(mixer.kind.rawValue)") }
+        if positions == .learned && maxPositions < 1 { throw fail("maxPositions must be ≥ 1 for learned positions, got \(maxPositions)") }
+        if positions == .sinusoidal && (dimensions % 2 != 0 || dimensions < 4) {
+            throw fail("sinusoidal positions need an even width ≥ 4, got \(dimensions)")
+        }
+        if head == .classification && classes < 2 { throw fail("classification needs ≥ 2 classes, got \(classes)") }
+        if paddingIndex < 0 || paddingIndex >= vocabularySize { throw fail("paddingIndex \(paddingIndex) is outside the vocabulary 0..<\(vocabularySize)") }
+        if !(layerNormEpsilon > 0) { throw fail("layerNormEpsilon must be > 0, got \(layerNormEpsilon)") }
+    }
+}
