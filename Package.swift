@@ -42,6 +42,8 @@ let package = Package(
             swiftSettings: settings),
         .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .testTarget(name: "LongMixerNNTests", dependencies: ["LongMixerNN", "LongMixerTraining"], swiftSettings: settings),
+        .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData"], swiftSettings: settings),
+        .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,184 @@
+import Foundation
+
+// Losses and metrics per task objective, and the JSON Lines metrics log.
+
+extension TaskObjective {
+    /// The training loss of model outputs [B, C] against a batch's targets: MSE for regression,
+    /// mean cross-entropy for classes. Throws when the targets do not match the objective.
+    public func loss(_ outputs: Variable, _ targets: Targets) throws -> Variable {
+        switch (self, targets) {
+        case (.regression, .values(let y)):
+            guard outputs.shape == y.shape else {
+                throw TrainingError.shapeMismatch("model outputs \(outputs.shape) ≠ regression targets \(y.shape)")
+            }
+            return meanSquaredError(outputs, Variable(y))
+        case (.classification(let classes), .classes(let labels)):
+            guard outputs.rank == 2, outputs.shape[1] == classes, outputs.shape[0] == labels.count else {
+                throw TrainingError.shapeMismatch("model outputs \(outputs.shape) do not fit \(labels.count) labels of \(classes) classes")
+            }
+            return crossEntropy(logits: outputs, targets: labels)
+        case (.regression, .classes):
+            throw TrainingError.shapeMismatch("a regression task got class targets")
+        case (.classification, .values):
+            throw TrainingError.shapeMismatch("a classification task got real-valued targets")
+        }
+    }
+
+    /// Number of correct predictions in a batch: |error| < tolerance on every output (regression),
+    /// or argmax = label (classification; ties go to the lowest class).
+    public func correctCount(_ outputs: Tensor, _ targets: Targets) -> Int {
+        switch (self, targets) {
+        case (.regression(let o, let tolerance), .values(let y)):
+            let rows = y.count / max(o, 1)
+            var correct = 0
+            for r in 0..<rows {
+                var ok = true
+                for j in 0..<o where !(abs(outputs[flat: r * o + j] - y[flat: r * o + j]) < tolerance) { ok = false }
+                if ok { correct += 1 }
+            }
+            return correct
+        case (.classification(let c), .classes(let labels)):
+            var correct = 0
+            for r in 0..<labels.count {
+                var best = 0
+                for j in 1..<max(c, 1) where outputs[flat: r * c + j] > outputs[flat: r * c + best] { best = j }
+                if best == Int(labels.scalars[r]) { correct += 1 }
+            }
+            return correct
+        default:
+            return 0
+        }
+    }
+
+    /// Name of the metric reported as "accuracy".
+    public var accuracyDescription: String {
+        switch self {
+        case .regression(_, let tolerance): return "fraction with |error| < \(tolerance)"
+        case .classification: return "argmax accuracy"
+        }
+    }
+
+    /// Name of the loss.
+    public var lossName: String {
+        switch self {
+        case .regression: return "mse"
+        case .classification: return "cross-entropy"
+        }
+    }
+}
+
+/// Loss and accuracy over a set of samples.
+public struct EvaluationResult: Codable, Equatable, Sendable {
+    /// Mean loss per sample.
+    public var loss: Double
+    /// Fraction of correct predictions.
+    public var accuracy: Double
+    /// Number of samples evaluated.
+    public var count: Int
+}
+
+/// Evaluates `model` on every sample of `source` in eval mode without recording gradients, and
+/// restores the model's previous training mode. Loss is the per-sample mean (batches weighted by size).
+public func evaluate(_ model: some SequenceModel, on source: some BatchSource, objective: TaskObjective,
+                     batchSize: Int) throws -> EvaluationResult {
+    check(batchSize >= 1, "evaluate: batch size must be ≥ 1, got \(batchSize)")
+    let wasTraining = model.isTraining
+    model.eval()
+    defer { model.train(wasTraining) }
+    var lossSum = 0.0, correct = 0, seen = 0
+    try withoutGradient {
+        for index in 0..<source.batchCount(size: batchSize) {
+            let batch = source.batch(at: index, size: batchSize)
+            let outputs = model(batch.input)
+            let loss = try objective.loss(outputs, batch.targets).value.scalar
+            lossSum += Double(loss) * Double(batch.size)
+            correct += objective.correctCount(outputs.value, batch.targets)
+            seen += batch.size
+        }
+    }
+    return EvaluationResult(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)), count: seen)
+}
+
+/// One line of `metrics.jsonl`.
+public struct MetricsRecord: Codable, Equatable, Sendable {
+    public enum Kind: String, Codable, Sendable {
+        /// Running training metrics since the previous train record.
+        case train
+        case validation
+        case test
+    }
+
+    /// Optimizer steps taken so far.
+    public var step: Int
+    /// Epoch (from 0) in which the record was taken; fractional progress is `samplesSeen / trainCount`.
+    public var epoch: Int
+    public var split: Kind
+    public var loss: Double
+    public var accuracy: Double
+    /// Wall-clock seconds since training started.
+    public var elapsedSeconds: Double
+    /// Training samples processed so far.
+    public var samplesSeen: Int
+    /// Train records: the learning rate of the last step.
+    public var learningRate: Double?
+    /// Train records: training throughput over the logging window.
+    public var samplesPerSecond: Double?
+    /// Train records: mean global gradient norm (before clipping) over the logging window.
+    public var gradientNorm: Double?
+    /// Evaluation records: samples evaluated.
+    public var evaluatedSamples: Int?
+
+    public init(step: Int, epoch: Int, split: Kind, loss: Double, accuracy: Double, elapsedSeconds: Double, samplesSeen: Int,
+                learningRate: Double? = nil, samplesPerSecond: Double? = nil, gradientNorm: Double? = nil,
+                evaluatedSamples: Int? = nil) {
+        self.step = step
+        self.epoch = epoch
+        self.split = split
+        self.loss = loss
+        self.accuracy = accuracy
+        self.elapsedSeconds = elapsedSeconds
+        self.samplesSeen = samplesSeen
+        self.learningRate = learningRate
+        self.samplesPerSecond = samplesPerSecond
+        self.gradientNorm = gradientNorm
+        self.evaluatedSamples = evaluatedSamples
+    }
+}
+
+/// Appends one JSON object per line to a file, flushing after every line so a crashed or
+/// interrupted run keeps everything logged so far.
+public final class JSONLinesWriter {
+    public let url: URL
+    private let handle: FileHandle
+    private let encoder: JSONEncoder
+
+    /// Creates (or truncates) the file.
+    public init(url: URL) throws {
+        self.url = url
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw RunDirectoryError.notWritable(url.path, "cannot create the file")
+        }
+        handle = try FileHandle(forWritingTo: url)
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    }
+
+    public func append(_ value: some Encodable) throws {
+        var data = try encoder.encode(value)
+        data.append(0x0A)
+        try handle.write(contentsOf: data)
+    }
+
+    deinit { try? handle.close() }
+}
+
+/// Reads a JSON Lines file back (one decoded value per non-empty line).
+public func readJSONLines<T: Decodable>(_ type: T.Type, from url: URL) throws -> [T] {
+    let text = try String(contentsOf: url, encoding: .utf8)
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try text.split(separator: "\n", omittingEmptySubsequences: true).map {
+        try decoder.decode(T.self, from: Data($0.utf8))
+    }
+}
