@@ -10,6 +10,8 @@ struct LongMixerCommand: ParsableCommand {
         subcommands: [
             DemoCommand.self,
             TrainCommand.self,
+            GenerateCommand.self,
+            DataCommand.self,
         ])
 }
 
