@@ -127,10 +127,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Training sequences (default 100000).")
     var trainSize: Int?
 
-    @Option(name: [.customLong("val-size"), .customLong("validation-size")], help: "Validation sequences (default 1000).")
+    @Option(name: [.customLong("val-size"), .customLong("validation-size")], help: "Validation sequences (default 1000); with --task lm at most this many evaluation windows (default: all).")
     var valSize: Int?
 
-    @Option(help: "Test sequences (default 1000).")
+    @Option(help: "Test sequences (default 1000); with --task lm at most this many evaluation windows (default: all).")
     var testSize: Int?
 
     @Option(help: "Steps between validation evaluations (default: \(TrainCommand.defaultEvaluationInterval) when training by steps, else every epoch).")

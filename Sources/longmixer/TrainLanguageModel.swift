@@ -95,7 +95,12 @@ extension TrainCommand {
         let data: (train: ByteWindows, validation: ByteWindows, test: ByteWindows)
         do {
             corpus = try ByteCorpus(path: corpusPath)
-            data = try corpus.windows(length: length, seed: seed, validationWindows: valSize, testWindows: testSize)
+            // By --steps: one fresh random window per sample of the run (the Trainer never cycles back to
+            // windows already seen); by --epochs: ⌊train bytes / N⌋ windows per epoch, repeated each epoch.
+            let perEpoch = max(1, corpus.splitRanges().train.count / max(length, 1))
+            let trainWindows = useSteps.map { max(perEpoch, $0 * training.batchSize) } ?? perEpoch
+            data = try corpus.windows(length: length, seed: seed, trainWindows: trainWindows,
+                                      validationWindows: valSize, testWindows: testSize)
         } catch let e as ByteCorpusError { throw CommandError("\(e)") }
         let totalSteps = training.totalSteps(trainCount: data.train.count)
         let warmup = warmupSteps ?? (scheduleName == "constant" ? 0 : max(1, totalSteps / 10))
