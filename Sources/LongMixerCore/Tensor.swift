@@ -10,14 +10,21 @@ public final class FloatStorage: @unchecked Sendable {
     public init(count: Int) {
         check(count >= 0, "storage size must be non-negative, got \(count)")
         self.count = count
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        if bytes >= LargeBufferPool.thresholdBytes {
+            base = LargeBufferPool.allocate(bytes: bytes).bindMemory(to: Float.self, capacity: count)
+            return
+        }
+        var raw: UnsafeMutableRawPointer?
         let status = posix_memalign(&raw, 64, bytes)
         check(status == 0 && raw != nil, "cannot allocate \(bytes) bytes for a tensor")
         base = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
-    deinit { free(base) }
+    deinit {
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        if bytes >= LargeBufferPool.thresholdBytes { LargeBufferPool.release(UnsafeMutableRawPointer(base), bytes: bytes) } else { free(base) }
+    }
 
     func copy() -> FloatStorage {
         let other = FloatStorage(count: count)

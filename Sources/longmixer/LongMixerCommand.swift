@@ -8,10 +8,11 @@ struct LongMixerCommand: ParsableCommand {
         commandName: "longmixer",
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
-            DemoCommand.self,
             TrainCommand.self,
             GenerateCommand.self,
             DataCommand.self,
+            BenchCommand.self,
+            DemoCommand.self,
         ])
 }
 

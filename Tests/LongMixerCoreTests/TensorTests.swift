@@ -188,3 +188,17 @@ struct ThreadTests {
         #expect(run() == run())
     }
 }
+
+@Suite("Large buffers")
+struct LargeBufferTests {
+    @Test func largeTensorsAreRecycledAndCorrect() {
+        let n = (LargeBufferPool.thresholdBytes / 4) + 12_345
+        var a = Tensor(repeating: 2, shape: [n])
+        a[flat: n - 1] = 5
+        #expect(Int(bitPattern: a.pointer) % (2 << 20) == 0)
+        #expect(a[flat: 0] == 2 && a[flat: n - 1] == 5)
+        var b = a
+        b[flat: 0] = 7   // copy-on-write through a pooled buffer
+        #expect(a[flat: 0] == 2 && b[flat: 0] == 7 && b[flat: n - 1] == 5)
+    }
+}
