@@ -19,6 +19,9 @@ public enum Targets {
     case classes(IntTensor)
     /// Regression targets, [B, O].
     case values(Tensor)
+    /// One target token per position, [B, N] (language modelling: the input shifted by one;
+    /// positions holding the objective's ignore index, e.g. PAD, carry no loss).
+    case tokens(IntTensor)
 }
 
 /// One mini-batch.

@@ -72,12 +72,17 @@ public enum TaskObjective: Equatable, Sendable, Codable {
     case regression(outputs: Int, tolerance: Float)
     /// One of `classes` classes per sequence, cross-entropy loss, argmax accuracy.
     case classification(classes: Int)
+    /// Next-token prediction over a vocabulary of `vocabulary` tokens: model outputs are logits
+    /// [B, N, V], targets `.tokens` [B, N]; token-level cross-entropy with targets equal to
+    /// `ignoreIndex` (PAD) skipped; losses and accuracies are averaged per counted token.
+    case languageModel(vocabulary: Int, ignoreIndex: Int)
 
-    /// Model outputs per sequence (C).
+    /// Model outputs per sequence (C), or per position (V) for a language model.
     public var outputCount: Int {
         switch self {
         case .regression(let o, _): return o
         case .classification(let c): return c
+        case .languageModel(let v, _): return v
         }
     }
 }

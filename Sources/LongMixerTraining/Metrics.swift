@@ -17,11 +17,33 @@ extension TaskObjective {
                 throw TrainingError.shapeMismatch("model outputs \(outputs.shape) do not fit \(labels.count) labels of \(classes) classes")
             }
             return crossEntropy(logits: outputs, targets: labels)
+        case (.languageModel(let v, let ignore), .tokens(let t)):
+            guard outputs.rank == 3, outputs.shape[2] == v, t.rank == 2, outputs.shape[0] == t.shape[0], outputs.shape[1] == t.shape[1] else {
+                throw TrainingError.shapeMismatch("model outputs \(outputs.shape) do not fit token targets \(t.shape) over a vocabulary of \(v)")
+            }
+            guard t.scalars.contains(where: { $0 != Int32(ignore) }) else {
+                throw TrainingError.shapeMismatch("every token target of the batch is the ignore index \(ignore)")
+            }
+            let rows = t.shape[0] * t.shape[1]
+            return crossEntropy(logits: reshape(outputs, [rows, v]), targets: t.reshaped([rows]), ignoreIndex: ignore)
+        case (.languageModel, _):
+            throw TrainingError.shapeMismatch("a language-model task needs per-position token targets")
+        case (_, .tokens):
+            throw TrainingError.shapeMismatch("a per-sequence task got per-position token targets")
         case (.regression, .classes):
             throw TrainingError.shapeMismatch("a regression task got class targets")
         case (.classification, .values):
             throw TrainingError.shapeMismatch("a classification task got real-valued targets")
         }
+    }
+
+    /// What a batch's loss and accuracy are averaged over: its sequences, or for a language model its
+    /// counted target tokens (those that are not the ignore index).
+    public func weight(_ targets: Targets, batchSize: Int) -> Int {
+        if case .languageModel(_, let ignore) = self, case .tokens(let t) = targets {
+            return t.scalars.reduce(0) { $0 + ($1 == Int32(ignore) ? 0 : 1) }
+        }
+        return batchSize
     }
 
     /// Number of correct predictions in a batch: |error| < tolerance on every output (regression),
@@ -45,6 +67,18 @@ extension TaskObjective {
                 if best == Int(labels.scalars[r]) { correct += 1 }
             }
             return correct
+        case (.languageModel(let v, let ignore), .tokens(let t)):
+            // Counted target tokens whose argmax logit is the target (ties go to the lowest id).
+            var correct = 0
+            outputs.withUnsafePointer { o in
+                for r in 0..<t.count where t.scalars[r] != Int32(ignore) {
+                    let row = o + r * v
+                    var best = 0
+                    for j in 1..<max(v, 1) where row[j] > row[best] { best = j }
+                    if best == Int(t.scalars[r]) { correct += 1 }
+                }
+            }
+            return correct
         default:
             return 0
         }
@@ -55,6 +89,7 @@ extension TaskObjective {
         switch self {
         case .regression(_, let tolerance): return "fraction with |error| < \(tolerance)"
         case .classification: return "argmax accuracy"
+        case .languageModel: return "next-token argmax accuracy per counted token"
         }
     }
 
@@ -63,19 +98,39 @@ extension TaskObjective {
         switch self {
         case .regression: return "mse"
         case .classification: return "cross-entropy"
+        case .languageModel: return "token cross-entropy (nats per token)"
         }
     }
 }
 
 /// Loss and accuracy over a set of samples.
 public struct EvaluationResult: Codable, Equatable, Sendable {
-    /// Mean loss per sample.
+    /// Mean loss per sample (language model: per counted target token, in nats).
     public var loss: Double
-    /// Fraction of correct predictions.
+    /// Fraction of correct predictions (language model: of counted target tokens).
     public var accuracy: Double
     /// Number of samples evaluated.
     public var count: Int
+    /// Language model only: counted target tokens, perplexity exp(loss) and bits per byte
+    /// loss / ln 2 (each token of a byte-level model is one byte).
+    public var tokens: Int?
+    public var perplexity: Double?
+    public var bitsPerByte: Double?
+
+    public init(loss: Double, accuracy: Double, count: Int, tokens: Int? = nil) {
+        self.loss = loss
+        self.accuracy = accuracy
+        self.count = count
+        self.tokens = tokens
+        if tokens != nil {
+            perplexity = Foundation.exp(loss)
+            bitsPerByte = bitsPerByteFromNats(loss)
+        }
+    }
 }
+
+/// Bits per byte of a byte-level model from its mean negative log-likelihood in nats per byte.
+public func bitsPerByteFromNats(_ nats: Double) -> Double { nats / Foundation.log(2.0) }
 
 /// Evaluates `model` on every sample of `source` in eval mode without recording gradients, and
 /// restores the model's previous training mode. Loss is the per-sample mean (batches weighted by size).
@@ -85,18 +140,23 @@ public func evaluate(_ model: some SequenceModel, on source: some BatchSource, o
     let wasTraining = model.isTraining
     model.eval()
     defer { model.train(wasTraining) }
-    var lossSum = 0.0, correct = 0, seen = 0
+    var lossSum = 0.0, correct = 0, seen = 0, weightSum = 0
     try withoutGradient {
         for index in 0..<source.batchCount(size: batchSize) {
             let batch = source.batch(at: index, size: batchSize)
             let outputs = model(batch.input)
             let loss = try objective.loss(outputs, batch.targets).value.scalar
-            lossSum += Double(loss) * Double(batch.size)
+            let weight = objective.weight(batch.targets, batchSize: batch.size)
+            lossSum += Double(loss) * Double(weight)
             correct += objective.correctCount(outputs.value, batch.targets)
             seen += batch.size
+            weightSum += weight
         }
     }
-    return EvaluationResult(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)), count: seen)
+    let isLanguageModel: Bool
+    if case .languageModel = objective { isLanguageModel = true } else { isLanguageModel = false }
+    return EvaluationResult(loss: lossSum / Double(max(weightSum, 1)), accuracy: Double(correct) / Double(max(weightSum, 1)), count: seen,
+                            tokens: isLanguageModel ? weightSum : nil)
 }
 
 /// One line of `metrics.jsonl`.
@@ -127,6 +187,9 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     public var gradientNorm: Double?
     /// Evaluation records: samples evaluated.
     public var evaluatedSamples: Int?
+    /// Language model only: bits per byte and perplexity of `loss`.
+    public var bitsPerByte: Double?
+    public var perplexity: Double?
 
     public init(step: Int, epoch: Int, split: Kind, loss: Double, accuracy: Double, elapsedSeconds: Double, samplesSeen: Int,
                 learningRate: Double? = nil, samplesPerSecond: Double? = nil, gradientNorm: Double? = nil,
@@ -142,6 +205,15 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
         self.samplesPerSecond = samplesPerSecond
         self.gradientNorm = gradientNorm
         self.evaluatedSamples = evaluatedSamples
+    }
+
+    /// Adds bits per byte and perplexity when `objective` is a language model.
+    public func withLanguageModelMetrics(_ objective: TaskObjective) -> MetricsRecord {
+        guard case .languageModel = objective else { return self }
+        var r = self
+        r.bitsPerByte = bitsPerByteFromNats(loss)
+        r.perplexity = Foundation.exp(loss)
+        return r
     }
 }
 

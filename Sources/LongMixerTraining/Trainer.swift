@@ -131,6 +131,12 @@ public final class ConsoleReporter: TrainingReporter {
         return String(format: "%.1fs", seconds)
     }
 
+    /// "bpb 1.234  ppl 2.35  " for language-model records, "" otherwise.
+    static func languageModelMetrics(_ bitsPerByte: Double?, _ perplexity: Double?) -> String {
+        guard let bitsPerByte, let perplexity else { return "" }
+        return String(format: "bpb %.4f  ppl %.3f  ", bitsPerByte, perplexity)
+    }
+
     public func report(_ event: TrainingEvent) {
         switch event {
         case .started(let total, let parameters, let samples, let dir):
@@ -139,18 +145,21 @@ public final class ConsoleReporter: TrainingReporter {
         case .progress(let r, let total, let eta):
             let width = String(total).count
             let step = String(r.step).leftPadded(to: width)
-            write(String(format: "step %@/%d  epoch %d  loss %.5f  acc %.4f  %@%.1f samples/s  elapsed %@  ETA %@",
-                         step, total, r.epoch, r.loss, r.accuracy,
+            write(String(format: "step %@/%d  epoch %d  loss %.5f  acc %.4f  %@%@%.1f samples/s  elapsed %@  ETA %@",
+                         step, total, r.epoch, r.loss, r.accuracy, Self.languageModelMetrics(r.bitsPerByte, r.perplexity),
                          r.gradientNorm.map { String(format: "|g| %.3f  ", $0) } ?? "",
                          r.samplesPerSecond ?? 0, Self.duration(r.elapsedSeconds), eta.map(Self.duration) ?? "?"))
         case .evaluation(let r):
-            write(String(format: "%@ @ step %d: loss %.5f  acc %.4f  (%d sequences, elapsed %@)",
-                         r.split.rawValue, r.step, r.loss, r.accuracy, r.evaluatedSamples ?? 0, Self.duration(r.elapsedSeconds)))
+            write(String(format: "%@ @ step %d: loss %.5f  acc %.4f  %@(%d sequences, elapsed %@)",
+                         r.split.rawValue, r.step, r.loss, r.accuracy, Self.languageModelMetrics(r.bitsPerByte, r.perplexity),
+                         r.evaluatedSamples ?? 0, Self.duration(r.elapsedSeconds)))
         case .earlyStop(let step, let accuracy, let target):
             write(String(format: "early stop at step %d: validation accuracy %.4f ≥ target %.4f", step, accuracy, target))
         case .finished(let s, let dir):
             write(String(format: "done: %d steps, %d samples in %@ (%.1f samples/s); test loss %.5f, test accuracy %.4f",
                          s.steps, s.samplesSeen, Self.duration(s.wallClockSeconds), s.trainSamplesPerSecond, s.test.loss, s.test.accuracy)
+                  + (s.validation.bitsPerByte.map { String(format: "; validation bpb %.4f", $0) } ?? "")
+                  + (s.test.bitsPerByte.map { String(format: ", test bpb %.4f", $0) } ?? "")
                   + (dir.map { "; results in \($0.path)" } ?? ""))
         }
     }
@@ -228,7 +237,8 @@ public final class Trainer {
         var step = 0, samplesSeen = 0
         var trainingSeconds = 0.0
         // Running window since the last train record.
-        var windowLoss = 0.0, windowCorrect = 0, windowSamples = 0, windowNorm = 0.0, windowSteps = 0
+        // Loss and accuracy are averaged over the objective's weights (sequences, or counted tokens for a language model).
+        var windowLoss = 0.0, windowCorrect = 0, windowSamples = 0, windowWeight = 0, windowNorm = 0.0, windowSteps = 0
         var windowSeconds = 0.0
         var lastTrain: EvaluationResult? = nil
         var lastValidation: (step: Int, result: EvaluationResult)? = nil
@@ -237,11 +247,14 @@ public final class Trainer {
         var stopReason = c.steps != nil ? "completed \(totalSteps) steps" : "completed \(c.epochs) epochs"
 
         func epoch(ofStep s: Int) -> Int { (max(s, 1) - 1) / batchesPerEpoch }
+        let isLanguageModel: Bool
+        if case .languageModel = objective { isLanguageModel = true } else { isLanguageModel = false }
 
         func validate() throws -> EvaluationResult {
             let r = try evaluate(model, on: validation, objective: objective, batchSize: evaluationBatch)
             let record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .validation, loss: r.loss, accuracy: r.accuracy,
                                        elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen, evaluatedSamples: r.count)
+                .withLanguageModelMetrics(objective)
             try log?.append(record)
             reporter.report(.evaluation(record))
             lastValidation = (step, r)
@@ -274,25 +287,28 @@ public final class Trainer {
             let seconds = Self.now() - stepStart
             trainingSeconds += seconds
             windowSeconds += seconds
-            windowLoss += Double(lossValue) * Double(batch.size)
+            let weight = objective.weight(batch.targets, batchSize: batch.size)
+            windowLoss += Double(lossValue) * Double(weight)
             windowCorrect += correct
             windowSamples += batch.size
+            windowWeight += weight
             windowSteps += 1
             if norm.isFinite { windowNorm += Double(norm) }
 
             if step % c.logInterval == 0 || step == totalSteps {
-                let result = EvaluationResult(loss: windowLoss / Double(windowSamples), accuracy: Double(windowCorrect) / Double(windowSamples),
-                                              count: windowSamples)
+                let result = EvaluationResult(loss: windowLoss / Double(max(windowWeight, 1)), accuracy: Double(windowCorrect) / Double(max(windowWeight, 1)),
+                                              count: windowSamples, tokens: isLanguageModel ? windowWeight : nil)
                 lastTrain = result
                 let record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .train, loss: result.loss, accuracy: result.accuracy,
                                            elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen,
                                            learningRate: Double(String(optimizer.learningRate)) ?? Double(optimizer.learningRate),   // 1e-3, not 0.0010000000475
                                            samplesPerSecond: Double(windowSamples) / max(windowSeconds, 1e-9),
                                            gradientNorm: c.clipNorm == nil ? nil : windowNorm / Double(windowSteps))
+                    .withLanguageModelMetrics(objective)
                 try log?.append(record)
                 let eta = Double(totalSteps - step) * trainingSeconds / Double(step)
                 reporter.report(.progress(record, totalSteps: totalSteps, etaSeconds: eta))
-                windowLoss = 0; windowCorrect = 0; windowSamples = 0; windowNorm = 0; windowSteps = 0; windowSeconds = 0
+                windowLoss = 0; windowCorrect = 0; windowSamples = 0; windowWeight = 0; windowNorm = 0; windowSteps = 0; windowSeconds = 0
             }
 
             let evaluateNow: Bool
@@ -314,7 +330,7 @@ public final class Trainer {
         let testResult = try evaluate(model, on: test, objective: objective, batchSize: evaluationBatch)
         let testRecord = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .test, loss: testResult.loss,
                                        accuracy: testResult.accuracy, elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen,
-                                       evaluatedSamples: testResult.count)
+                                       evaluatedSamples: testResult.count).withLanguageModelMetrics(objective)
         try log?.append(testRecord)
         reporter.report(.evaluation(testRecord))
 

@@ -9,6 +9,8 @@ struct LongMixerCommand: ParsableCommand {
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
             TrainCommand.self,
+            GenerateCommand.self,
+            DataCommand.self,
             BenchCommand.self,
             DemoCommand.self,
         ])

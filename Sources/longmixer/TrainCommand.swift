@@ -12,7 +12,7 @@ struct CommandError: Error, CustomStringConvertible {
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a model on a synthetic long-range task (Adding, Temporal Order).",
+        abstract: "Train a model on a synthetic long-range task (Adding, Temporal Order) or a byte-level language model (--task lm).",
         discussion: """
             Data are generated on the fly from --seed (100,000 / 1,000 / 1,000 sequences by default, as the \
             reference), so any length fits in memory. Writes config.json, metrics.jsonl, model.safetensors and \
@@ -29,20 +29,33 @@ struct TrainCommand: ParsableCommand {
               longmixer train --task adding --length 1024
               longmixer train --task order --length 4096 --steps 3000 --target-accuracy 0.99
               longmixer train --preset paramixer-adding --length 1024 --epochs 5 --output runs/adding-1k
+
+            Byte-level language modelling (--task lm): --corpus is a text file or a folder of .txt files \
+            (e.g. data/shakespeare after `longmixer data fetch shakespeare`), split 90/5/5 % into contiguous \
+            train/validation/test byte ranges; training windows of --length bytes start at seeded random \
+            offsets, evaluation uses the non-overlapping windows (--val-size/--test-size cap their number). \
+            --model \(LanguageModelKind.allCases.map(\.rawValue).joined(separator: "|")), --preset \
+            small|tiny|wikitext (the model size; default small). LM defaults: AdamW (β 0.9, 0.98, weight decay \
+            0.01, as the reference), learning rate 5e-4, cosine schedule with 10 % warm-up, batch 16, clip 1.0. \
+            Validation loss, perplexity and bits per byte are logged; --steps counts optimizer steps.
+              longmixer train --task lm --model permuteformer --corpus data/shakespeare --length 256 --preset tiny --steps 1000
             """)
 
     // MARK: What to train
 
-    @Option(help: "Task: \(SyntheticTask.allCases.map(\.rawValue).joined(separator: ", ")) (Temporal Order). Required unless --preset sets it.")
+    @Option(help: "Task: \(SyntheticTask.allCases.map(\.rawValue).joined(separator: ", ")) (Temporal Order), or lm (byte-level language model on --corpus). Required unless --preset sets it.")
     var task: String?
 
-    @Option(help: "Model: \(TrainCommand.models.joined(separator: ", ")).")
+    @Option(help: "Model: \(TrainCommand.models.joined(separator: ", ")); with --task lm: \(LanguageModelKind.allCases.map(\.rawValue).joined(separator: ", ")) (default permuteformer).")
     var model: String?
+
+    @Option(help: "--task lm: a text file or a folder of .txt files.")
+    var corpus: String?
 
     @Option(help: "Sequence length N (≥ 2).")
     var length: Int = 1024
 
-    @Option(help: "Reference recipe: \(TrainingPreset.all.map(\.name).joined(separator: ", ")). Flags given explicitly override it.")
+    @Option(help: "Reference recipe: \(TrainingPreset.all.map(\.name).joined(separator: ", ")); with --task lm the model size: small, tiny, wikitext. Flags given explicitly override it.")
     var preset: String?
 
     // MARK: Model
@@ -53,8 +66,14 @@ struct TrainCommand: ParsableCommand {
     @Option(name: [.customLong("hidden"), .customLong("hidden-size")], help: "Hidden width H of the f and g MLPs (default 32).")
     var hidden: Int?
 
-    @Option(help: "Number of Paramixer blocks (default 1).")
+    @Option(help: "Number of Paramixer blocks (default 1); with --task lm the decoder layers (default: the preset's).")
     var blocks: Int?
+
+    @Option(help: "--task lm: attention heads (default: the preset's).")
+    var heads: Int?
+
+    @Option(help: "--task lm: dropout (default: the preset's, 0.1).")
+    var dropout: Float?
 
     @Option(name: .customLong("protocol"), help: "Sparse-factor link protocol: \(LinkProtocol.allCases.map(\.rawValue).joined(separator: ", ")) (default chord).")
     var linkProtocol: String?
@@ -109,10 +128,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Training sequences (default 100000).")
     var trainSize: Int?
 
-    @Option(name: [.customLong("val-size"), .customLong("validation-size")], help: "Validation sequences (default 1000).")
+    @Option(name: [.customLong("val-size"), .customLong("validation-size")], help: "Validation sequences (default 1000); with --task lm at most this many evaluation windows (default: all).")
     var valSize: Int?
 
-    @Option(help: "Test sequences (default 1000).")
+    @Option(help: "Test sequences (default 1000); with --task lm at most this many evaluation windows (default: all).")
     var testSize: Int?
 
     @Option(help: "Steps between validation evaluations (default: \(TrainCommand.defaultEvaluationInterval) when training by steps, else every epoch).")
@@ -165,6 +184,8 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         do { try threadOptions.apply() } catch let e as ValidationError { throw CommandError(e.message) }
+        if task?.lowercased() == "lm" { return try runLanguageModel() }
+        if corpus != nil { throw CommandError("--corpus is for --task lm") }
         let preset = try preset.map { name -> TrainingPreset in
             do { return try TrainingPreset.named(name) } catch { throw CommandError("\(error)") }
         }

@@ -185,6 +185,8 @@ public final class EncoderClassifier: Module, SequenceModel {
             return binaryCrossEntropy(logits: logits, targets: Tensor(shape: [b, 1], scalars: classes.scalars.map { Float($0) }))
         case (_, .values(let v)):
             return binaryCrossEntropy(logits: logits, targets: v)
+        case (_, .tokens(let t)):
+            fatalError("EncoderClassifier: per-position token targets \(t.shape) are for language models, not the encoder's heads")
         }
     }
 

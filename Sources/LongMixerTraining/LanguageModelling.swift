@@ -1,0 +1,146 @@
+import Foundation
+
+// Byte-level language modelling on top of the Trainer: the causal LM as a `SequenceModel`
+// (logits [B, N, V] for `TaskObjective.languageModel`), the CLI's model names, loading a trained
+// LM back from its run directory, and sampling with the recurrent state (O(1) memory per token).
+
+extension CausalLanguageModel: SequenceModel {
+    /// Logits [B, N, V] of token ids [B, N] (position t predicts token t + 1).
+    public func callAsFunction(_ input: SequenceInput) -> Variable {
+        guard case .tokens(let ids) = input else {
+            fatalError("CausalLanguageModel: a language model takes token ids, got real-valued features")
+        }
+        return self(ids)
+    }
+
+    /// The objective the LM trains with: token cross-entropy ignoring PAD.
+    public var objective: TaskObjective {
+        .languageModel(vocabulary: configuration.vocabularySize, ignoreIndex: configuration.paddingIndex)
+    }
+}
+
+/// The language models of `longmixer train --task lm --model …`, mapped to causal mixer kinds.
+public enum LanguageModelKind: String, CaseIterable, Codable, Sendable {
+    /// Permutation + decay (the paper's LM).
+    case permuteformer
+    /// Performer baseline (ReLU kernel, neither permutation nor decay).
+    case performer
+    /// Ablation "w/o r": permutation, no decay.
+    case permuteformerNoDecay = "permuteformer-no-decay"
+    /// Ablation "w/o P": decay, no permutation.
+    case decayOnly = "decay-only"
+    /// Softmax Transformer baseline.
+    case transformer
+
+    public var mixerKind: MixerKind {
+        switch self {
+        case .permuteformer: return .causalPermuteFormer
+        case .performer: return .causalPerformer
+        case .permuteformerNoDecay: return .causalPermuteFormerNoDecay
+        case .decayOnly: return .causalDecayPerformer
+        case .transformer: return .causalSoftmax
+        }
+    }
+
+    public init(parsing name: String) throws {
+        guard let kind = LanguageModelKind(rawValue: name.lowercased()) else {
+            throw LanguageModelRunError("unknown language model '\(name)'; valid models: \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        self = kind
+    }
+}
+
+/// Errors about language-model runs, one line each.
+public struct LanguageModelRunError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The part of a run's `config.json` needed to rebuild its model.
+public struct LanguageModelRunHeader: Codable, Sendable {
+    public var task: String?
+    public var model: String?
+    public var languageModel: LanguageModelConfiguration?
+}
+
+extension CausalLanguageModel {
+    /// Rebuilds the LM of a run directory (`config.json` + `model.safetensors`).
+    public static func load(runDirectory: URL) throws -> CausalLanguageModel {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: runDirectory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw LanguageModelRunError("run directory '\(runDirectory.path)' does not exist")
+        }
+        return try load(weights: runDirectory.appendingPathComponent("model.safetensors"), config: runDirectory.appendingPathComponent("config.json"))
+    }
+
+    /// Rebuilds an LM from a weights file and a configuration file: a run's `config.json` (with a
+    /// `languageModel` entry) or a bare `LanguageModelConfiguration` JSON.
+    public static func load(weights: URL, config: URL) throws -> CausalLanguageModel {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: config.path) else { throw LanguageModelRunError("configuration file '\(config.path)' does not exist") }
+        guard fm.fileExists(atPath: weights.path) else { throw LanguageModelRunError("weights file '\(weights.path)' does not exist") }
+        let data: Data
+        do { data = try Data(contentsOf: config) } catch { throw LanguageModelRunError("cannot read '\(config.path)': \(error.localizedDescription)") }
+        let configuration: LanguageModelConfiguration
+        if let header = try? JSONDecoder().decode(LanguageModelRunHeader.self, from: data), let lm = header.languageModel {
+            configuration = lm
+        } else if let lm = try? JSONDecoder().decode(LanguageModelConfiguration.self, from: data) {
+            configuration = lm
+        } else if let header = try? JSONDecoder().decode(LanguageModelRunHeader.self, from: data), header.task != nil || header.model != nil {
+            throw LanguageModelRunError("'\(config.path)' describes a \(header.model ?? "?") model for task '\(header.task ?? "?")', not a causal language model (train one with --task lm)")
+        } else {
+            throw LanguageModelRunError("'\(config.path)' is not a language-model configuration (no 'languageModel' entry)")
+        }
+        do { try configuration.validate() } catch { throw LanguageModelRunError("'\(config.path)': \(error)") }
+        var generator = RandomGenerator(seed: 0)
+        let model = try CausalLanguageModel(configuration: configuration, generator: &generator)
+        do { try model.loadWeights(from: weights) } catch { throw LanguageModelRunError("\(error)") }
+        model.eval()
+        return model
+    }
+
+    /// Samples `count` tokens after `prompt` with the recurrent state (O(1) memory per token for the
+    /// linear mixers), calling `emit` with each token as soon as it is drawn. Temperature 0 is greedy
+    /// (the same tokens as `generate(…, temperature: 0)`); `topK` keeps the K most likely tokens
+    /// (nil or 0: all). PAD/BOS/EOS are never sampled (the model is trained on bytes only).
+    @discardableResult
+    public func sampleBytes(prompt: [Int], count: Int, temperature: Float = 1, topK: Int? = nil, seed: UInt64 = 0,
+                            emit: (Int) -> Void = { _ in }) throws -> [Int] {
+        guard !prompt.isEmpty else { throw LanguageModelRunError("the prompt must hold at least one byte") }
+        guard count >= 0 else { throw LanguageModelRunError("the number of tokens must be ≥ 0, got \(count)") }
+        guard temperature >= 0, temperature.isFinite else { throw LanguageModelRunError("the temperature must be ≥ 0, got \(temperature)") }
+        if let topK, topK < 0 { throw LanguageModelRunError("top-k must be ≥ 0, got \(topK)") }
+        let wasTraining = isTraining
+        eval()
+        defer { train(wasTraining) }
+        var generator = RandomGenerator(seed: seed)
+        var states = makeStates(batch: 1)
+        var logits = Tensor(zeros: [1, configuration.vocabularySize])
+        for (t, token) in prompt.enumerated() { logits = step([token], position: t, states: &states) }
+        var out: [Int] = []
+        for i in 0..<count {
+            let next = Self.draw(logits.scalars, temperature: temperature, topK: topK, generator: &generator)
+            out.append(next)
+            emit(next)
+            if i + 1 < count { logits = step([next], position: prompt.count + i, states: &states) }
+        }
+        return out
+    }
+
+    /// One token from logits over byte tokens (ids ≥ 3).
+    static func draw(_ logits: [Float], temperature: Float, topK: Int?, generator: inout RandomGenerator) -> Int {
+        let candidates = Array(ByteCorpus.tokenOffset..<logits.count)
+        if temperature == 0 { return candidates.max { logits[$0] < logits[$1] || (logits[$0] == logits[$1] && $0 > $1) }! }
+        var kept = candidates
+        if let k = topK, k > 0, k < kept.count {
+            kept.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            kept = Array(kept.prefix(k))
+        }
+        let m = kept.map { logits[$0] }.max()!
+        let weights = kept.map { Foundation.exp(Double((logits[$0] - m) / temperature)) }
+        var u = generator.nextUniformDouble() * weights.reduce(0, +)
+        for (i, w) in weights.enumerated() { u -= w; if u < 0 { return kept[i] } }
+        return kept[kept.count - 1]
+    }
+}
