@@ -8,7 +8,7 @@ import PackageDescription
 import Foundation
 let portable = ProcessInfo.processInfo.environment["LONGMIXER_PORTABLE"] == "1"
 #if arch(x86_64)
-let cpuFlags: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"])]
+let cpuFlags: [SwiftSetting] = portable ? [.define("LONGMIXER_NO_FMA")] : [.unsafeFlags(["-target-cpu", "haswell"])]
 #else
 let cpuFlags: [SwiftSetting] = []
 #endif

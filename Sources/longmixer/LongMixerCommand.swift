@@ -7,7 +7,7 @@ struct LongMixerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "longmixer",
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
-        subcommands: [DemoCommand.self])
+        subcommands: [DemoCommand.self, BenchCommand.self])
 }
 
 /// `--threads`, shared by every subcommand that computes.

@@ -13,16 +13,32 @@ public protocol UnaryFunction {
 }
 
 /// out[i] = F(x[i]).   out, x: [count] (out may alias x)
-
+///
+/// `@inlinable` so that callers in other modules get a loop specialised for F (otherwise they run
+/// the unspecialised generic with a witness-table call per vector). Two vectors per iteration give
+/// the out-of-order core two independent polynomial chains.
+@inlinable
 public func mapKernel<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int) {
     parallelFor(count, grain: elementwiseGrain) { range in
         var i = range.lowerBound
-        while i + 8 <= range.upperBound {
+        let end = range.upperBound
+        while i + 32 <= end {
+            let v0 = x.load8(i), v1 = x.load8(i + 8), v2 = x.load8(i + 16), v3 = x.load8(i + 24)
+            let y0 = F.apply(v0), y1 = F.apply(v1), y2 = F.apply(v2), y3 = F.apply(v3)
+            out.store8(y0, i); out.store8(y1, i + 8); out.store8(y2, i + 16); out.store8(y3, i + 24)
+            i += 32
+        }
+        while i + 8 <= end {
             out.store8(F.apply(x.load8(i)), i)
             i += 8
         }
-        while i < range.upperBound { out[i] = F.apply(x[i]); i += 1 }
+        while i < end { out[i] = F.apply(x[i]); i += 1 }
     }
+}
+
+/// Plain reference for `mapKernel`: one scalar at a time, single-threaded, through F's scalar form.
+public func mapReference<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int) {
+    for i in 0..<count { out[i] = F.apply(x[i]) }
 }
 
 /// A pointwise derivative: grad_in = G(x, y, grad_out), y = forward output.
@@ -45,8 +61,17 @@ public func mapBackwardKernel<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMut
     }
 }
 
+/// Plain reference for `mapBackwardKernel`: gradIn[i] += G(x[i], y[i], gradOut[i]), scalar, single-threaded.
+public func mapBackwardReference<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                                                     y: UnsafePointer<Float>, gradOut: UnsafePointer<Float>, count: Int) {
+    for i in 0..<count { gradIn[i] += G.apply(x: x[i], y: y[i], gradient: gradOut[i]) }
+}
+
 public enum GELUFunction: UnaryFunction, UnaryDerivative {
+    // @_transparent: with @inline(__always) only the first of mapKernel's call sites was inlined.
+    @_transparent
     public static func apply(_ x: Float8) -> Float8 { VectorMath.gelu(x) }
+    @inlinable
     public static func apply(_ x: Float) -> Float { VectorMath.gelu(Float8(repeating: x))[0] }
     public static func apply(x: Float8, y: Float8, gradient: Float8) -> Float8 { gradient * VectorMath.geluDerivative(x) }
     public static func apply(x: Float, y: Float, gradient: Float) -> Float {

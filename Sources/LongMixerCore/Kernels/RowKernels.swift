@@ -72,15 +72,26 @@ public func maxAxisKernel(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutabl
 // MARK: - Softmax and log-softmax over the last axis
 
 /// y = softmax(x) per row.   y, x: [rows, n]
+///
+/// Three passes over a row (max; exp, store and sum; scale): only the first reads memory, the others
+/// hit L1 for rows up to a few thousand floats. x − max ≤ 0, so the exp needs no overflow handling
+/// (`expNonPositive`), and two vectors per step keep two independent exp chains in flight.
 public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
     parallelFor(rows, grain: rowGrain(n)) { r in
         for row in r {
             let xr = x + row * n, yr = y + row * n
             let m = rowMax(xr, n)
-            var acc = Float8(), j = 0
+            var acc0 = Float8(), acc1 = Float8(), j = 0
             let m8 = Float8(repeating: m)
-            while j + 8 <= n { let e = VectorMath.exp(xr.load8(j) - m8); yr.store8(e, j); acc += e; j += 8 }
-            var s = horizontalSum(acc)
+            while j + 16 <= n {
+                let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
+                let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
+                yr.store8(e0, j); yr.store8(e1, j + 8)
+                acc0 += e0; acc1 += e1
+                j += 16
+            }
+            while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
+            var s = horizontalSum(acc0 + acc1)
             while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
             let inv = 1 / s
             j = 0
@@ -127,7 +138,14 @@ public func logSoftmaxBackward(dx: UnsafeMutablePointer<Float>, y: UnsafePointer
 
 func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var m = -Float.infinity
-    var m8 = Float8(repeating: -.infinity), j = 0
+    var m8 = Float8(repeating: -.infinity), m8b = m8, j = 0
+    while j + 16 <= n {
+        let v = x.load8(j), w = x.load8(j + 8)
+        m8 = m8.replacing(with: v, where: v .> m8)
+        m8b = m8b.replacing(with: w, where: w .> m8b)
+        j += 16
+    }
+    m8 = m8.replacing(with: m8b, where: m8b .> m8)
     while j + 8 <= n { let v = x.load8(j); m8 = m8.replacing(with: v, where: v .> m8); j += 8 }
     m = horizontalMax(m8)
     while j < n { if x[j] > m { m = x[j] }; j += 1 }
@@ -266,4 +284,103 @@ public func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, logits: U
             dr[Int(t)] -= s
         }
     }
+}
+
+// MARK: - Plain reference implementations (tests compare the kernels above with these)
+//
+// Scalar loops, one thread, libm functions and Double accumulators: slow and obviously right.
+
+/// Reference for `sumAxisKernel`.
+public func sumAxisReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, outer: Int, n: Int, inner: Int) {
+    for o in 0..<outer {
+        for i in 0..<inner {
+            var s: Double = 0
+            for k in 0..<n { s += Double(x[(o * n + k) * inner + i]) }
+            out[o * inner + i] = Float(s)
+        }
+    }
+}
+
+/// Reference for `softmaxForward`.
+public func softmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var m = -Double.infinity
+        for j in 0..<n { m = Swift.max(m, Double(xr[j])) }
+        var s: Double = 0
+        for j in 0..<n { s += Foundation.exp(Double(xr[j]) - m) }
+        for j in 0..<n { yr[j] = Float(Foundation.exp(Double(xr[j]) - m) / s) }
+    }
+}
+
+/// Reference for `softmaxBackward`: dx += y ⊙ (dy − ⟨dy, y⟩).
+public func softmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+        var dot: Double = 0
+        for j in 0..<n { dot += Double(yr[j]) * Double(gr[j]) }
+        for j in 0..<n { dr[j] += Float(Double(yr[j]) * (Double(gr[j]) - dot)) }
+    }
+}
+
+/// Reference for `logSoftmaxForward`.
+public func logSoftmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var m = -Double.infinity
+        for j in 0..<n { m = Swift.max(m, Double(xr[j])) }
+        var s: Double = 0
+        for j in 0..<n { s += Foundation.exp(Double(xr[j]) - m) }
+        let lse = m + Foundation.log(s)
+        for j in 0..<n { yr[j] = Float(Double(xr[j]) - lse) }
+    }
+}
+
+/// Reference for `logSoftmaxBackward`: dx += dy − exp(y)·Σdy.
+public func logSoftmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    for row in 0..<rows {
+        let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
+        var s: Double = 0
+        for j in 0..<n { s += Double(gr[j]) }
+        for j in 0..<n { dr[j] += Float(Double(gr[j]) - Foundation.exp(Double(yr[j])) * s) }
+    }
+}
+
+/// Reference for `layerNormForward` (two-pass mean and biased variance in Double).
+public func layerNormForwardReference(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                                      x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                                      rows: Int, n: Int, epsilon: Float) {
+    for row in 0..<rows {
+        let xr = x + row * n, yr = y + row * n
+        var mu: Double = 0
+        for j in 0..<n { mu += Double(xr[j]) }
+        mu /= Double(n)
+        var v: Double = 0
+        for j in 0..<n { let d = Double(xr[j]) - mu; v += d * d }
+        let rs = 1 / (v / Double(n) + Double(epsilon)).squareRoot()
+        mean[row] = Float(mu); rstd[row] = Float(rs)
+        for j in 0..<n { yr[j] = Float((Double(xr[j]) - mu) * rs * Double(gamma[j]) + Double(beta[j])) }
+    }
+}
+
+/// Reference for `layerNormBackward` (accumulates dx, dγ, dβ), from the saved mean and rstd.
+public func layerNormBackwardReference(dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,
+                                       x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                                       gamma: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+    var dg = [Double](repeating: 0, count: n), db = [Double](repeating: 0, count: n)
+    for row in 0..<rows {
+        let xr = x + row * n, gr = dy + row * n, dr = dx + row * n
+        let mu = Double(mean[row]), rs = Double(rstd[row])
+        var sumG: Double = 0, sumGX: Double = 0
+        for j in 0..<n {
+            let xhat = (Double(xr[j]) - mu) * rs, g = Double(gr[j]) * Double(gamma[j])
+            sumG += g; sumGX += g * xhat
+            dg[j] += Double(gr[j]) * xhat; db[j] += Double(gr[j])
+        }
+        for j in 0..<n {
+            let xhat = (Double(xr[j]) - mu) * rs
+            dr[j] += Float(rs * (Double(gr[j]) * Double(gamma[j]) - sumG / Double(n) - xhat * sumGX / Double(n)))
+        }
+    }
+    for j in 0..<n { dGamma[j] += Float(dg[j]); dBeta[j] += Float(db[j]) }
 }

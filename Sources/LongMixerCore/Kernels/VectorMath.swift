@@ -1,3 +1,5 @@
+import Foundation
+
 /// SIMD8 transcendental functions used by the hot kernels. Each has a scalar twin used for tails
 /// and by the reference kernels; tests compare both against libm in double precision.
 ///
@@ -6,79 +8,117 @@
 public typealias Float8 = SIMD8<Float>
 
 public enum VectorMath {
+    /// a·b + c. One fused multiply-add (`vfmadd`) in the default build (`-target-cpu haswell`), where
+    /// it halves the instructions and the latency of every polynomial step. With
+    /// LONGMIXER_PORTABLE=1 the package defines LONGMIXER_NO_FMA and this is a multiply and an add:
+    /// `addingProduct` without FMA in the target would be an `fmaf` library call (perf-probe §2.3).
+    @_transparent
+    public static func multiplyAdd(_ a: Float8, _ b: Float8, _ c: Float8) -> Float8 {
+        #if LONGMIXER_NO_FMA
+        return a * b + c
+        #else
+        return c.addingProduct(a, b)
+        #endif
+    }
+
+    /// a·b + c with a scalar c (polynomial coefficients).
+    @_transparent
+    public static func multiplyAdd(_ a: Float8, _ b: Float8, _ c: Float) -> Float8 {
+        multiplyAdd(a, b, Float8(repeating: c))
+    }
+
     // Cephes expf: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by a degree-6 polynomial; max rel. error ≈ 2 ulp.
     @usableFromInline static let log2e: Float = 1.442_695_04
     @usableFromInline static let ln2High: Float = 0.693_359_375
     @usableFromInline static let ln2Low: Float = -2.121_944_4e-4
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func exp(_ x: Float8) -> Float8 {
-        var xc = x.replacing(with: 88.72, where: x .> 88.72)
-        xc = xc.replacing(with: -87.33, where: xc .< -87.33)
-        // round(x·log2e) with the 1.5·2²³ trick; its low mantissa bits are the integer.
-        let shifter = Float8(repeating: 12_582_912.0)
-        let nShifted = xc * log2e + shifter
-        let n = nShifted - shifter
-        let r = xc - n * ln2High - n * ln2Low
-        var p = Float8(repeating: 1.987_569_15e-4)
-        p = p * r + 1.398_199_950_7e-3
-        p = p * r + 8.333_451_907_3e-3
-        p = p * r + 4.166_579_589_4e-2
-        p = p * r + 1.666_666_545_9e-1
-        p = p * r + 5.000_000_120_1e-1
-        p = p * (r * r) + r + 1
-        let nInt = unsafeBitCast(nShifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
-        let scale = unsafeBitCast((nInt &+ 127) &<< 23, to: Float8.self)
-        var result = p * scale
-        result = result.replacing(with: 0, where: x .< -87.33)
-        result = result.replacing(with: .infinity, where: x .> 88.72)
+        let overflow = x .> 88.72
+        let result = expNonPositive(x.replacing(with: 88.72, where: overflow))
+            .replacing(with: .infinity, where: overflow)
         return result.replacing(with: x, where: x .!= x)   // NaN in, NaN out
     }
 
     @inlinable @inline(__always)
     public static func exp(_ x: Float) -> Float { exp(Float8(repeating: x))[0] }
 
+    /// `exp` without overflow handling, for arguments known to be ≤ 88.72 or NaN (softmax's x − max
+    /// and GELU's tail are ≤ 0): the same polynomial and results as `exp` there, without its overflow
+    /// clamp and +∞/NaN blends (NaN still propagates through the arithmetic). `exp` wraps it.
+    @_transparent
+    public static func expNonPositive(_ x: Float8) -> Float8 {
+        let underflow = x .< -87.33
+        let xc = x.replacing(with: -87.33, where: underflow)
+        let shifter = Float8(repeating: 12_582_912.0)
+        let nShifted = multiplyAdd(xc, Float8(repeating: log2e), shifter)
+        let n = nShifted - shifter
+        let r = multiplyAdd(n, Float8(repeating: -ln2Low), multiplyAdd(n, Float8(repeating: -ln2High), xc))
+        var p = Float8(repeating: 1.987_569_15e-4)
+        p = multiplyAdd(p, r, 1.398_199_950_7e-3)
+        p = multiplyAdd(p, r, 8.333_451_907_3e-3)
+        p = multiplyAdd(p, r, 4.166_579_589_4e-2)
+        p = multiplyAdd(p, r, 1.666_666_545_9e-1)
+        p = multiplyAdd(p, r, 5.000_000_120_1e-1)
+        p = multiplyAdd(multiplyAdd(p, r, 1), r, 1)   // 1 + r·(1 + r·P): Horner, no separate r²
+        let nInt = unsafeBitCast(nShifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let scale = unsafeBitCast((nInt &+ 127) &<< 23, to: Float8.self)
+        return (p * scale).replacing(with: 0, where: underflow)
+    }
+
     /// ½·erfc(z) for z ≥ 0, from the Chebyshev fit of Numerical Recipes' `erfcc`
     /// (fractional error < 1.2e-7 in exact arithmetic): relative accuracy is kept in the tail,
     /// so GELU and its derivative stay accurate for large negative inputs.
-    @inlinable @inline(__always)
+    @_transparent
     public static func halfErfc(nonNegative z: Float8) -> Float8 {
-        let t = 1 / (1 + 0.5 * z)
-        var p = Float8(repeating: 0.170_872_77)
-        p = p * t - 0.822_152_23
-        p = p * t + 1.488_515_87
-        p = p * t - 1.135_203_98
-        p = p * t + 0.278_868_07
-        p = p * t - 0.186_288_06
-        p = p * t + 0.096_784_18
-        p = p * t + 0.374_091_96
-        p = p * t + 1.000_023_68
-        p = p * t - 1.265_512_23
-        return 0.5 * t * exp(p - z * z)
+        // With h = 1/(2 + z) = t/2 (t = 1/(1 + z/2) exactly halved) and the coefficients scaled by
+        // 2^k, Horner in h gives bitwise the same P(t), and ½·t = h saves two multiplies.
+        let h = 1 / (2 + z)
+        var p = Float8(repeating: 0.170_872_77 * 512)
+        p = multiplyAdd(p, h, -0.822_152_23 * 256)
+        p = multiplyAdd(p, h, 1.488_515_87 * 128)
+        p = multiplyAdd(p, h, -1.135_203_98 * 64)
+        p = multiplyAdd(p, h, 0.278_868_07 * 32)
+        p = multiplyAdd(p, h, -0.186_288_06 * 16)
+        p = multiplyAdd(p, h, 0.096_784_18 * 8)
+        p = multiplyAdd(p, h, 0.374_091_96 * 4)
+        p = multiplyAdd(p, h, 1.000_023_68 * 2)
+        p = multiplyAdd(p, h, -1.265_512_23)
+        return h * expNonPositive(multiplyAdd(-z, z, p))   // P − z², which is ≤ 0
     }
 
     /// Φ(x), the standard normal CDF, = ½·erfc(−x/√2).
-    @inlinable @inline(__always)
+    @_transparent
     public static func normalCDF(_ x: Float8) -> Float8 {
         let z = x * -0.707_106_77
-        let absZ = z.replacing(with: -z, where: z .< 0)
+        let absZ = unsafeBitCast(unsafeBitCast(z, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: Float8.self)
         let tail = halfErfc(nonNegative: absZ)
         return tail.replacing(with: 1 - tail, where: x .> 0)
     }
 
     /// φ(x) = exp(−x²/2)/√(2π).
-    @inlinable @inline(__always)
+    @_transparent
     public static func normalPDF(_ x: Float8) -> Float8 { 0.398_942_28 * exp(-0.5 * x * x) }
 
     /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`.
-    @inlinable @inline(__always)
+    ///
+    /// Every helper here is `@_transparent`: with `@inline(__always)` the optimiser left parts of the
+    /// composed form as out-of-line calls that pass SIMD8 in xmm halves and end in `vzeroupper`
+    /// (about 2× slower).
+    @_transparent
     public static func gelu(_ x: Float8) -> Float8 { x * normalCDF(x) }
 
+    /// Plain scalar GELU in double precision from libm's `erfc`: the reference for tests.
+    public static func geluReference(_ x: Float) -> Float {
+        let d = Double(x)
+        return Float(d * 0.5 * Foundation.erfc(-d / 2.0.squareRoot()))
+    }
+
     /// d GELU / dx = Φ(x) + x·φ(x).
-    @inlinable @inline(__always)
+    @_transparent
     public static func geluDerivative(_ x: Float8) -> Float8 { normalCDF(x) + x * normalPDF(x) }
 
-    @inlinable @inline(__always)
+    @_transparent
     public static func sigmoid(_ x: Float8) -> Float8 { 1 / (1 + exp(-x)) }
 }
 
