@@ -54,7 +54,6 @@ public enum BLAS {
 
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
-<<<<<<< HEAD
     nonisolated(unsafe) private static var singleThreadDepth = 0
     private static let singleThreadLock = NSLock()
 
@@ -81,8 +80,7 @@ public enum BLAS {
         }
         return try body()
     }
-=======
+
     /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     public static var configuration: String { String(cString: openblas_get_config()).trimmingCharacters(in: .whitespaces) }
->>>>>>> wt-bench
 }
