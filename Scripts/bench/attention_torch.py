@@ -17,7 +17,8 @@ Times forward (eval, torch.no_grad) and forward+backward (train, BCE-with-logits
 all parameters, no optimizer), best of --repeats samples, the mixers of one length interleaved round by
 round. Thread count: OMP/MKL/OPENBLAS env vars (set before importing torch) and torch.set_num_threads;
 one 1024^3 matmul warm-up, then one warm-up call per case. Prints JSON on stdout:
-{"version", "threads", "rows": [{"mixer", "length", "forward", "training", "skipped"}]} (seconds per call).
+{"version", "threads", "rows": [{"mixer", "length", "forward", "training", "skipped", "forward_cpu",
+"training_cpu"}]} (best wall seconds per call; *_cpu: best process CPU seconds per call, all threads).
 
 Usage: attention_torch.py --lengths 1024,4096 --mixers softmax,performer --threads 2 --repeats 5
 """
@@ -187,7 +188,8 @@ def main():
         targets = (torch.arange(args.batch) % 2).float()[:, None]
         cases = []
         for kind in kinds:
-            row = {"mixer": kind, "length": n, "forward": None, "training": None, "skipped": None}
+            row = {"mixer": kind, "length": n, "forward": None, "training": None, "skipped": None,
+                   "forward_cpu": None, "training_cpu": None}
             rows.append(row)
             if kind == "softmax":
                 gib = args.batch * HEADS * n * n * 4 / 2 ** 30
@@ -210,13 +212,16 @@ def main():
         for _, _, body in cases:
             body()  # warm-up
         best = [math.inf] * len(cases)
+        best_cpu = [math.inf] * len(cases)
         for _ in range(args.repeats):
             for i, (_, _, body) in enumerate(cases):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 body()
                 best[i] = min(best[i], time.perf_counter() - t0)
-        for (row, key, _), t in zip(cases, best):
+                best_cpu[i] = min(best_cpu[i], time.process_time() - c0)
+        for (row, key, _), t, c in zip(cases, best, best_cpu):
             row[key] = t
+            row[key + "_cpu"] = c
     print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}))
 
 

@@ -72,6 +72,12 @@ public struct AttentionBenchmarkRow: Codable, Sendable {
     public var torchForward: Double?
     public var torchTraining: Double?
     public var torchSkipped: String?
+    /// Best process CPU time per sequence (all threads; includes OpenBLAS's spin-waiting). On a machine
+    /// oversubscribed by other jobs, wall time also counts the time this process waited for a core.
+    public var forwardCPU: Double?
+    public var trainingCPU: Double?
+    public var torchForwardCPU: Double?
+    public var torchTrainingCPU: Double?
 
     /// torch / Swift on best times (> 1: Swift faster).
     public var forwardRatio: Double? { ratio(torchForward, forward?.best) }
@@ -101,6 +107,9 @@ public struct AttentionBenchmarkReport: Codable, Sendable {
         public var length: Int
         public var forwardPercent: Double
         public var trainingPercent: Double
+        /// The same on best process CPU times.
+        public var forwardCPUPercent: Double?
+        public var trainingCPUPercent: Double?
     }
 
     public init(command: String, machine: MachineInfo, configuration: String, threads: Int, repeats: Int, batch: Int, layers: Int,
@@ -197,11 +206,16 @@ public enum AttentionBenchmark {
                 caseIndex.append((r, true))
             }
             log("N = \(n): timing \(cases.count) Swift cases, \(o.repeats) rounds …")
-            let timings = BenchmarkTimer.measure(cases, repeats: o.repeats, warmUp: 1)
+            let timings = measureWithCPUTime(cases, repeats: o.repeats)
             for (i, t) in timings.enumerated() {
-                var perSequence = t
+                var perSequence = t.wall
                 perSequence.best /= Double(o.batch); perSequence.median /= Double(o.batch)
-                if caseIndex[i].training { lineRows[caseIndex[i].row].training = perSequence } else { lineRows[caseIndex[i].row].forward = perSequence }
+                let cpu = t.cpu / Double(o.batch)
+                if caseIndex[i].training {
+                    lineRows[caseIndex[i].row].training = perSequence; lineRows[caseIndex[i].row].trainingCPU = cpu
+                } else {
+                    lineRows[caseIndex[i].row].forward = perSequence; lineRows[caseIndex[i].row].forwardCPU = cpu
+                }
             }
             if torchAvailable, let python = o.torchPython {
                 log("N = \(n): PyTorch (\(python)) …")
@@ -213,6 +227,8 @@ public enum AttentionBenchmark {
                         lineRows[i].torchForward = t.forward.map { $0 / Double(o.batch) }
                         lineRows[i].torchTraining = t.training.map { $0 / Double(o.batch) }
                         lineRows[i].torchSkipped = t.skipped
+                        lineRows[i].torchForwardCPU = t.forward_cpu.map { $0 / Double(o.batch) }
+                        lineRows[i].torchTrainingCPU = t.training_cpu.map { $0 / Double(o.batch) }
                     }
                 case .failure(let message):
                     torchNote = message
@@ -225,6 +241,34 @@ public enum AttentionBenchmark {
         return (rows, torchVersion, torchNote)
     }
 
+    /// Seconds of CPU time used by this process (all threads).
+    static func processCPUSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Interleaved best-of-`repeats` like `BenchmarkTimer.measure` (one warm-up call, rounds over the
+    /// cases in turn, one call per sample: these calls take milliseconds to seconds), recording the
+    /// process CPU time of each sample too (best CPU sample reported).
+    static func measureWithCPUTime(_ cases: [BenchmarkCase], repeats: Int) -> [(wall: TimingStatistics, cpu: Double)] {
+        for c in cases { c.body() }
+        var wall = [[Double]](repeating: [], count: cases.count)
+        var cpu = [Double](repeating: .infinity, count: cases.count)
+        for _ in 0..<repeats {
+            for (i, c) in cases.enumerated() {
+                let c0 = processCPUSeconds(), t0 = BenchmarkClock.nanoseconds()
+                c.body()
+                wall[i].append(Double(BenchmarkClock.nanoseconds() - t0) * 1e-9)
+                cpu[i] = min(cpu[i], processCPUSeconds() - c0)
+            }
+        }
+        return zip(wall, cpu).map { w, c in
+            let sorted = w.sorted()
+            return (TimingStatistics(best: sorted[0], median: sorted[sorted.count / 2], samples: sorted.count, callsPerSample: 1), c)
+        }
+    }
+
     public static func overheads(_ rows: [AttentionBenchmarkRow]) -> [AttentionBenchmarkReport.PermuteFormerOverhead] {
         var out: [AttentionBenchmarkReport.PermuteFormerOverhead] = []
         for n in Set(rows.map(\.length)).sorted() {
@@ -232,7 +276,12 @@ public enum AttentionBenchmark {
                   let q = rows.first(where: { $0.length == n && $0.kind == MixerKind.permuteFormer.rawValue }),
                   let pf = p.forward?.best, let qf = q.forward?.best, let pt = p.training?.best, let qt = q.training?.best
             else { continue }
-            out.append(.init(length: n, forwardPercent: 100 * (qf - pf) / pf, trainingPercent: 100 * (qt - pt) / pt))
+            var o = AttentionBenchmarkReport.PermuteFormerOverhead(length: n, forwardPercent: 100 * (qf - pf) / pf,
+                                                                   trainingPercent: 100 * (qt - pt) / pt)
+            if let a = p.forwardCPU, let b = q.forwardCPU, let c = p.trainingCPU, let d = q.trainingCPU {
+                o.forwardCPUPercent = 100 * (b - a) / a; o.trainingCPUPercent = 100 * (d - c) / c
+            }
+            out.append(o)
         }
         return out
     }
@@ -240,12 +289,16 @@ public enum AttentionBenchmark {
     public static func table(_ rows: [AttentionBenchmarkRow], withTorch: Bool) -> TextTable {
         var headers = ["mixer", "N", "fwd ms/seq", "fwd+bwd ms/seq"]
         if withTorch { headers += ["torch fwd", "torch fwd+bwd", "torch/Swift fwd", "torch/Swift fwd+bwd"] }
+        headers += ["CPU fwd", "CPU fwd+bwd"]
+        if withTorch { headers += ["torch CPU fwd+bwd", "CPU ratio fwd+bwd"] }
         var t = TextTable(headers: headers)
         for r in rows {
             var cells = [r.mixer, "\(r.length)"]
             if let skipped = r.skipped {
                 cells += [skipped, ""]
                 if withTorch { cells += ["", "", "", ""] }
+                cells += ["", ""]
+                if withTorch { cells += ["", ""] }
                 t.append(cells)
                 continue
             }
@@ -255,6 +308,11 @@ public enum AttentionBenchmark {
                           r.torchTraining.map { formatMilliseconds($0) } ?? (r.torchSkipped != nil ? "skipped" : "–"),
                           r.forwardRatio.map { formatNumber($0, decimals: 2) + "×" } ?? "–",
                           r.trainingRatio.map { formatNumber($0, decimals: 2) + "×" } ?? "–"]
+            }
+            cells += [r.forwardCPU.map { formatMilliseconds($0) } ?? "–", r.trainingCPU.map { formatMilliseconds($0) } ?? "–"]
+            if withTorch {
+                cells += [r.torchTrainingCPU.map { formatMilliseconds($0) } ?? "–",
+                          r.ratio(r.torchTrainingCPU, r.trainingCPU).map { formatNumber($0, decimals: 2) + "×" } ?? "–"]
             }
             t.append(cells)
         }
@@ -270,6 +328,8 @@ public enum AttentionBenchmark {
             var forward: Double?
             var training: Double?
             var skipped: String?
+            var forward_cpu: Double?
+            var training_cpu: Double?
         }
         var version: String
         var threads: Int

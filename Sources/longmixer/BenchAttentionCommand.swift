@@ -12,7 +12,9 @@ struct BenchAttentionCommand: ParsableCommand {
             Model: \(AttentionBenchmark.describe(layers: 1, batch: 1)) (--layers, --batch change those two). \
             Forward = eval mode under withoutGradient; forward+backward = train mode, logits, BCE loss and backward \
             into every parameter (no optimizer). Times are per sequence, best of --repeats samples; at each length all \
-            mixers run interleaved round by round. Softmax attention is skipped where one B·H·N² float32 score tensor \
+            mixers run interleaved round by round. The CPU columns are the best process CPU time per sequence \
+            (all threads, including OpenBLAS spin-waits): when other jobs oversubscribe the cores, wall time also counts \
+            waiting for a core, CPU time much less. Softmax attention is skipped where one B·H·N² float32 score tensor \
             exceeds --softmax-limit-gib. With --torch, Scripts/bench/attention_torch.py (run from the repository root) \
             times the same model in PyTorch right after the Swift cases of each length, with the same thread count \
             (interpreter: $LONGMIXER_TORCH_PYTHON, else /work/venv/bin/python); ratios are torch time / Swift time.
@@ -98,7 +100,11 @@ struct BenchAttentionCommand: ParsableCommand {
         if !overheads.isEmpty {
             print("\nPermuteFormer overhead over Performer (best times; target ≤ 3 %):")
             for o in overheads {
-                print("  N = \(o.length): forward \(formatNumber(o.forwardPercent)) %, forward+backward \(formatNumber(o.trainingPercent)) %")
+                var line = "  N = \(o.length): forward \(formatNumber(o.forwardPercent)) %, forward+backward \(formatNumber(o.trainingPercent)) %"
+                if let f = o.forwardCPUPercent, let t = o.trainingCPUPercent {
+                    line += "  (CPU time: forward \(formatNumber(f)) %, forward+backward \(formatNumber(t)) %)"
+                }
+                print(line)
             }
         }
         let ratios = result.rows.compactMap(\.trainingRatio)
