@@ -123,17 +123,16 @@ public func permuteFeaturesReference(out: UnsafeMutablePointer<Float>, x: Unsafe
 
 // MARK: - Fused head split + ReLU features + permutation (Performer / PermuteFormer φ)
 
-/// y = ReLU(x) + ε on one row, in place (bitwise the same as `relu` followed by `+ ε`).   row: [n]
+/// dst = ReLU(src) + ε on one row (bitwise the same as `relu` followed by `+ ε`); dst may be src.   dst, src: [n]
 @inline(__always)
-func reluPlusEpsilonInPlace(_ row: UnsafeMutablePointer<Float>, n: Int, epsilon: Float) {
+func reluPlusEpsilon(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, n: Int, epsilon: Float) {
     let e8 = Float8(repeating: epsilon)
     var j = 0
     while j + 8 <= n {
-        let v = row.load8(j)
-        row.store8(ReLUFunction.apply(v) + e8, j)
+        dst.store8(ReLUFunction.apply(src.load8(j)) + e8, j)
         j += 8
     }
-    while j < n { row[j] = ReLUFunction.apply(row[j]) + epsilon; j += 1 }
+    while j < n { dst[j] = ReLUFunction.apply(src[j]) + epsilon; j += 1 }
 }
 
 /// Forward of the fused Performer feature map: head split, φ(v) = ReLU(v) + ε, and (PermuteFormer) the
@@ -150,17 +149,25 @@ public func reluFeatureHeadsForward(out: UnsafeMutablePointer<Float>, x: UnsafeP
     if let tables { precondition(tables.size == F && positions != nil, "reluFeatureHeadsForward: tables of size \(tables.size) for \(F) features") }
     withCycleTables(tables) { elements, ends, headCycles in
         parallelFor(rows, grain: max(1, 16_384 / F)) { range in
+            // The gather reads its row in random order; straight from memory every cache line of x would
+            // be a demand miss the prefetcher cannot hide (perf: ~60 % of the kernel on that load). So
+            // the row is first copied sequentially into L1 scratch, the gather runs between two L1 rows,
+            // and φ writes the output row sequentially.
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * F)
+            defer { scratch.deallocate() }
+            let staged = scratch + F
             for r in range {
                 let t = r % N, h = (r / N) % H, b = r / (H * N)
                 let d = out + r * F, s = x + ((b * N + t) * H + h) * F
                 if let elements, let ends, let headCycles {
+                    staged.update(from: s, count: F)
                     let first = Int(headCycles[h])
-                    rotateAlongCycles(dst: d, src: s, elements: elements + h * F, cycleEnds: ends + first,
+                    rotateAlongCycles(dst: scratch, src: staged, elements: elements + h * F, cycleEnds: ends + first,
                                       cycles: Int(headCycles[h + 1]) - first, power: positions![t], inverse: false, accumulate: false)
+                    reluPlusEpsilon(d, scratch, n: F, epsilon: epsilon)
                 } else {
-                    d.update(from: s, count: F)
+                    reluPlusEpsilon(d, s, n: F, epsilon: epsilon)
                 }
-                reluPlusEpsilonInPlace(d, n: F, epsilon: epsilon)
             }
         }
     }
@@ -178,16 +185,19 @@ public func reluFeatureHeadsBackward(dx: UnsafeMutablePointer<Float>, gradOut: U
     if let tables { precondition(tables.size == F && positions != nil, "reluFeatureHeadsBackward: tables of size \(tables.size) for \(F) features") }
     withCycleTables(tables) { elements, ends, headCycles in
         parallelFor(rows, grain: max(1, 16_384 / F)) { range in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: F)
+            // As the forward: the gradient row is staged sequentially in L1 before the random-order gather.
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * F)
             defer { scratch.deallocate() }
+            let staged = scratch + F
             for r in range {
                 let t = r % N, h = (r / N) % H, b = r / (H * N)
                 let offset = ((b * N + t) * H + h) * F
                 let g = gradOut + r * F, xs = x + offset, d = dx + offset
                 let src: UnsafePointer<Float>
                 if let elements, let ends, let headCycles {
+                    staged.update(from: g, count: F)
                     let first = Int(headCycles[h])
-                    rotateAlongCycles(dst: scratch, src: g, elements: elements + h * F, cycleEnds: ends + first,
+                    rotateAlongCycles(dst: scratch, src: staged, elements: elements + h * F, cycleEnds: ends + first,
                                       cycles: Int(headCycles[h + 1]) - first, power: positions![t], inverse: true, accumulate: false)
                     src = UnsafePointer(scratch)
                 } else {
