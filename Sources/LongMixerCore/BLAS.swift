@@ -80,6 +80,7 @@ public enum BLAS {
         }
         return try body()
     }
+
     /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     public static var configuration: String { String(cString: openblas_get_config()).trimmingCharacters(in: .whitespaces) }
 }

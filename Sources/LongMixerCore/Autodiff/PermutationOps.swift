@@ -178,3 +178,45 @@ public func permuteFeatures(_ x: Variable, permutations: [CyclePermutation], pos
         return [dx]
     }
 }
+
+/// The Performer feature map of projected queries or keys, fused: split heads, φ(v) = ReLU(v) + ε, and
+/// (PermuteFormer, when `permutations` is given) the gather with π_h^{positions[t]}.
+/// x: [B, N, H·F] → [B, H, N, F]; permutations: one per head of size F, or nil; positions: [N] (with permutations).
+/// Equals permuteFeatures(relu(splitHeads(x)) + ε, …) bitwise, values and gradients, in one pass.
+public func reluFeatureHeads(_ x: Variable, heads: Int, epsilon: Float, permutations: [CyclePermutation]? = nil,
+                             positions: [Int]? = nil) -> Variable {
+    check(x.rank == 3, "reluFeatureHeads: x must be [B, N, H·F], got shape \(x.shape)")
+    let (B, N, width) = (x.shape[0], x.shape[1], x.shape[2])
+    check(heads >= 1 && width % heads == 0, "reluFeatureHeads: width \(width) is not divisible by \(heads) heads")
+    let F = width / heads
+    var tables: PermutationCycleTables? = nil
+    var rowPositions: [Int] = []
+    if let permutations {
+        check(permutations.count == heads, "reluFeatureHeads: need one permutation per head (\(heads)), got \(permutations.count)")
+        for (h, p) in permutations.enumerated() {
+            check(p.size == F, "reluFeatureHeads: permutation of head \(h) has size \(p.size), the heads have \(F) features")
+        }
+        guard let positions else { fatalError("reluFeatureHeads: permutations need positions") }
+        check(positions.count == N, "reluFeatureHeads: need one position per row (\(N)), got \(positions.count)")
+        tables = PermutationCycleTables(permutations)
+        rowPositions = positions
+    }
+    var out = Tensor(uninitializedShape: [B, heads, N, F])
+    let xv = x.value
+    out.withUnsafeMutablePointer { o in
+        rowPositions.withUnsafeBufferPointer { pos in
+            reluFeatureHeadsForward(out: o, x: xv.pointer, tables: tables, positions: pos.baseAddress, batch: B, heads: heads,
+                                    length: N, features: F, epsilon: epsilon)
+        }
+    }
+    return makeResult(out, [x]) { g in
+        var dx = Tensor(zeros: xv.shape)
+        dx.withUnsafeMutablePointer { d in
+            rowPositions.withUnsafeBufferPointer { pos in
+                reluFeatureHeadsBackward(dx: d, gradOut: g.pointer, x: xv.pointer, tables: tables, positions: pos.baseAddress,
+                                         batch: B, heads: heads, length: N, features: F)
+            }
+        }
+        return [dx]
+    }
+}

@@ -54,10 +54,17 @@ public class PerformerAttention: Module, SequenceMixer, ProjectedAttention {
         return linearAttention(queries: q, keys: k, values: values, keyMask: keyMask, normalized: true)
     }
 
+    /// φ of a projection [B, N, H·F] as heads [B, H, N, F]. The default (ReLU + ε) runs as one fused op
+    /// (head split + φ in one pass, `reluFeatureHeads`), the same values as featureMap(splitHeads(·));
+    /// FAVOR+ overrides it with its own feature map.
+    func headFeatures(_ projected: Variable, isQuery: Bool) -> Variable {
+        reluFeatureHeads(projected, heads: heads, epsilon: kernelEpsilon)
+    }
+
     /// φ(Q), φ(K) [B, H, N, F] and V [B, H, N, Dh] of x [B, N, D].
     func projectedFeatures(_ x: Variable) -> (queries: Variable, keys: Variable, values: Variable) {
-        let q = featureMap(splitHeads(query(x), heads: heads), isQuery: true)
-        let k = featureMap(splitHeads(key(x), heads: heads), isQuery: false)
+        let q = headFeatures(query(x), isQuery: true)
+        let k = headFeatures(key(x), isQuery: false)
         return (q, k, splitHeads(value(x), heads: heads))
     }
 
@@ -135,6 +142,10 @@ public final class FavorAttention: PerformerAttention {
             passesSinceRedraw += 1
         }
         return super.callAsFunction(x, keyMask: keyMask, positions: positions)
+    }
+
+    override func headFeatures(_ projected: Variable, isQuery: Bool) -> Variable {
+        featureMap(splitHeads(projected, heads: heads), isQuery: isQuery)
     }
 
     override func featureMap(_ x: Variable, isQuery: Bool) -> Variable {

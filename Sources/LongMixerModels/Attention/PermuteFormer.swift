@@ -55,6 +55,19 @@ public class PermuteFormerAttention: PerformerAttention {
         return (permuteFeatures(queries, permutations: p, positions: positions),
                 permuteFeatures(keys, permutations: p, positions: positions))
     }
+
+    /// The same as Performer's path with `encodePositions`, but the permutation runs inside the fused
+    /// feature op (head split + φ + π^t in one pass, `reluFeatureHeads`): no extra pass over Q and K
+    /// and no extra [B, H, N, F] tensors, so PermuteFormer costs about what Performer costs.
+    public override func callAsFunction(_ x: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
+        checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "\(Self.self)")
+        check(positions.count == x.shape[1], "\(Self.self): \(positions.count) positions for a sequence of \(x.shape[1])")
+        let p = permutations
+        let q = reluFeatureHeads(query(x), heads: heads, epsilon: kernelEpsilon, permutations: p, positions: positions)
+        let k = reluFeatureHeads(key(x), heads: heads, epsilon: kernelEpsilon, permutations: p, positions: positions)
+        let v = splitHeads(value(x), heads: heads)
+        return output(mergeHeads(linearAttention(queries: q, keys: k, values: v, keyMask: keyMask, normalized: true)))
+    }
 }
 
 /// 2D PermuteFormer for images (`performer_2d_prenorm.py`): one random permutation π_h of size F/2
