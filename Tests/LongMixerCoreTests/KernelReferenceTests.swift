@@ -91,9 +91,13 @@ struct KernelReferenceTests {
                 }
                 // The vector loop and the scalar form are the same arithmetic: identical results.
                 #expect(out == scalar, "GELU kernel vs its scalar form, n = \(n), \(t) threads")
-                let ref = x.map(VectorMath.geluReference)
-                let err = worstError(out, ref)
-                #expect(err < 2e-6, "GELU vs double-precision erfc, n = \(n), \(t) threads: \(err)")
+                // Absolute bound, as torch's float GELU (the rational Φ is not relatively accurate in the tail).
+                var worst: Double = 0
+                for i in 0..<n {
+                    let xd = Double(x[i]), ref = 0.5 * xd * Foundation.erfc(-xd / 2.0.squareRoot())
+                    worst = max(worst, abs(Double(out[i]) - ref) / (2e-7 * max(1, abs(xd)) + 1e-7))
+                }
+                #expect(worst <= 1, "GELU vs double-precision erfc, n = \(n), \(t) threads: error / bound = \(worst)")
             }
         }
     }
