@@ -100,13 +100,42 @@ public enum VectorMath {
     @_transparent
     public static func normalPDF(_ x: Float8) -> Float8 { 0.398_942_28 * exp(-0.5 * x * x) }
 
-    /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`.
+    /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`, with Φ(x) = ½ + x·P(x²)/Q(x²) on
+    /// |x| ≤ 5.25 and saturation beyond (GELU = x above, 0 below): no exp, 10 FMAs and one division
+    /// per 8 floats (the erfc-based `normalCDF` costs an exp, a 10-term polynomial and a division).
+    ///
+    /// P (degree 6 in s = x²) / Q (degree 4) is a weighted minimax fit of (Φ(x) − ½)/x on [0, 5.25]
+    /// (Loeb/Lawson iteration in double; error weight max(x, 0.3), fitted error 1.2e-8). Measured in
+    /// float over every float in [−10, 10]: |GELU − x·Φ(x)| ≤ 2e-7·max(1, |x|) + 1e-7 (see the tests).
+    /// Accuracy is absolute, like PyTorch's float GELU (½·x·(1 + erf(x/√2))): in the negative tail
+    /// the result is not relatively accurate, and it is exactly 0 for x < −5.25 (true |GELU| < 4e-7).
+    /// For |x| large, x² overflows and P/Q is NaN, but the saturation blends replace it; NaN inputs
+    /// fail both comparisons and propagate.
     ///
     /// Every helper here is `@_transparent`: with `@inline(__always)` the optimiser left parts of the
     /// composed form as out-of-line calls that pass SIMD8 in xmm halves and end in `vzeroupper`
     /// (about 2× slower).
     @_transparent
-    public static func gelu(_ x: Float8) -> Float8 { x * normalCDF(x) }
+    public static func gelu(_ x: Float8) -> Float8 {
+        let s = x * x
+        // Two independent chains (numerator and denominator) for the FMA pipes.
+        var p = Float8(repeating: 1.241_390_2e-10)
+        var q = Float8(repeating: 5.289_464_1e-05)
+        p = multiplyAdd(p, s, -2.264_697_6e-08)
+        q = multiplyAdd(q, s, 1.656_908_1e-03)
+        p = multiplyAdd(p, s, 2.967_638_6e-06)
+        q = multiplyAdd(q, s, 2.737_140_5e-02)
+        p = multiplyAdd(p, s, 1.407_543_9e-04)
+        q = multiplyAdd(q, s, 2.492_817_2e-01)
+        p = multiplyAdd(p, s, 4.317_511_3e-03)
+        q = multiplyAdd(q, s, 1)
+        p = multiplyAdd(p, s, 3.295_901_1e-02)
+        p = multiplyAdd(p, s, 3.989_422_4e-01)
+        let phi = multiplyAdd(x, p / q, 0.5)
+        // Saturation at |x| > 5.25 (1 − Φ(5.25) = 7.6e-8); literals, not a static let, which
+        // would be a lazily initialised global in the loop.
+        return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+    }
 
     /// Plain scalar GELU in double precision from libm's `erfc`: the reference for tests.
     public static func geluReference(_ x: Float) -> Float {
