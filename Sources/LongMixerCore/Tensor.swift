@@ -11,6 +11,7 @@ public final class FloatStorage: @unchecked Sendable {
         check(count >= 0, "storage size must be non-negative, got \(count)")
         self.count = count
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        TensorMemory.allocated(bytes)
         if bytes >= LargeBufferPool.thresholdBytes {
             base = LargeBufferPool.allocate(bytes: bytes).bindMemory(to: Float.self, capacity: count)
             return
@@ -23,6 +24,7 @@ public final class FloatStorage: @unchecked Sendable {
 
     deinit {
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        TensorMemory.released(bytes)
         if bytes >= LargeBufferPool.thresholdBytes { LargeBufferPool.release(UnsafeMutableRawPointer(base), bytes: bytes) } else { free(base) }
     }
 

@@ -13,8 +13,8 @@ public enum ParamixerBenchmark {
         public var links: Int
         public var forwardSecondsPerSequence: Double
         public var forwardBackwardSecondsPerSequence: Double
-        /// Peak resident memory added by one training step on the batch (forward + backward), in bytes;
-        /// nil where /proc is unavailable.
+        /// Peak bytes in live tensors during one training step on the batch (forward + loss +
+        /// backward), including the parameters and their gradients.
         public var trainingStepPeakBytes: Int?
     }
 
@@ -70,12 +70,10 @@ public enum ParamixerBenchmark {
                 try crossEntropy(logits: model(input), targets: targets).backward()
             }
             model.zeroGradients()
-            var peak: Int? = nil
-            if ProcessMemory.resetPeak(), let baseline = ProcessMemory.residentBytes() {
-                try crossEntropy(logits: model(input), targets: targets).backward()
-                peak = ProcessMemory.peakResidentBytes().map { $0 - baseline }
-                model.zeroGradients()
-            }
+            TensorMemory.resetPeak()
+            try crossEntropy(logits: model(input), targets: targets).backward()
+            let peak: Int? = TensorMemory.peakBytes
+            model.zeroGradients()
             rows.append(ModelRow(length: n, batch: batch, factors: model.factorCount, links: model.linkCount,
                                  forwardSecondsPerSequence: forward / Double(batch),
                                  forwardBackwardSecondsPerSequence: forwardBackward / Double(batch),

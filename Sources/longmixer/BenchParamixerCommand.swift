@@ -13,8 +13,9 @@ struct BenchParamixerCommand: ParsableCommand {
         discussion: """
             Each length runs a batch of about --tokens-per-batch tokens (at least one sequence) of random \
             tokens (vocabulary 16, 10 classes). Times are the best of several runs after a warm-up; "fwd+bwd" \
-            is forward + cross-entropy + backward (no optimizer step). Peak memory is the growth of the \
-            process's peak resident set during one training step on that batch. Exponents are fitted by least \
+            is forward + cross-entropy + backward (no optimizer step). Peak memory is the largest number of \
+            bytes held in live tensors during one training step on that batch (activations kept for backward, \
+            gradients and parameters; exact, unlike resident-set readings, which malloc's page reuse blurs). Exponents are fitted by least \
             squares on log-log over N ≥ --fit-from. With --torch, the PyTorch reference \
             (Scripts/reference/paramixer_reference.py --benchmark) runs with the same lengths, batch and \
             thread count; its interpreter is --python (default: $LONGMIXER_TORCH_PYTHON or python3).
@@ -81,7 +82,7 @@ struct BenchParamixerCommand: ParsableCommand {
         let memExp = ParamixerBenchmark.growthExponent(fitted.compactMap { r in
             r.trainingStepPeakBytes.map { (Double(r.length), Double($0) / Double(r.batch)) } })
 
-        var header = "| N | batch | M | fwd ms/seq | fwd+bwd ms/seq | step peak MiB | MiB/seq |"
+        var header = "| N | batch | M | fwd ms/seq | fwd+bwd ms/seq | step tensor peak MiB | MiB/seq |"
         var rule = "|---:|---:|---:|---:|---:|---:|---:|"
         if torch { header += " torch fwd | torch fwd+bwd | torch ÷ ours (fwd) | torch ÷ ours (fwd+bwd) |"; rule += "---:|---:|---:|---:|" }
         print("\n" + header + "\n" + rule)

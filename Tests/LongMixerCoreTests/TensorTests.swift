@@ -202,3 +202,22 @@ struct LargeBufferTests {
         #expect(a[flat: 0] == 2 && b[flat: 0] == 7 && b[flat: n - 1] == 5)
     }
 }
+
+@Suite("Tensor memory accounting")
+struct TensorMemoryTests {
+    @Test func liveAndPeakBytesFollowAllocations() async {
+        // In a child process: the counters are process-wide and other tests allocate concurrently.
+        await #expect(processExitsWith: .success) {
+            let before = TensorMemory.liveBytes
+            TensorMemory.resetPeak()
+            var a: Tensor? = Tensor(zeros: [1000]), b: Tensor? = Tensor(zeros: [10_000_000])
+            let during = TensorMemory.liveBytes - before
+            a = nil; b = nil
+            let after = TensorMemory.liveBytes - before, peak = TensorMemory.peakBytes - before
+            let expected = 4 * (1000 + 10_000_000)
+            if during != expected || after != 0 || peak != expected || a != nil || b != nil {
+                fatalError("live during \(during), after \(after), peak \(peak); expected \(expected), 0, \(expected)")
+            }
+        }
+    }
+}
