@@ -83,4 +83,51 @@ public enum BLAS {
 
     /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     public static var configuration: String { String(cString: openblas_get_config()).trimmingCharacters(in: .whitespaces) }
+
+    /// Whether a tall-skinny GEMM (many rows, small weight) should be split by rows over our
+    /// threads with single-threaded sgemm: OpenBLAS's own threading of such shapes (e.g. 32768×32·32×32)
+    /// is slower on 2 threads than on 1 (docs/benchmarks.md, core kernels).
+    static func prefersRowSplit(rows: Int, n: Int, k: Int) -> Bool {
+        Parallel.threadCount > 1 && rows >= 2048 && n * k <= 256 * 256
+    }
+
+    /// C[M,N] = A[M,K] · op(B) (+ beta·C), rows of A and C split over `parallelFor` with
+    /// single-threaded BLAS when the shape is tall and skinny; one sgemm otherwise.
+    public static func rowSplitGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
+                                    b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+        guard prefersRowSplit(rows: m, n: n, k: k) else {
+            gemm(transposeB: transposeB, m: m, n: n, k: k, a: a, b: b, beta: beta, c: c)
+            return
+        }
+        warmUp()
+        withSingleThread {
+            parallelFor(m, grain: 1024) { r in
+                gemm(transposeB: transposeB, m: r.count, n: n, k: k, a: a + r.lowerBound * k, b: b, beta: beta,
+                     c: c + r.lowerBound * n)
+            }
+        }
+    }
+
+    /// C[N,K] = A[M,N]ᵀ · B[M,K] (a weight gradient: a reduction over the M rows). Tall and skinny
+    /// shapes reduce fixed row chunks in parallel into partial products, added in chunk order
+    /// (deterministic for a given thread count).
+    public static func rowReducedGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                      c: UnsafeMutablePointer<Float>) {
+        guard prefersRowSplit(rows: m, n: n, k: k) else {
+            gemm(transposeA: true, m: n, n: k, k: m, a: a, b: b, c: c)
+            return
+        }
+        warmUp()
+        let chunks = Parallel.threadCount
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: chunks * n * k)
+        defer { partial.deallocate() }
+        withSingleThread {
+            DispatchQueueHelper.run(chunks) { i in
+                let lo = m * i / chunks, hi = m * (i + 1) / chunks
+                gemm(transposeA: true, m: n, n: k, k: hi - lo, a: a + lo * n, b: b + lo * k, c: partial + i * n * k)
+            }
+        }
+        c.update(from: partial, count: n * k)
+        for i in 1..<chunks { axpySerial(y: c, x: partial + i * n * k, count: n * k) }
+    }
 }

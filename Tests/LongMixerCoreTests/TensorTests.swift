@@ -221,3 +221,35 @@ struct TensorMemoryTests {
         }
     }
 }
+
+@Suite("Row-split GEMM")
+struct RowSplitGemmTests {
+    @Test func splitPathsMatchOneGemm() async {
+        // In a child process with 2 threads, so the split paths run whatever the machine's core count.
+        await #expect(processExitsWith: .success) {
+            Parallel.setThreadCount(2)
+            var g = RandomGenerator(seed: 11)
+            let rows = 5003, n = 24, k = 40
+            let a = Tensor.uniform([rows, k], low: -1, high: 1, generator: &g)
+            let w = Tensor.uniform([n, k], low: -1, high: 1, generator: &g)
+            let gOut = Tensor.uniform([rows, n], low: -1, high: 1, generator: &g)
+            precondition(BLAS.prefersRowSplit(rows: rows, n: n, k: k))
+            func maxDifference(_ x: [Float], _ y: [Float]) -> Float { zip(x, y).map { abs($0 - $1) }.max()! }
+            var split = Tensor(zeros: [rows, n]), whole = Tensor(zeros: [rows, n])
+            split.withUnsafeMutablePointer { BLAS.rowSplitGemm(transposeB: true, m: rows, n: n, k: k, a: a.pointer, b: w.pointer, c: $0) }
+            whole.withUnsafeMutablePointer { BLAS.gemm(transposeB: true, m: rows, n: n, k: k, a: a.pointer, b: w.pointer, c: $0) }
+            precondition(maxDifference(split.scalars, whole.scalars) < 1e-4, "rowSplitGemm differs")
+            var dwSplit = Tensor(zeros: [n, k]), dwWhole = Tensor(zeros: [n, k])
+            dwSplit.withUnsafeMutablePointer { BLAS.rowReducedGemm(m: rows, n: n, k: k, a: gOut.pointer, b: a.pointer, c: $0) }
+            dwWhole.withUnsafeMutablePointer { BLAS.gemm(transposeA: true, m: n, n: k, k: rows, a: gOut.pointer, b: a.pointer, c: $0) }
+            precondition(maxDifference(dwSplit.scalars, dwWhole.scalars) < 1e-2, "rowReducedGemm differs")
+            // And through the differentiable op, forward and all gradients.
+            let x = Variable(a, requiresGradient: true), weight = Variable(w, requiresGradient: true)
+            let bias = Variable(Tensor(ones: [n]), requiresGradient: true)
+            try! linear(x, weight: weight, bias: bias).backward(seed: gOut)
+            let dx = Tensor.matmul(gOut, w)
+            precondition(maxDifference(x.grad!.scalars, dx.scalars) < 1e-4, "linear dx differs")
+            precondition(maxDifference(weight.grad!.scalars, dwWhole.scalars) < 1e-2, "linear dW differs")
+        }
+    }
+}

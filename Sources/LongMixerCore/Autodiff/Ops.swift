@@ -219,8 +219,8 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable
         if let bias {
             for r in 0..<rows { (c + r * outFeatures).update(from: bias.value.pointer, count: outFeatures) }
         }
-        BLAS.gemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-                  a: x.value.pointer, b: weight.value.pointer, beta: bias == nil ? 0 : 1, c: c)
+        BLAS.rowSplitGemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures,
+                          a: x.value.pointer, b: weight.value.pointer, beta: bias == nil ? 0 : 1, c: c)
     }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
     return makeResult(y, inputs) { g in
@@ -228,14 +228,14 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable
         if x.requiresGradient {
             var t = Tensor(uninitializedShape: x.shape)
             t.withUnsafeMutablePointer { d in
-                BLAS.gemm(m: rows, n: inFeatures, k: outFeatures, a: g.pointer, b: weight.value.pointer, c: d)
+                BLAS.rowSplitGemm(transposeB: false, m: rows, n: inFeatures, k: outFeatures, a: g.pointer, b: weight.value.pointer, c: d)
             }
             dx = t
         }
         if weight.requiresGradient {
             var t = Tensor(uninitializedShape: weight.shape)
             t.withUnsafeMutablePointer { d in
-                BLAS.gemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, a: g.pointer, b: x.value.pointer, c: d)
+                BLAS.rowReducedGemm(m: rows, n: outFeatures, k: inFeatures, a: g.pointer, b: x.value.pointer, c: d)
             }
             dw = t
         }
