@@ -81,17 +81,20 @@ public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Floa
         for row in r {
             let xr = x + row * n, yr = y + row * n
             let m = rowMax(xr, n)
-            var acc0 = Float8(), acc1 = Float8(), j = 0
+            // Four independent exp chains in flight: the polynomial is latency-bound with fewer.
+            var acc0 = Float8(), acc1 = Float8(), acc2 = Float8(), acc3 = Float8(), j = 0
             let m8 = Float8(repeating: m)
-            while j + 16 <= n {
+            while j + 32 <= n {
                 let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
                 let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
-                yr.store8(e0, j); yr.store8(e1, j + 8)
-                acc0 += e0; acc1 += e1
-                j += 16
+                let e2 = VectorMath.expNonPositive(xr.load8(j + 16) - m8)
+                let e3 = VectorMath.expNonPositive(xr.load8(j + 24) - m8)
+                yr.store8(e0, j); yr.store8(e1, j + 8); yr.store8(e2, j + 16); yr.store8(e3, j + 24)
+                acc0 += e0; acc1 += e1; acc2 += e2; acc3 += e3
+                j += 32
             }
             while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
-            var s = horizontalSum(acc0 + acc1)
+            var s = horizontalSum((acc0 + acc1) + (acc2 + acc3))
             while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
             let inv = 1 / s
             j = 0
