@@ -202,18 +202,29 @@ fileprivate func adamStep(parameters: [Parameter], state: inout AdamState, owner
 }
 
 /// Adam with L2 weight decay added to the gradient, as `torch.optim.Adam` (amsgrad off).
-public final class Adam: Optimizer {
+public class Adam: Optimizer {
     public let parameters: [Parameter]
-    public var learningRate: Float { didSet { checkLearningRate(learningRate, "Adam") } }
+    public var learningRate: Float { didSet { checkLearningRate(learningRate, name) } }
     public let beta1: Float
     public let beta2: Float
     public let epsilon: Float
     public let weightDecay: Float
+    /// θ·(1 − γλ) before the update (AdamW) instead of λ·θ added to the gradient (Adam).
+    let decoupledWeightDecay: Bool
+    private let name: String
     fileprivate var state: AdamState
 
-    public init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
-                epsilon: Float = 1e-8, weightDecay: Float = 0) {
-        checkAdamHyperparameters("Adam", learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
+    public convenience init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
+                            epsilon: Float = 1e-8, weightDecay: Float = 0) {
+        self.init(name: "Adam", decoupled: false, parameters: parameters, learningRate: learningRate, beta1: beta1,
+                  beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
+    }
+
+    init(name: String, decoupled: Bool, parameters: [Parameter], learningRate: Float, beta1: Float, beta2: Float,
+         epsilon: Float, weightDecay: Float) {
+        checkAdamHyperparameters(name, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
+        self.name = name
+        self.decoupledWeightDecay = decoupled
         self.parameters = uniqueParameters(parameters)
         self.learningRate = learningRate
         self.beta1 = beta1
@@ -227,44 +238,20 @@ public final class Adam: Optimizer {
     public var stepCounts: [Int] { state.steps }
 
     public func step() {
-        adamStep(parameters: parameters, state: &state, owner: "Adam", learningRate: learningRate, beta1: beta1,
-                 beta2: beta2, epsilon: epsilon, weightDecay: weightDecay, decoupled: false)
+        adamStep(parameters: parameters, state: &state, owner: name, learningRate: learningRate, beta1: beta1,
+                 beta2: beta2, epsilon: epsilon, weightDecay: weightDecay, decoupled: decoupledWeightDecay)
     }
 
     public func zeroGradients() { for p in parameters { p.grad = nil } }
 }
 
 /// Adam with decoupled weight decay (θ ← θ·(1 − γλ) before the Adam update), as `torch.optim.AdamW`.
-public final class AdamW: Optimizer {
-    public let parameters: [Parameter]
-    public var learningRate: Float { didSet { checkLearningRate(learningRate, "AdamW") } }
-    public let beta1: Float
-    public let beta2: Float
-    public let epsilon: Float
-    public let weightDecay: Float
-    fileprivate var state: AdamState
-
+public final class AdamW: Adam {
     public init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                 epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
-        checkAdamHyperparameters("AdamW", learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
-        self.parameters = uniqueParameters(parameters)
-        self.learningRate = learningRate
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.epsilon = epsilon
-        self.weightDecay = weightDecay
-        state = AdamState(count: self.parameters.count)
+        super.init(name: "AdamW", decoupled: true, parameters: parameters, learningRate: learningRate, beta1: beta1,
+                   beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
     }
-
-    /// Number of updates applied to each parameter (parallel to `parameters`).
-    public var stepCounts: [Int] { state.steps }
-
-    public func step() {
-        adamStep(parameters: parameters, state: &state, owner: "AdamW", learningRate: learningRate, beta1: beta1,
-                 beta2: beta2, epsilon: epsilon, weightDecay: weightDecay, decoupled: true)
-    }
-
-    public func zeroGradients() { for p in parameters { p.grad = nil } }
 }
 
 // MARK: - Gradient clipping
