@@ -25,6 +25,18 @@ func sparseFactorGrain(links: Int, dimensions: Int) -> Int {
     max(1, sparseFactorGrainMACs / max(1, links * dimensions))
 }
 
+/// Source row and coefficient of slot k for output row i (see `sparseFactorGatherRow`).
+@inline(__always)
+func sparseFactorLink(row i: Int, slot k: Int, coef: UnsafePointer<Float>, offsets: UnsafePointer<Int>,
+                      n: Int, links: Int, inverse: Bool) -> (row: Int, weight: Float) {
+    if inverse {
+        var r = i - offsets[k]; if r < 0 { r += n }
+        return (r, coef[r * links + k])
+    }
+    var r = i + offsets[k]; if r >= n { r -= n }
+    return (r, coef[i * links + k])
+}
+
 /// dst[0..<d] (= or +=) Σ_k coef_k · src[row_k, 0..<d] for one output row `i`.
 /// Forward form (`inverse == false`): row_k = (i + off_k) mod n, coef_k = coef[i·L + k].
 /// Inverse form (`inverse == true`):   row_k = (i − off_k) mod n, coef_k = coef[row_k·L + k].
@@ -38,14 +50,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
         var a0 = accumulate ? dst.load8(c) : Float8(), a1 = accumulate ? dst.load8(c + 8) : Float8()
         var a2 = accumulate ? dst.load8(c + 16) : Float8(), a3 = accumulate ? dst.load8(c + 24) : Float8()
         for k in 0..<links {
-            var r: Int, w: Float
-            if inverse {
-                r = i - offsets[k]; if r < 0 { r += n }
-                w = coef[r * links + k]
-            } else {
-                r = i + offsets[k]; if r >= n { r -= n }
-                w = coef[i * links + k]
-            }
+            let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             let p = src + r * d + c
             let wv = Float8(repeating: w)
             a0 = wv * p.load8(0) + a0
@@ -59,14 +64,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
     while c + 8 <= d {
         var a0 = accumulate ? dst.load8(c) : Float8()
         for k in 0..<links {
-            var r: Int, w: Float
-            if inverse {
-                r = i - offsets[k]; if r < 0 { r += n }
-                w = coef[r * links + k]
-            } else {
-                r = i + offsets[k]; if r >= n { r -= n }
-                w = coef[i * links + k]
-            }
+            let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             a0 = Float8(repeating: w) * (src + r * d + c).load8(0) + a0
         }
         dst.store8(a0, c)
@@ -75,14 +73,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
     while c < d {
         var s: Float = accumulate ? dst[c] : 0
         for k in 0..<links {
-            var r: Int, w: Float
-            if inverse {
-                r = i - offsets[k]; if r < 0 { r += n }
-                w = coef[r * links + k]
-            } else {
-                r = i + offsets[k]; if r >= n { r -= n }
-                w = coef[i * links + k]
-            }
+            let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             s += w * src[r * d + c]
         }
         dst[c] = s
