@@ -90,6 +90,8 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
     public var bestValidationAccuracy: Double
     public var lossName: String
     public var accuracyDefinition: String
+    /// Peak resident memory of the process so far, in bytes (nil where /proc is unavailable).
+    public var peakResidentBytes: Int? = nil
 }
 
 /// Events a training run reports while it goes.
@@ -160,6 +162,7 @@ public final class ConsoleReporter: TrainingReporter {
                          s.steps, s.samplesSeen, Self.duration(s.wallClockSeconds), s.trainSamplesPerSecond, s.test.loss, s.test.accuracy)
                   + (s.validation.bitsPerByte.map { String(format: "; validation bpb %.4f", $0) } ?? "")
                   + (s.test.bitsPerByte.map { String(format: ", test bpb %.4f", $0) } ?? "")
+                  + (s.peakResidentBytes.map { String(format: "; peak RSS %.2f GiB", Double($0) / 1_073_741_824) } ?? "")
                   + (dir.map { "; results in \($0.path)" } ?? ""))
         }
     }
@@ -350,7 +353,8 @@ public final class Trainer {
             stoppedEarly: stoppedEarly, stopReason: stopReason, parameterCount: model.parameterCount,
             lastTrain: lastTrain, validation: finalValidation, test: testResult,
             bestValidationAccuracy: max(bestValidation, finalValidation.accuracy),
-            lossName: objective.lossName, accuracyDefinition: objective.accuracyDescription)
+            lossName: objective.lossName, accuracyDefinition: objective.accuracyDescription,
+            peakResidentBytes: ProcessMemory.peakResidentBytes())
         try runDirectory?.writeJSON(summary, to: "summary.json")
         reporter.report(.finished(summary, runDirectory: runDirectory?.url))
         return summary

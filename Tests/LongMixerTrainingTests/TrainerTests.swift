@@ -115,6 +115,7 @@ struct TrainerTests {
 
         let decoded = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: dir.appendingPathComponent("summary.json")))
         #expect(decoded == summary)
+        #expect((summary.peakResidentBytes ?? 0) > 1 << 20, "summary records the peak RSS")
         #expect(decoded.samplesSeen == 1000 && decoded.steps == 20 && decoded.test.count == 100 && decoded.wallClockSeconds > 0)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as! [String: String]
         #expect(config == ["task": "order", "length": "8"])
