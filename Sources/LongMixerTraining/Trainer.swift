@@ -26,6 +26,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var batchSize: Int
     /// Sequences per evaluation batch (nil: `batchSize`).
     public var evaluationBatchSize: Int?
+    /// Sequences per forward/backward pass when a step's batch is accumulated in pieces (nil: the
+    /// whole batch at once). Gradients, loss and metrics equal the whole batch's (each piece's loss
+    /// is weighted by its share of the batch); only activation memory shrinks.
+    public var microBatchSize: Int?
     /// Passes over the training split (used when `steps` is nil).
     public var epochs: Int
     /// Total optimizer steps; overrides `epochs` (the training split is cycled as needed).
@@ -39,10 +43,11 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Stop as soon as validation accuracy reaches this fraction (nil: never stop early).
     public var targetAccuracy: Double?
 
-    public init(batchSize: Int = 40, evaluationBatchSize: Int? = nil, epochs: Int = 1, steps: Int? = nil, clipNorm: Float? = 1,
-                logInterval: Int = 50, evaluationInterval: Int? = nil, targetAccuracy: Double? = nil) {
+    public init(batchSize: Int = 40, evaluationBatchSize: Int? = nil, microBatchSize: Int? = nil, epochs: Int = 1, steps: Int? = nil,
+                clipNorm: Float? = 1, logInterval: Int = 50, evaluationInterval: Int? = nil, targetAccuracy: Double? = nil) {
         self.batchSize = batchSize
         self.evaluationBatchSize = evaluationBatchSize
+        self.microBatchSize = microBatchSize
         self.epochs = epochs
         self.steps = steps
         self.clipNorm = clipNorm
@@ -55,6 +60,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         func fail(_ m: String) -> TrainingError { .invalidConfiguration(m) }
         if batchSize < 1 { throw fail("batch size must be ≥ 1, got \(batchSize)") }
         if let e = evaluationBatchSize, e < 1 { throw fail("evaluation batch size must be ≥ 1, got \(e)") }
+        if let m = microBatchSize, !(1...batchSize).contains(m) {
+            throw fail("micro-batch size must be in 1...\(batchSize) (the batch size), got \(m)")
+        }
         if steps == nil && epochs < 1 { throw fail("epochs must be ≥ 1, got \(epochs)") }
         if let s = steps, s < 1 { throw fail("steps must be ≥ 1, got \(s)") }
         if let c = clipNorm, !(c.isFinite && c > 0) { throw fail("clip norm must be finite and > 0, got \(c)") }
@@ -269,14 +277,27 @@ public final class Trainer {
         training: while step < totalSteps {
             let batchIndex = step % batchesPerEpoch
             let stepStart = Self.now()
-            let batch = train.batch(at: batchIndex, size: c.batchSize)
+            // The step's samples, in pieces of at most `microBatchSize` (one piece by default).
+            let first = batchIndex * c.batchSize, end = min(first + c.batchSize, train.count)
+            let pieceSize = c.microBatchSize ?? c.batchSize
+            let pieces = stride(from: first, to: end, by: pieceSize).map { train.batch(indices: $0..<min($0 + pieceSize, end)) }
+            let pieceWeights = pieces.map { objective.weight($0.targets, batchSize: $0.size) }
+            let batchWeight = max(pieceWeights.reduce(0, +), 1)
+            let batchSize = end - first
             if let schedule { optimizer.learningRate = schedule.learningRate(at: step) }
             optimizer.zeroGradients()
-            let outputs = model(batch.input)
-            let loss = try objective.loss(outputs, batch.targets)
-            let lossValue = loss.value.scalar
-            do { try loss.backward() } catch AutodiffError.nonFiniteLoss(let v) {
-                throw TrainingError.nonFiniteLoss(step: step, value: v)
+            var lossValue: Float = 0, correct = 0
+            for (piece, pieceWeight) in zip(pieces, pieceWeights) where pieces.count == 1 || pieceWeight > 0 {
+                // Loss of the whole batch = Σ over pieces of (piece weight / batch weight) · piece loss.
+                let outputs = model(piece.input)
+                var loss = try objective.loss(outputs, piece.targets)
+                if pieces.count > 1 { loss = loss * (Float(pieceWeight) / Float(batchWeight)) }
+                let pieceLoss = loss.value.scalar
+                do { try loss.backward() } catch AutodiffError.nonFiniteLoss(let v) {
+                    throw TrainingError.nonFiniteLoss(step: step, value: v)
+                }
+                lossValue += pieceLoss
+                correct += objective.correctCount(outputs.value, piece.targets)
             }
             var norm: Float = .nan
             if let maxNorm = c.clipNorm {
@@ -284,16 +305,15 @@ public final class Trainer {
                 guard norm.isFinite else { throw TrainingError.nonFiniteGradient(step: step) }
             }
             optimizer.step()
-            let correct = objective.correctCount(outputs.value, batch.targets)
             step += 1
-            samplesSeen += batch.size
+            samplesSeen += batchSize
             let seconds = Self.now() - stepStart
             trainingSeconds += seconds
             windowSeconds += seconds
-            let weight = objective.weight(batch.targets, batchSize: batch.size)
+            let weight = batchWeight
             windowLoss += Double(lossValue) * Double(weight)
             windowCorrect += correct
-            windowSamples += batch.size
+            windowSamples += batchSize
             windowWeight += weight
             windowSteps += 1
             if norm.isFinite { windowNorm += Double(norm) }

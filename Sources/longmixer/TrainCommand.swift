@@ -93,6 +93,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Positional embedding: none or apc (learned absolute) (default: none for adding, apc for order, as the reference).")
     var positionalEmbedding: String?
 
+    @Option(help: "What each sparse factor adds back: every-factor (V ← W·V + V, the released reference) or block-input (V ← W·V + g(V_in), the reference's advice for Temporal Order at long N) (default every-factor).")
+    var residual: String?
+
     // MARK: Training
 
     @Option(help: "Optimizer: adam, adamw or sgd (with momentum 0.9) (default adam, as the reference).")
@@ -112,6 +115,9 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Sequences per step (default 40).")
     var batchSize: Int?
+
+    @Option(help: "Accumulate each step's batch in pieces of this many sequences (same gradients as the whole batch, less activation memory; also the evaluation batch). Default: the whole batch at once.")
+    var microBatchSize: Int?
 
     @Option(help: "Passes over the training split (default: preset's, else train by --steps).")
     var epochs: Int?
@@ -226,12 +232,20 @@ struct TrainCommand: ParsableCommand {
             default: throw CommandError("unknown --positional-embedding '\(name)'; valid choices: none, apc")
             }
         } else { positional = preset?.positionalEmbedding ?? (task == .order) }
+        var residualKind = ParamixerConfiguration.Residual.everyFactor
+        if let name = residual {
+            guard let r = ParamixerConfiguration.Residual(rawValue: name.lowercased()) else {
+                throw CommandError("unknown --residual '\(name)'; valid choices: \(ParamixerConfiguration.Residual.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            residualKind = r
+        }
         let paramixer = ParamixerConfiguration(
             vocabularySize: task.vocabularySize, inputFeatures: task.inputFeatures, length: length,
             embeddingSize: dimensions ?? preset?.embeddingSize ?? 32, hiddenSize: hidden ?? preset?.hiddenSize ?? 32,
             blocks: blocks ?? preset?.blocks ?? 1, linkProtocol: linkProtocol, factorCountRule: factorRule,
             dropout1: dropout1 ?? preset?.dropout1 ?? 0, dropout2: dropout2 ?? preset?.dropout2 ?? 0,
-            pooling: pooling, positionalEmbedding: positional, outputCount: task.objective.outputCount)
+            pooling: pooling, positionalEmbedding: positional, outputCount: task.objective.outputCount,
+            residual: residualKind)
         try paramixer.validate()
 
         // Training configuration.
@@ -244,7 +258,7 @@ struct TrainCommand: ParsableCommand {
         case let c: throw CommandError("--clip-norm must be > 0 (or 0 to disable), got \(c)")
         }
         let training = TrainingConfiguration(
-            batchSize: batchSize ?? preset?.batchSize ?? 40, evaluationBatchSize: nil,
+            batchSize: batchSize ?? preset?.batchSize ?? 40, evaluationBatchSize: microBatchSize, microBatchSize: microBatchSize,
             epochs: epochs ?? preset?.epochs ?? 1, steps: useSteps, clipNorm: clip, logInterval: logInterval ?? 50,
             evaluationInterval: evalInterval ?? (useSteps != nil ? Self.defaultEvaluationInterval : nil),
             targetAccuracy: targetAccuracy)

@@ -72,7 +72,7 @@ extension TrainCommand {
         }
         let useSteps: Int? = steps ?? (epochs == nil ? Self.languageModelDefaultSteps : nil)
         let training = TrainingConfiguration(
-            batchSize: batchSize ?? Self.languageModelDefaultBatch, evaluationBatchSize: nil, epochs: epochs ?? 1, steps: useSteps,
+            batchSize: batchSize ?? Self.languageModelDefaultBatch, evaluationBatchSize: microBatchSize, microBatchSize: microBatchSize, epochs: epochs ?? 1, steps: useSteps,
             clipNorm: clip, logInterval: logInterval ?? 50,
             evaluationInterval: evalInterval ?? (useSteps != nil ? Self.defaultEvaluationInterval : nil), targetAccuracy: nil)
         do { try training.validate() } catch { throw CommandError("\(error)") }

@@ -159,6 +159,29 @@ struct TrainerTests {
         #expect(!full.stoppedEarly && full.steps == 10)
     }
 
+    @Test("micro-batches accumulate the whole batch's gradients: same parameters, losses and accuracy")
+    func microBatchesMatchWholeBatch() throws {
+        for task in [SyntheticTask.order, .adding] {
+            let whole = RecordingReporter(), pieces = RecordingReporter()
+            let config = TrainingConfiguration(batchSize: 20, steps: 12, logInterval: 4, evaluationInterval: 6)
+            var micro = config
+            micro.microBatchSize = 6                                   // pieces of 6, 6, 6, 2
+            let (a, modelA) = try tinyRun(task: task, configuration: config, reporter: whole)
+            let (b, modelB) = try tinyRun(task: task, configuration: micro, reporter: pieces)
+            #expect(a.samplesSeen == b.samplesSeen && a.steps == b.steps)
+            for ((name, p), (_, q)) in zip(modelA.namedParameters(), modelB.namedParameters()) {
+                let worst = zip(p.value.scalars, q.value.scalars).map { abs($0 - $1) / max(abs($0), 1e-2) }.max()!
+                #expect(worst < 1e-4, "\(task) \(name): relative difference \(worst)")
+            }
+            for (r, s) in zip(whole.progressRecords, pieces.progressRecords) {
+                #expect(abs(r.loss - s.loss) <= 1e-5 * max(abs(r.loss), 1), "\(task) step \(r.step): loss \(r.loss) vs \(s.loss)")
+                #expect(r.accuracy == s.accuracy, "\(task) step \(r.step)")
+            }
+        }
+        #expect(throws: TrainingError.self) { try TrainingConfiguration(batchSize: 8, microBatchSize: 9).validate() }
+        #expect(throws: TrainingError.self) { try TrainingConfiguration(batchSize: 8, microBatchSize: 0).validate() }
+    }
+
     @Test("a non-empty run directory is refused unless overwrite; files and unwritable paths are errors")
     func runDirectoryRules() throws {
         let dir = temporaryDirectory("rules")
