@@ -102,8 +102,9 @@ def mlp(d_in, hidden, d_out):
 
 
 class AttentionModule(nn.Module):
-    def __init__(self, d, h, offsets, dropout2):
+    def __init__(self, d, h, offsets, dropout2, residual="every-factor"):
         super().__init__()
+        self.residual = residual
         self.g = mlp(d, h, d)
         self.fs = nn.ModuleList([mlp(d, h, len(o)) for o in offsets])
         self.dropout2 = nn.Dropout(dropout2)
@@ -111,8 +112,10 @@ class AttentionModule(nn.Module):
 
     def forward(self, v, data):
         v = self.g(v)
+        block_input = v
         for f, off in zip(self.fs, self.offsets):
-            res = v
+            # every-factor: the released code; block-input: "move res_conn=V outside this for loop".
+            res = v if self.residual == "every-factor" else block_input
             v = FACTOR(f(data), v, off) + res
         return self.dropout2(v)
 
@@ -130,7 +133,7 @@ class ParamixerReference(nn.Module):
         self.dropout1 = nn.Dropout(cfg["dropout1"])
         table = offset_table(cfg["linkProtocol"], n, cfg["factorCountRule"])
         self.attention = nn.ModuleList(
-            [AttentionModule(d, cfg["hiddenSize"], table, cfg["dropout2"]) for _ in range(cfg["blocks"])])
+            [AttentionModule(d, cfg["hiddenSize"], table, cfg["dropout2"], cfg["residual"]) for _ in range(cfg["blocks"])])
         self.final = nn.Linear(n * d if cfg["pooling"] == "flatten" else d, cfg["outputCount"])
         self.cfg = cfg
 
@@ -151,7 +154,7 @@ class ParamixerReference(nn.Module):
 def base_config(**kw):
     cfg = dict(vocabularySize=None, inputFeatures=None, length=16, embeddingSize=8, hiddenSize=8, blocks=1,
                linkProtocol="chord", factorCountRule="ceil", dropout1=0.0, dropout2=0.0, pooling="flatten",
-               positionalEmbedding=False, paddingIndex=None, outputCount=3)
+               positionalEmbedding=False, paddingIndex=None, outputCount=3, residual="every-factor")
     cfg.update(kw)
     return cfg
 
@@ -165,6 +168,10 @@ CASES = {
                                              pooling="cls", positionalEmbedding=True, outputCount=2),
     "cdil_n8_flatten_2blocks": base_config(vocabularySize=5, length=8, blocks=2, linkProtocol="cdil"),
     "adding_n16_chord_flatten": base_config(inputFeatures=2, length=16, outputCount=1),
+    "order_n32_blockinput_2blocks": base_config(vocabularySize=6, length=32, blocks=2, positionalEmbedding=True,
+                                                outputCount=4, residual="block-input"),
+    "adding_n21_cdil_blockinput": base_config(inputFeatures=2, length=21, linkProtocol="cdil", outputCount=1,
+                                              residual="block-input"),
 }
 
 

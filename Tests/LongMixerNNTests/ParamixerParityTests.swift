@@ -17,6 +17,8 @@ struct ParamixerParityTests {
         "cdil_n37_cls_1block_floor",
         "cdil_n8_flatten_2blocks",
         "adding_n16_chord_flatten",
+        "order_n32_blockinput_2blocks",     // residual: block-input
+        "adding_n21_cdil_blockinput",
     ]
 
     /// max |a − b| / max |reference|.
