@@ -13,6 +13,12 @@ let cpuFlags: [SwiftSetting] = portable ? [.define("LONGMIXER_NO_FMA")] : [.unsa
 let cpuFlags: [SwiftSetting] = []
 #endif
 let settings: [SwiftSetting] = cpuFlags
+// LongMixerWideKernels holds 16-lane (AVX-512) kernels, called only after a runtime CPU check.
+#if arch(x86_64)
+let wideFlags: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "skylake-avx512"]), .define("LONGMIXER_AVX512")]
+#else
+let wideFlags: [SwiftSetting] = []
+#endif
 // The SIMD kernels are 10–50× slower unoptimised, which would make debug-built tests crawl:
 // Core is compiled with -O in debug builds too (still with -enable-testing for @testable).
 let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
@@ -28,7 +34,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS"], swiftSettings: coreSettings),
+        .target(name: "LongMixerWideKernels", swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),
@@ -40,7 +47,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings),
-        .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore", "LongMixerWideKernels"], swiftSettings: settings),
         .testTarget(name: "LongMixerNNTests", dependencies: ["LongMixerNN", "LongMixerTraining"], swiftSettings: settings),
         .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData"], swiftSettings: settings),
         .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining"], swiftSettings: settings),

@@ -226,7 +226,7 @@ final class CoreBenchmarkSuite {
             ("GELU", Double(2 * 4 * n),
              BenchmarkCase("gelu kernel") { mapKernel(GELUFunction.self, out: out, x: ap, count: n) },
              BenchmarkCase("gelu(x)") { withoutGradient { _ = gelu(va) } }),
-            ("softmax (rows of \(width))", Double(2 * 4 * n),
+            ("softmax (rows of \(width), \(CPUFeatures.avx512 ? "AVX-512" : "AVX2"))", Double(2 * 4 * n),
              BenchmarkCase("softmax kernel") { softmaxForward(y: out, x: xp, rows: rows, n: width) },
              BenchmarkCase("softmax(x)") { withoutGradient { _ = softmax(vx) } }),
             ("layer norm (rows of \(width))", Double(2 * 4 * n + 2 * 4 * rows),

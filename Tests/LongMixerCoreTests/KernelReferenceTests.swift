@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMixerCore
+@testable import LongMixerWideKernels
 
 /// Every optimised kernel against its plain reference implementation, on odd sizes (SIMD tails,
 /// rows narrower than a vector) and on sizes large enough to be split over threads, with 1 and 2
@@ -155,6 +156,15 @@ struct KernelReferenceTests {
             #expect(VectorMath.expNonPositive(v) == VectorMath.exp(v), "expNonPositive(\(y))")
             y += 0.0371
         }
+        if CPUFeatures.avx512 {
+            // The 16-lane exp of the AVX-512 kernels is the same computation, bit for bit.
+            var z: Float = -100
+            while z <= 0 {
+                let narrow = VectorMath.expNonPositive(Float8(repeating: z))[0]
+                #expect(WideKernels.expNonPositive(SIMD16(repeating: z))[0] == narrow, "wide exp(\(z))")
+                z += 0.0371
+            }
+        }
         #expect(VectorMath.expNonPositive(Float8(repeating: .nan))[0].isNaN)
         #expect(VectorMath.expNonPositive(Float8(repeating: -.infinity))[0] == 0)
     }
@@ -239,6 +249,45 @@ struct KernelReferenceTests {
         z[5] = .nan
         z.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { softmaxForward(y: $0.baseAddress!, x: xp.baseAddress!, rows: 1, n: x.count) } }
         #expect(y.allSatisfy { $0.isNaN })
+    }
+
+    @Test("the AVX2 and (where the CPU has it) AVX-512 softmax row kernels match the reference, tails and special rows included")
+    func softmaxRowPathsMatchReference() {
+        typealias RowKernel = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Range<Int>, Int) -> Void
+        var paths: [(String, RowKernel)] = [("AVX2", { softmaxRowsAVX2(y: $0, x: $1, rows: $2, n: $3) })]
+        if CPUFeatures.avx512 { paths.append(("AVX-512", { WideKernels.softmaxRows(y: $0, x: $1, rows: $2, n: $3) })) }
+        let shapes = [(1, 1), (3, 15), (3, 16), (4, 17), (2, 31), (3, 32), (5, 63), (4, 64), (3, 65), (3, 100), (6, 1000), (2, 1024)]
+        for (name, kernel) in paths {
+            for (rows, n) in shapes {
+                var x = randomArray(rows * n, seed: 21, low: -40, high: 40)
+                if n >= 3 {
+                    x[n + 1] = -.infinity          // row 1: a masked entry → probability 0
+                    x[2 * n - 1] = -200            // row 1: underflows → 0
+                }
+                var y = [Float](repeating: .nan, count: rows * n), yRef = y
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { kernel($0.baseAddress!, xp.baseAddress!, 0..<rows, n) }
+                    yRef.withUnsafeMutableBufferPointer { softmaxForwardReference(y: $0.baseAddress!, x: xp.baseAddress!, rows: rows, n: n) }
+                }
+                #expect(worstError(y, yRef, floor: 1e-6) < 2e-5, "\(name) softmax [\(rows), \(n)]")
+                if n >= 3 { #expect(y[n + 1] == 0 && y[2 * n - 1] == 0, "\(name) [\(rows), \(n)]: masked entries") }
+                // A sub-range of rows touches only those rows (the next-row max must stop at the range).
+                if rows >= 3 {
+                    var part = [Float](repeating: 7, count: rows * n)
+                    x.withUnsafeBufferPointer { xp in part.withUnsafeMutableBufferPointer { kernel($0.baseAddress!, xp.baseAddress!, 1..<2, n) } }
+                    #expect(part[..<n].allSatisfy { $0 == 7 } && part[(2 * n)...].allSatisfy { $0 == 7 }, "\(name) [\(rows), \(n)]: rows outside the range")
+                    #expect(worstError(Array(part[n..<(2 * n)]), Array(yRef[n..<(2 * n)]), floor: 1e-6) < 2e-5, "\(name) [\(rows), \(n)]: one row")
+                }
+                // A NaN makes its row NaN and leaves the next row alone.
+                if rows >= 2 {
+                    var z = x
+                    z[n / 2] = .nan
+                    z.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { kernel($0.baseAddress!, xp.baseAddress!, 0..<rows, n) } }
+                    #expect(y[..<n].allSatisfy { $0.isNaN }, "\(name) [\(rows), \(n)]: NaN row")
+                    #expect(worstError(Array(y[n...]), Array(yRef[n...]), floor: 1e-6) < 2e-5, "\(name) [\(rows), \(n)]: rows after a NaN row")
+                }
+            }
+        }
     }
 
     @Test func logSoftmaxMatchesReference() {

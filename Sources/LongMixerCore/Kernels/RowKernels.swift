@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerWideKernels
 
 /// Kernels over rows of a [rows, n] matrix: reductions over an axis, softmax, log-softmax,
 /// layer norm and cross-entropy. Parallel over rows; SIMD8 within a row.
@@ -73,35 +74,43 @@ public func maxAxisKernel(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutabl
 
 /// y = softmax(x) per row.   y, x: [rows, n]
 ///
+/// Exp-bound, not memory-bound, at 2 threads: on AVX-512 CPUs the 16-lane
+/// `WideKernels.softmaxRows` runs instead of the AVX2 `softmaxRowsAVX2`.
+public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+    let wide = CPUFeatures.avx512
+    parallelFor(rows, grain: rowGrain(n)) { r in
+        if wide { WideKernels.softmaxRows(y: y, x: x, rows: r, n: n) } else { softmaxRowsAVX2(y: y, x: x, rows: r, n: n) }
+    }
+}
+
+/// `softmaxForward` on the rows `r`, with 8-lane vectors.
+///
 /// Three passes over a row (max; exp, store and sum; scale): only the first reads memory, the others
 /// hit L1 for rows up to a few thousand floats. x − max ≤ 0, so the exp needs no overflow handling
-/// (`expNonPositive`), and two vectors per step keep two independent exp chains in flight.
-public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
-    parallelFor(rows, grain: rowGrain(n)) { r in
-        for row in r {
-            let xr = x + row * n, yr = y + row * n
-            let m = rowMax(xr, n)
-            // Four independent exp chains in flight: the polynomial is latency-bound with fewer.
-            var acc0 = Float8(), acc1 = Float8(), acc2 = Float8(), acc3 = Float8(), j = 0
-            let m8 = Float8(repeating: m)
-            while j + 32 <= n {
-                let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
-                let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
-                let e2 = VectorMath.expNonPositive(xr.load8(j + 16) - m8)
-                let e3 = VectorMath.expNonPositive(xr.load8(j + 24) - m8)
-                yr.store8(e0, j); yr.store8(e1, j + 8); yr.store8(e2, j + 16); yr.store8(e3, j + 24)
-                acc0 += e0; acc1 += e1; acc2 += e2; acc3 += e3
-                j += 32
-            }
-            while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
-            var s = horizontalSum((acc0 + acc1) + (acc2 + acc3))
-            while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
-            let inv = 1 / s
-            j = 0
-            let inv8 = Float8(repeating: inv)
-            while j + 8 <= n { yr.store8(yr.load8(j) * inv8, j); j += 8 }
-            while j < n { yr[j] *= inv; j += 1 }
+/// (`expNonPositive`).
+public func softmaxRowsAVX2(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int) {
+    for row in r {
+        let xr = x + row * n, yr = y + row * n
+        let m = rowMax(xr, n)
+        // Two vectors per step: out-of-order execution overlaps the polynomial chains of
+        // consecutive steps; four per step spilled accumulators and constants (16 ymm registers).
+        var acc0 = Float8(), acc1 = Float8(), j = 0
+        let m8 = Float8(repeating: m)
+        while j + 16 <= n {
+            let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
+            let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
+            yr.store8(e0, j); yr.store8(e1, j + 8)
+            acc0 += e0; acc1 += e1
+            j += 16
         }
+        while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
+        var s = horizontalSum(acc0 + acc1)
+        while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
+        let inv = 1 / s
+        j = 0
+        let inv8 = Float8(repeating: inv)
+        while j + 8 <= n { yr.store8(yr.load8(j) * inv8, j); j += 8 }
+        while j < n { yr[j] *= inv; j += 1 }
     }
 }
 
