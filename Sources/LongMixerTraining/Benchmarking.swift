@@ -198,7 +198,10 @@ public struct MachineInfo: Codable, Sendable {
     }
 
     public var summary: String {
-        "\(cpuModel), \(logicalCores) logical cores; OpenBLAS core \(blasCore) (\(blasConfig)); \(date)"
+        "\(cpuModel), \(logicalCores) logical cores; OpenBLAS core \(blasCore)"
+            // A forced kernel set (this host's environment sets OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU).
+            + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? "")
+            + " (\(blasConfig)); \(date)"
             + (loadAverage.map { "; load average \($0)" } ?? "")
     }
 }
