@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import LongMixerTraining
 
+// Numeric options that may be given a negative value (a mistake we want to name) parse
+// `.unconditional`ly: otherwise "--clip-norm -1" reads "-1" as an unknown flag and prints the usage.
+
 /// A user mistake: printed by ArgumentParser as one "Error: …" line, exit code 1, no usage dump.
 struct CommandError: Error, CustomStringConvertible {
     let description: String
@@ -86,10 +89,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Number of factors M from N: ceil or floor of log2 N (default ceil; the presets use floor, as the synthetic reference; equal for powers of two).")
     var factorRule: String?
 
-    @Option(help: "Dropout on the embedded input (default 0).")
+    @Option(parsing: .unconditional, help: "Dropout on the embedded input (default 0).")
     var dropout1: Float?
 
-    @Option(help: "Dropout on each block's output (default 0).")
+    @Option(parsing: .unconditional, help: "Dropout on each block's output (default 0).")
     var dropout2: Float?
 
     @Option(help: "Pooling: flatten (Linear(N·D, C)) or cls (position 0; no CLS token is added for synthetic tasks) (default flatten).")
@@ -106,7 +109,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Optimizer: adam, adamw or sgd (with momentum 0.9) (default adam, as the reference).")
     var optimizer: String?
 
-    @Option(name: [.customLong("learning-rate"), .customLong("lr")], help: "Learning rate (default \(TrainCommand.defaultLearningRate) without a preset (the peak of the cosine schedule); the presets use the reference's 1e-3).")
+    @Option(name: [.customLong("learning-rate"), .customLong("lr")], parsing: .unconditional, help: "Learning rate (default \(TrainCommand.defaultLearningRate) without a preset (the peak of the cosine schedule); the presets use the reference's 1e-3).")
     var learningRate: Float?
 
     @Option(help: "Learning-rate schedule: constant, or cosine (decay to 0 over the run after --warmup-steps of linear warm-up) (default: cosine without a preset, constant with one, as the reference).")
@@ -115,7 +118,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Linear warm-up steps of the cosine schedule (default 0).")
     var warmupSteps: Int?
 
-    @Option(help: "Weight decay (default 0; decoupled for adamw, L2 for adam and sgd).")
+    @Option(parsing: .unconditional, help: "Weight decay (default 0; decoupled for adamw, L2 for adam and sgd).")
     var weightDecay: Float?
 
     @Option(help: "Sequences per step (default 40).")
@@ -130,7 +133,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Optimizer steps; overrides the epoch count (default \(TrainCommand.defaultSteps) without a preset).")
     var steps: Int?
 
-    @Option(help: "Clip the global gradient norm to this value; 0 disables (default 1.0).")
+    @Option(parsing: .unconditional, help: "Clip the global gradient norm to this value; 0 disables (default 1.0).")
     var clipNorm: Float?
 
     @Option(help: "Seed for data, initialisation and dropout (default 42).")
@@ -151,7 +154,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Steps between progress lines (default 50).")
     var logInterval: Int?
 
-    @Option(help: "Stop early once validation accuracy reaches this fraction in (0, 1] (default: off).")
+    @Option(parsing: .unconditional, help: "Stop early once validation accuracy reaches this fraction in (0, 1] (default: off).")
     var targetAccuracy: Double?
 
     // MARK: Output
