@@ -282,7 +282,7 @@ public final class Trainer {
             let pieceSize = c.microBatchSize ?? c.batchSize
             let pieces = stride(from: first, to: end, by: pieceSize).map { train.batch(indices: $0..<min($0 + pieceSize, end)) }
             let pieceWeights = pieces.map { objective.weight($0.targets, batchSize: $0.size) }
-            let batchWeight = max(pieceWeights.reduce(0, +), 1)
+            let batchWeight = pieceWeights.reduce(0, +)
             let batchSize = end - first
             if let schedule { optimizer.learningRate = schedule.learningRate(at: step) }
             optimizer.zeroGradients()
@@ -291,7 +291,7 @@ public final class Trainer {
                 // Loss of the whole batch = Σ over pieces of (piece weight / batch weight) · piece loss.
                 let outputs = model(piece.input)
                 var loss = try objective.loss(outputs, piece.targets)
-                if pieces.count > 1 { loss = loss * (Float(pieceWeight) / Float(batchWeight)) }
+                if pieces.count > 1 { loss = loss * (Float(pieceWeight) / Float(max(batchWeight, 1))) }
                 let pieceLoss = loss.value.scalar
                 do { try loss.backward() } catch AutodiffError.nonFiniteLoss(let v) {
                     throw TrainingError.nonFiniteLoss(step: step, value: v)
