@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMixerCore
+@testable import LongMixerWideKernels
 
 /// Fused softmax attention: the kernels against the naive O(N²) reference and against the unfused
 /// composition of autodiff ops (matmul, bias, softmax, matmul), on lengths that are not multiples of
@@ -42,18 +43,18 @@ private func reference(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, cau
 
 /// The fused kernels called directly (so the row block can be forced small), output and gradients.
 private func fusedKernels(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, causal: Bool, scale: Float, g: Tensor,
-                          rowBlock: Int) -> AttentionResult {
+                          rowBlock: Int, wide: Bool = true) -> AttentionResult {
     let s = sizes(q, v)
     var out = Tensor(zeros: v.shape), lse = Tensor(zeros: [s.batch, s.heads, s.length, 2])
     var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
     out.withUnsafeMutablePointer { o in lse.withUnsafeMutablePointer { l in
         scaledDotProductAttentionForward(out: o, statistics: l, q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer,
-                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock)
+                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock, allowWideGemm: wide)
     } }
     dq.withUnsafeMutablePointer { a in dk.withUnsafeMutablePointer { b in dv.withUnsafeMutablePointer { c in
         scaledDotProductAttentionBackward(dq: a, dk: b, dv: c, gradOut: g.pointer, out: out.pointer, statistics: lse.pointer,
                                           q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer, causal: causal,
-                                          scale: scale, sizes: s, rowBlock: rowBlock)
+                                          scale: scale, sizes: s, rowBlock: rowBlock, allowWideGemm: wide)
     } } }
     return AttentionResult(out: out, dq: dq, dk: dk, dv: dv)
 }
@@ -111,7 +112,7 @@ struct ScaledDotProductAttentionTests {
 
     // MARK: Kernels against the reference and the unfused ops
 
-    @Test(arguments: [1, 7, 65, 130], [false, true])
+    @Test(arguments: [1, 7, 50, 65, 130], [false, true])
     func kernelsMatchReferenceAndUnfused(length: Int, causal: Bool) {
         for (batch, heads) in [(2, 2), (1, 1)] {            // (1, 1): one slice split over the threads' items
             for dh in [8, 64] {
@@ -123,15 +124,16 @@ struct ScaledDotProductAttentionTests {
                     let ref = reference(q, k, v, mask: mask, causal: causal, scale: scale, g: g)
                     let composed = throughAutodiff(q, k, v, g: g) { unfused($0, $1, $2, mask: mask, causal: causal, scale: scale) }
                     withEachThreadCount { threads in
-                        for rowBlock in [0, 16] {
-                            let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock)
-                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)")"
+                        // Dh 64 on an AVX-512 CPU: the 16-lane GEMM (wide) and OpenBLAS; Dh 8: OpenBLAS twice.
+                        for rowBlock in [0, 16] { for wide in [true, false] {
+                            let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock, wide: wide)
+                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide && attentionUsesWideGemm(sizes(q, v), allowed: true))"
                             for (name, a, r, c) in [("out", got.out, ref.out, composed.out), ("dq", got.dq, ref.dq, composed.dq),
                                                     ("dk", got.dk, ref.dk, composed.dk), ("dv", got.dv, ref.dv, composed.dv)] {
                                 #expect(relativeError(a, r) <= 1e-5, "\(name) vs reference, \(context)")
                                 #expect(relativeError(a, c) <= 1e-5, "\(name) vs unfused, \(context)")
                             }
-                        }
+                        } }
                     }
                 }
             }
@@ -166,6 +168,36 @@ struct ScaledDotProductAttentionTests {
         let b = fusedKernels(q, k, v, mask: nil, causal: false, scale: 0.3, g: g, rowBlock: 16)
         #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
         #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
+    }
+
+    @Test func wideGemmMatchesNaive() {
+        // The 16-lane GEMM on shapes with every tail: rows % 8, a 16-column tile and < 16 scalar columns;
+        // A plain and transposed (the two strides); overwrite and accumulate.
+        guard CPUFeatures.avx512 else { return }
+        for (m, n, k) in [(13, 50, 5), (8, 32, 64), (1, 7, 3), (17, 97, 130)] {
+            for transposeA in [false, true] {
+                for accumulate in [false, true] {
+                    let lda = transposeA ? m + 3 : k + 2, ldb = n + 1, ldc = n + 5
+                    let a = random([transposeA ? k * lda : m * lda], seed: 60).scalars
+                    let b = random([k * ldb], seed: 61).scalars
+                    var c = random([m * ldc], seed: 62).scalars
+                    var expected = c
+                    for i in 0..<m { for j in 0..<n {
+                        var s = 0.0
+                        for p in 0..<k { s += Double(transposeA ? a[p * lda + i] : a[i * lda + p]) * Double(b[p * ldb + j]) }
+                        expected[i * ldc + j] = Float((accumulate ? Double(c[i * ldc + j]) : 0) + 0.5 * s)
+                    } }
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        WideKernels.gemm(m: m, n: n, k: k, alpha: 0.5, a: ap.baseAddress!, aRow: transposeA ? 1 : lda,
+                                         aK: transposeA ? lda : 1, b: bp.baseAddress!, ldb: ldb, accumulate: accumulate,
+                                         c: cp.baseAddress!, ldc: ldc)
+                    } } }
+                    var worst: Float = 0
+                    for i in 0..<(m * ldc) { worst = max(worst, abs(c[i] - expected[i])) }
+                    #expect(worst <= 1e-5 * Float(k), "m \(m) n \(n) k \(k) transposeA \(transposeA) accumulate \(accumulate): max error \(worst)")
+                }
+            }
+        }
     }
 
     // MARK: Gradient checks

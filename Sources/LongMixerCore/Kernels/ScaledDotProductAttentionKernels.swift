@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerWideKernels
 
 // Fused scaled-dot-product softmax attention (flash-attention style, on CPU with OpenBLAS), with a
 // naive O(N²)-memory double-precision reference.
@@ -162,6 +163,52 @@ func softmaxGradientRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Fl
     while j < n { dp[j] = p[j] * (dp[j] - d); j += 1 }
 }
 
+/// C = alpha·op(A)·B (+ C when `accumulate`) for one block product: op(A) [m, k] (A stored [k, m] with
+/// row stride lda when `transposeA`, else [m, k]), B [k, n] with row stride ldb, C [m, n] with row stride ldc.
+/// On the 16-lane GEMM of LongMixerWideKernels when `wide`, else on OpenBLAS.
+@inline(__always)
+func attentionProduct(wide: Bool, transposeA: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                      accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if wide {
+        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: transposeA ? 1 : lda, aK: transposeA ? lda : 1,
+                         b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
+    } else {
+        stridedGemm(transposeA, false, m, n, k, alpha: alpha, a, lda, b, ldb, beta: accumulate ? 1 : 0, c, ldc)
+    }
+}
+
+/// C[m, n] = alpha·A·Xᵀ for A [m, k] (row stride lda) and X [n, k] (row stride k = keys or values of a
+/// slice): through the transposed copy xT [k, ≥ n] (row stride ldT) on the wide GEMM, which needs B
+/// rows as contiguous vectors; with OpenBLAS's transposed operand otherwise.
+@inline(__always)
+func attentionProductTransposedB(wide: Bool, m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                                 x: UnsafePointer<Float>, xT: UnsafePointer<Float>?, ldT: Int,
+                                 c: UnsafeMutablePointer<Float>) {
+    if wide, let xT {
+        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: lda, aK: 1, b: xT, ldb: ldT, accumulate: false, c: c, ldc: n)
+    } else {
+        stridedGemm(false, true, m, n, k, alpha: alpha, a, lda, x, k, beta: 0, c, n)
+    }
+}
+
+/// xT[c·n + j] = x[j·width + c]: a slice's keys or values, transposed.   xT: [width, n]; x: [n, width]
+func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, n: Int, width: Int) {
+    // Strips of 8 keys: reads 8 rows of x, writes 8 consecutive floats of each row of xT.
+    var j0 = 0
+    while j0 < n {
+        let j1 = min(n, j0 + 8)
+        for c in 0..<width { for j in j0..<j1 { xT[c * n + j] = x[j * width + c] } }
+        j0 = j1
+    }
+}
+
+/// Whether the 16-lane GEMM runs the block products: an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
+/// that are whole vectors, and not disabled by the caller (tests run both paths).
+func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
+    allowed && CPUFeatures.avx512 && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0
+}
+
 // MARK: - Forward
 
 /// Forward of fused scaled-dot-product attention.
@@ -171,24 +218,28 @@ func softmaxGradientRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Fl
 public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
                                              q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                              keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                             sizes: AttentionSizes, rowBlock: Int = 0) {
+                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideGemm: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideGemm)
     plan.forEachItem { w in
         let (s, blocks) = plan.item(w)
         let b = s / H
         let scores = allocateScratch(R * N)                      // [R, C]: S, then P, of one row block
         let bias = keyMask != nil ? allocateScratch(N) : nil     // [N]
-        defer { scores.deallocate(); bias?.deallocate() }
+        let kT = wide ? allocateScratch(F * N) : nil             // [F, N]
+        defer { scores.deallocate(); bias?.deallocate(); kT?.deallocate() }
         if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
         let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        if let kT { transposeSlice(kT, ks, n: N, width: F) }
         let os = out + s * N * Dv, stats = statistics + s * N * 2
         for blk in blocks {
             let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
             let C = causal ? r1 : N                              // keys this block can see
-            BLAS.gemm(transposeB: true, m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, b: ks, c: scores)
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, lda: F,
+                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: scores)   // S = scale·Q_blk·Kᵀ
             for i in 0..<rows {
                 let row = scores + i * C
                 let L = causal ? r0 + i + 1 : C                  // keys row r0 + i sees
@@ -196,7 +247,8 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
                 stats[2 * (r0 + i)] = m; stats[2 * (r0 + i) + 1] = inv
                 if L < C { (row + L).update(repeating: 0, count: C - L) }
             }
-            BLAS.gemm(m: rows, n: Dv, k: C, a: scores, b: vs, c: os + r0 * Dv)
+            attentionProduct(wide: wide, transposeA: false, m: rows, n: Dv, k: C, a: scores, lda: C, b: vs, ldb: Dv,
+                             accumulate: false, c: os + r0 * Dv, ldc: Dv)                                // O_blk = P·V
         }
     }
 }
@@ -212,11 +264,12 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                                               statistics: UnsafePointer<Float>,
                                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                               keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                              sizes: AttentionSizes, rowBlock: Int = 0) {
+                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideGemm: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideGemm)
     let split = plan.partsPerSlice > 1
     // One dK/dV partial per item when slices are split (added in item order below).
     let partials = split ? allocateScratch(plan.items * N * (F + Dv)) : nil
@@ -226,9 +279,11 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
         let b = s / H
         let p = allocateScratch(R * N), dp = allocateScratch(R * N)   // [R, C]: P and dP → dS
         let bias = keyMask != nil ? allocateScratch(N) : nil
-        defer { p.deallocate(); dp.deallocate(); bias?.deallocate() }
+        let kT = wide ? allocateScratch(F * N) : nil, vT = wide ? allocateScratch(Dv * N) : nil   // [F, N], [Dv, N]
+        defer { p.deallocate(); dp.deallocate(); bias?.deallocate(); kT?.deallocate(); vT?.deallocate() }
         if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
         let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        if let kT, let vT { transposeSlice(kT, ks, n: N, width: F); transposeSlice(vT, vs, n: N, width: Dv) }
         let gs = gradOut + s * N * Dv, os = out + s * N * Dv, stats = statistics + s * N * 2
         let dqs = dq + s * N * F
         let dks = partials.map { $0 + w * N * (F + Dv) } ?? dk + s * N * F
@@ -237,8 +292,10 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
             let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
             let C = causal ? r1 : N
             let qb = qs + r0 * F, gb = gs + r0 * Dv
-            BLAS.gemm(transposeB: true, m: rows, n: C, k: F, alpha: scale, a: qb, b: ks, c: p)          // S = scale·Q_blk·Kᵀ
-            BLAS.gemm(transposeB: true, m: rows, n: C, k: Dv, a: gb, b: vs, c: dp)                        // dP = G_blk·Vᵀ
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qb, lda: F,
+                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: p)          // S = scale·Q_blk·Kᵀ
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: Dv, a: gb, lda: Dv,
+                                        x: vs, xT: vT.map { UnsafePointer($0) }, ldT: N, c: dp)         // dP = G_blk·Vᵀ
             for i in 0..<rows {
                 let prow = p + i * C, drow = dp + i * C
                 let L = causal ? r0 + i + 1 : C
@@ -248,9 +305,12 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                 let d = rowDot(gb + i * Dv, os + (r0 + i) * Dv, Dv)                                    // D_i = g_i·out_i
                 softmaxGradientRow(drow, prow, d, C)                                                     // dS = P ⊙ (dP − D)
             }
-            BLAS.gemm(transposeA: true, m: C, n: Dv, k: rows, a: p, b: gb, beta: 1, c: dvs)              // dV += Pᵀ·G_blk
-            BLAS.gemm(m: rows, n: F, k: C, alpha: scale, a: dp, b: ks, beta: 1, c: dqs + r0 * F)         // dQ_blk += scale·dS·K
-            BLAS.gemm(transposeA: true, m: C, n: F, k: rows, alpha: scale, a: dp, b: qb, beta: 1, c: dks) // dK += scale·dSᵀ·Q_blk
+            attentionProduct(wide: wide, transposeA: true, m: C, n: Dv, k: rows, a: p, lda: C, b: gb, ldb: Dv,
+                             accumulate: true, c: dvs, ldc: Dv)                                          // dV += Pᵀ·G_blk
+            attentionProduct(wide: wide, transposeA: false, m: rows, n: F, k: C, alpha: scale, a: dp, lda: C, b: ks, ldb: F,
+                             accumulate: true, c: dqs + r0 * F, ldc: F)                                  // dQ_blk += scale·dS·K
+            attentionProduct(wide: wide, transposeA: true, m: C, n: F, k: rows, alpha: scale, a: dp, lda: C, b: qb, ldb: F,
+                             accumulate: true, c: dks, ldc: F)                                           // dK += scale·dSᵀ·Q_blk
         }
     }
     if let partials {
