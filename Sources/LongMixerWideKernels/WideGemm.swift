@@ -118,3 +118,59 @@ extension WideKernels {
         finish(c0, Float16x(repeating: alpha), accumulate, c, 0)
     }
 }
+
+// MARK: - Attention rows
+
+extension WideKernels {
+    /// Softmax of x[0..<n] in place after adding bias (if any); returns the row's max (after the bias) and
+    /// 1/Σ exp(x − max). The 16-lane twin of LongMixerCore's `softmaxRowInPlace`; the fused attention
+    /// uses this one in its forward exactly when it uses `attentionProbabilitiesRow` in its backward.
+    public static func attentionSoftmaxRow(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, n: Int) -> (max: Float, inverseSum: Float) {
+        var m16 = Float16x(repeating: -.infinity), j = 0
+        if let bias {
+            while j + 16 <= n { store(x, load(x, j) + load(bias, j), j); j += 16 }
+            while j < n { x[j] += bias[j]; j += 1 }
+            j = 0
+        }
+        while j + 16 <= n { let v = load(x, j); m16 = m16.replacing(with: v, where: v .> m16); j += 16 }
+        var m = horizontalMax(m16)
+        while j < n { if x[j] > m { m = x[j] }; j += 1 }
+        let mv = Float16x(repeating: m)
+        var acc0 = Float16x(), acc1 = Float16x()
+        j = 0
+        while j + 32 <= n {
+            let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
+            store(x, e0, j); store(x, e1, j + 16)
+            acc0 += e0; acc1 += e1
+            j += 32
+        }
+        while j + 16 <= n { let e = expNonPositive(load(x, j) - mv); store(x, e, j); acc0 += e; j += 16 }
+        var s = (acc0 + acc1).sum()
+        while j < n { let e = expNonPositive(Float16x(repeating: x[j] - m))[0]; x[j] = e; s += e; j += 1 }
+        let inv = 1 / s, iv = Float16x(repeating: inv)
+        j = 0
+        while j + 16 <= n { store(x, load(x, j) * iv, j); j += 16 }
+        while j < n { x[j] *= inv; j += 1 }
+        return (m, inv)
+    }
+
+    /// x[j] = exp(x[j] + bias[j] − max)·inverseSum for j < n, with the operations of `attentionSoftmaxRow`
+    /// (the same scores give the same bits).
+    public static func attentionProbabilitiesRow(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?,
+                                                 max m: Float, inverseSum inv: Float, n: Int) {
+        let mv = Float16x(repeating: m), iv = Float16x(repeating: inv)
+        var j = 0
+        if let bias {
+            while j + 16 <= n { store(x, expNonPositive((load(x, j) + load(bias, j)) - mv) * iv, j); j += 16 }
+            while j < n { x[j] = expNonPositive(Float16x(repeating: (x[j] + bias[j]) - m))[0] * inv; j += 1 }
+        } else {
+            while j + 32 <= n {
+                let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
+                store(x, e0 * iv, j); store(x, e1 * iv, j + 16)
+                j += 32
+            }
+            while j + 16 <= n { store(x, expNonPositive(load(x, j) - mv) * iv, j); j += 16 }
+            while j < n { x[j] = expNonPositive(Float16x(repeating: x[j] - m))[0] * inv; j += 1 }
+        }
+    }
+}

@@ -49,12 +49,12 @@ private func fusedKernels(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, 
     var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
     out.withUnsafeMutablePointer { o in lse.withUnsafeMutablePointer { l in
         scaledDotProductAttentionForward(out: o, statistics: l, q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer,
-                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock, allowWideGemm: wide)
+                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide)
     } }
     dq.withUnsafeMutablePointer { a in dk.withUnsafeMutablePointer { b in dv.withUnsafeMutablePointer { c in
         scaledDotProductAttentionBackward(dq: a, dk: b, dv: c, gradOut: g.pointer, out: out.pointer, statistics: lse.pointer,
                                           q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer, causal: causal,
-                                          scale: scale, sizes: s, rowBlock: rowBlock, allowWideGemm: wide)
+                                          scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide)
     } } }
     return AttentionResult(out: out, dq: dq, dk: dk, dv: dv)
 }
@@ -124,10 +124,10 @@ struct ScaledDotProductAttentionTests {
                     let ref = reference(q, k, v, mask: mask, causal: causal, scale: scale, g: g)
                     let composed = throughAutodiff(q, k, v, g: g) { unfused($0, $1, $2, mask: mask, causal: causal, scale: scale) }
                     withEachThreadCount { threads in
-                        // Dh 64 on an AVX-512 CPU: the 16-lane GEMM (wide) and OpenBLAS; Dh 8: OpenBLAS twice.
+                        // On an AVX-512 CPU: 16-lane rows (and for Dh 64 the 16-lane GEMM), then the AVX2 rows and OpenBLAS.
                         for rowBlock in [0, 16] { for wide in [true, false] {
                             let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock, wide: wide)
-                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide && attentionUsesWideGemm(sizes(q, v), allowed: true))"
+                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide && CPUFeatures.avx512)"
                             for (name, a, r, c) in [("out", got.out, ref.out, composed.out), ("dq", got.dq, ref.dq, composed.dq),
                                                     ("dk", got.dk, ref.dk, composed.dk), ("dv", got.dv, ref.dv, composed.dv)] {
                                 #expect(relativeError(a, r) <= 1e-5, "\(name) vs reference, \(context)")

@@ -22,6 +22,12 @@ import LongMixerWideKernels
 // Causal: a block of rows r0..<r1 only sees keys 0..<r1, so every GEMM runs on C = r1 columns (half the
 // work overall); entries j > i inside the block are set to P = 0 (hence dS = 0).
 //
+// AVX-512 (`CPUFeatures.avx512`): the block products run on the 16-lane GEMM of LongMixerWideKernels
+// (`WideKernels.gemm`, when F and Dv are multiples of 16; K and V are transposed once per slice for the
+// Q·Kᵀ and G·Vᵀ products) and the softmax rows on 16-lane exp; else OpenBLAS and 8-lane rows. At N = 4096,
+// Dh = 64, one thread, the 16-lane GEMM made the forward 1.5× and the backward 1.7× faster than
+// OpenBLAS's Haswell kernels (which the project benchmarks with, OPENBLAS_CORETYPE=Haswell).
+//
 // Threads: one work item is a slice, or a part of a slice's row blocks when there are fewer slices than
 // threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
 // (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
@@ -43,19 +49,21 @@ public struct AttentionSizes: Equatable, Sendable {
 
 /// How a call is cut into row blocks and work items.
 struct ScaledDotProductAttentionPlan {
-    /// Query rows per block: 128 up to N = 8192, then fewer (an R×N float scratch, two in the backward,
-    /// at most 4 MB), never fewer than 16. Each block's GEMMs repack all of K and V, so taller blocks
-    /// pack less per FLOP; 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by 10 %
-    /// (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster.
+    /// Query rows per block, never fewer than 16. OpenBLAS: 128 up to N = 8192, then fewer (an R×N float
+    /// scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so taller
+    /// blocks pack less per FLOP: 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by
+    /// 10 % (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster. The 16-lane GEMM
+    /// packs nothing, so the scratch is kept in L2 (1 MB per core): 64 rows at N = 4096 (3 % faster
+    /// backward than 128, 256 was 25 % slower), 128 at N ≤ 2048.
     let rowBlock: Int
     let blocks: Int
     /// Items per slice (1 unless there are fewer slices than threads).
     let partsPerSlice: Int
     let slices: Int
 
-    init(sizes: AttentionSizes, threads: Int, rowBlock: Int = 0) {
+    init(sizes: AttentionSizes, threads: Int, wideGemm: Bool, rowBlock: Int = 0) {
         let n = max(sizes.length, 1)
-        let r = rowBlock > 0 ? rowBlock : max(16, min(128, 1_048_576 / n))
+        let r = rowBlock > 0 ? rowBlock : max(16, min(128, (wideGemm ? 262_144 : 1_048_576) / n))
         self.rowBlock = r
         blocks = (n + r - 1) / r
         slices = sizes.slices
@@ -203,7 +211,8 @@ func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>
     }
 }
 
-/// Whether the 16-lane GEMM runs the block products: an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
+/// Whether the 16-lane GEMM runs the block products (the 16-lane softmax rows run whenever
+/// `CPUFeatures.avx512` and `allowed`; the forward and the backward of one call agree on both): an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
 /// that are whole vectors, and not disabled by the caller (tests run both paths).
 func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
     allowed && CPUFeatures.avx512 && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0
@@ -218,12 +227,13 @@ func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
 public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
                                              q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                              keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideGemm: Bool = true) {
+                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
-    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
     let R = plan.rowBlock
-    let wide = attentionUsesWideGemm(sizes, allowed: allowWideGemm)
+    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     plan.forEachItem { w in
         let (s, blocks) = plan.item(w)
         let b = s / H
@@ -243,7 +253,8 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
             for i in 0..<rows {
                 let row = scores + i * C
                 let L = causal ? r0 + i + 1 : C                  // keys row r0 + i sees
-                let (m, inv) = softmaxRowInPlace(row, bias: bias.map { UnsafePointer($0) }, L)
+                let (m, inv) = wideRows ? WideKernels.attentionSoftmaxRow(row, bias: bias.map { UnsafePointer($0) }, n: L)
+                                        : softmaxRowInPlace(row, bias: bias.map { UnsafePointer($0) }, L)
                 stats[2 * (r0 + i)] = m; stats[2 * (r0 + i) + 1] = inv
                 if L < C { (row + L).update(repeating: 0, count: C - L) }
             }
@@ -264,12 +275,13 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                                               statistics: UnsafePointer<Float>,
                                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                               keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideGemm: Bool = true) {
+                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
-    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
     let R = plan.rowBlock
-    let wide = attentionUsesWideGemm(sizes, allowed: allowWideGemm)
+    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     let split = plan.partsPerSlice > 1
     // One dK/dV partial per item when slices are split (added in item order below).
     let partials = split ? allocateScratch(plan.items * N * (F + Dv)) : nil
@@ -299,8 +311,13 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
             for i in 0..<rows {
                 let prow = p + i * C, drow = dp + i * C
                 let L = causal ? r0 + i + 1 : C
-                probabilitiesFromStatistics(prow, bias: bias.map { UnsafePointer($0) }, max: stats[2 * (r0 + i)],
-                                            inverseSum: stats[2 * (r0 + i) + 1], L)
+                if wideRows {
+                    WideKernels.attentionProbabilitiesRow(prow, bias: bias.map { UnsafePointer($0) }, max: stats[2 * (r0 + i)],
+                                                          inverseSum: stats[2 * (r0 + i) + 1], n: L)
+                } else {
+                    probabilitiesFromStatistics(prow, bias: bias.map { UnsafePointer($0) }, max: stats[2 * (r0 + i)],
+                                                inverseSum: stats[2 * (r0 + i) + 1], L)
+                }
                 if L < C { (prow + L).update(repeating: 0, count: C - L) }
                 let d = rowDot(gb + i * Dv, os + (r0 + i) * Dv, Dv)                                    // D_i = g_i·out_i
                 softmaxGradientRow(drow, prow, d, C)                                                     // dS = P ⊙ (dP − D)
