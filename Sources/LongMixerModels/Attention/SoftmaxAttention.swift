@@ -5,6 +5,8 @@ import Foundation
 /// scores = QKᵀ/√Dh + (1 − mask)·(−10000), softmax over keys, dropout on the probabilities, ·V,
 /// heads merged, then the output projection (`BertSelfOutput.dense`, here `output`).
 /// Positions are the model's business (learned or sinusoidal absolute embeddings).
+/// Without active attention dropout (probability 0, or eval mode) the attention runs as the fused
+/// `scaledDotProductAttention` of LongMixerCore (no [B, H, N, N] tensor is kept); with it, unfused.
 public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
     public let query: Linear
     public let key: Linear
@@ -15,7 +17,7 @@ public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
     public let dimensions: Int
 
     /// The additive bias of a masked key, as HF BERT's extended attention mask.
-    public static let maskBias: Float = -10000
+    public static let maskBias: Float = attentionMaskedKeyBias   // −10000, shared with the fused kernel
 
     /// Whether key j > query i is masked out (`CausalSoftmaxAttention`).
     var isCausal: Bool { false }
@@ -53,7 +55,7 @@ public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
                                                                causal: isCausal, scale: scale)))
         }
         // Attention dropout in training: the unfused path. The fused backward recomputes the
-        // probabilities from Q, K and the saved log-sum-exp, and would need the forward's dropout mask
+        // probabilities from Q, K and the saved row statistics, and would need the forward's dropout mask
         // again; the unfused path keeps the dropped probabilities it multiplied V with.
         // 1/√Dh folded into Q (N·D multiplies instead of N²·H).
         let q = splitHeads(query(x) * scale, heads: heads)
