@@ -5,6 +5,8 @@ import Foundation
 /// scores = QKᵀ/√Dh + (1 − mask)·(−10000), softmax over keys, dropout on the probabilities, ·V,
 /// heads merged, then the output projection (`BertSelfOutput.dense`, here `output`).
 /// Positions are the model's business (learned or sinusoidal absolute embeddings).
+/// Without active attention dropout (probability 0, or eval mode) the attention runs as the fused
+/// `scaledDotProductAttention` of LongMixerCore (no [B, H, N, N] tensor is kept); with it, unfused.
 public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
     public let query: Linear
     public let key: Linear
@@ -15,7 +17,7 @@ public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
     public let dimensions: Int
 
     /// The additive bias of a masked key, as HF BERT's extended attention mask.
-    public static let maskBias: Float = -10000
+    public static let maskBias: Float = attentionMaskedKeyBias   // −10000, shared with the fused kernel
 
     /// Whether key j > query i is masked out (`CausalSoftmaxAttention`).
     var isCausal: Bool { false }
@@ -43,8 +45,20 @@ public class SoftmaxAttention: Module, SequenceMixer, ProjectedAttention {
     public func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
         checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "SoftmaxAttention")
         let b = x.shape[0], n = x.shape[1]
+        let scale = 1 / Float(dimensions / heads).squareRoot()
+        if attentionDropout.probability == 0 || !attentionDropout.isTraining {
+            // Fused kernel: never materialises the [B, H, N, N] scores or probabilities (O(N) memory per
+            // head instead of O(N²)), recomputing them block by block in the backward pass.
+            let q = splitHeads(query(x), heads: heads), k = splitHeads(key(x), heads: heads)
+            let v = splitHeads(value(x), heads: heads)
+            return output(mergeHeads(scaledDotProductAttention(queries: q, keys: k, values: v, keyMask: keyMask,
+                                                               causal: isCausal, scale: scale)))
+        }
+        // Attention dropout in training: the unfused path. The fused backward recomputes the
+        // probabilities from Q, K and the saved row statistics, and would need the forward's dropout mask
+        // again; the unfused path keeps the dropped probabilities it multiplied V with.
         // 1/√Dh folded into Q (N·D multiplies instead of N²·H).
-        let q = splitHeads(query(x) * (1 / Float(dimensions / heads).squareRoot()), heads: heads)
+        let q = splitHeads(query(x) * scale, heads: heads)
         let k = splitHeads(key(x), heads: heads), v = splitHeads(value(x), heads: heads)
         var scores = matmul(q, k, transposeB: true)                                   // [B, H, N, N]
         if isCausal { scores = scores + Variable(Self.causalBias(n)) }

@@ -1,0 +1,426 @@
+import Foundation
+import LongMixerWideKernels
+
+// Fused scaled-dot-product softmax attention (flash-attention style, on CPU with OpenBLAS), with a
+// naive O(N²)-memory double-precision reference.
+//
+// Layout: q, k: [B, H, N, F]; v, out: [B, H, N, Dv]; one (b, h) pair is a "slice". Scores of one slice:
+//   S_ij = scale·q_i·k_j + bias_j (+ causal: −∞ for j > i),  bias_j = (1 − m_j)·(−10000) with a key mask
+// (HF BERT's additive mask: a padded key keeps a tiny, finite weight, and a row whose keys are all padded
+// is the plain softmax of its shifted scores — not NaN), P = softmax_j(S), out = P·V.
+//
+// Forward, per slice and per block of R query rows: S_blk = scale·Q_blk·Kᵀ (one GEMM into an R×N scratch
+// per worker), bias and row softmax in place (max, exp, sum), O_blk = P_blk·V (one GEMM). Only the output
+// and two statistics per row, the max m_i and 1/Σ_j exp(S_ij − m_i), are saved (O(N) extra memory instead
+// of the unfused path's B·H·N² probabilities); the backward recomputes P_blk = exp(S_blk − m)·(1/Σ) from
+// Q_blk and K with the same GEMM and the same float operations, so it gets the forward's P bit for bit.
+// (A single log-sum-exp m + log Σ would be rounded to the ulp of m, ≈ 1e-3 when every key of a row is
+// padded and m ≈ −10000, and would put a 5e-4 relative error on that row's recomputed P.)
+//
+// Backward, per row block (g = ∂L/∂out, D_i = g_i·out_i = Σ_j P_ij (g_i·v_j)):
+//   dV += P_blkᵀ·g_blk;  dP = g_blk·Vᵀ;  dS = P ⊙ (dP − D);  dQ_blk = scale·dS·K;  dK += scale·dSᵀ·Q_blk.
+// Causal: a block of rows r0..<r1 only sees keys 0..<r1, so every GEMM runs on C = r1 columns (half the
+// work overall); entries j > i inside the block are set to P = 0 (hence dS = 0).
+//
+// AVX-512 (`CPUFeatures.avx512`): the block products run on the 16-lane GEMM of LongMixerWideKernels
+// (`WideKernels.gemm`, when F and Dv are multiples of 16; K and V are transposed once per slice for the
+// Q·Kᵀ and G·Vᵀ products) and the softmax rows on 16-lane exp; else OpenBLAS and 8-lane rows. At N = 4096,
+// Dh = 64, one thread, the 16-lane GEMM made the forward 1.5× and the backward 1.7× faster than
+// OpenBLAS's Haswell kernels (which the project benchmarks with, OPENBLAS_CORETYPE=Haswell).
+//
+// Threads: one work item is a slice, or a part of a slice's row blocks when there are fewer slices than
+// threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
+// (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
+// several items gets one dK/dV partial per item, added in item order afterwards. Blocks, items and
+// partial sums depend only on the sizes and the thread count, so results are deterministic for a fixed
+// thread count.
+
+/// Sizes of a scaled-dot-product attention call: q, k: [B, H, N, F]; v, out: [B, H, N, Dv].
+public struct AttentionSizes: Equatable, Sendable {
+    public var batch: Int, heads: Int, length: Int, features: Int, valueDimensions: Int
+
+    public init(batch: Int, heads: Int, length: Int, features: Int, valueDimensions: Int) {
+        self.batch = batch; self.heads = heads; self.length = length
+        self.features = features; self.valueDimensions = valueDimensions
+    }
+
+    var slices: Int { batch * heads }
+}
+
+/// How a call is cut into row blocks and work items.
+struct ScaledDotProductAttentionPlan {
+    /// Query rows per block, never fewer than 16. OpenBLAS: 128 up to N = 8192, then fewer (an R×N float
+    /// scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so taller
+    /// blocks pack less per FLOP: 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by
+    /// 10 % (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster. The 16-lane GEMM
+    /// packs nothing, so the scratch is kept in L2 (1 MB per core): 64 rows at N = 4096 (3 % faster
+    /// backward than 128, 256 was 25 % slower), 128 at N ≤ 2048.
+    let rowBlock: Int
+    let blocks: Int
+    /// Items per slice (1 unless there are fewer slices than threads).
+    let partsPerSlice: Int
+    let slices: Int
+
+    init(sizes: AttentionSizes, threads: Int, wideGemm: Bool, rowBlock: Int = 0) {
+        let n = max(sizes.length, 1)
+        let r = rowBlock > 0 ? rowBlock : max(16, min(128, (wideGemm ? 262_144 : 1_048_576) / n))
+        self.rowBlock = r
+        blocks = (n + r - 1) / r
+        slices = sizes.slices
+        partsPerSlice = slices >= threads ? 1 : min(blocks, (threads + slices - 1) / max(slices, 1))
+    }
+
+    var items: Int { slices * partsPerSlice }
+
+    /// (slice, block range) of work item `w`.
+    func item(_ w: Int) -> (slice: Int, blocks: Range<Int>) {
+        let s = w / partsPerSlice, p = w % partsPerSlice
+        return (s, (blocks * p / partsPerSlice)..<(blocks * (p + 1) / partsPerSlice))
+    }
+
+    /// Runs `body` for every item: over `parallelFor` with single-threaded OpenBLAS when there are two or
+    /// more items and threads, else on the calling thread (with OpenBLAS's own threads).
+    func forEachItem(_ body: (Int) -> Void) {
+        if items <= 0 { return }
+        BLAS.warmUp()
+        if items >= 2 && Parallel.threadCount > 1 {
+            BLAS.withSingleThread { parallelFor(items) { r in for w in r { body(w) } } }
+        } else {
+            for w in 0..<items { body(w) }
+        }
+    }
+}
+
+/// bias_j = (1 − m_j)·(−10000) for one batch row of the key mask.   bias, mask: [n]
+@inline(__always)
+func attentionMaskBias(_ bias: UnsafeMutablePointer<Float>, _ mask: UnsafePointer<Float>, _ n: Int) {
+    for j in 0..<n { bias[j] = (1 - mask[j]) * attentionMaskedKeyBias }
+}
+
+/// The additive score of a padded key (HF BERT's extended attention mask).
+public let attentionMaskedKeyBias: Float = -10000
+
+/// x[j] += bias[j] for j < n, returning max_j x[j] (after the bias).
+@inline(__always)
+func addBiasAndMax(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>?, _ n: Int) -> Float {
+    if let bias {
+        var m8 = Float8(repeating: -.infinity), j = 0
+        while j + 8 <= n {
+            let v = x.load8(j) + bias.load8(j)
+            x.store8(v, j)
+            m8 = m8.replacing(with: v, where: v .> m8)
+            j += 8
+        }
+        var m = horizontalMax(m8)
+        while j < n { let v = x[j] + bias[j]; x[j] = v; if v > m { m = v }; j += 1 }
+        return m
+    }
+    return rowMax(UnsafePointer(x), n)
+}
+
+/// Softmax of x[0..<n] in place, with bias added first; returns the row's max (after the bias) and 1/Σ exp(x − max).
+@inline(__always)
+func softmaxRowInPlace(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, _ n: Int) -> (max: Float, inverseSum: Float) {
+    let m = addBiasAndMax(x, bias, n)
+    let m8 = Float8(repeating: m)
+    // Two vectors per step (as softmaxRowsAVX2): overlaps the polynomial chains.
+    var acc0 = Float8(), acc1 = Float8(), j = 0
+    while j + 16 <= n {
+        let e0 = VectorMath.expNonPositive(x.load8(j) - m8), e1 = VectorMath.expNonPositive(x.load8(j + 8) - m8)
+        x.store8(e0, j); x.store8(e1, j + 8)
+        acc0 += e0; acc1 += e1
+        j += 16
+    }
+    while j + 8 <= n { let e = VectorMath.expNonPositive(x.load8(j) - m8); x.store8(e, j); acc0 += e; j += 8 }
+    var s = horizontalSum(acc0 + acc1)
+    while j < n { let e = VectorMath.exp(x[j] - m); x[j] = e; s += e; j += 1 }
+    let inv = 1 / s, inv8 = Float8(repeating: inv)
+    j = 0
+    while j + 8 <= n { x.store8(x.load8(j) * inv8, j); j += 8 }
+    while j < n { x[j] *= inv; j += 1 }
+    return (m, inv)
+}
+
+/// x[j] = exp(x[j] + bias[j] − max)·inverseSum for j < n: the recomputed probabilities of one row, with
+/// the operations of `softmaxRowInPlace` (so the same scores give the same bits).
+@inline(__always)
+func probabilitiesFromStatistics(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, max m: Float,
+                                 inverseSum inv: Float, _ n: Int) {
+    let m8 = Float8(repeating: m), inv8 = Float8(repeating: inv)
+    var j = 0
+    if let bias {
+        while j + 8 <= n { x.store8(VectorMath.expNonPositive((x.load8(j) + bias.load8(j)) - m8) * inv8, j); j += 8 }
+        while j < n { x[j] = VectorMath.exp((x[j] + bias[j]) - m) * inv; j += 1 }
+    } else {
+        while j + 16 <= n {
+            let e0 = VectorMath.expNonPositive(x.load8(j) - m8), e1 = VectorMath.expNonPositive(x.load8(j + 8) - m8)
+            x.store8(e0 * inv8, j); x.store8(e1 * inv8, j + 8)
+            j += 16
+        }
+        while j + 8 <= n { x.store8(VectorMath.expNonPositive(x.load8(j) - m8) * inv8, j); j += 8 }
+        while j < n { x[j] = VectorMath.exp(x[j] - m) * inv; j += 1 }
+    }
+}
+
+/// dp[j] = p[j]·(dp[j] − d) for j < n (dS from dP, P and D_i = g_i·out_i).
+@inline(__always)
+func softmaxGradientRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ d: Float, _ n: Int) {
+    let d8 = Float8(repeating: d)
+    var j = 0
+    while j + 8 <= n { dp.store8(p.load8(j) * (dp.load8(j) - d8), j); j += 8 }
+    while j < n { dp[j] = p[j] * (dp[j] - d); j += 1 }
+}
+
+/// C = alpha·op(A)·B (+ C when `accumulate`) for one block product: op(A) [m, k] (A stored [k, m] with
+/// row stride lda when `transposeA`, else [m, k]), B [k, n] with row stride ldb, C [m, n] with row stride ldc.
+/// On the 16-lane GEMM of LongMixerWideKernels when `wide`, else on OpenBLAS.
+@inline(__always)
+func attentionProduct(wide: Bool, transposeA: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                      accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if wide {
+        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: transposeA ? 1 : lda, aK: transposeA ? lda : 1,
+                         b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
+    } else {
+        stridedGemm(transposeA, false, m, n, k, alpha: alpha, a, lda, b, ldb, beta: accumulate ? 1 : 0, c, ldc)
+    }
+}
+
+/// C[m, n] = alpha·A·Xᵀ for A [m, k] (row stride lda) and X [n, k] (row stride k = keys or values of a
+/// slice): through the transposed copy xT [k, ≥ n] (row stride ldT) on the wide GEMM, which needs B
+/// rows as contiguous vectors; with OpenBLAS's transposed operand otherwise.
+@inline(__always)
+func attentionProductTransposedB(wide: Bool, m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                                 x: UnsafePointer<Float>, xT: UnsafePointer<Float>?, ldT: Int,
+                                 c: UnsafeMutablePointer<Float>) {
+    if wide, let xT {
+        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: lda, aK: 1, b: xT, ldb: ldT, accumulate: false, c: c, ldc: n)
+    } else {
+        stridedGemm(false, true, m, n, k, alpha: alpha, a, lda, x, k, beta: 0, c, n)
+    }
+}
+
+/// xT[c·n + j] = x[j·width + c]: a slice's keys or values, transposed.   xT: [width, n]; x: [n, width]
+func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, n: Int, width: Int) {
+    // Strips of 8 keys: reads 8 rows of x, writes 8 consecutive floats of each row of xT.
+    var j0 = 0
+    while j0 < n {
+        let j1 = min(n, j0 + 8)
+        for c in 0..<width { for j in j0..<j1 { xT[c * n + j] = x[j * width + c] } }
+        j0 = j1
+    }
+}
+
+/// Whether the 16-lane GEMM runs the block products (the 16-lane softmax rows run whenever
+/// `CPUFeatures.avx512` and `allowed`; the forward and the backward of one call agree on both): an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
+/// that are whole vectors, and not disabled by the caller (tests run both paths).
+func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
+    allowed && CPUFeatures.avx512 && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0
+}
+
+// MARK: - Forward
+
+/// Forward of fused scaled-dot-product attention.
+/// out: [B,H,N,Dv]; statistics: [B,H,N,2] saved for backward: (max, 1/Σ exp(S − max)) of each row of the
+/// biased, scaled scores;
+/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] of 0/1 or nil. `rowBlock` > 0 overrides the plan (tests).
+public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
+                                             q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                             keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    if N == 0 || sizes.slices == 0 { return }
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
+    let R = plan.rowBlock
+    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
+    plan.forEachItem { w in
+        let (s, blocks) = plan.item(w)
+        let b = s / H
+        let scores = allocateScratch(R * N)                      // [R, C]: S, then P, of one row block
+        let bias = keyMask != nil ? allocateScratch(N) : nil     // [N]
+        let kT = wide ? allocateScratch(F * N) : nil             // [F, N]
+        defer { scores.deallocate(); bias?.deallocate(); kT?.deallocate() }
+        if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        if let kT { transposeSlice(kT, ks, n: N, width: F) }
+        let os = out + s * N * Dv, stats = statistics + s * N * 2
+        for blk in blocks {
+            let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
+            let C = causal ? r1 : N                              // keys this block can see
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, lda: F,
+                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: scores)   // S = scale·Q_blk·Kᵀ
+            for i in 0..<rows {
+                let row = scores + i * C
+                let L = causal ? r0 + i + 1 : C                  // keys row r0 + i sees
+                let (m, inv) = wideRows ? WideKernels.attentionSoftmaxRow(row, bias: bias.map { UnsafePointer($0) }, n: L)
+                                        : softmaxRowInPlace(row, bias: bias.map { UnsafePointer($0) }, L)
+                stats[2 * (r0 + i)] = m; stats[2 * (r0 + i) + 1] = inv
+                if L < C { (row + L).update(repeating: 0, count: C - L) }
+            }
+            attentionProduct(wide: wide, transposeA: false, m: rows, n: Dv, k: C, a: scores, lda: C, b: vs, ldb: Dv,
+                             accumulate: false, c: os + r0 * Dv, ldc: Dv)                                // O_blk = P·V
+        }
+    }
+}
+
+// MARK: - Backward
+
+/// Backward of fused scaled-dot-product attention; accumulates (+=) into dq, dk, dv.
+/// dq, dk: [B,H,N,F]; dv: [B,H,N,Dv]; gradOut, out: [B,H,N,Dv]; statistics: [B,H,N,2] as saved by the forward;
+/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] or nil. Pass the forward's `rowBlock` to get its P bit for bit.
+public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                              dv: UnsafeMutablePointer<Float>,
+                                              gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                                              statistics: UnsafePointer<Float>,
+                                              q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                              keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    if N == 0 || sizes.slices == 0 { return }
+    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
+    let R = plan.rowBlock
+    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
+    let split = plan.partsPerSlice > 1
+    // One dK/dV partial per item when slices are split (added in item order below).
+    let partials = split ? allocateScratch(plan.items * N * (F + Dv)) : nil
+    defer { partials?.deallocate() }
+    plan.forEachItem { w in
+        let (s, blocks) = plan.item(w)
+        let b = s / H
+        let p = allocateScratch(R * N), dp = allocateScratch(R * N)   // [R, C]: P and dP → dS
+        let bias = keyMask != nil ? allocateScratch(N) : nil
+        let kT = wide ? allocateScratch(F * N) : nil, vT = wide ? allocateScratch(Dv * N) : nil   // [F, N], [Dv, N]
+        defer { p.deallocate(); dp.deallocate(); bias?.deallocate(); kT?.deallocate(); vT?.deallocate() }
+        if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        if let kT, let vT { transposeSlice(kT, ks, n: N, width: F); transposeSlice(vT, vs, n: N, width: Dv) }
+        let gs = gradOut + s * N * Dv, os = out + s * N * Dv, stats = statistics + s * N * 2
+        let dqs = dq + s * N * F
+        let dks = partials.map { $0 + w * N * (F + Dv) } ?? dk + s * N * F
+        let dvs = partials.map { $0 + w * N * (F + Dv) + N * F } ?? dv + s * N * Dv
+        for blk in blocks {
+            let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
+            let C = causal ? r1 : N
+            let qb = qs + r0 * F, gb = gs + r0 * Dv
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qb, lda: F,
+                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: p)          // S = scale·Q_blk·Kᵀ
+            attentionProductTransposedB(wide: wide, m: rows, n: C, k: Dv, a: gb, lda: Dv,
+                                        x: vs, xT: vT.map { UnsafePointer($0) }, ldT: N, c: dp)         // dP = G_blk·Vᵀ
+            for i in 0..<rows {
+                let prow = p + i * C, drow = dp + i * C
+                let L = causal ? r0 + i + 1 : C
+                if wideRows {
+                    WideKernels.attentionProbabilitiesRow(prow, bias: bias.map { UnsafePointer($0) }, max: stats[2 * (r0 + i)],
+                                                          inverseSum: stats[2 * (r0 + i) + 1], n: L)
+                } else {
+                    probabilitiesFromStatistics(prow, bias: bias.map { UnsafePointer($0) }, max: stats[2 * (r0 + i)],
+                                                inverseSum: stats[2 * (r0 + i) + 1], L)
+                }
+                if L < C { (prow + L).update(repeating: 0, count: C - L) }
+                let d = rowDot(gb + i * Dv, os + (r0 + i) * Dv, Dv)                                    // D_i = g_i·out_i
+                softmaxGradientRow(drow, prow, d, C)                                                     // dS = P ⊙ (dP − D)
+            }
+            attentionProduct(wide: wide, transposeA: true, m: C, n: Dv, k: rows, a: p, lda: C, b: gb, ldb: Dv,
+                             accumulate: true, c: dvs, ldc: Dv)                                          // dV += Pᵀ·G_blk
+            attentionProduct(wide: wide, transposeA: false, m: rows, n: F, k: C, alpha: scale, a: dp, lda: C, b: ks, ldb: F,
+                             accumulate: true, c: dqs + r0 * F, ldc: F)                                  // dQ_blk += scale·dS·K
+            attentionProduct(wide: wide, transposeA: true, m: C, n: F, k: rows, alpha: scale, a: dp, lda: C, b: qb, ldb: F,
+                             accumulate: true, c: dks, ldc: F)                                           // dK += scale·dSᵀ·Q_blk
+        }
+    }
+    if let partials {
+        // Slices split over items: dK, dV += Σ partials in item order (deterministic).
+        parallelFor(sizes.slices) { r in
+            for s in r {
+                for part in 0..<plan.partsPerSlice {
+                    let src = partials + (s * plan.partsPerSlice + part) * N * (F + Dv)
+                    axpySerial(y: dk + s * N * F, x: src, count: N * F)
+                    axpySerial(y: dv + s * N * Dv, x: src + N * F, count: N * Dv)
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Plain reference (tests compare the kernels above with it)
+//
+// Scalar loops, one thread, Double accumulators, the full [N, N] probabilities of a slice.
+
+/// Probabilities of one slice: P[i·N + j] (0 where causal hides j from i).
+func attentionReferenceProbabilities(q: UnsafePointer<Float>, k: UnsafePointer<Float>, mask: UnsafePointer<Float>?,
+                                     causal: Bool, scale: Float, n: Int, f: Int) -> [Double] {
+    var p = [Double](repeating: 0, count: n * n)
+    for i in 0..<n {
+        let visible = causal ? i + 1 : n
+        var row = [Double](repeating: 0, count: visible)
+        for j in 0..<visible {
+            var dot = 0.0
+            for c in 0..<f { dot += Double(q[i * f + c]) * Double(k[j * f + c]) }
+            let bias = mask.map { (1 - Double($0[j])) * Double(attentionMaskedKeyBias) } ?? 0
+            row[j] = Double(scale) * dot + bias
+        }
+        let m = row.max()!
+        var sum = 0.0
+        for j in 0..<visible { row[j] = Foundation.exp(row[j] - m); sum += row[j] }
+        for j in 0..<visible { p[i * n + j] = row[j] / sum }
+    }
+    return p
+}
+
+/// Reference forward: out = softmax(scale·QKᵀ + bias [+ causal]) V.   out: [B,H,N,Dv]; others as the kernel.
+public func scaledDotProductAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
+                                                      k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                                      keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                                      sizes: AttentionSizes) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    for s in 0..<sizes.slices {
+        let b = s / H
+        let p = attentionReferenceProbabilities(q: q + s * N * F, k: k + s * N * F, mask: keyMask.map { $0 + b * N },
+                                                causal: causal, scale: scale, n: N, f: F)
+        let vs = v + s * N * Dv
+        for i in 0..<N {
+            for c in 0..<Dv {
+                var acc = 0.0
+                for j in 0..<N { acc += p[i * N + j] * Double(vs[j * Dv + c]) }
+                out[(s * N + i) * Dv + c] = Float(acc)
+            }
+        }
+    }
+}
+
+/// Reference backward (accumulates into dq, dk, dv) from the definition, with the full P of each slice.
+public func scaledDotProductAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                                       dv: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>,
+                                                       q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                                       keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                                       sizes: AttentionSizes) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    for s in 0..<sizes.slices {
+        let b = s / H
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv, gs = gradOut + s * N * Dv
+        let p = attentionReferenceProbabilities(q: qs, k: ks, mask: keyMask.map { $0 + b * N },
+                                                causal: causal, scale: scale, n: N, f: F)
+        var dqD = [Double](repeating: 0, count: N * F), dkD = dqD, dvD = [Double](repeating: 0, count: N * Dv)
+        for i in 0..<N {
+            // dP_ij = g_i·v_j; dS_ij = P_ij (dP_ij − Σ_l P_il dP_il)
+            var dP = [Double](repeating: 0, count: N)
+            for j in 0..<N { for c in 0..<Dv { dP[j] += Double(gs[i * Dv + c]) * Double(vs[j * Dv + c]) } }
+            var dot = 0.0
+            for j in 0..<N { dot += p[i * N + j] * dP[j] }
+            for j in 0..<N {
+                let pij = p[i * N + j]
+                if pij == 0 { continue }
+                let ds = pij * (dP[j] - dot) * Double(scale)
+                for c in 0..<Dv { dvD[j * Dv + c] += pij * Double(gs[i * Dv + c]) }
+                for c in 0..<F {
+                    dqD[i * F + c] += ds * Double(ks[j * F + c])
+                    dkD[j * F + c] += ds * Double(qs[i * F + c])
+                }
+            }
+        }
+        for e in 0..<(N * F) { dq[s * N * F + e] += Float(dqD[e]); dk[s * N * F + e] += Float(dkD[e]) }
+        for e in 0..<(N * Dv) { dv[s * N * Dv + e] += Float(dvD[e]) }
+    }
+}
