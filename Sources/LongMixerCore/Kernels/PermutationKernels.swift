@@ -146,7 +146,7 @@ public func reluFeatureHeadsForward(out: UnsafeMutablePointer<Float>, x: UnsafeP
                                     epsilon: Float) {
     let rows = B * H * N
     if rows == 0 || F == 0 { return }
-    if let tables { precondition(tables.size == F && positions != nil, "reluFeatureHeadsForward: tables of size \(tables.size) for \(F) features") }
+    if let tables { check(tables.size == F && positions != nil, "reluFeatureHeadsForward: tables of size \(tables.size) for \(F) features") }
     withCycleTables(tables) { elements, ends, headCycles in
         parallelFor(rows, grain: max(1, 16_384 / F)) { range in
             // The gather reads its row in random order; straight from memory every cache line of x would
@@ -182,7 +182,7 @@ public func reluFeatureHeadsBackward(dx: UnsafeMutablePointer<Float>, gradOut: U
                                      length N: Int, features F: Int) {
     let rows = B * H * N
     if rows == 0 || F == 0 { return }
-    if let tables { precondition(tables.size == F && positions != nil, "reluFeatureHeadsBackward: tables of size \(tables.size) for \(F) features") }
+    if let tables { check(tables.size == F && positions != nil, "reluFeatureHeadsBackward: tables of size \(tables.size) for \(F) features") }
     withCycleTables(tables) { elements, ends, headCycles in
         parallelFor(rows, grain: max(1, 16_384 / F)) { range in
             // As the forward: the gradient row is staged sequentially in L1 before the random-order gather.
