@@ -15,7 +15,8 @@ struct BenchAttentionCommand: ParsableCommand {
             mixers run interleaved round by round. The CPU columns are the best process CPU time per sequence \
             (all threads, including OpenBLAS spin-waits): when other jobs oversubscribe the cores, wall time also counts \
             waiting for a core, CPU time much less. Softmax attention is skipped where one B·H·N² float32 score tensor \
-            exceeds --softmax-limit-gib. With --torch, Scripts/bench/attention_torch.py (run from the repository root) \
+            would exceed --softmax-limit-gib (a bound on run time here: the fused attention of both sides keeps no N² \
+            tensor, so raise it to time N = 16384, about 25 s per training step). With --torch, Scripts/bench/attention_torch.py (run from the repository root) \
             times the same model in PyTorch right after the Swift cases of each length, with the same thread count \
             (interpreter: $LONGMIXER_TORCH_PYTHON, else /work/venv/bin/python); ratios are torch time / Swift time.
             """)
