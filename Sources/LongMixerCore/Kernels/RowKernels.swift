@@ -90,28 +90,35 @@ public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Floa
 /// (`expNonPositive`).
 public func softmaxRowsAVX2(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int) {
     for row in r {
-        let xr = x + row * n, yr = y + row * n
-        let m = rowMax(xr, n)
-        // Two vectors per step: out-of-order execution overlaps the polynomial chains of
-        // consecutive steps; four per step spilled accumulators and constants (16 ymm registers).
-        var acc0 = Float8(), acc1 = Float8(), j = 0
-        let m8 = Float8(repeating: m)
-        while j + 16 <= n {
-            let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
-            let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
-            yr.store8(e0, j); yr.store8(e1, j + 8)
-            acc0 += e0; acc1 += e1
-            j += 16
-        }
-        while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); yr.store8(e, j); acc0 += e; j += 8 }
-        var s = horizontalSum(acc0 + acc1)
-        while j < n { let e = VectorMath.exp(xr[j] - m); yr[j] = e; s += e; j += 1 }
-        let inv = 1 / s
-        j = 0
-        let inv8 = Float8(repeating: inv)
-        while j + 8 <= n { yr.store8(yr.load8(j) * inv8, j); j += 8 }
-        while j < n { yr[j] *= inv; j += 1 }
+        let xr = x + row * n
+        _ = exponentiateAndNormalizeRow(y + row * n, from: xr, max: rowMax(xr, n), n)
     }
+}
+
+/// dst[j] = exp(src[j] − max) / Σ_k exp(src[k] − max) for j < n; returns 1/Σ. dst may be src (in place).
+/// The exp/sum/scale passes of a softmax row, shared by `softmaxRowsAVX2` and the fused attention's
+/// `softmaxRowInPlace`. Two vectors per step: out-of-order execution overlaps the polynomial chains of
+/// consecutive steps; four per step spilled accumulators and constants (16 ymm registers).
+@inline(__always)
+func exponentiateAndNormalizeRow(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, max m: Float, _ n: Int) -> Float {
+    var acc0 = Float8(), acc1 = Float8(), j = 0
+    let m8 = Float8(repeating: m)
+    while j + 16 <= n {
+        let e0 = VectorMath.expNonPositive(src.load8(j) - m8)
+        let e1 = VectorMath.expNonPositive(src.load8(j + 8) - m8)
+        dst.store8(e0, j); dst.store8(e1, j + 8)
+        acc0 += e0; acc1 += e1
+        j += 16
+    }
+    while j + 8 <= n { let e = VectorMath.expNonPositive(src.load8(j) - m8); dst.store8(e, j); acc0 += e; j += 8 }
+    var s = horizontalSum(acc0 + acc1)
+    while j < n { let e = VectorMath.exp(src[j] - m); dst[j] = e; s += e; j += 1 }
+    let inv = 1 / s
+    j = 0
+    let inv8 = Float8(repeating: inv)
+    while j + 8 <= n { dst.store8(dst.load8(j) * inv8, j); j += 8 }
+    while j < n { dst[j] *= inv; j += 1 }
+    return inv
 }
 
 /// dx += y ⊙ (dy − ⟨dy, y⟩) per row.   dx, y, dy: [rows, n]

@@ -122,22 +122,7 @@ func addBiasAndMax(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float
 @inline(__always)
 func softmaxRowInPlace(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, _ n: Int) -> (max: Float, inverseSum: Float) {
     let m = addBiasAndMax(x, bias, n)
-    let m8 = Float8(repeating: m)
-    // Two vectors per step (as softmaxRowsAVX2): overlaps the polynomial chains.
-    var acc0 = Float8(), acc1 = Float8(), j = 0
-    while j + 16 <= n {
-        let e0 = VectorMath.expNonPositive(x.load8(j) - m8), e1 = VectorMath.expNonPositive(x.load8(j + 8) - m8)
-        x.store8(e0, j); x.store8(e1, j + 8)
-        acc0 += e0; acc1 += e1
-        j += 16
-    }
-    while j + 8 <= n { let e = VectorMath.expNonPositive(x.load8(j) - m8); x.store8(e, j); acc0 += e; j += 8 }
-    var s = horizontalSum(acc0 + acc1)
-    while j < n { let e = VectorMath.exp(x[j] - m); x[j] = e; s += e; j += 1 }
-    let inv = 1 / s, inv8 = Float8(repeating: inv)
-    j = 0
-    while j + 8 <= n { x.store8(x.load8(j) * inv8, j); j += 8 }
-    while j < n { x[j] *= inv; j += 1 }
+    let inv = exponentiateAndNormalizeRow(x, from: x, max: m, n)
     return (m, inv)
 }
 
