@@ -154,15 +154,17 @@ fileprivate func checkAdamHyperparameters(_ owner: String, learningRate: Float, 
 ///     θ ← θ − (γ / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
 ///
 /// The bias corrections and the step size are computed in double precision, as torch does in Python.
-fileprivate func adamStep(parameters: [Parameter], state: inout AdamState, owner: String, learningRate lr: Float, beta1: Float,
-              beta2: Float, epsilon: Float, weightDecay wd: Float, decoupled: Bool) {
+fileprivate func adamStep(parameters: [Parameter], state: inout AdamState, owner: String, learningRate baseRate: Float,
+              multipliers: [Float], beta1: Float, beta2: Float, epsilon: Float, weightDecay wd: Float, decoupled: Bool) {
     let lerpWeight = Float(1 - Double(beta1))
     let smallWeight = abs(lerpWeight) < 0.5           // ATen's lerp switches formula at |w| = 0.5
     let lerpCoefficient = smallWeight ? lerpWeight : lerpWeight - 1
     let squareWeight = Float(1 - Double(beta2))
-    let decay = Float(1 - Double(lr) * Double(wd))
     for (i, p) in parameters.enumerated() {
         guard let grad = checkedGradient(of: p, owner) else { continue }
+        // A multiplier of exactly 1 leaves the rate bit-identical to torch's single-group Adam.
+        let lr = multipliers[i] == 1 ? baseRate : baseRate * multipliers[i]
+        let decay = Float(1 - Double(lr) * Double(wd))
         let n = grad.count, gp = grad.pointer
         state.steps[i] += 1
         let t = Double(state.steps[i])
@@ -213,6 +215,9 @@ public class Adam: Optimizer {
     let decoupledWeightDecay: Bool
     private let name: String
     fileprivate var state: AdamState
+    /// Per-parameter factor on the learning rate (parallel to `parameters`; all 1 by default), like torch
+    /// parameter groups whose `lr` is a multiple of the base rate. Schedules scale every group alike.
+    public private(set) var learningRateMultipliers: [Float]
 
     public convenience init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                             epsilon: Float = 1e-8, weightDecay: Float = 0) {
@@ -232,13 +237,26 @@ public class Adam: Optimizer {
         self.epsilon = epsilon
         self.weightDecay = weightDecay
         state = AdamState(count: self.parameters.count)
+        learningRateMultipliers = [Float](repeating: 1, count: self.parameters.count)
+    }
+
+    /// Multiplies the learning rate of `selected` (parameters of this optimizer) by `multiplier` (> 0, finite).
+    public func setLearningRateMultiplier(_ multiplier: Float, for selected: [Parameter]) {
+        check(multiplier.isFinite && multiplier > 0, "\(name): learning-rate multiplier must be finite and > 0, got \(multiplier)")
+        let index = Dictionary(uniqueKeysWithValues: parameters.enumerated().map { (ObjectIdentifier($0.element), $0.offset) })
+        for p in selected {
+            let i = index[ObjectIdentifier(p)]
+            check(i != nil, "\(name): a parameter of shape \(p.value.shape) is not optimised by this optimizer")
+            learningRateMultipliers[i!] = multiplier
+        }
     }
 
     /// Number of updates applied to each parameter (parallel to `parameters`).
     public var stepCounts: [Int] { state.steps }
 
     public func step() {
-        adamStep(parameters: parameters, state: &state, owner: name, learningRate: learningRate, beta1: beta1,
+        adamStep(parameters: parameters, state: &state, owner: name, learningRate: learningRate,
+                 multipliers: learningRateMultipliers, beta1: beta1,
                  beta2: beta2, epsilon: epsilon, weightDecay: weightDecay, decoupled: decoupledWeightDecay)
     }
 

@@ -78,6 +78,10 @@ public struct AttentionBenchmarkRow: Codable, Sendable {
     public var trainingCPU: Double?
     public var torchForwardCPU: Double?
     public var torchTrainingCPU: Double?
+    /// Every wall-clock sample per sequence, in round order (round k of every case ran back to back), so
+    /// two mixers can be compared round by round.
+    public var forwardSamples: [Double]?
+    public var trainingSamples: [Double]?
 
     /// torch / Swift on best times (> 1: Swift faster).
     public var forwardRatio: Double? { ratio(torchForward, forward?.best) }
@@ -110,6 +114,29 @@ public struct AttentionBenchmarkReport: Codable, Sendable {
         /// The same on best process CPU times.
         public var forwardCPUPercent: Double?
         public var trainingCPUPercent: Double?
+        /// Paired estimate: the median over rounds of (PermuteFormer sample / Performer sample of the same
+        /// round − 1), in %, with the interquartile range. Both samples of a pair ran seconds apart, so
+        /// slow drifts of the shared machine cancel, which best-of-rounds figures do not guarantee.
+        public var forwardPairedPercent: PairedEstimate?
+        public var trainingPairedPercent: PairedEstimate?
+    }
+
+    public struct PairedEstimate: Codable, Sendable {
+        public var median: Double
+        public var lowerQuartile: Double
+        public var upperQuartile: Double
+        public var rounds: Int
+
+        /// nil without at least one pair.
+        public init?(candidate: [Double], baseline: [Double]) {
+            let ratios = zip(candidate, baseline).filter { $0.1 > 0 }.map { 100 * ($0.0 / $0.1 - 1) }.sorted()
+            guard !ratios.isEmpty else { return nil }
+            func quantile(_ q: Double) -> Double {
+                let x = q * Double(ratios.count - 1), i = Int(x), f = x - Double(i)
+                return i + 1 < ratios.count ? ratios[i] * (1 - f) + ratios[i + 1] * f : ratios[i]
+            }
+            median = quantile(0.5); lowerQuartile = quantile(0.25); upperQuartile = quantile(0.75); rounds = ratios.count
+        }
     }
 
     public init(command: String, machine: MachineInfo, configuration: String, threads: Int, repeats: Int, batch: Int, layers: Int,
@@ -211,10 +238,12 @@ public enum AttentionBenchmark {
                 var perSequence = t.wall
                 perSequence.best /= Double(o.batch); perSequence.median /= Double(o.batch)
                 let cpu = t.cpu / Double(o.batch)
+                let samples = t.samples.map { $0 / Double(o.batch) }
+                let r = caseIndex[i].row
                 if caseIndex[i].training {
-                    lineRows[caseIndex[i].row].training = perSequence; lineRows[caseIndex[i].row].trainingCPU = cpu
+                    lineRows[r].training = perSequence; lineRows[r].trainingCPU = cpu; lineRows[r].trainingSamples = samples
                 } else {
-                    lineRows[caseIndex[i].row].forward = perSequence; lineRows[caseIndex[i].row].forwardCPU = cpu
+                    lineRows[r].forward = perSequence; lineRows[r].forwardCPU = cpu; lineRows[r].forwardSamples = samples
                 }
             }
             if torchAvailable, let python = o.torchPython {
@@ -249,14 +278,16 @@ public enum AttentionBenchmark {
     }
 
     /// Interleaved best-of-`repeats` like `BenchmarkTimer.measure` (one warm-up call, rounds over the
-    /// cases in turn, one call per sample: these calls take milliseconds to seconds), recording the
+    /// cases in turn, alternately forwards and backwards, one call per sample: these calls take milliseconds to seconds), recording the
     /// process CPU time of each sample too (best CPU sample reported).
-    static func measureWithCPUTime(_ cases: [BenchmarkCase], repeats: Int) -> [(wall: TimingStatistics, cpu: Double)] {
+    static func measureWithCPUTime(_ cases: [BenchmarkCase], repeats: Int) -> [(wall: TimingStatistics, cpu: Double, samples: [Double])] {
         for c in cases { c.body() }
         var wall = [[Double]](repeating: [], count: cases.count)
         var cpu = [Double](repeating: .infinity, count: cases.count)
-        for _ in 0..<repeats {
-            for (i, c) in cases.enumerated() {
+        for round in 0..<repeats {
+            // Every other round runs the cases in reverse, so no case always follows the same neighbour.
+            for i in (round % 2 == 0 ? Array(cases.indices) : cases.indices.reversed()) {
+                let c = cases[i]
                 let c0 = processCPUSeconds(), t0 = BenchmarkClock.nanoseconds()
                 c.body()
                 wall[i].append(Double(BenchmarkClock.nanoseconds() - t0) * 1e-9)
@@ -265,7 +296,7 @@ public enum AttentionBenchmark {
         }
         return zip(wall, cpu).map { w, c in
             let sorted = w.sorted()
-            return (TimingStatistics(best: sorted[0], median: sorted[sorted.count / 2], samples: sorted.count, callsPerSample: 1), c)
+            return (TimingStatistics(best: sorted[0], median: sorted[sorted.count / 2], samples: sorted.count, callsPerSample: 1), c, w)
         }
     }
 
@@ -281,6 +312,8 @@ public enum AttentionBenchmark {
             if let a = p.forwardCPU, let b = q.forwardCPU, let c = p.trainingCPU, let d = q.trainingCPU {
                 o.forwardCPUPercent = 100 * (b - a) / a; o.trainingCPUPercent = 100 * (d - c) / c
             }
+            if let a = q.forwardSamples, let b = p.forwardSamples { o.forwardPairedPercent = .init(candidate: a, baseline: b) }
+            if let a = q.trainingSamples, let b = p.trainingSamples { o.trainingPairedPercent = .init(candidate: a, baseline: b) }
             out.append(o)
         }
         return out

@@ -106,6 +106,12 @@ struct BenchAttentionCommand: ParsableCommand {
                     line += "  (CPU time: forward \(formatNumber(f)) %, forward+backward \(formatNumber(t)) %)"
                 }
                 print(line)
+                if let f = o.forwardPairedPercent, let t = o.trainingPairedPercent {
+                    func describe(_ e: AttentionBenchmarkReport.PairedEstimate) -> String {
+                        "\(formatNumber(e.median)) % (IQR \(formatNumber(e.lowerQuartile)) … \(formatNumber(e.upperQuartile)) %)"
+                    }
+                    print("    paired per round, median of \(f.rounds): forward \(describe(f)), forward+backward \(describe(t))")
+                }
             }
         }
         let ratios = result.rows.compactMap(\.trainingRatio)

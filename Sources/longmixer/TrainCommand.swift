@@ -118,6 +118,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Linear warm-up steps of the cosine schedule (default 0).")
     var warmupSteps: Int?
 
+    @Option(name: .customLong("head-lr-scale"), parsing: .unconditional, help: "Multiply the learning rate of the output Linear ('final') by this (adam/adamw; default 1, as the reference). Adam moves each weight by about lr per step, so a FLATTEN head with N·D inputs moves the prediction by about lr·N·D·|V|: scale it by about 32768/(N·D) to keep the N = 1024 dynamics at longer N.")
+    var headLearningRateScale: Float?
+
     @Option(parsing: .unconditional, help: "Weight decay (default 0; decoupled for adamw, L2 for adam and sgd).")
     var weightDecay: Float?
 
@@ -190,6 +193,7 @@ struct TrainCommand: ParsableCommand {
         var schedule: String
         var warmupSteps: Int
         var weightDecay: Float
+        var headLearningRateScale: Float
         var training: TrainingConfiguration
         var paramixer: ParamixerConfiguration
         var threads: Int
@@ -298,6 +302,9 @@ struct TrainCommand: ParsableCommand {
             ? WarmupCosineSchedule(peakLearningRate: lr, warmupSteps: warmup, totalSteps: totalSteps) : nil
         let decay = weightDecay ?? 0
         guard decay.isFinite && decay >= 0 else { throw CommandError("--weight-decay must be ≥ 0, got \(decay)") }
+        let headScale = headLearningRateScale ?? 1
+        guard headScale.isFinite && headScale > 0 else { throw CommandError("--head-lr-scale must be > 0, got \(headScale)") }
+        if headScale != 1 && optimizerName == "sgd" { throw CommandError("--head-lr-scale needs --optimizer adam or adamw") }
 
         // Data, then the run directory (before the model, so a bad --output fails fast).
         let data = try SyntheticDataset.splits(task: task, length: length, sizes: sizes, seed: seed)
@@ -312,10 +319,13 @@ struct TrainCommand: ParsableCommand {
         case "sgd": optimizer = SGD(parameters: model.parameters(), learningRate: lr, momentum: 0.9, weightDecay: decay)
         default: optimizer = Adam(parameters: model.parameters(), learningRate: lr, weightDecay: decay)
         }
+        if headScale != 1, let adam = optimizer as? Adam {
+            adam.setLearningRateMultiplier(headScale, for: model.final.parameters())
+        }
 
         let resolved = ResolvedConfiguration(
             command: CommandLine.arguments, startedAt: ISO8601DateFormatter().string(from: Date()), task: task, model: modelName, preset: preset?.name, length: length, seed: seed,
-            splitSizes: sizes, optimizer: optimizerName, learningRate: lr, schedule: scheduleName, warmupSteps: warmup, weightDecay: decay, training: training,
+            splitSizes: sizes, optimizer: optimizerName, learningRate: lr, schedule: scheduleName, warmupSteps: warmup, weightDecay: decay, headLearningRateScale: headScale, training: training,
             paramixer: paramixer, threads: Parallel.threadCount, parameterCount: model.parameterCount)
         let reporter: TrainingReporter = quiet ? FinalLineReporter() : ConsoleReporter()
         let trainer = try Trainer(model: model, optimizer: optimizer, objective: task.objective,

@@ -224,6 +224,32 @@ struct OptimizerTests {
         #expect(p.value.scalars == [0.5, 2])
     }
 
+    @Test("A learning-rate multiplier equals a separate optimizer at the scaled rate; others are untouched")
+    func learningRateMultiplier() {
+        for decoupled in [false, true] {
+            func make(_ ps: [Parameter], _ lr: Float) -> Adam {
+                decoupled ? AdamW(parameters: ps, learningRate: lr, weightDecay: 0.1) : Adam(parameters: ps, learningRate: lr, weightDecay: 0.1)
+            }
+            let head = Parameter(Tensor(shape: [3], scalars: [0.5, -1, 2]))
+            let body = Parameter(Tensor(shape: [2], scalars: [1, -0.25]))
+            let headAlone = Parameter(head.value), bodyAlone = Parameter(body.value)
+            let together = make([body, head], 1e-2)
+            together.setLearningRateMultiplier(0.125, for: [head])
+            #expect(together.learningRateMultipliers == [1, 0.125])
+            let headOptimizer = make([headAlone], 1.25e-3), bodyOptimizer = make([bodyAlone], 1e-2)
+            for step in 0..<3 {
+                let s = Float(step + 1)
+                for (p, q) in [(head, headAlone), (body, bodyAlone)] {
+                    let g = Tensor(shape: p.value.shape, scalars: p.value.scalars.map { $0 * s - 0.3 })
+                    p.grad = g; q.grad = g
+                }
+                together.step(); headOptimizer.step(); bodyOptimizer.step()
+            }
+            #expect(head.value.scalars.map(\.bitPattern) == headAlone.value.scalars.map(\.bitPattern))
+            #expect(body.value.scalars.map(\.bitPattern) == bodyAlone.value.scalars.map(\.bitPattern))
+        }
+    }
+
     @Test("clipGradientNorm matches torch.nn.utils.clip_grad_norm_")
     func clippingMatchesTorch() {
         #expect(fixture.clipping.count == 4)
@@ -346,6 +372,14 @@ struct InvalidConfigurationTests {
             adam.learningRate = -1
         }
         #expect(standardError(result).contains("Adam: learning rate must be finite and ≥ 0, got -1.0"))
+    }
+
+    @Test func learningRateMultiplierOfForeignParameter() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let adam = Adam(parameters: [Parameter(Tensor(zeros: [2]))], learningRate: 0.1)
+            adam.setLearningRateMultiplier(0.5, for: [Parameter(Tensor(zeros: [3]))])
+        }
+        #expect(standardError(result).contains("Adam: a parameter of shape [3] is not optimised by this optimizer"))
     }
 
     @Test func nesterovWithDampening() async {

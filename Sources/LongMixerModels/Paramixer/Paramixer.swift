@@ -83,7 +83,8 @@ public final class Paramixer: Module, SequenceModel {
     let apcEmbedding: Embedding?
     let dropout1: Dropout
     let attention: [ParamixerBlock]
-    let final: Linear
+    /// The output Linear (pooled width → outputs).
+    public let final: Linear
     private let positions: IntTensor
 
     public init(configuration: ParamixerConfiguration, generator: inout RandomGenerator) throws {
