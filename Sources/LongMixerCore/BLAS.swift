@@ -1,7 +1,9 @@
 import COpenBLAS
 import Foundation
+import LongMixerWideKernels
 
-/// GEMM on OpenBLAS. Transposes are passed as flags, never materialised.
+/// GEMM: LongMixerWideKernels' packed AVX-512 SGEMM for large products on AVX-512 machines, OpenBLAS
+/// otherwise (see `usesPackedGemm`). Transposes are passed as flags, never materialised.
 public enum BLAS {
     /// OpenBLAS 0.3.21 runs mid-sized sgemm at a third of its speed until one large-M-and-N sgemm
     /// has run in the process (see reference/perf-probe.md §2); one 1024×1024×8 call fixes it.
@@ -33,10 +35,117 @@ public enum BLAS {
             if beta == 0 { c.update(repeating: 0, count: m * n) } else if beta != 1 { for i in 0..<(m * n) { c[i] *= beta } }
             return
         }
+        if usesPackedGemm(m: m, n: n, k: k) {
+            packedGemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                       a: a, lda: transposeA ? m : k, b: b, ldb: transposeB ? k : n, beta: beta, c: c, ldc: n,
+                       threads: singleThreadDepth > 0 ? 1 : Parallel.threadCount)
+            return
+        }
         warmUp()
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha,
                     a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), beta, c, Int32(n))
+    }
+
+    // MARK: Packed AVX-512 SGEMM
+
+    /// Which GEMM `gemm` uses: `LONGMIXER_GEMM=openblas` forces OpenBLAS for every shape, `packed` the packed
+    /// AVX-512 kernel for every shape (on AVX-512 machines; for tests and benchmarks), unset or `auto` picks by size.
+    public enum GemmBackend: String, Sendable { case auto, openblas, packed }
+
+    public static let gemmBackend: GemmBackend = {
+        guard let s = ProcessInfo.processInfo.environment["LONGMIXER_GEMM"], !s.isEmpty else { return .auto }
+        guard let b = GemmBackend(rawValue: s.lowercased()) else {
+            check(false, "LONGMIXER_GEMM must be auto, openblas or packed, got '\(s)'")
+            return .auto
+        }
+        return b
+    }()
+
+    /// The packed kernel runs at all: AVX-512 (CPUFeatures.avx512, so LONGMIXER_NO_AVX512=1 turns it off)
+    /// and not LONGMIXER_GEMM=openblas.
+    public static var packedGemmAvailable: Bool { CPUFeatures.avx512 && gemmBackend != .openblas }
+
+    /// Whether `gemm` takes the packed kernel for an M×K·K×N product: on AVX-512, when the product is large
+    /// enough that packing pays. Measured on Zen 5 against the forced-Haswell OpenBLAS, one thread: the packed
+    /// kernel wins from 64³ (1.2×; 1.7–1.9× from 256³) but not on thin products: every row of op(A) and column
+    /// of op(B) is repacked, so with m or n below 64 the packing (and the 12×32 tile's padding) costs what the
+    /// wider FMAs save (16×512·512×512ᵀ: 0.7×; 512×32·32×512: 1.05×).
+    public static func usesPackedGemm(m: Int, n: Int, k: Int) -> Bool {
+        guard packedGemmAvailable else { return false }
+        if gemmBackend == .packed { return true }
+        return min(m, n) >= packedGemmMinimumSide && m * n * k >= packedGemmMinimumWork
+    }
+
+    /// Multiply-adds (m·n·k), and rows and columns of C, from which the packed kernel beats OpenBLAS.
+    public static let packedGemmMinimumWork = 64 * 64 * 64, packedGemmMinimumSide = 64
+
+    /// C = alpha·op(A)·op(B) + beta·C on the packed AVX-512 kernel (which the caller checked is available),
+    /// split over `threads` calls run by `parallelFor` (with `Parallel.threadCount` ≥ `threads`). C is split
+    /// into ranges of whole register tiles along its longer side; every element's sum has the same operations
+    /// in the same order whatever the split, so the result does not depend on the thread count.
+    static func packedGemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                           a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                           beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+        check(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m \(m) n \(n) k \(k)")
+        check(lda >= (transposeA ? m : k) && ldb >= (transposeB ? k : n) && ldc >= n,
+              "gemm: leading dimensions lda \(lda) ldb \(ldb) ldc \(ldc) too small for m \(m) n \(n) k \(k)")
+        check(threads >= 1, "gemm: thread count must be ≥ 1, got \(threads)")
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            for i in 0..<m {
+                let row = c + i * ldc
+                if beta == 0 { row.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { row[j] *= beta } }
+            }
+            return
+        }
+        let mr = PackedGemm.tileRows, nr = PackedGemm.tileColumns
+        let rowTiles = (m + mr - 1) / mr, columnTiles = (n + nr - 1) / nr
+        // Split the side whose split costs less repacking: every piece packs all of op(B) (row split) or all
+        // of op(A) (column split). Small products stay on one thread (a piece must be worth waking one).
+        let splitRows = m >= n ? rowTiles >= 2 : columnTiles < 2
+        let tiles = splitRows ? rowTiles : columnTiles
+        let pieces = max(1, min(threads, tiles, m * n * k / packedGemmMinimumWorkPerThread))
+        func run(_ piece: Int, _ packA: UnsafeMutablePointer<Float>, _ packB: UnsafeMutablePointer<Float>) {
+            let lo = tiles * piece / pieces, hi = tiles * (piece + 1) / pieces
+            let rows = splitRows ? min(m, lo * mr)..<min(m, hi * mr) : 0..<m
+            let columns = splitRows ? 0..<n : min(n, lo * nr)..<min(n, hi * nr)
+            PackedGemm.gemm(transposeA: transposeA, transposeB: transposeB, rows: rows, columns: columns, k: k,
+                            alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
+                            packA: packA, packB: packB)
+        }
+        if pieces == 1 {
+            PackBuffers.with { run(0, $0, $1) }
+        } else {
+            parallelFor(pieces) { r in
+                PackBuffers.with { pa, pb in for piece in r { run(piece, pa, pb) } }
+            }
+        }
+    }
+
+    /// Multiply-adds per thread below which a packed GEMM is not split further.
+    static let packedGemmMinimumWorkPerThread = 128 * 128 * 128
+
+    /// Packing buffers of the packed GEMM, reused between calls (a fresh 670 KiB buffer per call would
+    /// page-fault on first touch). Each call takes one pair and gives it back.
+    enum PackBuffers {
+        nonisolated(unsafe) private static var idle: [UnsafeMutableRawPointer] = []
+        private static let lock = NSLock()
+        private static let aBytes = (PackedGemm.packedACount * 4 + 4095) / 4096 * 4096
+        private static let bytes = aBytes + PackedGemm.packedBCount * 4
+
+        static func with<R>(_ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> R) -> R {
+            lock.lock()
+            let raw = idle.popLast() ?? UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+            lock.unlock()
+            defer {
+                lock.lock()
+                if idle.count < 8 { idle.append(raw) } else { raw.deallocate() }
+                lock.unlock()
+            }
+            return body(raw.bindMemory(to: Float.self, capacity: PackedGemm.packedACount),
+                        (raw + aBytes).bindMemory(to: Float.self, capacity: PackedGemm.packedBCount))
+        }
     }
 
     /// `batch` independent GEMMs over consecutive matrices (strides = matrix sizes); a stride of 0
@@ -54,7 +163,7 @@ public enum BLAS {
 
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
-    nonisolated(unsafe) private static var singleThreadDepth = 0
+    nonisolated(unsafe) static var singleThreadDepth = 0
     private static let singleThreadLock = NSLock()
 
     /// Runs `body` with OpenBLAS limited to one thread, then restores `Parallel.threadCount`.
