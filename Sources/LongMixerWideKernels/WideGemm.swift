@@ -15,6 +15,7 @@
 extension WideKernels {
     /// C[i·ldc + j] = alpha·Σ_p A(i, p)·B[p·ldb + j] (+ C[i·ldc + j] when `accumulate`), for i < m, j < n,
     /// p < k, where A(i, p) = a[i·aRow + p·aK]. Single-threaded; any sizes (fast when n ≥ 32, m ≥ 8).
+    /// Every element is alpha·(fused multiply-adds over p = 0..<k in order, from 0), whatever its tile.
     public static func gemm(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
                             b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m <= 0 || n <= 0 { return }
@@ -42,11 +43,13 @@ extension WideKernels {
             j += 16
         }
         if j < n {
-            // The last < 16 columns: scalar.
+            // The last < 16 columns: scalar, with the tiles' fused multiply-adds in the same order, so an
+            // element gets the same bits wherever it falls (the fused attention's backward recomputes
+            // scores in key blocks whose tails are not the forward's).
             for i in 0..<m {
                 for jj in j..<n {
                     var s: Float = 0
-                    for p in 0..<k { s += a[i * aRow + p * aK] * b[p * ldb + jj] }
+                    for p in 0..<k { s = s.addingProduct(a[i * aRow + p * aK], b[p * ldb + jj]) }
                     let r = alpha * s
                     c[i * ldc + jj] = accumulate ? c[i * ldc + jj] + r : r
                 }

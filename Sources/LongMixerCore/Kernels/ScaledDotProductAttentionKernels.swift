@@ -264,6 +264,12 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
     let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
+    if wide {
+        scaledDotProductAttentionBackwardKeyBlocks(dq: dq, dk: dk, dv: dv, gradOut: gradOut, out: out, statistics: statistics,
+                                                   q: q, k: k, v: v, keyMask: keyMask, causal: causal, scale: scale,
+                                                   sizes: sizes, block: rowBlock)
+        return
+    }
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
     let R = plan.rowBlock
     let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
@@ -323,6 +329,92 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                     let src = partials + (s * plan.partsPerSlice + part) * N * (F + Dv)
                     axpySerial(y: dk + s * N * F, x: src, count: N * F)
                     axpySerial(y: dv + s * N * Dv, x: src + N * F, count: N * Dv)
+                }
+            }
+        }
+    }
+}
+
+/// The backward on the 16-lane kernels, in flash-attention-2 order: per slice, key blocks outer (their dK and
+/// dV rows stay in L1/L2 while every query block adds to them), query blocks inner (dQ_blk += scale·dS·K_blk
+/// from L2/L3). Per (key block, query block) pair, all five products are small L1/L2-resident GEMMs:
+///   S = scale·Q_blk·K_blkᵀ, P = exp(S + bias − m)·(1/Σ), dP = G_blk·V_blkᵀ, dS = P ⊙ (dP − D),
+///   dV_blk += Pᵀ·G_blk,  dK_blk += scale·dSᵀ·Q_blk,  dQ_blk += scale·dS·K_blk.
+/// Every score is the forward's (same GEMM element formula, same row operations), so P is the forward's bit
+/// for bit. Causal: a key block starts at the query block holding its first key. Items own key blocks, so a
+/// slice split over items gets one dQ partial per item (added in item order); dK and dV are written by
+/// their one owner. `block` > 0 overrides both block sizes (tests).
+func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                                dv: UnsafeMutablePointer<Float>,
+                                                gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                                                statistics: UnsafePointer<Float>,
+                                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                                keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                                sizes: AttentionSizes, block: Int) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    // 64 keys × 64 query rows: the pair's P, dS, K and V blocks (transposed) and dK, dV rows, 16 KB each at
+    // Dh = 64, stay in L1/L2. At N = 4096, Dh = 64, 1 thread, 32 or 128 keys and 32 or 128 rows were 5–15 %
+    // slower; at N = 16384 128 rows were within noise.
+    let Bc = block > 0 ? block : 64      // keys per block
+    let Br = block > 0 ? block : 64      // query rows per block
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: true, rowBlock: Bc)
+    let split = plan.partsPerSlice > 1
+    let partials = split ? allocateScratch(plan.items * N * F) : nil      // dQ partials, one per item
+    defer { partials?.deallocate() }
+    plan.forEachItem { w in
+        let (s, keyBlocks) = plan.item(w)
+        let b = s / H
+        let p = allocateScratch(Br * Bc), ds = allocateScratch(Br * Bc)   // [Br, C]: P; dP → dS
+        let kT = allocateScratch(F * Bc), vT = allocateScratch(Dv * Bc)  // [F, C], [Dv, C]: the key block's K, V transposed
+        let delta = allocateScratch(N)                                   // D_i = g_i·out_i
+        let bias = keyMask != nil ? allocateScratch(N) : nil
+        defer { p.deallocate(); ds.deallocate(); kT.deallocate(); vT.deallocate(); delta.deallocate(); bias?.deallocate() }
+        if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        let gs = gradOut + s * N * Dv, os = out + s * N * Dv, stats = statistics + s * N * 2
+        let firstRow = causal ? (keyBlocks.lowerBound * Bc / Br) * Br : 0     // causal: the first query row used
+        for i in firstRow..<N { delta[i] = rowDot(gs + i * Dv, os + i * Dv, Dv) }
+        let dqs = partials.map { $0 + w * N * F } ?? dq + s * N * F
+        let dks = dk + s * N * F, dvs = dv + s * N * Dv
+        for kb in keyBlocks {
+            let j0 = kb * Bc, j1 = min(N, j0 + Bc), C = j1 - j0
+            transposeSlice(kT, ks + j0 * F, n: C, width: F)
+            transposeSlice(vT, vs + j0 * Dv, n: C, width: Dv)
+            let blockBias = bias.map { UnsafePointer($0 + j0) }
+            var r0 = causal ? (j0 / Br) * Br : 0                // rows < j0 see none of these keys
+            while r0 < N {
+                let r1 = min(N, r0 + Br), rows = r1 - r0
+                let qb = qs + r0 * F, gb = gs + r0 * Dv
+                WideKernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qb, aRow: F, aK: 1, b: kT, ldb: C,
+                                 accumulate: false, c: p, ldc: C)                                  // S = scale·Q_blk·K_blkᵀ
+                WideKernels.gemm(m: rows, n: C, k: Dv, alpha: 1, a: gb, aRow: Dv, aK: 1, b: vT, ldb: C,
+                                 accumulate: false, c: ds, ldc: C)                                 // dP = G_blk·V_blkᵀ
+                for ii in 0..<rows {
+                    let i = r0 + ii, prow = p + ii * C
+                    let L = causal ? min(C, max(0, i + 1 - j0)) : C                              // keys of the block row i sees
+                    if L > 0 {
+                        WideKernels.attentionProbabilitiesRow(prow, bias: blockBias, max: stats[2 * i],
+                                                              inverseSum: stats[2 * i + 1], n: L)
+                    }
+                    if L < C { (prow + L).update(repeating: 0, count: C - L) }
+                    softmaxGradientRow(ds + ii * C, prow, delta[i], C)                            // dS = P ⊙ (dP − D)
+                }
+                WideKernels.gemm(m: C, n: Dv, k: rows, alpha: 1, a: p, aRow: 1, aK: C, b: gb, ldb: Dv,
+                                 accumulate: true, c: dvs + j0 * Dv, ldc: Dv)                      // dV_blk += Pᵀ·G_blk
+                WideKernels.gemm(m: C, n: F, k: rows, alpha: scale, a: ds, aRow: 1, aK: C, b: qb, ldb: F,
+                                 accumulate: true, c: dks + j0 * F, ldc: F)                        // dK_blk += scale·dSᵀ·Q_blk
+                WideKernels.gemm(m: rows, n: F, k: C, alpha: scale, a: ds, aRow: C, aK: 1, b: ks + j0 * F, ldb: F,
+                                 accumulate: true, c: dqs + r0 * F, ldc: F)                        // dQ_blk += scale·dS·K_blk
+                r0 = r1
+            }
+        }
+    }
+    if let partials {
+        // Slices split over items: dQ += Σ partials in item order (deterministic).
+        parallelFor(sizes.slices) { r in
+            for s in r {
+                for part in 0..<plan.partsPerSlice {
+                    axpySerial(y: dq + s * N * F, x: partials + (s * plan.partsPerSlice + part) * N * F, count: N * F)
                 }
             }
         }
