@@ -239,10 +239,12 @@ func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>,
                                                keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
                                                sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    // 128 keys × 64 rows (Dh = 64, 1 thread, N = 4096: 64×64 was 10 % slower, 256 keys or 128 rows within
-    // noise; N = 16384: 25 % faster than the two-pass row blocks).
+    // 128 keys × 256 rows: each query block streams all of K and V once, so taller blocks stream less per
+    // FLOP. Dh = 64, 1 thread: at N = 4096 64×64 was 10 % slower, 256 keys or 128–256 rows within noise; at
+    // N = 16384 64 rows took 3.9–4.4 s, 128 rows 3.5–3.7 s, 256 rows 3.2 s, 512 rows 3.1 s (the two-pass row
+    // blocks: 4.5–5.2 s on the same loaded machine); the P̃ (128 KB) and output (64 KB) blocks stay in L2.
     let Bc = block > 0 ? block : 128     // keys per block
-    let Br = block > 0 ? block : 64      // query rows per block
+    let Br = block > 0 ? block : 256     // query rows per block
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Br)
     let keyBlocks = (N + Bc - 1) / Bc
     plan.forEachItem { w in
@@ -386,11 +388,11 @@ func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>,
                                                 keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
                                                 sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
-    // 64 keys × 64 query rows: the pair's P, dS, K and V blocks (transposed) and dK, dV rows, 16 KB each at
-    // Dh = 64, stay in L1/L2. At N = 4096, Dh = 64, 1 thread, 32 or 128 keys and 32 or 128 rows were 5–15 %
-    // slower; at N = 16384 128 rows were within noise.
+    // 64 keys × 128 query rows: the key block's K, Kᵀ, Vᵀ and dK, dV rows (16 KB each at Dh = 64) stay in L1/L2
+    // with the pair's P and dS (32 KB each). Dh = 64, 1 thread, N = 16384: 7.4–7.6 s (64 × 64: 8.1–8.7 s,
+    // 128 × 128 and 128 × 64: 7.7–8.1 s, 32 × 128: 9.8–10.5 s); N = 4096: 64 × 64–256 within noise.
     let Bc = block > 0 ? block : 64      // keys per block
-    let Br = block > 0 ? block : 64      // query rows per block
+    let Br = block > 0 ? block : 128     // query rows per block
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Bc)
     let split = plan.partsPerSlice > 1
     let partials = split ? allocateScratch(plan.items * N * F) : nil      // dQ partials, one per item
