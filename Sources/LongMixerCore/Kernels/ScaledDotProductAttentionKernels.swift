@@ -28,14 +28,15 @@ import LongMixerWideKernels
 // forward per query block over key blocks with an online softmax; backward per key block (dK, dV rows
 // cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). The row-block scheme above streamed K, V,
 // dK and dV (4 MB each per slice at N = 16384, Dh = 64) through L3 for every 16 rows: at N = 16384, 1 thread,
-// its backward ran at 55 GFLOP/s against 170 now (≈ 200 at N = 4096, ≈ 87 % of the GEMM's in-L1 rate).
+// its backward ran at 55 GFLOP/s against ≈ 185 now (≈ 210 at N = 4096, ≈ 90 % of the GEMM's in-L1 rate).
 // Otherwise (AVX2, or other head sizes) OpenBLAS with the row blocks above and, on an AVX-512 CPU, 16-lane
 // softmax rows.
 //
 // Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the 16-lane backward)
 // when there are fewer slices than threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
 // (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
-// several items gets one dK/dV partial per item, added in item order afterwards. Blocks, items and
+// several items gets one dK/dV partial per item (dQ in the key-blocked backward, whose items own key
+// blocks), added in item order afterwards. Blocks, items and
 // partial sums depend only on the sizes and the thread count, so results are deterministic for a fixed
 // thread count.
 
