@@ -15,6 +15,7 @@
 extension WideKernels {
     /// C[i·ldc + j] = alpha·Σ_p A(i, p)·B[p·ldb + j] (+ C[i·ldc + j] when `accumulate`), for i < m, j < n,
     /// p < k, where A(i, p) = a[i·aRow + p·aK]. Single-threaded; any sizes (fast when n ≥ 32, m ≥ 8).
+    /// Every element is alpha·(fused multiply-adds over p = 0..<k in order, from 0), whatever its tile.
     public static func gemm(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
                             b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m <= 0 || n <= 0 { return }
@@ -42,11 +43,13 @@ extension WideKernels {
             j += 16
         }
         if j < n {
-            // The last < 16 columns: scalar.
+            // The last < 16 columns: scalar, with the tiles' fused multiply-adds in the same order, so an
+            // element gets the same bits wherever it falls (the fused attention's backward recomputes
+            // scores in key blocks whose tails are not the forward's).
             for i in 0..<m {
                 for jj in j..<n {
                     var s: Float = 0
-                    for p in 0..<k { s += a[i * aRow + p * aK] * b[p * ldb + jj] }
+                    for p in 0..<k { s = s.addingProduct(a[i * aRow + p * aK], b[p * ldb + jj]) }
                     let r = alpha * s
                     c[i * ldc + jj] = accumulate ? c[i * ldc + jj] + r : r
                 }
@@ -172,5 +175,56 @@ extension WideKernels {
             while j + 16 <= n { store(x, expNonPositive(load(x, j) - mv) * iv, j); j += 16 }
             while j < n { x[j] = expNonPositive(Float16x(repeating: x[j] - m))[0] * inv; j += 1 }
         }
+    }
+}
+
+extension WideKernels {
+    /// One query row of one key block in the online (flash) softmax of the fused attention's forward:
+    /// x[j] += bias[j] and m' = max(m, max_j x[j]) over j < n, then x[j] = exp(x[j] − m') (x[n..<width] = 0),
+    /// sum = sum·exp(m − m') + Σ_j x[j], m = m'. Returns exp(m − m'), the factor for the row's output so far
+    /// (0 while m was −∞, 1 when the max did not move). The scores x + bias are rounded exactly as in
+    /// `attentionProbabilitiesRow`, and m ends as the row's exact max, so the backward's P = exp(x + bias − m)/sum
+    /// recomputes the probabilities that were used here up to the rounding of the sum's rescalings.
+    public static func attentionOnlineSoftmaxRow(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, n: Int,
+                                                 width: Int, max m: inout Float, sum: inout Float) -> Float {
+        if n <= 0 {
+            if width > 0 { x.update(repeating: 0, count: width) }
+            return 1
+        }
+        var m16 = Float16x(repeating: -.infinity), j = 0
+        if let bias {
+            while j + 16 <= n { let v = load(x, j) + load(bias, j); store(x, v, j); m16 = m16.replacing(with: v, where: v .> m16); j += 16 }
+            while j < n { x[j] += bias[j]; j += 1 }
+        } else {
+            while j + 16 <= n { let v = load(x, j); m16 = m16.replacing(with: v, where: v .> m16); j += 16 }
+        }
+        var blockMax = horizontalMax(m16)
+        for t in (n - n % 16)..<n where x[t] > blockMax { blockMax = x[t] }
+        let newMax = Swift.max(m, blockMax)
+        let factor = newMax == m ? Float(1) : expNonPositive(Float16x(repeating: m - newMax))[0]
+        let mv = Float16x(repeating: newMax)
+        var acc0 = Float16x(), acc1 = Float16x()
+        j = 0
+        while j + 32 <= n {
+            let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
+            store(x, e0, j); store(x, e1, j + 16)
+            acc0 += e0; acc1 += e1
+            j += 32
+        }
+        while j + 16 <= n { let e = expNonPositive(load(x, j) - mv); store(x, e, j); acc0 += e; j += 16 }
+        var s = (acc0 + acc1).sum()
+        while j < n { let e = expNonPositive(Float16x(repeating: x[j] - newMax))[0]; x[j] = e; s += e; j += 1 }
+        if n < width { (x + n).update(repeating: 0, count: width - n) }
+        sum = sum * factor + s
+        m = newMax
+        return factor
+    }
+
+    /// x[j] *= factor for j < n.
+    public static func scaleRow(_ x: UnsafeMutablePointer<Float>, _ factor: Float, n: Int) {
+        let f = Float16x(repeating: factor)
+        var j = 0
+        while j + 16 <= n { store(x, load(x, j) * f, j); j += 16 }
+        while j < n { x[j] *= factor; j += 1 }
     }
 }

@@ -170,6 +170,53 @@ struct ScaledDotProductAttentionTests {
         #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
     }
 
+    @Test func wholeMaskedKeyBlocks() {
+        // Padded keys 16..<48 in batch row 0 and 1..<64 in batch row 1: whole 16-key blocks and (most of) a
+        // default 64-key block. Key 0 stays, so no row is all padded (fullyPaddedRowMatchesTheUnfusedPath covers
+        // those). Lengths 70 and 140 (partial last blocks); Dh 64 (the 16-lane key-blocked backward on an AVX-512
+        // CPU) and 16 (OpenBLAS); causal and not; forced 16-row blocks and the default; 1 and 2 threads.
+        for (length, dh) in [(70, 64), (140, 64), (70, 16)] {
+            let shape = [2, 2, length, dh]
+            let q = random(shape, seed: 70, low: -2, high: 2), k = random(shape, seed: 71, low: -2, high: 2)
+            let v = random(shape, seed: 72), g = random(shape, seed: 73)
+            var mask = Tensor(repeating: 1, shape: [2, length])
+            for j in 16..<48 { mask[flat: j] = 0 }
+            for j in 1..<64 { mask[flat: length + j] = 0 }
+            let scale: Float = 0.125
+            for causal in [false, true] {
+                let ref = reference(q, k, v, mask: mask, causal: causal, scale: scale, g: g)
+                withEachThreadCount { threads in
+                    for rowBlock in [0, 16] {
+                        let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock)
+                        let context = "N \(length) Dh \(dh) causal \(causal) threads \(threads) rows \(rowBlock)"
+                        #expect(relativeError(got.out, ref.out) <= 1e-5, "out, \(context)")
+                        #expect(relativeError(got.dq, ref.dq) <= 1e-5, "dq, \(context)")
+                        #expect(relativeError(got.dk, ref.dk) <= 1e-5, "dk, \(context)")
+                        #expect(relativeError(got.dv, ref.dv) <= 1e-5, "dv, \(context)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func wideBackwardDeterministicForAThreadCount() {
+        // Dh 64: the key-blocked backward on an AVX-512 CPU; one slice over 2 threads (dQ partials), causal
+        // and not; two runs give identical bits.
+        let shape = [1, 1, 300, 64]
+        let q = random(shape, seed: 80), k = random(shape, seed: 81), v = random(shape, seed: 82), g = random(shape, seed: 83)
+        let saved = Parallel.threadCount
+        defer { Parallel.setThreadCount(saved) }
+        Parallel.setThreadCount(2)
+        for causal in [false, true] {
+            let a = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
+            let b = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
+            #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
+            #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
+            let ref = reference(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g)
+            #expect(relativeError(a.dq, ref.dq) <= 1e-5 && relativeError(a.dk, ref.dk) <= 1e-5 && relativeError(a.dv, ref.dv) <= 1e-5)
+        }
+    }
+
     @Test func wideGemmMatchesNaive() {
         // The 16-lane GEMM on shapes with every tail: rows % 8, a 16-column tile and < 16 scalar columns;
         // A plain and transposed (the two strides); overwrite and accumulate.

@@ -22,16 +22,21 @@ import LongMixerWideKernels
 // Causal: a block of rows r0..<r1 only sees keys 0..<r1, so every GEMM runs on C = r1 columns (half the
 // work overall); entries j > i inside the block are set to P = 0 (hence dS = 0).
 //
-// AVX-512 (`CPUFeatures.avx512`): the block products run on the 16-lane GEMM of LongMixerWideKernels
-// (`WideKernels.gemm`, when F and Dv are multiples of 16; K and V are transposed once per slice for the
-// Q·Kᵀ and G·Vᵀ products) and the softmax rows on 16-lane exp; else OpenBLAS and 8-lane rows. At N = 4096,
-// Dh = 64, one thread, the 16-lane GEMM made the forward 1.5× and the backward 1.7× faster than
-// OpenBLAS's Haswell kernels (which the project benchmarks with, OPENBLAS_CORETYPE=Haswell).
+// AVX-512 (`CPUFeatures.avx512`) with F and Dv multiples of 16: the same math in flash-attention order on the
+// 16-lane GEMM of LongMixerWideKernels (`WideKernels.gemm`, 8×32 register tiles, no packing), with every
+// operand of a block pair in L1/L2 (`scaledDotProductAttentionForwardKeyBlocks`, `…BackwardKeyBlocks`):
+// forward per query block over key blocks with an online softmax; backward per key block (dK, dV rows
+// cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). The row-block scheme above streamed K, V,
+// dK and dV (4 MB each per slice at N = 16384, Dh = 64) through L3 for every 16 rows: at N = 16384, 1 thread,
+// its backward ran at 55 GFLOP/s against ≈ 185 now (≈ 210 at N = 4096, ≈ 90 % of the GEMM's in-L1 rate).
+// Otherwise (AVX2, or other head sizes) OpenBLAS with the row blocks above and, on an AVX-512 CPU, 16-lane
+// softmax rows.
 //
-// Threads: one work item is a slice, or a part of a slice's row blocks when there are fewer slices than
-// threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
+// Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the 16-lane backward)
+// when there are fewer slices than threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
 // (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
-// several items gets one dK/dV partial per item, added in item order afterwards. Blocks, items and
+// several items gets one dK/dV partial per item (dQ in the key-blocked backward, whose items own key
+// blocks), added in item order afterwards. Blocks, items and
 // partial sums depend only on the sizes and the thread count, so results are deterministic for a fixed
 // thread count.
 
@@ -49,21 +54,20 @@ public struct AttentionSizes: Equatable, Sendable {
 
 /// How a call is cut into row blocks and work items.
 struct ScaledDotProductAttentionPlan {
-    /// Query rows per block, never fewer than 16. OpenBLAS: 128 up to N = 8192, then fewer (an R×N float
-    /// scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so taller
-    /// blocks pack less per FLOP: 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by
-    /// 10 % (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster. The 16-lane GEMM
-    /// packs nothing, so the scratch is kept in L2 (1 MB per core): 64 rows at N = 4096 (3 % faster
-    /// backward than 128, 256 was 25 % slower), 128 at N ≤ 2048.
+    /// Rows per block (query rows; keys in the 16-lane backward, whose key-blocked kernels pass their block
+    /// sizes). Default (OpenBLAS row blocks), never fewer than 16: 128 up to N = 8192, then fewer (an R×N
+    /// float scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so
+    /// taller blocks pack less per FLOP: 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by
+    /// 10 % (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster.
     let rowBlock: Int
     let blocks: Int
     /// Items per slice (1 unless there are fewer slices than threads).
     let partsPerSlice: Int
     let slices: Int
 
-    init(sizes: AttentionSizes, threads: Int, wideGemm: Bool, rowBlock: Int = 0) {
+    init(sizes: AttentionSizes, threads: Int, rowBlock: Int = 0) {
         let n = max(sizes.length, 1)
-        let r = rowBlock > 0 ? rowBlock : max(16, min(128, (wideGemm ? 262_144 : 1_048_576) / n))
+        let r = rowBlock > 0 ? rowBlock : max(16, min(128, 1_048_576 / n))
         self.rowBlock = r
         blocks = (n + r - 1) / r
         slices = sizes.slices
@@ -156,35 +160,6 @@ func softmaxGradientRow(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Fl
     while j < n { dp[j] = p[j] * (dp[j] - d); j += 1 }
 }
 
-/// C = alpha·op(A)·B (+ C when `accumulate`) for one block product: op(A) [m, k] (A stored [k, m] with
-/// row stride lda when `transposeA`, else [m, k]), B [k, n] with row stride ldb, C [m, n] with row stride ldc.
-/// On the 16-lane GEMM of LongMixerWideKernels when `wide`, else on OpenBLAS.
-@inline(__always)
-func attentionProduct(wide: Bool, transposeA: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
-                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                      accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if wide {
-        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: transposeA ? 1 : lda, aK: transposeA ? lda : 1,
-                         b: b, ldb: ldb, accumulate: accumulate, c: c, ldc: ldc)
-    } else {
-        stridedGemm(transposeA, false, m, n, k, alpha: alpha, a, lda, b, ldb, beta: accumulate ? 1 : 0, c, ldc)
-    }
-}
-
-/// C[m, n] = alpha·A·Xᵀ for A [m, k] (row stride lda) and X [n, k] (row stride k = keys or values of a
-/// slice): through the transposed copy xT [k, ≥ n] (row stride ldT) on the wide GEMM, which needs B
-/// rows as contiguous vectors; with OpenBLAS's transposed operand otherwise.
-@inline(__always)
-func attentionProductTransposedB(wide: Bool, m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
-                                 x: UnsafePointer<Float>, xT: UnsafePointer<Float>?, ldT: Int,
-                                 c: UnsafeMutablePointer<Float>) {
-    if wide, let xT {
-        WideKernels.gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: lda, aK: 1, b: xT, ldb: ldT, accumulate: false, c: c, ldc: n)
-    } else {
-        stridedGemm(false, true, m, n, k, alpha: alpha, a, lda, x, k, beta: 0, c, n)
-    }
-}
-
 /// xT[c·n + j] = x[j·width + c]: a slice's keys or values, transposed.   xT: [width, n]; x: [n, width]
 func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, n: Int, width: Int) {
     // Strips of 8 keys: reads 8 rows of x, writes 8 consecutive floats of each row of xT.
@@ -196,8 +171,9 @@ func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>
     }
 }
 
-/// Whether the 16-lane GEMM runs the block products (the 16-lane softmax rows run whenever
-/// `CPUFeatures.avx512` and `allowed`; the forward and the backward of one call agree on both): an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
+/// Whether the key-blocked 16-lane kernels run the call (else the OpenBLAS row blocks, with 16-lane softmax
+/// rows whenever `CPUFeatures.avx512` and `allowed`; the forward and the backward of one call agree on
+/// both, which the backward's recomputed P relies on): an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
 /// that are whole vectors, and not disabled by the caller (tests run both paths).
 func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
     allowed && CPUFeatures.avx512 && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0
@@ -216,7 +192,12 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
     let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
-    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
+    if wide {
+        scaledDotProductAttentionForwardKeyBlocks(out: out, statistics: statistics, q: q, k: k, v: v, keyMask: keyMask,
+                                                  causal: causal, scale: scale, sizes: sizes, block: rowBlock)
+        return
+    }
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
     let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     plan.forEachItem { w in
@@ -224,17 +205,14 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
         let b = s / H
         let scores = allocateScratch(R * N)                      // [R, C]: S, then P, of one row block
         let bias = keyMask != nil ? allocateScratch(N) : nil     // [N]
-        let kT = wide ? allocateScratch(F * N) : nil             // [F, N]
-        defer { scores.deallocate(); bias?.deallocate(); kT?.deallocate() }
+        defer { scores.deallocate(); bias?.deallocate() }
         if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
         let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
-        if let kT { transposeSlice(kT, ks, n: N, width: F) }
         let os = out + s * N * Dv, stats = statistics + s * N * 2
         for blk in blocks {
             let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
             let C = causal ? r1 : N                              // keys this block can see
-            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, lda: F,
-                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: scores)   // S = scale·Q_blk·Kᵀ
+            stridedGemm(false, true, rows, C, F, alpha: scale, qs + r0 * F, F, ks, F, beta: 0, scores, C)  // S = scale·Q_blk·Kᵀ
             for i in 0..<rows {
                 let row = scores + i * C
                 let L = causal ? r0 + i + 1 : C                  // keys row r0 + i sees
@@ -243,8 +221,74 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
                 stats[2 * (r0 + i)] = m; stats[2 * (r0 + i) + 1] = inv
                 if L < C { (row + L).update(repeating: 0, count: C - L) }
             }
-            attentionProduct(wide: wide, transposeA: false, m: rows, n: Dv, k: C, a: scores, lda: C, b: vs, ldb: Dv,
-                             accumulate: false, c: os + r0 * Dv, ldc: Dv)                                // O_blk = P·V
+            stridedGemm(false, false, rows, Dv, C, scores, C, vs, Dv, beta: 0, os + r0 * Dv, Dv)                // O_blk = P·V
+        }
+    }
+}
+
+/// The forward on the 16-lane kernels, in flash-attention order with an online softmax: per query block of Br
+/// rows, key blocks of Bc keys in turn: S = scale·Q_blk·K_blkᵀ (+ bias), running row max m and sum l (the
+/// output rows so far rescaled by exp(m_old − m_new) when the max moves), P̃ = exp(S − m), O_blk += P̃·V_blk;
+/// at the end O_blk /= l and the statistics are (m, 1/l). Everything a block pair touches stays in L1/L2
+/// (the two-pass row blocks streamed all of K and V per 16–64 rows from L3 at N = 16384). m is each row's exact
+/// max of the same rounded scores as the backward's, so the backward's P = exp(S − m)/l are the forward's
+/// probabilities up to the rounding of the rescalings. K is transposed once per item into key-block panels
+/// ([F, C] per block, row stride C). Causal: a query block stops at the key block holding its last row.
+/// `block` > 0 overrides both block sizes (tests).
+func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
+                                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                               keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                               sizes: AttentionSizes, block: Int) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    // 128 keys × 256 rows: each query block streams all of K and V once, so taller blocks stream less per
+    // FLOP. Dh = 64, 1 thread: at N = 4096 64×64 was 10 % slower, 256 keys or 128–256 rows within noise; at
+    // N = 16384 64 rows took 3.9–4.4 s, 128 rows 3.5–3.7 s, 256 rows 3.2 s, 512 rows 3.1 s (the two-pass row
+    // blocks: 4.5–5.2 s on the same loaded machine); the P̃ (128 KB) and output (64 KB) blocks stay in L2.
+    let Bc = block > 0 ? block : 128     // keys per block
+    let Br = block > 0 ? block : 256     // query rows per block
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Br)
+    let keyBlocks = (N + Bc - 1) / Bc
+    plan.forEachItem { w in
+        let (s, queryBlocks) = plan.item(w)
+        let b = s / H
+        let p = allocateScratch(Br * Bc)                          // [Br, C]: S, then P̃
+        let kT = allocateScratch(F * N)                           // key block kb: [F, C] at kb·Bc·F
+        let rowMax = allocateScratch(Br), rowSum = allocateScratch(Br)
+        let bias = keyMask != nil ? allocateScratch(N) : nil
+        defer { p.deallocate(); kT.deallocate(); rowMax.deallocate(); rowSum.deallocate(); bias?.deallocate() }
+        if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        let lastRow = min(N, queryBlocks.upperBound * Br)
+        for kb in 0..<(causal ? (lastRow - 1) / Bc + 1 : keyBlocks) {
+            let j0 = kb * Bc
+            transposeSlice(kT + j0 * F, ks + j0 * F, n: min(N, j0 + Bc) - j0, width: F)
+        }
+        let os = out + s * N * Dv, stats = statistics + s * N * 2
+        for qb in queryBlocks {
+            let r0 = qb * Br, r1 = min(N, r0 + Br), rows = r1 - r0
+            let ob = os + r0 * Dv
+            ob.update(repeating: 0, count: rows * Dv)
+            rowMax.update(repeating: -.infinity, count: rows)
+            rowSum.update(repeating: 0, count: rows)
+            for kb in 0..<(causal ? (r1 - 1) / Bc + 1 : keyBlocks) {
+                let j0 = kb * Bc, j1 = min(N, j0 + Bc), C = j1 - j0
+                WideKernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, aRow: F, aK: 1, b: kT + j0 * F, ldb: C,
+                                 accumulate: false, c: p, ldc: C)                                   // S = scale·Q_blk·K_blkᵀ
+                let blockBias = bias.map { UnsafePointer($0 + j0) }
+                for ii in 0..<rows {
+                    let L = causal ? min(C, max(0, r0 + ii + 1 - j0)) : C                        // keys of the block row sees
+                    let factor = WideKernels.attentionOnlineSoftmaxRow(p + ii * C, bias: blockBias, n: L, width: C,
+                                                                       max: &rowMax[ii], sum: &rowSum[ii])
+                    if factor != 1 { WideKernels.scaleRow(ob + ii * Dv, factor, n: Dv) }
+                }
+                WideKernels.gemm(m: rows, n: Dv, k: C, alpha: 1, a: p, aRow: C, aK: 1, b: vs + j0 * Dv, ldb: Dv,
+                                 accumulate: true, c: ob, ldc: Dv)                                  // O_blk += P̃·V_blk
+            }
+            for ii in 0..<rows {
+                let inv = 1 / rowSum[ii]
+                WideKernels.scaleRow(ob + ii * Dv, inv, n: Dv)
+                stats[2 * (r0 + ii)] = rowMax[ii]; stats[2 * (r0 + ii) + 1] = inv
+            }
         }
     }
 }
@@ -264,7 +308,13 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
     let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
-    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, wideGemm: wide, rowBlock: rowBlock)
+    if wide {
+        scaledDotProductAttentionBackwardKeyBlocks(dq: dq, dk: dk, dv: dv, gradOut: gradOut, out: out, statistics: statistics,
+                                                   q: q, k: k, v: v, keyMask: keyMask, causal: causal, scale: scale,
+                                                   sizes: sizes, block: rowBlock)
+        return
+    }
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
     let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     let split = plan.partsPerSlice > 1
@@ -276,11 +326,9 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
         let b = s / H
         let p = allocateScratch(R * N), dp = allocateScratch(R * N)   // [R, C]: P and dP → dS
         let bias = keyMask != nil ? allocateScratch(N) : nil
-        let kT = wide ? allocateScratch(F * N) : nil, vT = wide ? allocateScratch(Dv * N) : nil   // [F, N], [Dv, N]
-        defer { p.deallocate(); dp.deallocate(); bias?.deallocate(); kT?.deallocate(); vT?.deallocate() }
+        defer { p.deallocate(); dp.deallocate(); bias?.deallocate() }
         if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
         let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
-        if let kT, let vT { transposeSlice(kT, ks, n: N, width: F); transposeSlice(vT, vs, n: N, width: Dv) }
         let gs = gradOut + s * N * Dv, os = out + s * N * Dv, stats = statistics + s * N * 2
         let dqs = dq + s * N * F
         let dks = partials.map { $0 + w * N * (F + Dv) } ?? dk + s * N * F
@@ -289,10 +337,8 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
             let r0 = blk * R, r1 = min(N, r0 + R), rows = r1 - r0
             let C = causal ? r1 : N
             let qb = qs + r0 * F, gb = gs + r0 * Dv
-            attentionProductTransposedB(wide: wide, m: rows, n: C, k: F, alpha: scale, a: qb, lda: F,
-                                        x: ks, xT: kT.map { UnsafePointer($0) }, ldT: N, c: p)          // S = scale·Q_blk·Kᵀ
-            attentionProductTransposedB(wide: wide, m: rows, n: C, k: Dv, a: gb, lda: Dv,
-                                        x: vs, xT: vT.map { UnsafePointer($0) }, ldT: N, c: dp)         // dP = G_blk·Vᵀ
+            stridedGemm(false, true, rows, C, F, alpha: scale, qb, F, ks, F, beta: 0, p, C)                     // S = scale·Q_blk·Kᵀ
+            stridedGemm(false, true, rows, C, Dv, gb, Dv, vs, Dv, beta: 0, dp, C)                              // dP = G_blk·Vᵀ
             for i in 0..<rows {
                 let prow = p + i * C, drow = dp + i * C
                 let L = causal ? r0 + i + 1 : C
@@ -307,12 +353,9 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                 let d = rowDot(gb + i * Dv, os + (r0 + i) * Dv, Dv)                                    // D_i = g_i·out_i
                 softmaxGradientRow(drow, prow, d, C)                                                     // dS = P ⊙ (dP − D)
             }
-            attentionProduct(wide: wide, transposeA: true, m: C, n: Dv, k: rows, a: p, lda: C, b: gb, ldb: Dv,
-                             accumulate: true, c: dvs, ldc: Dv)                                          // dV += Pᵀ·G_blk
-            attentionProduct(wide: wide, transposeA: false, m: rows, n: F, k: C, alpha: scale, a: dp, lda: C, b: ks, ldb: F,
-                             accumulate: true, c: dqs + r0 * F, ldc: F)                                  // dQ_blk += scale·dS·K
-            attentionProduct(wide: wide, transposeA: true, m: C, n: F, k: rows, alpha: scale, a: dp, lda: C, b: qb, ldb: F,
-                             accumulate: true, c: dks, ldc: F)                                           // dK += scale·dSᵀ·Q_blk
+            stridedGemm(true, false, C, Dv, rows, p, C, gb, Dv, beta: 1, dvs, Dv)                               // dV += Pᵀ·G_blk
+            stridedGemm(false, false, rows, F, C, alpha: scale, dp, C, ks, F, beta: 1, dqs + r0 * F, F)         // dQ_blk += scale·dS·K
+            stridedGemm(true, false, C, F, rows, alpha: scale, dp, C, qb, F, beta: 1, dks, F)                   // dK += scale·dSᵀ·Q_blk
         }
     }
     if let partials {
@@ -323,6 +366,92 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
                     let src = partials + (s * plan.partsPerSlice + part) * N * (F + Dv)
                     axpySerial(y: dk + s * N * F, x: src, count: N * F)
                     axpySerial(y: dv + s * N * Dv, x: src + N * F, count: N * Dv)
+                }
+            }
+        }
+    }
+}
+
+/// The backward on the 16-lane kernels, in flash-attention-2 order: per slice, key blocks outer (their dK and
+/// dV rows stay in L1/L2 while every query block adds to them), query blocks inner (dQ_blk += scale·dS·K_blk
+/// from L2/L3). Per (key block, query block) pair, all five products are small L1/L2-resident GEMMs:
+///   S = scale·Q_blk·K_blkᵀ, P = exp(S + bias − m)·(1/Σ), dP = G_blk·V_blkᵀ, dS = P ⊙ (dP − D),
+///   dV_blk += Pᵀ·G_blk,  dK_blk += scale·dSᵀ·Q_blk,  dQ_blk += scale·dS·K_blk.
+/// Every score is the forward's (same GEMM element formula, same row operations), so P is the forward's bit
+/// for bit. Causal: a key block starts at the query block holding its first key. Items own key blocks, so a
+/// slice split over items gets one dQ partial per item (added in item order); dK and dV are written by
+/// their one owner. `block` > 0 overrides both block sizes (tests).
+func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                                dv: UnsafeMutablePointer<Float>,
+                                                gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
+                                                statistics: UnsafePointer<Float>,
+                                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                                keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
+                                                sizes: AttentionSizes, block: Int) {
+    let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
+    // 64 keys × 128 query rows: the key block's K, Kᵀ, Vᵀ and dK, dV rows (16 KB each at Dh = 64) stay in L1/L2
+    // with the pair's P and dS (32 KB each). Dh = 64, 1 thread, N = 16384: 7.4–7.6 s (64 × 64: 8.1–8.7 s,
+    // 128 × 128 and 128 × 64: 7.7–8.1 s, 32 × 128: 9.8–10.5 s); N = 4096: 64 × 64–256 within noise.
+    let Bc = block > 0 ? block : 64      // keys per block
+    let Br = block > 0 ? block : 128     // query rows per block
+    let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Bc)
+    let split = plan.partsPerSlice > 1
+    let partials = split ? allocateScratch(plan.items * N * F) : nil      // dQ partials, one per item
+    defer { partials?.deallocate() }
+    plan.forEachItem { w in
+        let (s, keyBlocks) = plan.item(w)
+        let b = s / H
+        let p = allocateScratch(Br * Bc), ds = allocateScratch(Br * Bc)   // [Br, C]: P; dP → dS
+        let kT = allocateScratch(F * Bc), vT = allocateScratch(Dv * Bc)  // [F, C], [Dv, C]: the key block's K, V transposed
+        let delta = allocateScratch(N)                                   // D_i = g_i·out_i
+        let bias = keyMask != nil ? allocateScratch(N) : nil
+        defer { p.deallocate(); ds.deallocate(); kT.deallocate(); vT.deallocate(); delta.deallocate(); bias?.deallocate() }
+        if let bias, let keyMask { attentionMaskBias(bias, keyMask + b * N, N) }
+        let qs = q + s * N * F, ks = k + s * N * F, vs = v + s * N * Dv
+        let gs = gradOut + s * N * Dv, os = out + s * N * Dv, stats = statistics + s * N * 2
+        let firstRow = causal ? (keyBlocks.lowerBound * Bc / Br) * Br : 0     // causal: the first query row used
+        for i in firstRow..<N { delta[i] = rowDot(gs + i * Dv, os + i * Dv, Dv) }
+        let dqs = partials.map { $0 + w * N * F } ?? dq + s * N * F
+        let dks = dk + s * N * F, dvs = dv + s * N * Dv
+        for kb in keyBlocks {
+            let j0 = kb * Bc, j1 = min(N, j0 + Bc), C = j1 - j0
+            transposeSlice(kT, ks + j0 * F, n: C, width: F)
+            transposeSlice(vT, vs + j0 * Dv, n: C, width: Dv)
+            let blockBias = bias.map { UnsafePointer($0 + j0) }
+            var r0 = causal ? (j0 / Br) * Br : 0                // rows < j0 see none of these keys
+            while r0 < N {
+                let r1 = min(N, r0 + Br), rows = r1 - r0
+                let qb = qs + r0 * F, gb = gs + r0 * Dv
+                WideKernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qb, aRow: F, aK: 1, b: kT, ldb: C,
+                                 accumulate: false, c: p, ldc: C)                                  // S = scale·Q_blk·K_blkᵀ
+                WideKernels.gemm(m: rows, n: C, k: Dv, alpha: 1, a: gb, aRow: Dv, aK: 1, b: vT, ldb: C,
+                                 accumulate: false, c: ds, ldc: C)                                 // dP = G_blk·V_blkᵀ
+                for ii in 0..<rows {
+                    let i = r0 + ii, prow = p + ii * C
+                    let L = causal ? min(C, max(0, i + 1 - j0)) : C                              // keys of the block row i sees
+                    if L > 0 {
+                        WideKernels.attentionProbabilitiesRow(prow, bias: blockBias, max: stats[2 * i],
+                                                              inverseSum: stats[2 * i + 1], n: L)
+                    }
+                    if L < C { (prow + L).update(repeating: 0, count: C - L) }
+                    softmaxGradientRow(ds + ii * C, prow, delta[i], C)                            // dS = P ⊙ (dP − D)
+                }
+                WideKernels.gemm(m: C, n: Dv, k: rows, alpha: 1, a: p, aRow: 1, aK: C, b: gb, ldb: Dv,
+                                 accumulate: true, c: dvs + j0 * Dv, ldc: Dv)                      // dV_blk += Pᵀ·G_blk
+                WideKernels.gemm(m: C, n: F, k: rows, alpha: scale, a: ds, aRow: 1, aK: C, b: qb, ldb: F,
+                                 accumulate: true, c: dks + j0 * F, ldc: F)                        // dK_blk += scale·dSᵀ·Q_blk
+                WideKernels.gemm(m: rows, n: F, k: C, alpha: scale, a: ds, aRow: C, aK: 1, b: ks + j0 * F, ldb: F,
+                                 accumulate: true, c: dqs + r0 * F, ldc: F)                        // dQ_blk += scale·dS·K_blk
+                r0 = r1
+            }
+        }
+    }
+    if let partials {
+        // Slices split over items: dQ += Σ partials in item order (deterministic).
+        parallelFor(sizes.slices) { r in
+            for s in r {
+                for part in 0..<plan.partsPerSlice {
+                    axpySerial(y: dq + s * N * F, x: partials + (s * plan.partsPerSlice + part) * N * F, count: N * F)
                 }
             }
         }
