@@ -7,6 +7,8 @@
 // Why: the exp-bound softmax is limited by vector instruction throughput, not memory, on 2 threads;
 // 16 lanes per instruction (and 32 vector registers, so constants stay in registers) halve the work.
 
+import CLongMixerMemory
+
 public typealias Float16x = SIMD16<Float>
 
 public enum WideKernels {
@@ -24,11 +26,29 @@ public enum WideKernels {
     ///
     /// Per row: max (reads memory); exp(x − max), store and sum (L1); scale by 1/sum (L1). x − max ≤ 0,
     /// so the exp needs no overflow handling. NaN and −∞ rows behave as the AVX2 kernel's (all NaN).
-    public static func softmaxRows(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, n: Int) {
+    ///
+    /// `streaming` (outputs much larger than the last-level cache): the exp pass writes a scratch row
+    /// (L1) and the scale pass writes y with streaming stores (see WideElementwise.swift), so y's lines
+    /// are never read from memory; then one store fence.
+    public static func softmaxRows(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, n: Int,
+                                   streaming: Bool = false) {
         guard !rows.isEmpty else { return }
+        if streaming {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scratch in
+                softmaxRows(y: y, x: x, rows: rows, n: n, scratch: scratch.baseAddress!)
+            }
+            lm_store_fence()
+        } else {
+            softmaxRows(y: y, x: x, rows: rows, n: n, scratch: nil)
+        }
+    }
+
+    /// `softmaxRows`; with a scratch row of n floats, exp goes there and the scaled row streams to y.
+    static func softmaxRows(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, n: Int,
+                            scratch: UnsafeMutablePointer<Float>?) {
         var m = rowMax(x + rows.lowerBound * n, n)
         for row in rows {
-            let xr = x + row * n, yr = y + row * n
+            let xr = x + row * n, yr = scratch ?? y + row * n
             // The max pass only waits on memory and the exp pass only computes, so the exp loop of this
             // row also takes the max of the next one (its loads then overlap the polynomial). The last
             // row of the range re-reads itself (from L1) to keep the loop branch-free.
@@ -62,8 +82,18 @@ public enum WideKernels {
             }
             let inv = Float16x(repeating: 1 / s)
             j = 0
-            while j + 16 <= n { store(yr, load(yr, j) * inv, j); j += 16 }
-            while j < n { yr[j] *= inv[0]; j += 1 }
+            if scratch != nil {
+                // yr is the scratch row; the output row gets ordinary stores up to its first 64-byte
+                // boundary, then streaming stores of whole lines.
+                let out = y + row * n
+                let head = min(n, misalignment(out))
+                while j < head { out[j] = yr[j] * inv[0]; j += 1 }
+                while j + 16 <= n { lm_stream16(out + j, load(yr, j) * inv); j += 16 }
+                while j < n { out[j] = yr[j] * inv[0]; j += 1 }
+            } else {
+                while j + 16 <= n { store(yr, load(yr, j) * inv, j); j += 16 }
+                while j < n { yr[j] *= inv[0]; j += 1 }
+            }
             // The next row's max: the paired blocks above, then the rest of the row.
             nextMax0 = nextMax0.replacing(with: nextMax1, where: nextMax1 .> nextMax0)
             m = horizontalMax(nextMax0)
