@@ -53,11 +53,15 @@ public enum WideKernels {
             // row also takes the max of the next one (its loads then overlap the polynomial). The last
             // row of the range re-reads itself (from L1) to keep the loop branch-free.
             let next = row + 1 < rows.upperBound ? xr + n : xr
+            // Software prefetch of the row 4 ahead (16 KiB for n = 1024): rows of 4 KiB are one page each,
+            // which the hardware prefetcher does not run across (1 thread, 16M floats: 3.4–3.6 → 3.1 ms).
+            let ahead = x + min(row + softmaxPrefetchRows, rows.upperBound - 1) * n
             let mv = Float16x(repeating: m)
             var acc0 = Float16x(), acc1 = Float16x(), acc2 = Float16x(), acc3 = Float16x()
             var nextMax0 = Float16x(repeating: -.infinity), nextMax1 = nextMax0
             var j = 0
             while j + 64 <= n {
+                lm_prefetch(ahead + j); lm_prefetch(ahead + j + 16); lm_prefetch(ahead + j + 32); lm_prefetch(ahead + j + 48)
                 let e0 = expNonPositive(load(xr, j) - mv), e1 = expNonPositive(load(xr, j + 16) - mv)
                 let e2 = expNonPositive(load(xr, j + 32) - mv), e3 = expNonPositive(load(xr, j + 48) - mv)
                 store(yr, e0, j); store(yr, e1, j + 16); store(yr, e2, j + 32); store(yr, e3, j + 48)
@@ -100,6 +104,9 @@ public enum WideKernels {
             for k in pairedEnd..<n where next[k] > m { m = next[k] }
         }
     }
+
+    /// Rows ahead that `softmaxRows` prefetches.
+    static let softmaxPrefetchRows = 4
 
     /// max_j x[j] (NaN entries are skipped, as `rowMax` in LongMixerCore; −∞ for an empty row).
     static func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {

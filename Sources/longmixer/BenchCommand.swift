@@ -56,6 +56,12 @@ struct BenchCoreCommand: ParsableCommand {
     @Flag(help: "Also print the tables as Markdown.")
     var markdown = false
 
+    @Option(name: .customLong("sample-ms"), help: ArgumentHelp("""
+        Minimum length of one sample of the memory-bound kernels and DRAM probes, in ms (each sample repeats \
+        its call until then). 0: one call per sample, whose best catches short quiet windows on a loaded machine.
+        """, visibility: .hidden))
+    var sampleMilliseconds: Double = 10
+
     @Option(help: ArgumentHelp("Run only one group: gemm or memory, or the memory-bound kernels whose name starts with this (for quick iterations).", visibility: .hidden))
     var only: String?
 
@@ -87,7 +93,7 @@ struct BenchCoreCommand: ParsableCommand {
         print("command: \(command)\n")
 
         let suite = CoreBenchmarkSuite(elements: elements, bandwidthElements: bandwidthElements, width: width,
-                                       repeats: repeats, only: only)
+                                       repeats: repeats, only: only, sampleSeconds: sampleMilliseconds * 1e-3)
         var records: [BenchmarkRecord] = []
         for t in threadCounts {
             Parallel.setThreadCount(t)
@@ -125,6 +131,8 @@ final class CoreBenchmarkSuite {
     static let streamingVariant = "streaming stores, "
 
     let elements: Int, width: Int, repeats: Int, only: String?
+    /// Minimum seconds per sample of the memory-bound kernels and the DRAM probes.
+    let sampleSeconds: Double
     let probe: MemoryBandwidthProbe
 
     // Memory-bound kernels.
@@ -139,8 +147,9 @@ final class CoreBenchmarkSuite {
     }
     var gemms: [GemmShape] = []
 
-    init(elements: Int, bandwidthElements: Int, width: Int, repeats: Int, only: String? = nil) {
+    init(elements: Int, bandwidthElements: Int, width: Int, repeats: Int, only: String? = nil, sampleSeconds: Double = 0.01) {
         self.elements = elements; self.width = width; self.repeats = repeats; self.only = only
+        self.sampleSeconds = sampleSeconds
         var g = RandomGenerator(seed: 2024)
         probe = MemoryBandwidthProbe(count: bandwidthElements)
         a = Tensor.uniform([elements], low: -3, high: 3, generator: &g)
@@ -186,7 +195,8 @@ final class CoreBenchmarkSuite {
         let copyNTCase = BenchmarkCase("copy NT") { probe.copyStreaming() }
         let triadNTCase = BenchmarkCase("triad NT") { probe.triadStreaming() }
         let streamCases = [copyCase, triadCase, copyNTCase, triadNTCase]
-        let stream = BenchmarkTimer.measure(streamCases + [BenchmarkCase("memcpy") { probe.memcpyCopy() }], repeats: repeats)
+        let stream = BenchmarkTimer.measure(streamCases + [BenchmarkCase("memcpy") { probe.memcpyCopy() }], repeats: repeats,
+                                            minimumSampleSeconds: sampleSeconds)
         var bestStream = Array(stream[0..<4])
         let memcpyRecord = BenchmarkRecord(group: "dram-info", name: "memcpy", variant: "glibc, per chunk", threads: threads,
                                            timing: stream[4], work: probe.copyBytes, rateUnit: "GB/s")
@@ -246,7 +256,7 @@ final class CoreBenchmarkSuite {
         ]
         var memoryRecords: [BenchmarkRecord] = []
         for k in kernels where only == nil || only == "memory" || k.name.hasPrefix(only!) {
-            let t = BenchmarkTimer.measure([k.kernel, k.op] + streamCases, repeats: repeats)
+            let t = BenchmarkTimer.measure([k.kernel, k.op] + streamCases, repeats: repeats, minimumSampleSeconds: sampleSeconds)
             for s in 0..<4 where t[2 + s].best < bestStream[s].best { bestStream[s] = t[2 + s] }
             for (variant, timing) in [("kernel, preallocated output", t[0]), ("op, fresh output tensor", t[1])] {
                 var r = BenchmarkRecord(group: "memory", name: k.name, variant: variant, threads: threads,

@@ -105,6 +105,10 @@ func softmaxRowsAVX2Streaming(y: UnsafeMutablePointer<Float>, x: UnsafePointer<F
         let scratch = buffer.baseAddress!
         for row in r {
             let xr = x + row * n, yr = y + row * n
+            // Prefetch the row 4 ahead (rows of 4 KiB are one page each: no hardware prefetch across).
+            let ahead = x + Swift.min(row + 4, r.upperBound - 1) * n
+            var k = 0
+            while k < n { StreamingStores.prefetch(ahead + k); k += 16 }
             let inv = exponentiateRow(scratch, from: xr, max: rowMax(xr, n), n)
             let inv8 = Float8(repeating: inv)
             var j = 0
