@@ -34,8 +34,10 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        .target(name: "LongMixerWideKernels", swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "LongMixerWideKernels"], swiftSettings: coreSettings),
+        // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).
+        .target(name: "CLongMixerMemory"),
+        .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),

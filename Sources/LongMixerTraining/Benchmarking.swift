@@ -88,9 +88,38 @@ public enum BenchmarkTimer {
 
 // MARK: - DRAM bandwidth (STREAM-like)
 
+/// Float buffers placed like large tensors (`LargeBufferPool`): 2 MiB-aligned, transparent huge pages
+/// requested. The STREAM arrays and the benchmarks' preallocated outputs use them, so that references
+/// and kernels see the same kind of memory as the tensors of real ops (`malloc` gave 16-byte-aligned
+/// 4 KiB pages: every 64-byte store split over two cache lines).
+public enum BenchmarkBuffer {
+    static let alignment = 2 << 20
+
+    public static func allocate(floats: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = floats * 4
+        let mapped = bytes + alignment
+        guard let raw = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+            fatalError("cannot map \(bytes >> 20) MiB for a benchmark buffer")
+        }
+        let address = Int(bitPattern: raw)
+        let aligned = (address + alignment - 1) / alignment * alignment
+        if aligned > address { munmap(raw, aligned - address) }
+        let tail = address + mapped - (aligned + bytes)
+        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + bytes), tail) }
+        let p = UnsafeMutableRawPointer(bitPattern: aligned)!
+        _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */)
+        return p.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    public static func deallocate(_ p: UnsafeMutablePointer<Float>, floats: Int) {
+        munmap(UnsafeMutableRawPointer(p), floats * 4)
+    }
+}
+
 /// STREAM-style copy and triad over arrays much larger than the last-level cache, on the current
 /// `Parallel.threadCount` (rows split with `parallelFor`, static contiguous chunks, SIMD8 loops on
-/// unsafe pointers). Bytes are counted as STREAM does: copy 2·4·n, triad 3·4·n (no write-allocate).
+/// unsafe pointers), with ordinary stores and with streaming stores. Bytes are counted as STREAM does:
+/// copy 2·4·n, triad 3·4·n (no write-allocate; an ordinary store also reads its line first).
 public final class MemoryBandwidthProbe {
     public let count: Int
     let a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>
@@ -99,7 +128,8 @@ public final class MemoryBandwidthProbe {
     public init(count: Int = 1 << 24) {
         check(count >= 8, "bandwidth probe needs at least 8 floats per array, got \(count)")
         self.count = count
-        a = .allocate(capacity: count); b = .allocate(capacity: count); c = .allocate(capacity: count)
+        a = BenchmarkBuffer.allocate(floats: count); b = BenchmarkBuffer.allocate(floats: count)
+        c = BenchmarkBuffer.allocate(floats: count)
         let (a, b, c) = (self.a, self.b, self.c)
         // Distinct values on every page: pages of one constant can be merged by the host (KSM) and
         // then read from cache (one early run, with constant arrays, showed a copy at 2× DRAM speed).
@@ -111,7 +141,9 @@ public final class MemoryBandwidthProbe {
         }
     }
 
-    deinit { a.deallocate(); b.deallocate(); c.deallocate() }
+    deinit {
+        for p in [a, b, c] { BenchmarkBuffer.deallocate(p, floats: count) }
+    }
 
     /// c = a.
     public func copy() {
@@ -148,6 +180,42 @@ public final class MemoryBandwidthProbe {
                 i += 16
             }
             while i < r.upperBound { a[i] = b[i] + s * c[i]; i += 1 }
+        }
+    }
+
+    /// c = a with streaming (non-temporal) stores: c's lines are written without being read first.
+    /// Kernels with outputs beyond the last-level cache store this way, so the DRAM reference includes it.
+    public func copyStreaming() {
+        let (a, c) = (UnsafePointer(self.a), self.c)
+        parallelFor(count, grain: 1 << 15) { r in
+            var i = r.lowerBound
+            let head = min(r.count, StreamingStores.floatsToAlignment32(c + i))
+            for _ in 0..<head { c[i] = a[i]; i += 1 }
+            while i + 32 <= r.upperBound {
+                StreamingStores.store8(a.load8(i), c + i); StreamingStores.store8(a.load8(i + 8), c + i + 8)
+                StreamingStores.store8(a.load8(i + 16), c + i + 16); StreamingStores.store8(a.load8(i + 24), c + i + 24)
+                i += 32
+            }
+            while i < r.upperBound { c[i] = a[i]; i += 1 }
+            StreamingStores.fence()
+        }
+    }
+
+    /// a = b + s·c with streaming stores.
+    public func triadStreaming(scale s: Float = 3) {
+        let (a, b, c) = (self.a, UnsafePointer(self.b), UnsafePointer(self.c))
+        let s8 = Float8(repeating: s)
+        parallelFor(count, grain: 1 << 15) { r in
+            var i = r.lowerBound
+            let head = min(r.count, StreamingStores.floatsToAlignment32(a + i))
+            for _ in 0..<head { a[i] = b[i] + s * c[i]; i += 1 }
+            while i + 16 <= r.upperBound {
+                StreamingStores.store8(b.load8(i) + s8 * c.load8(i), a + i)
+                StreamingStores.store8(b.load8(i + 8) + s8 * c.load8(i + 8), a + i + 8)
+                i += 16
+            }
+            while i < r.upperBound { a[i] = b[i] + s * c[i]; i += 1 }
+            StreamingStores.fence()
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerWideKernels
 
 /// Elementwise kernels, multi-threaded over contiguous chunks with SIMD8 inner loops.
 /// `grain` keeps small tensors on one thread (a dispatch costs a few microseconds).
@@ -10,18 +11,59 @@ public let elementwiseGrain = 1 << 15
 public protocol UnaryFunction {
     static func apply(_ x: Float8) -> Float8
     static func apply(_ x: Float) -> Float
+    /// A 16-lane (AVX-512) kernel for a range of elements, taking (out, x, range, streaming), when
+    /// this function has one and the CPU can run it (`CPUFeatures.avx512`); nil otherwise (default).
+    static var wideKernel: WideUnaryKernel? { get }
+}
+
+public typealias WideUnaryKernel = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Range<Int>, Bool) -> Void
+
+extension UnaryFunction {
+    public static var wideKernel: WideUnaryKernel? { nil }
 }
 
 /// out[i] = F(x[i]).   out, x: [count] (out may alias x)
 ///
 /// `@inlinable` so that callers in other modules get a loop specialised for F (otherwise they run
-/// the unspecialised generic with a witness-table call per vector). Two vectors per iteration give
-/// the out-of-order core two independent polynomial chains.
+/// the unspecialised generic with a witness-table call per vector). Four vectors per iteration give
+/// the out-of-order core independent polynomial chains. F's 16-lane kernel runs instead where it has
+/// one (GELU on AVX-512 CPUs). Outputs larger than the last-level cache are written with streaming
+/// stores (`StreamingStores`).
 @inlinable
 public func mapKernel<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int) {
+    mapKernel(f, out: out, x: x, count: count, streaming: StreamingStores.shouldStream(bytes: count * 4),
+              wide: F.wideKernel)
+}
+
+/// `mapKernel` with the store kind and the 16-lane kernel chosen by the caller (tests run every path).
+@inlinable
+public func mapKernel<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int,
+                                        streaming: Bool, wide: WideUnaryKernel?) {
+    if let wide {
+        parallelFor(count, grain: elementwiseGrain) { range in wide(out, x, range, streaming) }
+        return
+    }
     parallelFor(count, grain: elementwiseGrain) { range in
         var i = range.lowerBound
         let end = range.upperBound
+        if streaming {
+            // Ordinary stores up to the first 32-byte boundary of `out`, then streaming stores.
+            let head = min(end - i, StreamingStores.floatsToAlignment32(out + i))
+            for _ in 0..<head { out[i] = F.apply(x[i]); i += 1 }
+            while i + 32 <= end {
+                // 8 KiB ahead: the hardware prefetcher stops at 4 KiB page boundaries (a prefetch never faults).
+                StreamingStores.prefetch(x + i + 2048); StreamingStores.prefetch(x + i + 2064)
+                let v0 = x.load8(i), v1 = x.load8(i + 8), v2 = x.load8(i + 16), v3 = x.load8(i + 24)
+                let y0 = F.apply(v0), y1 = F.apply(v1), y2 = F.apply(v2), y3 = F.apply(v3)
+                StreamingStores.store8(y0, out + i); StreamingStores.store8(y1, out + i + 8)
+                StreamingStores.store8(y2, out + i + 16); StreamingStores.store8(y3, out + i + 24)
+                i += 32
+            }
+            while i + 8 <= end { StreamingStores.store8(F.apply(x.load8(i)), out + i); i += 8 }
+            while i < end { out[i] = F.apply(x[i]); i += 1 }
+            StreamingStores.fence()
+            return
+        }
         while i + 32 <= end {
             let v0 = x.load8(i), v1 = x.load8(i + 8), v2 = x.load8(i + 16), v3 = x.load8(i + 24)
             let y0 = F.apply(v0), y1 = F.apply(v1), y2 = F.apply(v2), y3 = F.apply(v3)
@@ -76,6 +118,11 @@ public enum GELUFunction: UnaryFunction, UnaryDerivative {
     public static func apply(x: Float8, y: Float8, gradient: Float8) -> Float8 { gradient * VectorMath.geluDerivative(x) }
     public static func apply(x: Float, y: Float, gradient: Float) -> Float {
         gradient * VectorMath.geluDerivative(Float8(repeating: x))[0]
+    }
+    /// `WideKernels.gelu` (bitwise the same results) on AVX-512 CPUs: GELU is bound by instruction
+    /// throughput on 8 lanes.
+    public static var wideKernel: WideUnaryKernel? {
+        CPUFeatures.avx512 ? { WideKernels.gelu(out: $0, x: $1, range: $2, streaming: $3) } : nil
     }
 }
 

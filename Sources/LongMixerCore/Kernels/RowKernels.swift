@@ -76,11 +76,49 @@ public func maxAxisKernel(out: UnsafeMutablePointer<Float>, argmax: UnsafeMutabl
 ///
 /// Exp-bound, not memory-bound, at 2 threads: on AVX-512 CPUs the 16-lane
 /// `WideKernels.softmaxRows` runs instead of the AVX2 `softmaxRowsAVX2`.
+///
+/// Outputs larger than the last-level cache, with rows on cache-line boundaries, are written with
+/// streaming stores (`StreamingStores`): the exp pass then goes to a scratch row in L1, and the scaled
+/// row streams to y.
 public func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
-    let wide = CPUFeatures.avx512
+    softmaxForward(y: y, x: x, rows: rows, n: n, streaming: StreamingStores.shouldStreamRows(y, rows: rows, n: n),
+                   wide: CPUFeatures.avx512)
+}
+
+/// `softmaxForward` with the store kind and kernel width chosen by the caller (tests run every path).
+func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int, streaming: Bool, wide: Bool) {
     parallelFor(rows, grain: rowGrain(n)) { r in
-        if wide { WideKernels.softmaxRows(y: y, x: x, rows: r, n: n) } else { softmaxRowsAVX2(y: y, x: x, rows: r, n: n) }
+        if wide {
+            WideKernels.softmaxRows(y: y, x: x, rows: r, n: n, streaming: streaming)
+        } else if streaming {
+            softmaxRowsAVX2Streaming(y: y, x: x, rows: r, n: n)
+        } else {
+            softmaxRowsAVX2(y: y, x: x, rows: r, n: n)
+        }
     }
+}
+
+/// `softmaxRowsAVX2` for outputs beyond the last-level cache: exp into a scratch row (L1), then the
+/// scaled row to y with streaming stores, so y's lines are never read from memory; one store fence.
+func softmaxRowsAVX2Streaming(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int) {
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buffer in
+        let scratch = buffer.baseAddress!
+        for row in r {
+            let xr = x + row * n, yr = y + row * n
+            // Prefetch the row 4 ahead (rows of 4 KiB are one page each: no hardware prefetch across).
+            let ahead = x + Swift.min(row + 4, r.upperBound - 1) * n
+            var k = 0
+            while k < n { StreamingStores.prefetch(ahead + k); k += 16 }
+            let inv = exponentiateRow(scratch, from: xr, max: rowMax(xr, n), n)
+            let inv8 = Float8(repeating: inv)
+            var j = 0
+            let head = min(n, StreamingStores.floatsToAlignment32(yr))
+            while j < head { yr[j] = scratch[j] * inv; j += 1 }
+            while j + 8 <= n { StreamingStores.store8(scratch.load8(j) * inv8, yr + j); j += 8 }
+            while j < n { yr[j] = scratch[j] * inv; j += 1 }
+        }
+    }
+    StreamingStores.fence()
 }
 
 /// `softmaxForward` on the rows `r`, with 8-lane vectors.
@@ -101,6 +139,17 @@ public func softmaxRowsAVX2(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Flo
 /// consecutive steps; four per step spilled accumulators and constants (16 ymm registers).
 @inline(__always)
 func exponentiateAndNormalizeRow(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, max m: Float, _ n: Int) -> Float {
+    let inv = exponentiateRow(dst, from: src, max: m, n)
+    var j = 0
+    let inv8 = Float8(repeating: inv)
+    while j + 8 <= n { dst.store8(dst.load8(j) * inv8, j); j += 8 }
+    while j < n { dst[j] *= inv; j += 1 }
+    return inv
+}
+
+/// dst[j] = exp(src[j] − max) for j < n; returns 1/Σ_j dst[j] (the exp and sum passes of a softmax row).
+@inline(__always)
+func exponentiateRow(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, max m: Float, _ n: Int) -> Float {
     var acc0 = Float8(), acc1 = Float8(), j = 0
     let m8 = Float8(repeating: m)
     while j + 16 <= n {
@@ -113,12 +162,7 @@ func exponentiateAndNormalizeRow(_ dst: UnsafeMutablePointer<Float>, from src: U
     while j + 8 <= n { let e = VectorMath.expNonPositive(src.load8(j) - m8); dst.store8(e, j); acc0 += e; j += 8 }
     var s = horizontalSum(acc0 + acc1)
     while j < n { let e = VectorMath.exp(src[j] - m); dst[j] = e; s += e; j += 1 }
-    let inv = 1 / s
-    j = 0
-    let inv8 = Float8(repeating: inv)
-    while j + 8 <= n { dst.store8(dst.load8(j) * inv8, j); j += 8 }
-    while j < n { dst[j] *= inv; j += 1 }
-    return inv
+    return 1 / s
 }
 
 /// dx += y ⊙ (dy − ⟨dy, y⟩) per row.   dx, y, dy: [rows, n]
@@ -195,31 +239,84 @@ func rowLogSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// y = (x − μ)·rstd·γ + β per row; saves μ and rstd = 1/√(σ² + ε) (biased variance, as PyTorch).
 /// y, x: [rows, n]; gamma, beta: [n]; mean, rstd: [rows]
+///
+/// On AVX-512 CPUs the 16-lane `WideKernels.layerNormRows` runs instead of `layerNormRowsAVX2`.
+/// Outputs larger than the last-level cache, with rows on cache-line boundaries, are written with
+/// streaming stores (`StreamingStores`).
 public func layerNormForward(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                              x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                              rows: Int, n: Int, epsilon: Float) {
+    layerNormForward(y: y, mean: mean, rstd: rstd, x: x, gamma: gamma, beta: beta, rows: rows, n: n, epsilon: epsilon,
+                     streaming: StreamingStores.shouldStreamRows(y, rows: rows, n: n), wide: CPUFeatures.avx512)
+}
+
+/// `layerNormForward` with the store kind and kernel width chosen by the caller (tests run every path).
+func layerNormForward(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                      x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                      rows: Int, n: Int, epsilon: Float, streaming: Bool, wide: Bool) {
     parallelFor(rows, grain: rowGrain(n)) { r in
-        for row in r {
-            let xr = x + row * n, yr = y + row * n
-            var acc = Float8(), j = 0
-            while j + 8 <= n { acc += xr.load8(j); j += 8 }
-            var s = horizontalSum(acc)
-            while j < n { s += xr[j]; j += 1 }
-            let mu = s / Float(n)
-            // Two passes over a cache-resident row: no E[x²] − μ² cancellation.
-            let mu8 = Float8(repeating: mu)
-            acc = Float8(); j = 0
-            while j + 8 <= n { let d = xr.load8(j) - mu8; acc += d * d; j += 8 }
-            var v = horizontalSum(acc)
-            while j < n { let d = xr[j] - mu; v += d * d; j += 1 }
-            let rs = 1 / (v / Float(n) + epsilon).squareRoot()
-            mean[row] = mu; rstd[row] = rs
-            let rs8 = Float8(repeating: rs)
-            j = 0
-            while j + 8 <= n { yr.store8((xr.load8(j) - mu8) * rs8 * gamma.load8(j) + beta.load8(j), j); j += 8 }
-            while j < n { yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j]; j += 1 }
+        if wide {
+            WideKernels.layerNormRows(y: y, mean: mean, rstd: rstd, x: x, gamma: gamma, beta: beta, rows: r, n: n,
+                                      epsilon: epsilon, streaming: streaming)
+        } else {
+            layerNormRowsAVX2(y: y, mean: mean, rstd: rstd, x: x, gamma: gamma, beta: beta, rows: r, n: n,
+                              epsilon: epsilon, streaming: streaming)
         }
     }
+}
+
+/// `layerNormForward` on the rows `r`, with 8-lane vectors.
+///
+/// Three passes over a row: sum (reads memory), squared deviations from μ (L1; no E[x²] − μ²
+/// cancellation) and the output (L1). Rows of 4 KiB are one page each, which the hardware prefetcher
+/// does not run across, so the output pass prefetches the row two ahead.
+func layerNormRowsAVX2(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                       x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                       rows r: Range<Int>, n: Int, epsilon: Float, streaming: Bool) {
+    let lastRow = r.upperBound - 1
+    for row in r {
+        let xr = x + row * n, yr = y + row * n
+        let ahead = x + Swift.min(row + 2, lastRow) * n
+        // The reductions keep the order of the original kernel (one accumulator; d·d then add, no FMA),
+        // so results on this path are bitwise those of before the 16-lane kernel (the PyTorch parity
+        // tests sit close to their tolerances). The 16-lane kernel uses four accumulators.
+        var acc = Float8(), j = 0
+        while j + 8 <= n { acc += xr.load8(j); j += 8 }
+        var s = horizontalSum(acc)
+        while j < n { s += xr[j]; j += 1 }
+        let mu = s / Float(n)
+        let mu8 = Float8(repeating: mu)
+        acc = Float8(); j = 0
+        while j + 8 <= n { let d = xr.load8(j) - mu8; acc += d * d; j += 8 }
+        var v = horizontalSum(acc)
+        while j < n { let d = xr[j] - mu; v += d * d; j += 1 }
+        let rs = 1 / (v / Float(n) + epsilon).squareRoot()
+        mean[row] = mu; rstd[row] = rs
+        let rs8 = Float8(repeating: rs)
+        j = 0
+        if streaming {
+            let head = Swift.min(n, StreamingStores.floatsToAlignment32(yr))
+            while j < head { yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j]; j += 1 }
+        }
+        while j + 16 <= n {
+            StreamingStores.prefetch(ahead + j)
+            let y0 = (xr.load8(j) - mu8) * rs8 * gamma.load8(j) + beta.load8(j)
+            let y1 = (xr.load8(j + 8) - mu8) * rs8 * gamma.load8(j + 8) + beta.load8(j + 8)
+            if streaming {
+                StreamingStores.store8(y0, yr + j); StreamingStores.store8(y1, yr + j + 8)
+            } else {
+                yr.store8(y0, j); yr.store8(y1, j + 8)
+            }
+            j += 16
+        }
+        while j + 8 <= n {
+            let v8 = (xr.load8(j) - mu8) * rs8 * gamma.load8(j) + beta.load8(j)
+            if streaming { StreamingStores.store8(v8, yr + j) } else { yr.store8(v8, j) }
+            j += 8
+        }
+        while j < n { yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j]; j += 1 }
+    }
+    if streaming { StreamingStores.fence() }
 }
 
 /// Accumulates dx, dγ, dβ. With x̂ = (x − μ)·rstd and g = dy·γ:
