@@ -200,19 +200,38 @@ public enum BLAS {
         Parallel.threadCount > 1 && rows >= 2048 && n * k <= 256 * 256
     }
 
-    /// C[M,N] = A[M,K] · op(B) (+ beta·C), rows of A and C split over `parallelFor` with
-    /// single-threaded BLAS when the shape is tall and skinny; one sgemm otherwise.
+    /// C[M,N] = A[M,K] · op(B) (+ beta·C, or + a bias row [N] broadcast to every row), rows of A and C split
+    /// over `parallelFor` with single-threaded BLAS when the shape is tall and skinny; one sgemm otherwise.
+    /// With `bias`, `beta` is ignored: each row chunk copies the bias into its rows right before its own
+    /// sgemm (β = 1), so the fill runs in parallel and the rows are still in cache for the product.
     public static func rowSplitGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
-                                    b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+                                    b: UnsafePointer<Float>, beta: Float = 0, bias: UnsafePointer<Float>? = nil,
+                                    c: UnsafeMutablePointer<Float>) {
+        func chunk(_ r: Range<Int>) {
+            var chunkBeta = beta
+            if let bias {
+                for row in r { (c + row * n).update(from: bias, count: n) }
+                chunkBeta = 1
+            }
+            gemm(transposeB: transposeB, m: r.count, n: n, k: k, a: a + r.lowerBound * k, b: b, beta: chunkBeta,
+                 c: c + r.lowerBound * n)
+        }
         guard prefersRowSplit(rows: m, n: n, k: k) else {
-            gemm(transposeB: transposeB, m: m, n: n, k: k, a: a, b: b, beta: beta, c: c)
+            // One (possibly multi-threaded) GEMM: fill the bias rows in parallel first.
+            if let bias { parallelFor(m, grain: max(1, 65_536 / max(n, 1))) { r in for row in r { (c + row * n).update(from: bias, count: n) } } }
+            gemm(transposeB: transposeB, m: m, n: n, k: k, a: a, b: b, beta: bias == nil ? beta : 1, c: c)
             return
         }
         warmUp()
         withSingleThread {
             parallelFor(m, grain: 1024) { r in
-                gemm(transposeB: transposeB, m: r.count, n: n, k: k, a: a + r.lowerBound * k, b: b, beta: beta,
-                     c: c + r.lowerBound * n)
+                // Pieces of ≤ 1024 rows, so a piece's bias-filled rows are still in L2 when its sgemm reads them.
+                var lo = r.lowerBound
+                while lo < r.upperBound {
+                    let hi = Swift.min(r.upperBound, lo + 1024)
+                    chunk(lo..<hi)
+                    lo = hi
+                }
             }
         }
     }

@@ -276,3 +276,47 @@ struct PermutationTests {
         }
     }
 }
+
+@Suite("Pairwise rotation (RoPE)")
+struct RotatePairsTests {
+    func tables(heads: Int, length: Int, half: Int, seed: UInt64) -> (Tensor, Tensor, [Float]) {
+        var g = RandomGenerator(seed: seed)
+        let angles = Tensor.uniform([heads, length, half], low: -7, high: 7, generator: &g).scalars
+        return (Tensor(shape: [heads, length, half], scalars: angles.map { Foundation.cos($0) }),
+                Tensor(shape: [heads, length, half], scalars: angles.map { Foundation.sin($0) }), angles)
+    }
+
+    @Test("Forward equals the plain 2×2 rotation of every pair, with shared and per-head angles")
+    func forwardMatchesPlainRotation() {
+        for angleHeads in [1, 3] {
+            let (b, h, n, f) = (2, 3, 5, 6)
+            let x = randomVariable([b, h, n, f], seed: 11)
+            let (c, s, _) = tables(heads: angleHeads, length: n, half: f / 2, seed: 12)
+            let y = rotatePairs(x, cosines: c, sines: s).value
+            for bi in 0..<b { for hi in 0..<h { for t in 0..<n { for i in 0..<(f / 2) {
+                let row = ((bi * h + hi) * n + t) * f, a = ((angleHeads == 1 ? 0 : hi) * n + t) * (f / 2) + i
+                let e = x.value[flat: row + 2 * i], o = x.value[flat: row + 2 * i + 1]
+                let (ci, si) = (c[flat: a], s[flat: a])
+                #expect(abs(y[flat: row + 2 * i] - (e * ci - o * si)) <= 1e-6)
+                #expect(abs(y[flat: row + 2 * i + 1] - (e * si + o * ci)) <= 1e-6)
+            } } } }
+        }
+    }
+
+    @Test("Finite-difference gradient, shared and per-head angles")
+    func gradient() {
+        for angleHeads in [1, 2] {
+            let (c, s, _) = tables(heads: angleHeads, length: 7, half: 4, seed: 21)
+            expectGradients([randomVariable([2, 2, 7, 8], seed: 22)]) { sum(rotatePairs($0[0], cosines: c, sines: s) * $0[0]) }
+        }
+    }
+
+    @Test func mismatchedTablesStopWithAMessage() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let x = Variable(Tensor(zeros: [1, 2, 3, 4]))
+            _ = rotatePairs(x, cosines: Tensor(zeros: [1, 3, 3]), sines: Tensor(zeros: [1, 3, 3]))
+        }
+        let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(message.contains("rotatePairs: cosines [1, 3, 3] and sines [1, 3, 3] must both be [1 or 2, 3, 2] for x [1, 2, 3, 4]"))
+    }
+}

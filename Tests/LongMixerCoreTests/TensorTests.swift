@@ -201,6 +201,27 @@ struct LargeBufferTests {
         b[flat: 0] = 7   // copy-on-write through a pooled buffer
         #expect(a[flat: 0] == 2 && b[flat: 0] == 7 && b[flat: n - 1] == 5)
     }
+
+    @Test func fullPoolEvictsTheLeastRecentlyReleasedBuffers() async {
+        // In a child process: the pool and its capacity are process-wide.
+        await #expect(processExitsWith: .success) {
+            LargeBufferPool.trim()
+            let mib = 1 << 20
+            LargeBufferPool.capacityBytes = 100 * mib
+            let a = LargeBufferPool.allocate(bytes: 40 * mib), b = LargeBufferPool.allocate(bytes: 34 * mib)
+            let c = LargeBufferPool.allocate(bytes: 50 * mib)
+            LargeBufferPool.release(a, bytes: 40 * mib)
+            LargeBufferPool.release(b, bytes: 34 * mib)
+            guard LargeBufferPool.idleByteCount == 74 * mib else { exit(1) }
+            LargeBufferPool.release(c, bytes: 50 * mib)   // 124 MiB > 100: the oldest (a) goes
+            guard LargeBufferPool.idleByteCount == 84 * mib else { exit(2) }
+            guard LargeBufferPool.allocate(bytes: 50 * mib) == c, LargeBufferPool.allocate(bytes: 34 * mib) == b else { exit(3) }
+            guard LargeBufferPool.idleByteCount == 0 else { exit(4) }
+            let big = LargeBufferPool.allocate(bytes: 120 * mib)   // larger than the whole pool: unmapped on release
+            LargeBufferPool.release(big, bytes: 120 * mib)
+            guard LargeBufferPool.idleByteCount == 0 else { exit(5) }
+        }
+    }
 }
 
 @Suite("Tensor memory accounting")

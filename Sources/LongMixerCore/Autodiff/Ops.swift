@@ -216,11 +216,8 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable
     let rows = x.value.count / max(inFeatures, 1)
     var y = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     y.withUnsafeMutablePointer { c in
-        if let bias {
-            for r in 0..<rows { (c + r * outFeatures).update(from: bias.value.pointer, count: outFeatures) }
-        }
         BLAS.rowSplitGemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-                          a: x.value.pointer, b: weight.value.pointer, beta: bias == nil ? 0 : 1, c: c)
+                          a: x.value.pointer, b: weight.value.pointer, bias: bias?.value.pointer, c: c)
     }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
     return makeResult(y, inputs) { g in

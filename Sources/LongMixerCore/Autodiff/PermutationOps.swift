@@ -220,3 +220,44 @@ public func reluFeatureHeads(_ x: Variable, heads: Int, epsilon: Float, permutat
         return [dx]
     }
 }
+
+// MARK: - Pairwise rotation (RoPE)
+
+/// Rotates interleaved feature pairs (2i, 2i+1) of every row by a per-(row, pair) angle given as its
+/// cosine and sine: out[2i] = x[2i]·c − x[2i+1]·s, out[2i+1] = x[2i]·s + x[2i+1]·c. One pass forward
+/// and one backward (the transpose rotation: dx[2i] = g[2i]·c + g[2i+1]·s, dx[2i+1] = −g[2i]·s + g[2i+1]·c)
+/// instead of slices, broadcast products and a concatenation. The angles are constants (no gradient).
+/// x: [B, H, N, F] (F even); cosines, sines: [1 or H, N, F/2].
+public func rotatePairs(_ x: Variable, cosines: Tensor, sines: Tensor) -> Variable {
+    check(x.rank == 4, "rotatePairs: x must be [B, H, N, F], got \(x.shape)")
+    let (B, H, N, F) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    check(F % 2 == 0, "rotatePairs: feature width \(F) must be even")
+    check(cosines.shape == sines.shape && cosines.rank == 3 && (cosines.shape[0] == 1 || cosines.shape[0] == H)
+          && cosines.shape[1] == N && cosines.shape[2] == F / 2,
+          "rotatePairs: cosines \(cosines.shape) and sines \(sines.shape) must both be [1 or \(H), \(N), \(F / 2)] for x \(x.shape)")
+    let angleHeads = cosines.shape[0]
+    func rotate(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, transpose: Bool) {
+        let rows = B * H * N, half = F / 2
+        let cp = cosines.pointer, sp = sines.pointer
+        parallelFor(rows, grain: max(1, 16_384 / F)) { range in
+            for r in range {
+                let t = r % N, h = (r / N) % H
+                let angleRow = ((angleHeads == 1 ? 0 : h) * N + t) * half
+                let c = cp + angleRow, s = sp + angleRow, x = src + r * F, y = dst + r * F
+                for i in 0..<half {
+                    let e = x[2 * i], o = x[2 * i + 1], ci = c[i], si = transpose ? -s[i] : s[i]
+                    y[2 * i] = e * ci - o * si
+                    y[2 * i + 1] = e * si + o * ci
+                }
+            }
+        }
+    }
+    var out = Tensor(uninitializedShape: x.shape)
+    let xv = x.value
+    out.withUnsafeMutablePointer { rotate(xv.pointer, $0, transpose: false) }
+    return makeResult(out, [x]) { g in
+        var dx = Tensor(uninitializedShape: xv.shape)
+        dx.withUnsafeMutablePointer { rotate(g.pointer, $0, transpose: true) }
+        return [dx]
+    }
+}

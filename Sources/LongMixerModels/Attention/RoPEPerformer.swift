@@ -26,13 +26,18 @@ public final class RoPEPerformerAttention: PerformerAttention {
                    generator: &generator)
     }
 
-    /// Angles m·θ_i, [1, N, F/2].
+    /// The last cos/sin tables and the positions they were made for: an encoder calls every layer with the
+    /// same positions, and N·F/2 angles with their cos and sin are not free at small N.
+    private var cachedRotation: (positions: [Int], cosines: Tensor, sines: Tensor)?
+    private let angleLock = NSLock()
+
+    /// Angles m·θ_i mod 2π, [1, N, F/2] (reduced in Double, so long sequences keep float precision).
     func rotationAngles(positions: [Int], features f: Int) -> Tensor {
+        let thetas = (0..<(f / 2)).map { pow(Double(base), -2 * Double($0) / Double(f)) }
         var t = Tensor(uninitializedShape: [1, positions.count, f / 2])
         t.withUnsafeMutablePointer { p in
             for (row, m) in positions.enumerated() {
-                for i in 0..<(f / 2) {
-                    let theta = pow(Double(base), -2 * Double(i) / Double(f))
+                for (i, theta) in thetas.enumerated() {
                     p[row * (f / 2) + i] = Float((Double(m) * theta).truncatingRemainder(dividingBy: 2 * Double.pi))
                 }
             }
@@ -40,9 +45,20 @@ public final class RoPEPerformerAttention: PerformerAttention {
         return t
     }
 
+    /// cos and sin of `rotationAngles`, [1, N, F/2] each (cached for the last positions).
+    func rotationTables(positions: [Int], features f: Int) -> (cosines: Tensor, sines: Tensor) {
+        angleLock.lock()
+        defer { angleLock.unlock() }
+        if let c = cachedRotation, c.cosines.shape[2] == f / 2, c.positions == positions { return (c.cosines, c.sines) }
+        let tables = LongMixerModels.rotationTables(rotationAngles(positions: positions, features: f))
+        cachedRotation = (positions, tables.cosines, tables.sines)
+        return tables
+    }
+
     override func attend(queries: Variable, keys: Variable, values: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
-        let angles = rotationAngles(positions: positions, features: queries.shape[3])
-        let numerator = linearAttention(queries: rotatePairs(queries, angles: angles), keys: rotatePairs(keys, angles: angles),
+        let (cosines, sines) = rotationTables(positions: positions, features: queries.shape[3])
+        let numerator = linearAttention(queries: rotatePairs(queries, cosines: cosines, sines: sines),
+                                        keys: rotatePairs(keys, cosines: cosines, sines: sines),
                                         values: values, keyMask: keyMask, normalized: false)
         let ones = Variable(Tensor(ones: [values.shape[0], values.shape[1], values.shape[2], 1]))
         let denominator = linearAttention(queries: queries, keys: keys, values: ones, keyMask: keyMask, normalized: false)

@@ -318,12 +318,15 @@ public func sinusoidalPositions(_ positions: [Int], dimensions: Int) -> Tensor {
 /// Rotates consecutive feature pairs (2i, 2i+1) of x [B, H, N, F] by angles [H or 1, N, F/2]
 /// (interleaved pairs, `rotate_every_two` / RoFormer): (a, b) ↦ (a cos − b sin, a sin + b cos).
 func rotatePairs(_ x: Variable, angles: Tensor) -> Variable {
-    let b = x.shape[0], h = x.shape[1], n = x.shape[2], f = x.shape[3]
-    check(f % 2 == 0, "rotatePairs: feature width \(f) must be even")
-    check(angles.rank == 3 && (angles.shape[0] == h || angles.shape[0] == 1) && angles.shape[1] == n && angles.shape[2] == f / 2,
-                 "rotatePairs: angles \(angles.shape) must be [\(h) or 1, \(n), \(f / 2)] for input \(x.shape)")
-    let pairs = reshape(x, [b, h, n, f / 2, 2])
-    let even = slice(pairs, axis: 4, 0..<1), odd = slice(pairs, axis: 4, 1..<2)
+    let h = x.shape.count == 4 ? x.shape[1] : 0, n = x.shape.count == 4 ? x.shape[2] : 0
+    check(angles.rank == 3 && (angles.shape[0] == h || angles.shape[0] == 1) && angles.shape[1] == n,
+          "rotatePairs: angles \(angles.shape) must be [\(h) or 1, \(n), F/2] for input \(x.shape)")
+    let (cosines, sines) = rotationTables(angles)
+    return rotatePairs(x, cosines: cosines, sines: sines)
+}
+
+/// cos and sin of every angle (same shape).
+func rotationTables(_ angles: Tensor) -> (cosines: Tensor, sines: Tensor) {
     var cosT = Tensor(uninitializedShape: angles.shape), sinT = Tensor(uninitializedShape: angles.shape)
     let count = angles.count
     cosT.withUnsafeMutablePointer { c in
@@ -331,11 +334,7 @@ func rotatePairs(_ x: Variable, angles: Tensor) -> Variable {
             for i in 0..<count { c[i] = Foundation.cos(angles.pointer[i]); s[i] = Foundation.sin(angles.pointer[i]) }
         }
     }
-    let shape = [1, angles.shape[0], n, f / 2, 1]
-    let c = Variable(cosT.reshaped(shape)), s = Variable(sinT.reshaped(shape))
-    let rotatedEven = even * c - odd * s
-    let rotatedOdd = even * s + odd * c
-    return reshape(concatenate([rotatedEven, rotatedOdd], axis: 4), [b, h, n, f])
+    return (cosT, sinT)
 }
 
 /// Random orthogonal rows: ⌈rows/d⌉ blocks, each the Q of a QR (modified Gram–Schmidt, in
