@@ -44,18 +44,23 @@ public enum LargeBufferPool {
             return p
         }
         lock.unlock()
-        // Over-map by 2 MiB to place the buffer on a huge-page boundary, then unmap the slack.
-        let mapped = size + granularity
+        return mapHugePageAligned(bytes: size, purpose: "a tensor")
+    }
+
+    /// A fresh anonymous mapping of `bytes` bytes on a 2 MiB boundary with transparent huge pages requested
+    /// (over-mapped by 2 MiB, the slack unmapped). Release it with `munmap(p, bytes)`.
+    public static func mapHugePageAligned(bytes: Int, purpose: String) -> UnsafeMutableRawPointer {
+        let mapped = bytes + granularity
         guard let raw = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
-            fatalError("cannot map \(size >> 20) MiB for a tensor (out of memory?)")
+            fatalError("cannot map \(bytes >> 20) MiB for \(purpose) (out of memory?)")
         }
         let address = Int(bitPattern: raw)
         let aligned = (address + granularity - 1) / granularity * granularity
         if aligned > address { munmap(raw, aligned - address) }
-        let tail = address + mapped - (aligned + size)
-        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + size), tail) }
+        let tail = address + mapped - (aligned + bytes)
+        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + bytes), tail) }
         let p = UnsafeMutableRawPointer(bitPattern: aligned)!
-        _ = madvise(p, size, 14 /* MADV_HUGEPAGE */)
+        _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */)
         return p
     }
 

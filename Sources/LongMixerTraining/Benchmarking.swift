@@ -93,22 +93,9 @@ public enum BenchmarkTimer {
 /// and kernels see the same kind of memory as the tensors of real ops (`malloc` gave 16-byte-aligned
 /// 4 KiB pages: every 64-byte store split over two cache lines).
 public enum BenchmarkBuffer {
-    static let alignment = 2 << 20
 
     public static func allocate(floats: Int) -> UnsafeMutablePointer<Float> {
-        let bytes = floats * 4
-        let mapped = bytes + alignment
-        guard let raw = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
-            fatalError("cannot map \(bytes >> 20) MiB for a benchmark buffer")
-        }
-        let address = Int(bitPattern: raw)
-        let aligned = (address + alignment - 1) / alignment * alignment
-        if aligned > address { munmap(raw, aligned - address) }
-        let tail = address + mapped - (aligned + bytes)
-        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + bytes), tail) }
-        let p = UnsafeMutableRawPointer(bitPattern: aligned)!
-        _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */)
-        return p.bindMemory(to: Float.self, capacity: floats)
+        LargeBufferPool.mapHugePageAligned(bytes: floats * 4, purpose: "a benchmark buffer").bindMemory(to: Float.self, capacity: floats)
     }
 
     public static func deallocate(_ p: UnsafeMutablePointer<Float>, floats: Int) {

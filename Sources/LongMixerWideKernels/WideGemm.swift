@@ -125,6 +125,23 @@ extension WideKernels {
 // MARK: - Attention rows
 
 extension WideKernels {
+    /// x[j] ← exp(x[j] − shift) for j < n, in place; returns Σ_j x[j] (two 16-lane chains, then the tail).
+    static func exponentiateShifted(_ x: UnsafeMutablePointer<Float>, n: Int, by shift: Float) -> Float {
+        let mv = Float16x(repeating: shift)
+        var acc0 = Float16x(), acc1 = Float16x()
+        var j = 0
+        while j + 32 <= n {
+            let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
+            store(x, e0, j); store(x, e1, j + 16)
+            acc0 += e0; acc1 += e1
+            j += 32
+        }
+        while j + 16 <= n { let e = expNonPositive(load(x, j) - mv); store(x, e, j); acc0 += e; j += 16 }
+        var s = (acc0 + acc1).sum()
+        while j < n { let e = expNonPositive(Float16x(repeating: x[j] - shift))[0]; x[j] = e; s += e; j += 1 }
+        return s
+    }
+
     /// Softmax of x[0..<n] in place after adding bias (if any); returns the row's max (after the bias) and
     /// 1/Σ exp(x − max). The 16-lane twin of LongMixerCore's `softmaxRowInPlace`; the fused attention
     /// uses this one in its forward exactly when it uses `attentionProbabilitiesRow` in its backward.
@@ -138,19 +155,7 @@ extension WideKernels {
         while j + 16 <= n { let v = load(x, j); m16 = m16.replacing(with: v, where: v .> m16); j += 16 }
         var m = horizontalMax(m16)
         while j < n { if x[j] > m { m = x[j] }; j += 1 }
-        let mv = Float16x(repeating: m)
-        var acc0 = Float16x(), acc1 = Float16x()
-        j = 0
-        while j + 32 <= n {
-            let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
-            store(x, e0, j); store(x, e1, j + 16)
-            acc0 += e0; acc1 += e1
-            j += 32
-        }
-        while j + 16 <= n { let e = expNonPositive(load(x, j) - mv); store(x, e, j); acc0 += e; j += 16 }
-        var s = (acc0 + acc1).sum()
-        while j < n { let e = expNonPositive(Float16x(repeating: x[j] - m))[0]; x[j] = e; s += e; j += 1 }
-        let inv = 1 / s, iv = Float16x(repeating: inv)
+        let inv = 1 / exponentiateShifted(x, n: n, by: m), iv = Float16x(repeating: inv)
         j = 0
         while j + 16 <= n { store(x, load(x, j) * iv, j); j += 16 }
         while j < n { x[j] *= inv; j += 1 }
@@ -202,18 +207,7 @@ extension WideKernels {
         for t in (n - n % 16)..<n where x[t] > blockMax { blockMax = x[t] }
         let newMax = Swift.max(m, blockMax)
         let factor = newMax == m ? Float(1) : expNonPositive(Float16x(repeating: m - newMax))[0]
-        let mv = Float16x(repeating: newMax)
-        var acc0 = Float16x(), acc1 = Float16x()
-        j = 0
-        while j + 32 <= n {
-            let e0 = expNonPositive(load(x, j) - mv), e1 = expNonPositive(load(x, j + 16) - mv)
-            store(x, e0, j); store(x, e1, j + 16)
-            acc0 += e0; acc1 += e1
-            j += 32
-        }
-        while j + 16 <= n { let e = expNonPositive(load(x, j) - mv); store(x, e, j); acc0 += e; j += 16 }
-        var s = (acc0 + acc1).sum()
-        while j < n { let e = expNonPositive(Float16x(repeating: x[j] - newMax))[0]; x[j] = e; s += e; j += 1 }
+        let s = exponentiateShifted(x, n: n, by: newMax)
         if n < width { (x + n).update(repeating: 0, count: width - n) }
         sum = sum * factor + s
         m = newMax
