@@ -8,21 +8,10 @@ import Testing
 /// threads. Correctness only: performance is measured by `longmixer bench core`, never by tests.
 @Suite("Optimised kernels match their plain references", .serialized)
 struct KernelReferenceTests {
-    static let threadCounts = [1, 2]
     /// Element counts: tails of the 8- and 32-wide loops, and > 2 · elementwiseGrain (multi-threaded, uneven pieces).
     static let counts = [1, 7, 8, 9, 31, 33, 1000, 2 * elementwiseGrain + 13]
     /// (rows, n) for row kernels: n below, at and above a vector, odd widths, and enough rows to be split.
     static let rowShapes = [(1, 1), (3, 7), (5, 8), (4, 17), (9, 33), (2, 1025), (2049, 37), (70, 1024)]
-
-    /// Runs `body` once per thread count, restoring the previous count.
-    func withEachThreadCount(_ body: (Int) -> Void) {
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
-        for t in Self.threadCounts {
-            Parallel.setThreadCount(t)
-            body(t)
-        }
-    }
 
     func randomArray(_ count: Int, seed: UInt64, low: Float = -4, high: Float = 4) -> [Float] {
         var g = RandomGenerator(seed: seed)

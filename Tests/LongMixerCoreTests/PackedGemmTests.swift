@@ -158,12 +158,9 @@ struct PackedGemmTests {
     /// `BLAS.gemm` (packed or OpenBLAS, whichever it picks) with 1 and 2 threads, also inside
     /// `withSingleThread` (a parallelFor worker's view), on shapes below and above the packed threshold.
     @Test func blasGemmMatchesReference() {
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
         let shapes = [(1, 1, 1), (7, 13, 33), (31, 64, 100), (64, 64, 64), (257, 100, 64), (100, 257, 200),
                       (300, 520, 33), (145, 64, 1030)]
-        for threads in [1, 2] {
-            Parallel.setThreadCount(threads)
+        withEachThreadCount { threads in
             for (index, (m, n, k)) in shapes.enumerated() {
                 for flags in 0..<4 {
                     let beta: Float = [0, 1, 0.3][(index + flags) % 3]

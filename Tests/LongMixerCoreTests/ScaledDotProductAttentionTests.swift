@@ -100,15 +100,6 @@ private func randomMask(batch: Int, length: Int, seed: UInt64) -> Tensor {
 
 @Suite("Scaled dot-product attention", .serialized)
 struct ScaledDotProductAttentionTests {
-    /// Runs `body` with 1 and then 2 threads, restoring the previous count.
-    func withEachThreadCount(_ body: (Int) -> Void) {
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
-        for t in [1, 2] {
-            Parallel.setThreadCount(t)
-            body(t)
-        }
-    }
 
     // MARK: Kernels against the reference and the unfused ops
 
@@ -161,13 +152,12 @@ struct ScaledDotProductAttentionTests {
         // Two runs with 2 threads (slices split into items, dK/dV partials) give identical bits.
         let shape = [1, 1, 200, 8]
         let q = random(shape, seed: 20), k = random(shape, seed: 21), v = random(shape, seed: 22), g = random(shape, seed: 23)
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
-        Parallel.setThreadCount(2)
-        let a = fusedKernels(q, k, v, mask: nil, causal: false, scale: 0.3, g: g, rowBlock: 16)
-        let b = fusedKernels(q, k, v, mask: nil, causal: false, scale: 0.3, g: g, rowBlock: 16)
-        #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
-        #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
+        withEachThreadCount([2]) { _ in
+            let a = fusedKernels(q, k, v, mask: nil, causal: false, scale: 0.3, g: g, rowBlock: 16)
+            let b = fusedKernels(q, k, v, mask: nil, causal: false, scale: 0.3, g: g, rowBlock: 16)
+            #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
+            #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
+        }
     }
 
     @Test func wholeMaskedKeyBlocks() {
@@ -204,16 +194,15 @@ struct ScaledDotProductAttentionTests {
         // and not; two runs give identical bits.
         let shape = [1, 1, 300, 64]
         let q = random(shape, seed: 80), k = random(shape, seed: 81), v = random(shape, seed: 82), g = random(shape, seed: 83)
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
-        Parallel.setThreadCount(2)
-        for causal in [false, true] {
-            let a = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
-            let b = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
-            #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
-            #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
-            let ref = reference(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g)
-            #expect(relativeError(a.dq, ref.dq) <= 1e-5 && relativeError(a.dk, ref.dk) <= 1e-5 && relativeError(a.dv, ref.dv) <= 1e-5)
+        withEachThreadCount([2]) { _ in
+            for causal in [false, true] {
+                let a = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
+                let b = fusedKernels(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g, rowBlock: 0)
+                #expect(a.out.scalars == b.out.scalars && a.dq.scalars == b.dq.scalars)
+                #expect(a.dk.scalars == b.dk.scalars && a.dv.scalars == b.dv.scalars)
+                let ref = reference(q, k, v, mask: nil, causal: causal, scale: 0.125, g: g)
+                #expect(relativeError(a.dq, ref.dq) <= 1e-5 && relativeError(a.dk, ref.dk) <= 1e-5 && relativeError(a.dv, ref.dv) <= 1e-5)
+            }
         }
     }
 

@@ -40,15 +40,6 @@ struct StreamingKernelPathTests {
         return worst
     }
 
-    func withEachThreadCount(_ body: (Int) -> Void) {
-        let saved = Parallel.threadCount
-        defer { Parallel.setThreadCount(saved) }
-        for t in [1, 2] {
-            Parallel.setThreadCount(t)
-            body(t)
-        }
-    }
-
     static var widths: [Bool] { CPUFeatures.avx512 ? [false, true] : [false] }
 
     @Test("GELU: 8- and 16-lane kernels, ordinary and streaming stores, equal the scalar form bit for bit")
