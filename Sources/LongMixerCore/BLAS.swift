@@ -207,6 +207,10 @@ public enum BLAS {
     public static func rowSplitGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
                                     b: UnsafePointer<Float>, beta: Float = 0, bias: UnsafePointer<Float>? = nil,
                                     c: UnsafeMutablePointer<Float>) {
+        if (beta == 0 || bias != nil) && usesSkinnyGemm(m: m, n: n, k: k) {
+            skinnyGemm(transposeB: transposeB, m: m, n: n, k: k, a: a, b: b, bias: bias, c: c)
+            return
+        }
         func chunk(_ r: Range<Int>) {
             var chunkBeta = beta
             if let bias {
@@ -239,8 +243,16 @@ public enum BLAS {
     /// C[N,K] = A[M,N]ᵀ · B[M,K] (a weight gradient: a reduction over the M rows). Tall and skinny
     /// shapes reduce fixed row chunks in parallel into partial products, added in chunk order
     /// (deterministic for a given thread count).
+    ///
+    /// With `columnSumsOfA` ([N]), also its column sums Σ_m A[m, :] (a bias gradient): in the same pass on
+    /// the skinny kernel, in a serial pass otherwise.
     public static func rowReducedGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
-                                      c: UnsafeMutablePointer<Float>) {
+                                      c: UnsafeMutablePointer<Float>, columnSumsOfA: UnsafeMutablePointer<Float>? = nil) {
+        if usesSkinnyGemm(m: m, n: n, k: k) {
+            skinnyReducedGemm(m: m, n: n, k: k, a: a, b: b, c: c, columnSumsOfA: columnSumsOfA)
+            return
+        }
+        if let columnSumsOfA { sumRows(out: columnSumsOfA, x: a, rows: m, width: n, stride: n) }
         guard prefersRowSplit(rows: m, n: n, k: k) else {
             gemm(transposeA: true, m: n, n: k, k: m, a: a, b: b, c: c)
             return
@@ -257,5 +269,64 @@ public enum BLAS {
         }
         c.update(from: partial, count: n * k)
         for i in 1..<chunks { axpySerial(y: c, x: partial + i * n * k, count: n * k) }
+    }
+
+    // MARK: Skinny AVX-512 GEMM (tall A, weight of at most 64×64)
+
+    /// Whether `rowSplitGemm`/`rowReducedGemm` (and so `linear`) take `SkinnyGemm` for an [m, k]·[k, n]
+    /// product (or the [n, k] reduction over m rows): on AVX-512, not LONGMIXER_GEMM=openblas, n, k ≤ 64
+    /// and m ≥ `skinnyGemmMinimumRows`.
+    public static func usesSkinnyGemm(m: Int, n: Int, k: Int) -> Bool {
+        packedGemmAvailable && n >= 1 && k >= 1 && n <= SkinnyGemm.maxSide && k <= SkinnyGemm.maxSide
+            && m >= skinnyGemmMinimumRows
+    }
+
+    /// Rows from which the skinny kernels run (below, a product is a few microseconds either way).
+    public static let skinnyGemmMinimumRows = 64
+
+    /// Rows per `parallelFor` piece of the skinny product (a piece must be worth a thread).
+    static let skinnyGemmGrain = 1024
+
+    /// C[M,N] = A[M,K]·op(B) (+ bias row) on `SkinnyGemm`, rows split over `parallelFor`; op(B) (and the
+    /// bias) are first copied into the kernel's panel (≤ 16 KiB, stays in L1).
+    static func skinnyGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                           bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) {
+        let ldw = SkinnyGemm.panelStride(n: n)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: (k + 1) * ldw) { buffer in
+            let panel = buffer.baseAddress!, biasPanel = panel + k * ldw
+            SkinnyGemm.makePanel(transposeB: transposeB, n: n, k: k, b: b, panel: panel, bias: bias, biasPanel: biasPanel)
+            parallelFor(m, grain: skinnyGemmGrain) { r in
+                SkinnyGemm.rowsTimesPanel(rows: r, n: n, k: k, a: a, panel: panel, biasPanel: biasPanel, c: c)
+            }
+        }
+    }
+
+    /// Rows per partial of `skinnyReducedGemm`: fixed, so the partials (and their sum) do not depend on
+    /// the thread count.
+    static let skinnyReductionChunkRows = 4096
+
+    /// C[N,K] = A[M,N]ᵀ·B[M,K] (and A's column sums) on `SkinnyGemm`: fixed chunks of rows reduced in
+    /// parallel into partials, which are then added in chunk order (bitwise the same for any thread count).
+    static func skinnyReducedGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                  c: UnsafeMutablePointer<Float>, columnSumsOfA: UnsafeMutablePointer<Float>?) {
+        let (np, ldp) = SkinnyGemm.partialShape(n: n, k: k)
+        let size = np * ldp + np   // a partial product, then its column sums
+        let chunks = (m + skinnyReductionChunkRows - 1) / skinnyReductionChunkRows
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: chunks * size)
+        defer { partials.deallocate() }
+        parallelFor(chunks) { r in
+            for i in r {
+                let p = partials + i * size
+                SkinnyGemm.transposedProduct(rows: i * skinnyReductionChunkRows..<min(m, (i + 1) * skinnyReductionChunkRows),
+                                             m: m, n: n, k: k, a: a, b: b, partial: p, sums: p + np * ldp)
+            }
+        }
+        for j in 0..<n { (c + j * k).update(from: partials + j * ldp, count: k) }
+        if let columnSumsOfA { columnSumsOfA.update(from: partials + np * ldp, count: n) }
+        for i in 1..<max(chunks, 1) {
+            let p = partials + i * size
+            for j in 0..<n { axpySerial(y: c + j * k, x: p + j * ldp, count: k) }
+            if let columnSumsOfA { axpySerial(y: columnSumsOfA, x: p + np * ldp, count: n) }
+        }
     }
 }

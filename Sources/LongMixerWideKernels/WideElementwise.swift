@@ -73,6 +73,58 @@ extension WideKernels {
         return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
     }
 
+    /// gradIn[i] = gradOut[i]·GELU′(x[i]) for i in `range` (overwriting gradIn), GELU′(x) = Φ(x) + x·φ(x):
+    /// `GELUFunction`'s derivative in LongMixerCore (`VectorMath.geluDerivative`: Φ from the erfc fit, φ
+    /// from exp) with the same constants and operation order, on 16 lanes.
+    public static func geluBackward(gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                                    gradOut: UnsafePointer<Float>, range: Range<Int>) {
+        var i = range.lowerBound
+        let end = range.upperBound
+        // Two vectors per iteration: independent exp and division chains for the out-of-order core.
+        while i + 32 <= end {
+            let d0 = geluDerivative(load(x, i)), d1 = geluDerivative(load(x, i + 16))
+            store(gradIn, load(gradOut, i) * d0, i); store(gradIn, load(gradOut, i + 16) * d1, i + 16)
+            i += 32
+        }
+        while i + 16 <= end { store(gradIn, load(gradOut, i) * geluDerivative(load(x, i)), i); i += 16 }
+        if i < end {
+            var xv = Float16x(), gv = Float16x()
+            for k in 0..<(end - i) { xv[k] = x[i + k]; gv[k] = gradOut[i + k] }
+            let y = gv * geluDerivative(xv)
+            for k in 0..<(end - i) { gradIn[i + k] = y[k] }
+        }
+    }
+
+    /// Φ(x) + x·φ(x) (`VectorMath.geluDerivative`).
+    // @_transparent: with @inline(__always) it stayed an out-of-line call (perf: 1/3 of the backward).
+    @_transparent static func geluDerivative(_ x: Float16x) -> Float16x {
+        // Φ(x) = ½·erfc(−x/√2) (`VectorMath.normalCDF`).
+        let z = x * Float16x(repeating: -0.707_106_77)
+        let absZ = unsafeBitCast(unsafeBitCast(z, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
+        let tail = halfErfc(nonNegative: absZ)
+        let cdf = tail.replacing(with: 1 - tail, where: x .> 0)
+        // φ(x) = exp(−x²/2)/√(2π) (`VectorMath.normalPDF`; `VectorMath.exp` of a non-positive argument).
+        let e = Float16x(repeating: -0.5) * x * x
+        let pdf = Float16x(repeating: 0.398_942_28) * expNonPositive(e).replacing(with: e, where: e .!= e)
+        return cdf + x * pdf
+    }
+
+    /// `VectorMath.halfErfc` on 16 lanes: ½·erfc(z) for z ≥ 0.
+    @_transparent static func halfErfc(nonNegative z: Float16x) -> Float16x {
+        let h = 1 / (2 + z)
+        var p = Float16x(repeating: 0.170_872_77 * 512)
+        p = multiplyAdd(p, h, Float16x(repeating: -0.822_152_23 * 256))
+        p = multiplyAdd(p, h, Float16x(repeating: 1.488_515_87 * 128))
+        p = multiplyAdd(p, h, Float16x(repeating: -1.135_203_98 * 64))
+        p = multiplyAdd(p, h, Float16x(repeating: 0.278_868_07 * 32))
+        p = multiplyAdd(p, h, Float16x(repeating: -0.186_288_06 * 16))
+        p = multiplyAdd(p, h, Float16x(repeating: 0.096_784_18 * 8))
+        p = multiplyAdd(p, h, Float16x(repeating: 0.374_091_96 * 4))
+        p = multiplyAdd(p, h, Float16x(repeating: 1.000_023_68 * 2))
+        p = multiplyAdd(p, h, Float16x(repeating: -1.265_512_23))
+        return h * expNonPositive(multiplyAdd(-z, z, p))
+    }
+
     /// y = (x − μ)·rstd·γ + β for each row in `rows`, saving μ and rstd = 1/√(σ² + ε) (biased variance):
     /// the computation of `layerNormForward` in LongMixerCore on 16 lanes, with four accumulators per
     /// reduction (partial sums combined in a fixed order, so results depend only on n).

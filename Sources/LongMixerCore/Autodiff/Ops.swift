@@ -10,6 +10,13 @@ import Foundation
 func unaryOp<F: UnaryFunction & UnaryDerivative>(_ x: Variable, _ f: F.Type) -> Variable {
     let y = x.value.map(f)
     return makeResult(y, [x]) { g in
+        if let wide = F.wideBackwardKernel {
+            // The 16-lane kernel overwrites: no zero fill.
+            var dx = Tensor(uninitializedShape: x.shape)
+            let n = dx.count
+            dx.withUnsafeMutablePointer { d in mapBackwardKernel(wide: wide, gradIn: d, x: x.value.pointer, gradOut: g.pointer, count: n) }
+            return [dx]
+        }
         var dx = Tensor(zeros: x.shape)
         let n = dx.count
         dx.withUnsafeMutablePointer { d in mapBackwardKernel(f, gradIn: d, x: x.value.pointer, y: y.pointer, gradOut: g.pointer, count: n) }
@@ -229,15 +236,26 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable
             }
             dx = t
         }
+        var db: Tensor? = nil
         if weight.requiresGradient {
             var t = Tensor(uninitializedShape: weight.shape)
+            // The skinny kernel sums dY's columns (the bias gradient) in the same pass over dY.
+            let fuseBias = bias?.requiresGradient == true && BLAS.usesSkinnyGemm(m: rows, n: outFeatures, k: inFeatures)
+            var sums = fuseBias ? Tensor(uninitializedShape: [outFeatures]) : nil
             t.withUnsafeMutablePointer { d in
-                BLAS.rowReducedGemm(m: rows, n: outFeatures, k: inFeatures, a: g.pointer, b: x.value.pointer, c: d)
+                if fuseBias {
+                    sums!.withUnsafeMutablePointer { s in
+                        BLAS.rowReducedGemm(m: rows, n: outFeatures, k: inFeatures, a: g.pointer, b: x.value.pointer, c: d, columnSumsOfA: s)
+                    }
+                } else {
+                    BLAS.rowReducedGemm(m: rows, n: outFeatures, k: inFeatures, a: g.pointer, b: x.value.pointer, c: d)
+                }
             }
             dw = t
+            db = sums
         }
         var result: [Tensor?] = [dx, dw]
-        if let bias { result.append(bias.requiresGradient ? g.reshaped([rows, outFeatures]).sum(axes: [0]) : nil) }
+        if let bias { result.append(bias.requiresGradient ? db ?? g.reshaped([rows, outFeatures]).sum(axes: [0]) : nil) }
         return result
     }
 }
