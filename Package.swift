@@ -36,8 +36,10 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).
         .target(name: "CLongMixerMemory"),
-        .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "LongMixerWideKernels"], swiftSettings: coreSettings),
+        // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
+        .target(name: "CLongMixerGather"),
+        .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),

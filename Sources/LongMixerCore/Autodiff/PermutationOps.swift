@@ -182,7 +182,15 @@ public func permuteFeatures(_ x: Variable, permutations: [CyclePermutation], pos
 /// The Performer feature map of projected queries or keys, fused: split heads, φ(v) = ReLU(v) + ε, and
 /// (PermuteFormer, when `permutations` is given) the gather with π_h^{positions[t]}.
 /// x: [B, N, H·F] → [B, H, N, F]; permutations: one per head of size F, or nil; positions: [N] (with permutations).
-/// Equals permuteFeatures(relu(splitHeads(x)) + ε, …) bitwise, values and gradients, in one pass.
+///
+/// Without permutations: relu(splitHeads(x)) + ε. With them, the features of head h come out in **cycle
+/// order** of π_h: slot s holds feature `permutations[h].cycleElements[s]` of
+/// y = permuteFeatures(relu(splitHeads(x)) + ε, permutations, positions), bitwise, values and gradients.
+/// That relabeling is fixed per head (the same for every position and batch item), so it leaves
+/// ⟨φ(q_i), φ(k_j)⟩ and every linear-attention output unchanged (up to the order of float sums) as long
+/// as queries and keys of the same head both go through this op with the same permutations; anything
+/// that needs PermuteFormer's own feature order must use `permuteFeatures` instead. Cycle order makes the
+/// permuted row a vector gather (see `reluFeatureHeadsForward`).
 public func reluFeatureHeads(_ x: Variable, heads: Int, epsilon: Float, permutations: [CyclePermutation]? = nil,
                              positions: [Int]? = nil) -> Variable {
     check(x.rank == 3, "reluFeatureHeads: x must be [B, N, H·F], got shape \(x.shape)")

@@ -1,4 +1,6 @@
 import Foundation
+import CLongMixerGather
+import LongMixerWideKernels
 
 // Position-dependent feature permutation (PermuteFormer, permuteformer.md §1.3): row t of head h is
 // gathered with π_h^{p_t}. Each π_h is given by its cycles laid end to end (cycle c of head h holds
@@ -135,80 +137,183 @@ func reluPlusEpsilon(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Fl
     while j < n { dst[j] = ReLUFunction.apply(src[j]) + epsilon; j += 1 }
 }
 
+/// Per-thread rotations of the cycles of one head at the current row's position p (shift = p mod ℓ per
+/// cycle of length ℓ), for `lm_rotate_cycles`. Consecutive rows of a head usually have consecutive
+/// positions, so the shifts then advance by one step instead of costing one division per cycle.
+struct CycleShifts {
+    let ends: UnsafePointer<Int32>, headCycles: UnsafePointer<Int32>
+    let shifts: UnsafeMutablePointer<Int32>   // [F]: one per cycle of the current head
+    var head = -1, position = 0
+
+    init(ends: UnsafePointer<Int32>, headCycles: UnsafePointer<Int32>, features: Int) {
+        self.ends = ends; self.headCycles = headCycles
+        shifts = .allocate(capacity: max(features, 1))
+    }
+
+    func deallocate() { shifts.deallocate() }
+
+    /// Sets `shifts` for position p of head h; returns h's cycle ends and cycle count.
+    mutating func update(head h: Int, position p: Int) -> (ends: UnsafePointer<Int32>, cycles: Int) {
+        let first = Int(headCycles[h]), cycles = Int(headCycles[h + 1]) - first
+        let e = ends + first
+        if h == head && position < Int.max && p == position + 1 {
+            var start: Int32 = 0
+            for c in 0..<cycles {
+                let next = shifts[c] + 1
+                shifts[c] = next == e[c] - start ? 0 : next
+                start = e[c]
+            }
+        } else {
+            var start = 0
+            for c in 0..<cycles {
+                let length = Int(e[c]) - start
+                var shift = p % length
+                if shift < 0 { shift += length }
+                shifts[c] = Int32(shift)
+                start = Int(e[c])
+            }
+        }
+        head = h; position = p
+        return (e, cycles)
+    }
+}
+
+/// Calls `body` with base pointers of the cycle tables, the elements padded by LM_GATHER_PAD zeros for the
+/// rotation's overshoot (all nil without tables).
+@inline(__always)
+func withCycleOrderTables<R>(_ tables: PermutationCycleTables?,
+                             _ body: (UnsafePointer<Int32>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R) -> R {
+    guard let tables else { return body(nil, nil, nil) }
+    let padded = tables.elements + [Int32](repeating: 0, count: Int(LM_GATHER_PAD))
+    return padded.withUnsafeBufferPointer { e in
+        tables.cycleEnds.withUnsafeBufferPointer { c in
+            tables.headCycles.withUnsafeBufferPointer { h in body(e.baseAddress, c.baseAddress, h.baseAddress) }
+        }
+    }
+}
+
 /// Forward of the fused Performer feature map: head split, φ(v) = ReLU(v) + ε, and (PermuteFormer) the
-/// position-dependent permutation, in one pass: out[b,h,t,j] = φ(x[b,t,h·F + σ(j)]), σ = π_h^{p_t}
-/// (identity when `tables` is nil). Equals permuteFeatures(relu(splitHeads(x)) + ε) exactly (φ is
-/// elementwise, so it commutes with the gather); it replaces four passes and four fresh [B,H,N,F]
-/// tensors (transpose copy, ReLU, + ε, permutation) by one.
+/// position-dependent permutation, in one pass. Without `tables`: out[b,h,t,j] = φ(x[b,t,h·F + j]).
+/// With them, the features come out in **cycle order** of π_h: slot s = start + i of a cycle
+/// e[start ..< start + ℓ] of head h (e = h's `elements`) holds
+///   out[b,h,t,s] = φ(x[b,t,h·F + e[start + (i + p_t) mod ℓ]]) = φ(x[…, π_h^{p_t}(e[s])]),
+/// i.e. PermuteFormer's feature j = e[s] (in original order out'[j] = φ(x[π^{p_t}(j)])) sits at slot s.
+/// That is one fixed relabeling of the F features per head, the same at every position, so queries and
+/// keys of the same head both fed through it give the same linear-attention outputs (up to the order of
+/// float sums). Why: the index list of a row is then `elements` rotated within each cycle (two contiguous
+/// copies per cycle, `lm_rotate_cycles`), and the row is one vector gather (16 lanes on AVX-512) from an
+/// L1 copy with φ and sequential stores (`lm_gather_relu_epsilon`), where the original order needs a
+/// scalar scatter with two index loads per element (in L1: ≈ 125 instead of ≈ 230 ns per row of 256).
 /// out: [B, H, N, F]; x: [B, N, H·F]; tables: H permutations of size F or nil; positions: [N] (with tables)
 public func reluFeatureHeadsForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, tables: PermutationCycleTables?,
                                     positions: UnsafePointer<Int>?, batch B: Int, heads H: Int, length N: Int, features F: Int,
                                     epsilon: Float) {
+    reluFeatureHeadsForward(out: out, x: x, tables: tables, positions: positions, batch: B, heads: H, length: N, features: F,
+                            epsilon: epsilon, wide: CPUFeatures.avx512)
+}
+
+/// `reluFeatureHeadsForward` with the 16-lane (AVX-512) gather chosen by the caller (tests run both).
+func reluFeatureHeadsForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, tables: PermutationCycleTables?,
+                             positions: UnsafePointer<Int>?, batch B: Int, heads H: Int, length N: Int, features F: Int,
+                             epsilon: Float, wide: Bool) {
     let rows = B * H * N
     if rows == 0 || F == 0 { return }
     if let tables { check(tables.size == F && positions != nil, "reluFeatureHeadsForward: tables of size \(tables.size) for \(F) features") }
-    withCycleTables(tables) { elements, ends, headCycles in
+    withCycleOrderTables(tables) { elements, ends, headCycles in
         parallelFor(rows, grain: max(1, 16_384 / F)) { range in
+            guard let elements, let ends, let headCycles, let positions else {
+                for r in range {
+                    let t = r % N, h = (r / N) % H, b = r / (H * N)
+                    reluPlusEpsilon(out + r * F, x + ((b * N + t) * H + h) * F, n: F, epsilon: epsilon)
+                }
+                return
+            }
             // The gather reads its row in random order; straight from memory every cache line of x would
-            // be a demand miss the prefetcher cannot hide (perf: ~60 % of the kernel on that load). So
-            // the row is first copied sequentially into L1 scratch, the gather runs between two L1 rows,
-            // and φ writes the output row sequentially.
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * F)
-            defer { scratch.deallocate() }
-            let staged = scratch + F
+            // be a demand miss the prefetcher cannot hide. So the row is first copied sequentially into L1
+            // (`staged`); the gather then runs from there, and φ writes the output row sequentially.
+            var shifts = CycleShifts(ends: ends, headCycles: headCycles, features: F)
+            let staged = UnsafeMutablePointer<Float>.allocate(capacity: F)
+            let index = UnsafeMutablePointer<Int32>.allocate(capacity: F + Int(LM_GATHER_PAD))   // pad: the rotation's overshoot
+            defer { staged.deallocate(); index.deallocate(); shifts.deallocate() }
             for r in range {
                 let t = r % N, h = (r / N) % H, b = r / (H * N)
-                let d = out + r * F, s = x + ((b * N + t) * H + h) * F
-                if let elements, let ends, let headCycles {
-                    staged.update(from: s, count: F)
-                    let first = Int(headCycles[h])
-                    rotateAlongCycles(dst: scratch, src: staged, elements: elements + h * F, cycleEnds: ends + first,
-                                      cycles: Int(headCycles[h + 1]) - first, power: positions![t], inverse: false, accumulate: false)
-                    reluPlusEpsilon(d, scratch, n: F, epsilon: epsilon)
+                let (e, cycles) = shifts.update(head: h, position: positions[t])
+                lm_rotate_cycles(index, elements + h * F, e, shifts.shifts, cycles, 0)   // index[s]: the feature slot s reads
+                staged.update(from: x + ((b * N + t) * H + h) * F, count: F)
+                if wide {
+                    WideKernels.gatherReLUPlusEpsilon(dst: out + r * F, base: staged, index: index, count: F, epsilon: epsilon)
                 } else {
-                    reluPlusEpsilon(d, s, n: F, epsilon: epsilon)
+                    lm_gather_relu_epsilon(out + r * F, staged, index, F, epsilon)
                 }
             }
         }
     }
 }
 
-/// Backward of `reluFeatureHeadsForward`; accumulates: dx[b,t,h·F + i] += [x[b,t,h·F + i] > 0] · g[b,h,t,σ⁻¹(i)]
-/// (out[j] = φ(x[σ(j)]) ⇒ ∂L/∂x[σ(j)] = g[j]·φ'(x[σ(j)]); ReLU's subgradient is 0 at 0, as PyTorch).
-/// The inverse permutation is a gather too (π^{−p}): every dx element has one source, no atomics.
-/// dx, x: [B, N, H·F]; gradOut: [B, H, N, F]; tables, positions as the forward
+/// Backward of `reluFeatureHeadsForward`; accumulates: dx[b,t,h·F + i] += [x[b,t,h·F + i] > 0] · g[b,h,t,s]
+/// for the slot s that read feature i (s = i without tables), ReLU's subgradient 0 at 0 as PyTorch.
+/// With tables, every dx element still has one source, so this is a gather too: the gradient row is
+/// rotated back along the cycles (gc[start + k] = g[start + (k − p_t) mod ℓ], the gradient of feature
+/// e[start + k]; two copies per cycle) and gathered into x's order by the fixed inverse of `elements`.
+/// dx, x: [B, N, H·F]; gradOut: [B, H, N, F] (in the forward's order); tables, positions as the forward
 public func reluFeatureHeadsBackward(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                      tables: PermutationCycleTables?, positions: UnsafePointer<Int>?, batch B: Int, heads H: Int,
                                      length N: Int, features F: Int) {
+    reluFeatureHeadsBackward(dx: dx, gradOut: gradOut, x: x, tables: tables, positions: positions, batch: B, heads: H,
+                             length: N, features: F, wide: CPUFeatures.avx512)
+}
+
+/// `reluFeatureHeadsBackward` with the 16-lane (AVX-512) gather chosen by the caller (tests run both).
+func reluFeatureHeadsBackward(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                              tables: PermutationCycleTables?, positions: UnsafePointer<Int>?, batch B: Int, heads H: Int,
+                              length N: Int, features F: Int, wide: Bool) {
     let rows = B * H * N
     if rows == 0 || F == 0 { return }
     if let tables { check(tables.size == F && positions != nil, "reluFeatureHeadsBackward: tables of size \(tables.size) for \(F) features") }
-    withCycleTables(tables) { elements, ends, headCycles in
-        parallelFor(rows, grain: max(1, 16_384 / F)) { range in
-            // As the forward: the gradient row is staged sequentially in L1 before the random-order gather.
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * F)
-            defer { scratch.deallocate() }
-            let staged = scratch + F
-            for r in range {
-                let t = r % N, h = (r / N) % H, b = r / (H * N)
-                let offset = ((b * N + t) * H + h) * F
-                let g = gradOut + r * F, xs = x + offset, d = dx + offset
-                let src: UnsafePointer<Float>
-                if let elements, let ends, let headCycles {
-                    staged.update(from: g, count: F)
-                    let first = Int(headCycles[h])
-                    rotateAlongCycles(dst: scratch, src: staged, elements: elements + h * F, cycleEnds: ends + first,
-                                      cycles: Int(headCycles[h + 1]) - first, power: positions![t], inverse: true, accumulate: false)
-                    src = UnsafePointer(scratch)
-                } else {
-                    src = g
+    let pad = Int(LM_GATHER_PAD)
+    // slots[h·F + i] = where feature i sits in head h's cycles (the inverse of `elements`).
+    var slots = [Int32](repeating: 0, count: tables == nil ? 0 : H * F)
+    if let tables {
+        for h in 0..<H { for k in 0..<F { slots[h * F + Int(tables.elements[h * F + k])] = Int32(k) } }
+    }
+    withCycleOrderTables(tables) { _, ends, headCycles in
+        slots.withUnsafeBufferPointer { slotBuffer in
+            parallelFor(rows, grain: max(1, 16_384 / F)) { range in
+                var shifts: CycleShifts? = nil
+                var scratch: UnsafeMutablePointer<Float>? = nil
+                if let ends, let headCycles {
+                    shifts = CycleShifts(ends: ends, headCycles: headCycles, features: F)
+                    scratch = .allocate(capacity: 2 * (F + pad))
                 }
-                var j = 0
-                while j + 8 <= F {
-                    d.store8(d.load8(j) + ReLUFunction.apply(x: xs.load8(j), y: Float8(), gradient: src.load8(j)), j)
-                    j += 8
+                defer { scratch?.deallocate(); shifts?.deallocate() }
+                for r in range {
+                    let t = r % N, h = (r / N) % H, b = r / (H * N)
+                    let offset = ((b * N + t) * H + h) * F
+                    let g = gradOut + r * F, xs = x + offset, d = dx + offset
+                    if let scratch, let positions {
+                        // rotated[start + k]: the gradient of feature e[start + k], read straight from g (the
+                        // copies read up to LM_GATHER_PAD − 1 floats into the next row; the tensor's last row
+                        // has none, so it goes through `staged`). Then gathered into x's order.
+                        let staged = scratch, rotated = scratch + (F + pad)
+                        var source = g
+                        if r == rows - 1 { staged.update(from: g, count: F); source = UnsafePointer(staged) }
+                        let (e, cycles) = shifts!.update(head: h, position: positions[t])
+                        lm_rotate_cycles(rotated, source, e, shifts!.shifts, cycles, 1)
+                        let slotIndex = slotBuffer.baseAddress! + h * F
+                        if wide {
+                            WideKernels.gatherReLUGradientAdd(dst: d, x: xs, base: rotated, index: slotIndex, count: F)
+                        } else {
+                            lm_gather_relu_gradient_add(d, xs, rotated, slotIndex, F)
+                        }
+                        continue
+                    }
+                    var j = 0
+                    while j + 8 <= F {
+                        d.store8(d.load8(j) + ReLUFunction.apply(x: xs.load8(j), y: Float8(), gradient: g.load8(j)), j)
+                        j += 8
+                    }
+                    while j < F { d[j] += ReLUFunction.apply(x: xs[j], y: 0, gradient: g[j]); j += 1 }
                 }
-                while j < F { d[j] += ReLUFunction.apply(x: xs[j], y: 0, gradient: src[j]); j += 1 }
             }
         }
     }
@@ -230,17 +335,5 @@ public func reluFeatureHeadsReference(out: UnsafeMutablePointer<Float>, x: Unsaf
                                  batch: B, heads: H, length: N, features: F, rangeStart: 0)
     } else {
         out.update(from: split, count: count)
-    }
-}
-
-/// Calls `body` with base pointers of the cycle tables (all nil without tables).
-@inline(__always)
-func withCycleTables<R>(_ tables: PermutationCycleTables?,
-                        _ body: (UnsafePointer<Int32>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R) -> R {
-    guard let tables else { return body(nil, nil, nil) }
-    return tables.elements.withUnsafeBufferPointer { e in
-        tables.cycleEnds.withUnsafeBufferPointer { c in
-            tables.headCycles.withUnsafeBufferPointer { h in body(e.baseAddress, c.baseAddress, h.baseAddress) }
-        }
     }
 }

@@ -58,7 +58,10 @@ public class PermuteFormerAttention: PerformerAttention {
 
     /// The same as Performer's path with `encodePositions`, but the permutation runs inside the fused
     /// feature op (head split + φ + π^t in one pass, `reluFeatureHeads`): no extra pass over Q and K
-    /// and no extra [B, H, N, F] tensors, so PermuteFormer costs about what Performer costs.
+    /// and no extra [B, H, N, F] tensors, so PermuteFormer costs about what Performer costs. That op
+    /// returns the features of each head in the cycle order of π_h (a fixed relabeling per head); q and
+    /// k both go through it with the same permutations, so the attention output is the same as with
+    /// `encodePositions` up to the order of float sums over the features.
     public override func callAsFunction(_ x: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
         checkMixerInput(x, keyMask: keyMask, dimensions: dimensions, name: "\(Self.self)")
         check(positions.count == x.shape[1], "\(Self.self): \(positions.count) positions for a sequence of \(x.shape[1])")
