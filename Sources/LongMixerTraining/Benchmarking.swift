@@ -33,6 +33,8 @@ public struct TimingStatistics: Codable, Sendable {
     /// Number of samples and calls per sample.
     public var samples: Int
     public var callsPerSample: Int
+    /// Every sample in round order (seconds per call), for statistics paired by round; nil where not kept.
+    public var roundSamples: [Double]?
 }
 
 /// A named piece of work to time; `body` runs one call.
@@ -75,7 +77,8 @@ public enum BenchmarkTimer {
         }
         return zip(samples, calls).map { s, n in
             let sorted = s.sorted()
-            return TimingStatistics(best: sorted[0], median: sorted[sorted.count / 2], samples: sorted.count, callsPerSample: n)
+            return TimingStatistics(best: sorted[0], median: sorted[sorted.count / 2], samples: sorted.count, callsPerSample: n,
+                                    roundSamples: s)
         }
     }
 
@@ -278,6 +281,9 @@ public struct BenchmarkRecord: Codable, Sendable {
     public var percentOfReference: Double?
     public var reference: String?
     public var targetPercent: Double?
+    /// The same ratio paired by round: median and quartiles over rounds of (this rate ÷ the reference's rate
+    /// in the same round). On a shared machine, load that hits one round hits both sides of its ratio.
+    public var pairedPercentOfReference: Quartiles?
 
     public init(group: String, name: String, variant: String, threads: Int, timing: TimingStatistics,
                 work: Double, rateUnit: String, percentOfReference: Double? = nil, reference: String? = nil,
@@ -292,6 +298,20 @@ public struct BenchmarkRecord: Codable, Sendable {
     public var meetsTarget: Bool? {
         guard let p = percentOfReference, let t = targetPercent else { return nil }
         return p >= t
+    }
+}
+
+/// Median and quartiles of a sample.
+public struct Quartiles: Codable, Sendable {
+    public var lower: Double
+    public var median: Double
+    public var upper: Double
+
+    /// Nil for an empty sample. Quartiles by the nearest-rank rule (as the medians elsewhere in the benchmarks).
+    public init?(_ values: [Double]) {
+        guard !values.isEmpty else { return nil }
+        let sorted = values.sorted(), n = sorted.count
+        lower = sorted[(n - 1) / 4]; median = sorted[n / 2]; upper = sorted[min(n - 1, (3 * n) / 4)]
     }
 }
 

@@ -32,7 +32,9 @@ struct BenchCoreCommand: ParsableCommand {
             copy or triad sample, with ordinary or streaming stores (on --bandwidth-elements floats per array), \
             of the run at the same thread count; "% DRAM ord." against ordinary-store copy/triad only (they also run interleaved with every kernel, so load from \
             other processes hits both alike); the target (60 %) is judged on the kernel rows at 2 threads. Every figure is the best of --repeats samples; cases that are compared run \
-            interleaved, round by round.
+            interleaved, round by round. "% DRAM paired" is the median (and interquartile range) over rounds of the \
+            kernel's rate divided by the best copy/triad rate of the same round: on a shared VM, a round that \
+            loses the second vCPU loses it for both sides of its ratio.
             """)
 
     @Option(name: .customLong("threads-list"), help: "Comma-separated thread counts to run (each sets LongMixer's and OpenBLAS's threads).")
@@ -290,12 +292,16 @@ final class CoreBenchmarkSuite {
              BenchmarkCase("layerNorm(x)") { withoutGradient { _ = layerNorm(vx, gamma: vg, beta: vbeta) } }),
         ]
         var memoryRecords: [BenchmarkRecord] = []
+        let streamBytes = [probe.copyBytes, probe.triadBytes, probe.copyBytes, probe.triadBytes]
         for k in kernels where only == nil || only == "memory" || k.name.hasPrefix(only!) {
             let t = BenchmarkTimer.measure([k.kernel, k.op] + streamCases, repeats: repeats, minimumSampleSeconds: sampleSeconds)
             for s in 0..<4 where t[2 + s].best < bestStream[s].best { bestStream[s] = t[2 + s] }
+            // Round r's DRAM reference: the best of its four copy/triad samples (bytes per second).
+            let roundReference = (0..<repeats).map { r in (0..<4).map { s in streamBytes[s] / t[2 + s].roundSamples![r] }.max()! }
             for (variant, timing) in [("kernel, preallocated output", t[0]), ("op, fresh output tensor", t[1])] {
                 var r = BenchmarkRecord(group: "memory", name: k.name, variant: variant, threads: threads,
                                         timing: timing, work: k.bytes, rateUnit: "GB/s")
+                r.pairedPercentOfReference = Quartiles(zip(timing.roundSamples!, roundReference).map { 100 * k.bytes / $0 / $1 })
                 r.reference = "DRAM (best STREAM copy or triad sample, ordinary or streaming stores, \(threads) thread\(threads == 1 ? "" : "s"))"
                 // The issue's target is stated for 2 threads, on the kernel itself.
                 if threads >= 2 && variant.hasPrefix("kernel") { r.targetPercent = Self.memoryTarget }
@@ -335,7 +341,7 @@ final class CoreBenchmarkSuite {
         gemm.leftAligned = [0, 1]
 
         var memory = TextTable(headers: ["kernel", "threads", "MB moved", "kernel ms", "kernel GB/s",
-                                         "% DRAM", "target ≥ 60 % (2T)", "% DRAM ord.", "op ms (fresh out)", "op GB/s", "op % DRAM"])
+                                         "% DRAM", "target ≥ 60 % (2T)", "% DRAM paired (IQR)", "% DRAM ord.", "op ms (fresh out)", "op GB/s", "op % DRAM"])
         for r in records where r.group == "memory" && r.variant.hasPrefix("kernel") {
             guard let op = records.first(where: { $0.group == "memory" && $0.name == r.name && $0.threads == r.threads && $0.variant.hasPrefix("op") })
             else { continue }
@@ -344,7 +350,9 @@ final class CoreBenchmarkSuite {
             let ordinary = records.filter { $0.group == "dram" && $0.threads == r.threads && !$0.variant.hasPrefix(streamingVariant) }
                 .map(\.rate).max() ?? .nan
             memory.append([r.name, "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0), formatMilliseconds(r.timing.best),
-                           formatNumber(r.rate), formatNumber(r.percentOfReference ?? 0), verdict(r), formatNumber(100 * r.rate / ordinary),
+                           formatNumber(r.rate), formatNumber(r.percentOfReference ?? 0), verdict(r),
+                           r.pairedPercentOfReference.map { "\(formatNumber($0.median)) (\(formatNumber($0.lower))–\(formatNumber($0.upper)))" } ?? "–",
+                           formatNumber(100 * r.rate / ordinary),
                            formatMilliseconds(op.timing.best), formatNumber(op.rate), formatNumber(op.percentOfReference ?? 0)])
         }
 

@@ -1,0 +1,30 @@
+import Foundation
+import Testing
+@testable import LongMixerTraining
+
+/// The statistics behind the benchmarks' verdicts (the timings themselves are never asserted).
+@Suite("Benchmark statistics")
+struct BenchmarkingTests {
+    @Test func quartilesUseNearestRanks() throws {
+        #expect(Quartiles([]) == nil)
+        let one = try #require(Quartiles([3]))
+        #expect((one.lower, one.median, one.upper) == (3, 3, 3))
+        // Unsorted input; n = 8: ranks (n−1)/4 = 1, n/2 = 4, 3n/4 = 6 of the sorted values 1…8.
+        let q = try #require(Quartiles([8, 1, 7, 2, 6, 3, 5, 4]))
+        #expect((q.lower, q.median, q.upper) == (2, 5, 7))
+    }
+
+    /// Paired statistics need every sample, in round order, for every case.
+    @Test func timerKeepsOneSamplePerRoundInRoundOrder() throws {
+        var order: [String] = []
+        let cases = [BenchmarkCase("a") { order.append("a") }, BenchmarkCase("b") { order.append("b") }]
+        let stats = BenchmarkTimer.measure(cases, repeats: 5, warmUp: 1, minimumSampleSeconds: 0)
+        for s in stats {
+            let samples = try #require(s.roundSamples)
+            #expect(samples.count == 5 && s.samples == 5 && s.callsPerSample == 1)
+            #expect(samples.min() == s.best && samples.allSatisfy { $0 >= 0 })
+        }
+        // Warm-up a, b, then rounds interleaved a, b, a, b, …
+        #expect(order == ["a", "b"] + Array(repeating: ["a", "b"], count: 5).flatMap { $0 })
+    }
+}
