@@ -184,6 +184,7 @@ public enum SkinnyGemm {
         var c12 = WideKernels.load(c, 12 * ldc), c13 = WideKernels.load(c, 13 * ldc), c14 = WideKernels.load(c, 14 * ldc)
         var c15 = WideKernels.load(c, 15 * ldc)
         var ap = a, bp = b
+        // Two copies of the row loop, with and without the column sums, so the 16-FMA body has no per-row branch.
         if let sums {
             var s = WideKernels.load(sums, 0)
             for _ in 0..<count {
