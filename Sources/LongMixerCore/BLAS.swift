@@ -4,6 +4,11 @@ import LongMixerWideKernels
 
 /// GEMM: LongMixerWideKernels' packed AVX-512 SGEMM for large products on AVX-512 machines, OpenBLAS
 /// otherwise (see `usesPackedGemm`). Transposes are passed as flags, never materialised.
+///
+/// Determinism: every path gives the same bits from run to run for a fixed thread count. The packed
+/// and skinny AVX-512 kernels also give the same bits for any thread count (`usesPackedGemm`,
+/// `usesSkinnyGemm`); OpenBLAS (every product on a CPU without AVX-512) does not, since its threading
+/// and our row splits change the summation order.
 public enum BLAS {
     /// OpenBLAS 0.3.21 runs mid-sized sgemm at a third of its speed until one large-M-and-N sgemm
     /// has run in the process (see reference/perf-probe.md §2); one 1024×1024×8 call fixes it.
@@ -202,6 +207,7 @@ public enum BLAS {
 
     /// C[M,N] = A[M,K] · op(B) (+ beta·C, or + a bias row [N] broadcast to every row), rows of A and C split
     /// over `parallelFor` with single-threaded BLAS when the shape is tall and skinny; one sgemm otherwise.
+    /// Bitwise independent of the thread count only where `usesSkinnyGemm`.
     /// With `bias`, `beta` is ignored: each row chunk copies the bias into its rows right before its own
     /// sgemm (β = 1), so the fill runs in parallel and the rows are still in cache for the product.
     public static func rowSplitGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>,
@@ -241,8 +247,8 @@ public enum BLAS {
     }
 
     /// C[N,K] = A[M,N]ᵀ · B[M,K] (a weight gradient: a reduction over the M rows). Tall and skinny
-    /// shapes reduce fixed row chunks in parallel into partial products, added in chunk order
-    /// (deterministic for a given thread count).
+    /// shapes reduce one row chunk per thread into partial products, added in chunk order (deterministic
+    /// for a given thread count; bitwise independent of it only where `usesSkinnyGemm`).
     ///
     /// With `columnSumsOfA` ([N]), also its column sums Σ_m A[m, :] (a bias gradient): in the same pass on
     /// the skinny kernel, in a serial pass otherwise.

@@ -105,7 +105,7 @@ struct PackedGemmTests {
         return s
     }
 
-    @Test(.enabled(if: CPUFeatures.avx512, "the packed kernel needs AVX-512"))
+    @Test(requiresAVX512)
     func packedKernelMatchesReference() {
         var checked = 0
         for (index, (m, n, k)) in Self.shapes.enumerated() {
@@ -129,7 +129,7 @@ struct PackedGemmTests {
         #expect(checked == Self.shapes.count * 4)
     }
 
-    @Test(.enabled(if: CPUFeatures.avx512, "the packed kernel needs AVX-512"))
+    @Test(requiresAVX512)
     func packedKernelOnEveryAlphaBetaAndTransposeOfOneShape() {
         for flags in 0..<4 {
             for alpha: Float in [1, -0.5] {
@@ -145,7 +145,7 @@ struct PackedGemmTests {
         }
     }
 
-    @Test(.enabled(if: CPUFeatures.avx512, "the packed kernel needs AVX-512"))
+    @Test(requiresAVX512)
     func packedKernelWithZeroDepthScalesC() {
         for beta: Float in [0, 1, 0.3] {
             let t = Case(transposeA: false, transposeB: false, m: 5, n: 9, k: 0, alpha: 1, beta: beta)
@@ -198,7 +198,7 @@ struct PackedGemmTests {
 
     /// Matmul results are bit-identical for 1 and 2 threads when the packed kernel runs (the split never
     /// changes an element's operations).
-    @Test(.enabled(if: CPUFeatures.avx512, "the packed kernel needs AVX-512"))
+    @Test(requiresAVX512)
     func packedMatmulIsIndependentOfThreadCount() {
         let saved = Parallel.threadCount
         defer { Parallel.setThreadCount(saved) }

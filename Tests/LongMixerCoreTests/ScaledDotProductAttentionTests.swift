@@ -105,6 +105,16 @@ struct ScaledDotProductAttentionTests {
 
     @Test(arguments: [1, 7, 50, 65, 130], [false, true])
     func kernelsMatchReferenceAndUnfused(length: Int, causal: Bool) {
+        kernelsMatchReferenceAndUnfused(length: length, causal: causal, wide: false)
+    }
+
+    /// The same with the 16-lane rows (and for Dh 64 the 16-lane GEMM).
+    @Test(requiresAVX512, arguments: [1, 7, 50, 65, 130], [false, true])
+    func wideKernelsMatchReferenceAndUnfused(length: Int, causal: Bool) {
+        kernelsMatchReferenceAndUnfused(length: length, causal: causal, wide: true)
+    }
+
+    func kernelsMatchReferenceAndUnfused(length: Int, causal: Bool, wide: Bool) {
         for (batch, heads) in [(2, 2), (1, 1)] {            // (1, 1): one slice split over the threads' items
             for dh in [8, 64] {
                 let scale = 1 / Float(dh).squareRoot()
@@ -115,16 +125,15 @@ struct ScaledDotProductAttentionTests {
                     let ref = reference(q, k, v, mask: mask, causal: causal, scale: scale, g: g)
                     let composed = throughAutodiff(q, k, v, g: g) { unfused($0, $1, $2, mask: mask, causal: causal, scale: scale) }
                     withEachThreadCount { threads in
-                        // On an AVX-512 CPU: 16-lane rows (and for Dh 64 the 16-lane GEMM), then the AVX2 rows and OpenBLAS.
-                        for rowBlock in [0, 16] { for wide in [true, false] {
+                        for rowBlock in [0, 16] {
                             let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock, wide: wide)
-                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide && CPUFeatures.avx512)"
+                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide)"
                             for (name, a, r, c) in [("out", got.out, ref.out, composed.out), ("dq", got.dq, ref.dq, composed.dq),
                                                     ("dk", got.dk, ref.dk, composed.dk), ("dv", got.dv, ref.dv, composed.dv)] {
                                 #expect(relativeError(a, r) <= 1e-5, "\(name) vs reference, \(context)")
                                 #expect(relativeError(a, c) <= 1e-5, "\(name) vs unfused, \(context)")
                             }
-                        } }
+                        }
                     }
                 }
             }
@@ -189,8 +198,8 @@ struct ScaledDotProductAttentionTests {
         }
     }
 
-    @Test func wideBackwardDeterministicForAThreadCount() {
-        // Dh 64: the key-blocked backward on an AVX-512 CPU; one slice over 2 threads (dQ partials), causal
+    @Test func blockedBackwardDeterministicForAThreadCount() {
+        // Dh 64: the key-blocked backward (16-lane on an AVX-512 CPU); one slice over 2 threads (dQ partials), causal
         // and not; two runs give identical bits.
         let shape = [1, 1, 300, 64]
         let q = random(shape, seed: 80), k = random(shape, seed: 81), v = random(shape, seed: 82), g = random(shape, seed: 83)
@@ -206,10 +215,9 @@ struct ScaledDotProductAttentionTests {
         }
     }
 
-    @Test func wideGemmMatchesNaive() {
+    @Test(requiresAVX512) func wideGemmMatchesNaive() {
         // The 16-lane GEMM on shapes with every tail: rows % 8, a 16-column tile and < 16 scalar columns;
         // A plain and transposed (the two strides); overwrite and accumulate.
-        guard CPUFeatures.avx512 else { return }
         for (m, n, k) in [(13, 50, 5), (8, 32, 64), (1, 7, 3), (17, 97, 130)] {
             for transposeA in [false, true] {
                 for accumulate in [false, true] {

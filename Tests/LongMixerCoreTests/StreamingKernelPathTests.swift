@@ -40,10 +40,16 @@ struct StreamingKernelPathTests {
         return worst
     }
 
-    static var widths: [Bool] { CPUFeatures.avx512 ? [false, true] : [false] }
+    // Each check runs as two tests, 8 lanes everywhere and 16 lanes where AVX-512 runs (skipped elsewhere).
+    @Test("GELU, 8 lanes") func geluAVX2() { geluPaths(wide: false) }
+    @Test("GELU, 16 lanes", requiresAVX512) func geluAVX512() { geluPaths(wide: true) }
+    @Test("softmax, 8 lanes") func softmaxAVX2() { softmaxPaths(wide: false) }
+    @Test("softmax, 16 lanes", requiresAVX512) func softmaxAVX512() { softmaxPaths(wide: true) }
+    @Test("layer norm, 8 lanes") func layerNormAVX2() { layerNormPaths(wide: false) }
+    @Test("layer norm, 16 lanes", requiresAVX512) func layerNormAVX512() { layerNormPaths(wide: true) }
 
-    @Test("GELU: 8- and 16-lane kernels, ordinary and streaming stores, equal the scalar form bit for bit")
-    func geluPaths() {
+    /// GELU on one vector width, ordinary and streaming stores: equal to the scalar form bit for bit.
+    func geluPaths(wide: Bool) {
         let wideKernel: WideUnaryKernel = { WideKernels.gelu(out: $0, x: $1, range: $2, streaming: $3) }
         withEachThreadCount { t in
             for count in [1, 15, 16, 17, 100, 2 * elementwiseGrain + 77] {
@@ -52,25 +58,23 @@ struct StreamingKernelPathTests {
                 x.withUnsafeBufferPointer { xp in
                     reference.withUnsafeMutableBufferPointer { mapReference(GELUFunction.self, out: $0.baseAddress!, x: xp.baseAddress!, count: count) }
                 }
-                for wide in Self.widths {
-                    for streaming in [false, true] {
-                        for offset in [0, 3] {
-                            let out = Buffer(count: count, offset: offset)
-                            x.withUnsafeBufferPointer { xp in
-                                mapKernel(GELUFunction.self, out: out.pointer, x: xp.baseAddress!, count: count,
-                                          streaming: streaming, wide: wide ? wideKernel : nil)
-                            }
-                            #expect(out.array == reference,
-                                    "GELU n \(count) wide \(wide) streaming \(streaming) offset \(offset), \(t) threads")
+                for streaming in [false, true] {
+                    for offset in [0, 3] {
+                        let out = Buffer(count: count, offset: offset)
+                        x.withUnsafeBufferPointer { xp in
+                            mapKernel(GELUFunction.self, out: out.pointer, x: xp.baseAddress!, count: count,
+                                      streaming: streaming, wide: wide ? wideKernel : nil)
                         }
+                        #expect(out.array == reference,
+                                "GELU n \(count) wide \(wide) streaming \(streaming) offset \(offset), \(t) threads")
                     }
                 }
             }
         }
     }
 
-    @Test("softmax: 8- and 16-lane row kernels, ordinary and streaming stores, match the reference")
-    func softmaxPaths() {
+    /// Softmax rows on one vector width, ordinary and streaming stores, against the reference.
+    func softmaxPaths(wide: Bool) {
         withEachThreadCount { t in
             for (rows, n) in [(3, 7), (5, 16), (4, 33), (9, 64), (70, 1024), (3, 1000)] {
                 var x = randomArray(rows * n, seed: 42, low: -30, high: 30)
@@ -79,25 +83,23 @@ struct StreamingKernelPathTests {
                 x.withUnsafeBufferPointer { xp in
                     reference.withUnsafeMutableBufferPointer { softmaxForwardReference(y: $0.baseAddress!, x: xp.baseAddress!, rows: rows, n: n) }
                 }
-                for wide in Self.widths {
-                    for streaming in [false, true] {
-                        for offset in [0, 5] {
-                            let y = Buffer(count: rows * n, offset: offset)
-                            x.withUnsafeBufferPointer { xp in
-                                softmaxForward(y: y.pointer, x: xp.baseAddress!, rows: rows, n: n, streaming: streaming, wide: wide)
-                            }
-                            let context = "softmax [\(rows), \(n)] wide \(wide) streaming \(streaming) offset \(offset), \(t) threads"
-                            #expect(worstError(y.array, reference, floor: 1e-6) < 2e-5, "\(context)")
-                            if n >= 3 { #expect(y.array[n + 1] == 0, "\(context): masked entry") }
+                for streaming in [false, true] {
+                    for offset in [0, 5] {
+                        let y = Buffer(count: rows * n, offset: offset)
+                        x.withUnsafeBufferPointer { xp in
+                            softmaxForward(y: y.pointer, x: xp.baseAddress!, rows: rows, n: n, streaming: streaming, wide: wide)
                         }
+                        let context = "softmax [\(rows), \(n)] wide \(wide) streaming \(streaming) offset \(offset), \(t) threads"
+                        #expect(worstError(y.array, reference, floor: 1e-6) < 2e-5, "\(context)")
+                        if n >= 3 { #expect(y.array[n + 1] == 0, "\(context): masked entry") }
                     }
                 }
             }
         }
     }
 
-    @Test("layer norm: 8- and 16-lane row kernels, ordinary and streaming stores, match the reference")
-    func layerNormPaths() {
+    /// Layer norm rows on one vector width, ordinary and streaming stores, against the reference.
+    func layerNormPaths(wide: Bool) {
         withEachThreadCount { t in
             for (rows, n) in [(1, 1), (3, 7), (5, 16), (4, 33), (9, 64), (6, 127), (70, 1024)] {
                 let x = randomArray(rows * n, seed: 43, low: 95, high: 105)   // offset mean: two-pass variance
@@ -117,29 +119,27 @@ struct StreamingKernelPathTests {
                         }
                     }
                 }
-                for wide in Self.widths {
-                    for streaming in [false, true] {
-                        for offset in [0, 1] {
-                            let y = Buffer(count: rows * n, offset: offset)
-                            var mean = [Float](repeating: .nan, count: rows), rstd = mean
-                            x.withUnsafeBufferPointer { xp in
-                                gamma.withUnsafeBufferPointer { gp in
-                                    beta.withUnsafeBufferPointer { bp in
-                                        mean.withUnsafeMutableBufferPointer { mp in
-                                            rstd.withUnsafeMutableBufferPointer { rp in
-                                                layerNormForward(y: y.pointer, mean: mp.baseAddress!, rstd: rp.baseAddress!, x: xp.baseAddress!,
-                                                                 gamma: gp.baseAddress!, beta: bp.baseAddress!, rows: rows, n: n, epsilon: 1e-5,
-                                                                 streaming: streaming, wide: wide)
-                                            }
+                for streaming in [false, true] {
+                    for offset in [0, 1] {
+                        let y = Buffer(count: rows * n, offset: offset)
+                        var mean = [Float](repeating: .nan, count: rows), rstd = mean
+                        x.withUnsafeBufferPointer { xp in
+                            gamma.withUnsafeBufferPointer { gp in
+                                beta.withUnsafeBufferPointer { bp in
+                                    mean.withUnsafeMutableBufferPointer { mp in
+                                        rstd.withUnsafeMutableBufferPointer { rp in
+                                            layerNormForward(y: y.pointer, mean: mp.baseAddress!, rstd: rp.baseAddress!, x: xp.baseAddress!,
+                                                             gamma: gp.baseAddress!, beta: bp.baseAddress!, rows: rows, n: n, epsilon: 1e-5,
+                                                             streaming: streaming, wide: wide)
                                         }
                                     }
                                 }
                             }
-                            let context = "layer norm [\(rows), \(n)] wide \(wide) streaming \(streaming) offset \(offset), \(t) threads"
-                            #expect(worstError(y.array, yRef, floor: 1) < 5e-4, "\(context): y")
-                            #expect(worstError(mean, meanRef, floor: 1e-3) < 1e-6, "\(context): mean")
-                            #expect(worstError(rstd, rstdRef, floor: 1e-3) < 5e-4, "\(context): rstd")
                         }
+                        let context = "layer norm [\(rows), \(n)] wide \(wide) streaming \(streaming) offset \(offset), \(t) threads"
+                        #expect(worstError(y.array, yRef, floor: 1) < 5e-4, "\(context): y")
+                        #expect(worstError(mean, meanRef, floor: 1e-3) < 1e-6, "\(context): mean")
+                        #expect(worstError(rstd, rstdRef, floor: 1e-3) < 5e-4, "\(context): rstd")
                     }
                 }
             }
