@@ -4,15 +4,7 @@ import Foundation
 // (logits [B, N, V] for `TaskObjective.languageModel`), the CLI's model names, loading a trained
 // LM back from its run directory, and sampling with the recurrent state (O(1) memory per token).
 
-extension CausalLanguageModel: SequenceModel {
-    /// Logits [B, N, V] of token ids [B, N] (position t predicts token t + 1).
-    public func callAsFunction(_ input: SequenceInput) -> Variable {
-        guard case .tokens(let ids) = input else {
-            fatalError("CausalLanguageModel: a language model takes token ids, got real-valued features")
-        }
-        return self(ids)
-    }
-
+extension CausalLanguageModel {
     /// The objective the LM trains with: token cross-entropy ignoring PAD.
     public var objective: TaskObjective {
         .languageModel(vocabulary: configuration.vocabularySize, ignoreIndex: configuration.paddingIndex)

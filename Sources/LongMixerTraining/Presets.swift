@@ -1,69 +1,149 @@
 import Foundation
 
-/// Named training recipes. Each holds the values it sets; everything it leaves nil comes from
-/// the caller's defaults, and explicit command-line flags override both.
-public struct TrainingPreset: Equatable, Sendable {
+/// A named recipe of one of the papers: the task, the model and the values the paper or its code
+/// used; everything it leaves unset comes from the defaults, and command-line settings override it.
+public struct RunPreset: Sendable {
     public var name: String
     public var summary: String
-    public var task: SyntheticTask
+    /// Where the values come from (paper table and reference code file).
+    public var source: String
+    public var task: String
     public var model: String
-    /// Lengths the recipe was run at (the reference's 2^7 … 2^15); others are refused.
-    public var lengths: [Int]
-    public var embeddingSize: Int
-    public var hiddenSize: Int
-    public var blocks: Int
-    public var linkProtocol: LinkProtocol
-    public var factorCountRule: FactorCountRule
-    public var pooling: ParamixerConfiguration.Pooling
-    public var positionalEmbedding: Bool
-    public var dropout1: Float
-    public var dropout2: Float
-    public var learningRate: Float
-    public var batchSize: Int
-    public var clipNorm: Float?
-    public var epochs: Int
-    public var splitSizes: SplitSizes
-    public var seed: UInt64
+    public var settings: RunSettings
+    /// Lengths the recipe was defined at (nil: its task's own length).
+    public var lengths: [Int]?
+    /// Why the task cannot run here yet and what prepares its data (nil: ready).
+    public var missingData: String?
 
-    /// Paramixer, synthetic-task rows of the supplement's Table 1 / `Synthetic-data-tasks`
-    /// (`synthetic_training_config.py`, `synth_training.py`): D = H = 32, 1 block, CHORD with
-    /// M = int(log2 N), no dropout, FLATTEN, Adam lr 1e-3, batch 40, clip 1.0, seed 42,
-    /// 100k / 1k / 1k sequences; Adding: no positional embedding, MSE, 50 epochs;
-    /// Order: APC (learned absolute) positional embedding, cross-entropy, 30 epochs.
-    public static let paramixerAdding = TrainingPreset(
-        name: "paramixer-adding",
-        summary: "Paramixer on the Adding problem as the reference (D=H=32, 1 block, CHORD, FLATTEN, no positional embedding, Adam 1e-3, batch 40, clip 1, 50 epochs of 100k)",
-        task: .adding, model: "paramixer", lengths: (7...15).map { 1 << $0 },
-        embeddingSize: 32, hiddenSize: 32, blocks: 1, linkProtocol: .chord, factorCountRule: .floor, pooling: .flatten,
-        positionalEmbedding: false, dropout1: 0, dropout2: 0, learningRate: 1e-3, batchSize: 40, clipNorm: 1, epochs: 50,
-        splitSizes: .reference, seed: 42)
-
-    public static let paramixerOrder = TrainingPreset(
-        name: "paramixer-order",
-        summary: "Paramixer on Temporal Order as the reference (D=H=32, 1 block, CHORD, FLATTEN, APC positional embedding, Adam 1e-3, batch 40, clip 1, 30 epochs of 100k)",
-        task: .order, model: "paramixer", lengths: (7...15).map { 1 << $0 },
-        embeddingSize: 32, hiddenSize: 32, blocks: 1, linkProtocol: .chord, factorCountRule: .floor, pooling: .flatten,
-        positionalEmbedding: true, dropout1: 0, dropout2: 0, learningRate: 1e-3, batchSize: 40, clipNorm: 1, epochs: 30,
-        splitSizes: .reference, seed: 42)
-
-    public static let all: [TrainingPreset] = [paramixerAdding, paramixerOrder]
-
-    public static func named(_ name: String) throws -> TrainingPreset {
+    /// Looks a preset up by name; a usage error lists the presets.
+    public static func named(_ name: String) throws -> RunPreset {
         guard let p = all.first(where: { $0.name == name.lowercased() }) else {
-            throw TrainingError.invalidConfiguration("unknown preset '\(name)'; valid presets: \(all.map(\.name).joined(separator: ", "))")
+            throw UserError(what: "--preset", value: name, why: "unknown preset", remedy: "`longmixer presets` lists them")
         }
         return p
     }
 
-    /// Throws unless the recipe was defined for this task and length.
-    public func check(task: SyntheticTask, length: Int) throws {
-        guard task == self.task else {
-            throw TrainingError.invalidConfiguration("preset \(name) is for the \(self.task.rawValue) task, not \(task.rawValue)")
-        }
-        guard lengths.contains(length) else {
-            let powers = lengths.map { "2^\(Int.bitWidth - 1 - $0.leadingZeroBitCount)" }
-            throw TrainingError.invalidConfiguration(
-                "preset \(name) reproduces the reference at N = \(powers.first!) … \(powers.last!) (powers of two, \(lengths.first!) to \(lengths.last!)), not N = \(length); drop --preset to train at other lengths")
-        }
+    public static var all: [RunPreset] { paramixer + permuteFormerLRA + languageModel }
+
+    // MARK: Paramixer, supplement Table 1 (reference code `wiedersehne/Paramixer`)
+
+    static func paramixerSettings(d: Int, h: Int, blocks: Int, positions: PositionEncoding, pooling: Pooling, dropout1: Float,
+                                  dropout2: Float, batch: Int, lr: Float, epochs: Int, clip: Bool) -> RunSettings {
+        var s = RunSettings()
+        s.modelOptions = ModelOptions(dimensions: d, layers: blocks, hidden: h, dropout1: dropout1, dropout2: dropout2,
+                                      linkProtocol: .chord, factorRule: .floor, residual: .everyFactor, pooling: pooling,
+                                      positions: positions)
+        s.optimizer = .adam
+        s.learningRate = lr
+        s.schedule = .constant
+        s.warmupSteps = 0
+        s.batchSize = batch
+        s.epochs = epochs
+        s.clipNorm = clip ? 1 : 0
+        s.seed = 42
+        return s
     }
+
+    static let paramixer: [RunPreset] = {
+        var synthetic = RunSettings()
+        synthetic.trainSize = 100_000; synthetic.validationSize = 1_000; synthetic.testSize = 1_000
+        let adding = paramixerSettings(d: 32, h: 32, blocks: 1, positions: .none, pooling: .flatten, dropout1: 0, dropout2: 0,
+                                       batch: 40, lr: 1e-3, epochs: 50, clip: true).overridden(by: synthetic)
+        let order = paramixerSettings(d: 32, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0, dropout2: 0,
+                                      batch: 40, lr: 1e-3, epochs: 30, clip: true).overridden(by: synthetic)
+        let table = "Paramixer supplement Table 1; `Synthetic-data-tasks/synthetic_training_config.py`"
+        let lra = "Paramixer supplement Table 1; `LRA/lra_training_config.py`"
+        func needs(_ task: String) -> String { "the \(task) task arrives with `longmixer data prepare \(task)`" }
+        return [
+            RunPreset(name: "paramixer-adding", summary: "Adding, D=H=32, 1 block, CHORD, FLATTEN, Adam 1e-3, batch 40, clip 1, 50 epochs of 100k",
+                      source: table, task: "adding", model: "paramixer", settings: adding, lengths: (7...15).map { 1 << $0 }),
+            RunPreset(name: "paramixer-order", summary: "Temporal Order, D=H=32, 1 block, CHORD, APC, FLATTEN, Adam 1e-3, batch 40, 30 epochs",
+                      source: table, task: "order", model: "paramixer", settings: order, lengths: (7...15).map { 1 << $0 }),
+            RunPreset(name: "paramixer-listops", summary: "LRA ListOps, N 1999, D 128, H 32, CHORD, APC, FLATTEN, batch 48, lr 1e-3, 150 epochs",
+                      source: lra, task: "listops", model: "paramixer",
+                      settings: paramixerSettings(d: 128, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0, dropout2: 0,
+                                                  batch: 48, lr: 1e-3, epochs: 150, clip: false), missingData: needs("listops")),
+            RunPreset(name: "paramixer-image", summary: "LRA Image (CIFAR-10 gray), N 1024, D=H=32, APC, FLATTEN, dropout 0.2/0.8, batch 64, 150 epochs",
+                      source: lra + ", `cifar10_training.py`", task: "image", model: "paramixer",
+                      settings: paramixerSettings(d: 32, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0.2, dropout2: 0.8,
+                                                  batch: 64, lr: 1e-3, epochs: 150, clip: false), missingData: needs("image")),
+            RunPreset(name: "paramixer-pathfinder", summary: "LRA Pathfinder 32, N 1024, D 64, H 32, APC, FLATTEN, batch 64, 100 epochs",
+                      source: lra, task: "pathfinder", model: "paramixer",
+                      settings: paramixerSettings(d: 64, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0, dropout2: 0,
+                                                  batch: 64, lr: 1e-3, epochs: 100, clip: false), missingData: needs("pathfinder")),
+            RunPreset(name: "paramixer-text", summary: "LRA Text (IMDB bytes), N 4096 + CLS, D 32, H 128, 3 blocks, CLS, dropout 0.4, batch 32, lr 1e-4",
+                      source: lra, task: "text", model: "paramixer",
+                      settings: paramixerSettings(d: 32, h: 128, blocks: 3, positions: .none, pooling: .cls, dropout1: 0.4, dropout2: 0,
+                                                  batch: 32, lr: 1e-4, epochs: 200, clip: false), missingData: needs("text")),
+            RunPreset(name: "paramixer-longdoc", summary: "Long documents, N 16384 + CLS, D 100, H 128, CLS, dropout 0.2, batch 16, lr 1e-4, 50 epochs",
+                      source: "Paramixer supplement Table 1; `long-document-clf`", task: "longdoc", model: "paramixer",
+                      settings: paramixerSettings(d: 100, h: 128, blocks: 1, positions: .none, pooling: .cls, dropout1: 0.2, dropout2: 0,
+                                                  batch: 16, lr: 1e-4, epochs: 50, clip: true), missingData: needs("longdoc")),
+            RunPreset(name: "paramixer-genome", summary: "Genomes, N 16384, D 32, H 128, APC, FLATTEN, dropout 0.2/0.8, batch 16, lr 1e-4, 200 epochs",
+                      source: "Paramixer supplement Table 1; `Genome-clf`", task: "genome", model: "paramixer",
+                      settings: paramixerSettings(d: 32, h: 128, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0.2, dropout2: 0.8,
+                                                  batch: 16, lr: 1e-4, epochs: 200, clip: true), missingData: needs("genome")),
+        ]
+    }()
+
+    // MARK: PermuteFormer, LRA (reference code `cpcp1998/PermuteFormer`, `long_range_arena`)
+
+    static let permuteFormerLRA: [RunPreset] = {
+        // (task, layers, D, heads, FFN, dropout, batch, lr, warm-up, epochs) of the LRA configs and task scripts.
+        let tasks: [(String, Int, Int, Int, Int, Float, Int, Float, Int, Int)] = [
+            ("listops", 6, 512, 8, 2048, 0.1, 32, 1e-4, 1000, 5), ("text", 6, 512, 8, 2048, 0.1, 16, 1e-5, 4000, 10),
+            ("retrieval", 4, 128, 4, 512, 0.1, 32, 2e-4, 1000, 10), ("image", 3, 64, 4, 128, 0.3, 256, 1e-2, 200, 50),
+            ("pathfinder", 4, 128, 8, 128, 0.1, 256, 5e-4, 4000, 80),
+        ]
+        var out: [RunPreset] = []
+        for (task, layers, d, heads, ffn, dropout, batch, lr, warmup, epochs) in tasks {
+            let image = task == "image" || task == "pathfinder"
+            var models = ["transformer", "performer", "permuteformer", "rope", "orthogonal"]
+            if image { models.append("permuteformer-2d") }
+            for model in models {
+                var s = RunSettings()
+                s.modelOptions = ModelOptions(dimensions: d, layers: layers, heads: heads, feedForward: ffn, dropout: dropout, pooling: .cls)
+                s.optimizer = .adam
+                s.learningRate = lr
+                s.schedule = .inverseSqrt
+                s.warmupSteps = warmup
+                s.weightDecay = 0
+                s.batchSize = batch
+                s.epochs = epochs
+                s.clipNorm = 0
+                out.append(RunPreset(
+                    name: "lra-\(task)-\(model)",
+                    summary: "LRA \(task): \(model), \(layers) layers, D \(d), \(heads) heads, FFN \(ffn), Adam \(lr) inverse-sqrt (\(warmup) warm-up), batch \(batch), \(epochs) epochs",
+                    source: "PermuteFormer §4 / LRA appendix dimensions; `long_range_arena/configs`, task scripts",
+                    task: task, model: model, settings: s, lengths: nil,
+                    missingData: "the \(task) task arrives with `longmixer data prepare \(task)`"))
+            }
+        }
+        return out
+    }()
+
+    // MARK: PermuteFormer, language modelling (fairseq transformer_lm)
+
+    static let languageModel: [RunPreset] = {
+        var out: [RunPreset] = []
+        for model in ["permuteformer", "performer", "permuteformer-no-decay", "decay-only", "transformer"] {
+            var s = RunSettings()
+            s.size = .wikitext
+            s.length = 512
+            s.optimizer = .adam
+            s.learningRate = 5e-4
+            s.schedule = .inverseSqrt
+            s.warmupSteps = 4000
+            s.weightDecay = 0.01
+            s.clipNorm = 0
+            s.batchSize = 16
+            s.steps = 50_000
+            out.append(RunPreset(
+                name: "lm-wikitext-\(model)",
+                summary: "WikiText-103 LM: \(model), 6 layers, D 512, 8 heads, N 512, Adam (0.9, 0.98) 5e-4 inverse-sqrt, 50k updates",
+                source: "PermuteFormer §4.3; `language_model/run_permute.sh` (fairseq transformer_lm)",
+                task: "lm", model: model, settings: s, lengths: nil, missingData: nil))
+        }
+        return out
+    }()
 }

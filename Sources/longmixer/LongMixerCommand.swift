@@ -9,6 +9,7 @@ struct LongMixerCommand: ParsableCommand {
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
             TrainCommand.self,
+            PresetsCommand.self,
             GenerateCommand.self,
             DataCommand.self,
             BenchCommand.self,

@@ -209,7 +209,7 @@ struct TrainerTests {
             .lastPathComponent == "adding-paramixer-20270115-080000-2")
     }
 
-    @Test("configuration validation and preset fitting give one-line errors")
+    @Test("training configuration validation gives one-line errors")
     func validation() throws {
         #expect(throws: TrainingError.self) { try TrainingConfiguration(batchSize: 0).validate() }
         #expect(throws: TrainingError.self) { try TrainingConfiguration(steps: 0).validate() }
@@ -218,17 +218,6 @@ struct TrainerTests {
         #expect(TrainingConfiguration(batchSize: 40, epochs: 2).totalSteps(trainCount: 100) == 6)
         #expect(TrainingConfiguration(batchSize: 40, epochs: 2, steps: 7).totalSteps(trainCount: 100) == 7)
 
-        let adding = try TrainingPreset.named("paramixer-adding")
-        try adding.check(task: .adding, length: 1024)
-        try adding.check(task: .adding, length: 128)
-        #expect(throws: TrainingError.self) { try adding.check(task: .adding, length: 1000) }
-        #expect(throws: TrainingError.self) { try adding.check(task: .adding, length: 65536) }
-        #expect(throws: TrainingError.self) { try adding.check(task: .order, length: 1024) }
-        #expect(throws: TrainingError.self) { try TrainingPreset.named("bert-base") }
-        let order = TrainingPreset.paramixerOrder
-        #expect(order.positionalEmbedding && !adding.positionalEmbedding)
-        #expect(order.embeddingSize == 32 && order.hiddenSize == 32 && order.blocks == 1 && order.linkProtocol == .chord)
-        #expect(order.pooling == .flatten && order.learningRate == 1e-3 && order.batchSize == 40 && order.clipNorm == 1)
         let message = "\(TrainingError.invalidConfiguration("x"))"
         #expect(!message.contains("\n"))
     }

@@ -420,3 +420,13 @@ public struct LanguageModelConfiguration: Codable, Equatable, Sendable {
         if paddingIndex < 0 || paddingIndex >= vocabularySize { throw fail("paddingIndex \(paddingIndex) is outside the vocabulary 0..<\(vocabularySize)") }
     }
 }
+
+extension CausalLanguageModel: SequenceModel {
+    /// Logits [B, N, V] of token ids [B, N] (position t predicts token t + 1).
+    public func callAsFunction(_ input: SequenceInput) -> Variable {
+        guard case .tokens(let ids) = input else {
+            fatalError("CausalLanguageModel: a language model takes token ids, got real-valued features")
+        }
+        return self(ids)
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+
+// Tasks: what a model reads, what it must produce (objective: head, loss, metrics) and where its
+// data come from. The trainer and the CLI see only the `Task` protocol. Adding a task: one file
+// with a type conforming to `Task` and one line in `TaskRegistry.all`.
+
+/// What a task feeds the model.
+public enum TaskInput: Equatable, Sendable {
+    /// Token ids [B, N] in 0..<vocabulary; `paddingIndex` is the PAD id where sequences are padded.
+    case tokens(vocabulary: Int, paddingIndex: Int?)
+    /// Real-valued features [B, N, F].
+    case features(Int)
+}
+
+/// The data options of a run that a task reads (the rest of the run configuration is the model's
+/// and the trainer's).
+public struct TaskDataOptions: Codable, Equatable, Sendable {
+    /// N.
+    public var length: Int
+    public var seed: UInt64
+    /// Generated tasks: samples per split.
+    public var splitSizes: SplitSizes?
+    /// Corpus tasks: a text file or a folder of .txt files.
+    public var corpus: String?
+    /// Corpus tasks: at most this many evaluation windows per split (nil: all).
+    public var validationLimit: Int?
+    public var testLimit: Int?
+
+    public init(length: Int, seed: UInt64, splitSizes: SplitSizes? = nil, corpus: String? = nil,
+                validationLimit: Int? = nil, testLimit: Int? = nil) {
+        self.length = length
+        self.seed = seed
+        self.splitSizes = splitSizes
+        self.corpus = corpus
+        self.validationLimit = validationLimit
+        self.testLimit = testLimit
+    }
+}
+
+/// A task's three splits, and one line describing them for the console.
+public struct TaskData {
+    public var train: any BatchSource
+    public var validation: any BatchSource
+    public var test: any BatchSource
+    public var summary: String?
+
+    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil) {
+        self.train = train
+        self.validation = validation
+        self.test = test
+        self.summary = summary
+    }
+}
+
+/// Which data options a task reads; any other one given is refused.
+public enum TaskDataOption: String, CaseIterable, Sendable {
+    case trainSize = "--train-size", validationSize = "--val-size", testSize = "--test-size", corpus = "--corpus"
+}
+
+public protocol Task: Sendable {
+    /// The registry name (`--task`).
+    var name: String { get }
+    /// One line for `--help` and listings.
+    var summary: String { get }
+    var input: TaskInput { get }
+    /// Head, loss and metrics.
+    var objective: TaskObjective { get }
+    /// Per-position next-token prediction (needs a causal model).
+    var isCausal: Bool { get }
+    /// The data options this task reads.
+    var dataOptions: Set<TaskDataOption> { get }
+    /// Shortest sequence the task can be posed at.
+    var minimumLength: Int { get }
+    /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
+    /// random windows; generated tasks ignore it).
+    func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData
+}
+
+/// The Paramixer paper's synthetic tasks (`SyntheticTask`) as `Task`s.
+public struct SyntheticTaskDefinition: Task {
+    public let task: SyntheticTask
+    public init(_ task: SyntheticTask) { self.task = task }
+
+    public var name: String { task.rawValue }
+    public var summary: String {
+        task == .adding ? "Adding problem: sum of two marked values among N (regression, accuracy |error| < 0.04)"
+            : "Temporal Order: the order of two marked symbols among N noise tokens (4 classes)"
+    }
+    public var input: TaskInput {
+        task == .adding ? .features(task.inputFeatures!) : .tokens(vocabulary: task.vocabularySize!, paddingIndex: nil)
+    }
+    public var objective: TaskObjective { task.objective }
+    public var isCausal: Bool { false }
+    public var dataOptions: Set<TaskDataOption> { [.trainSize, .validationSize, .testSize] }
+    public var minimumLength: Int { 2 }
+
+    public func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData {
+        let sizes = options.splitSizes ?? .reference
+        let d = try SyntheticDataset.splits(task: task, length: options.length, sizes: sizes, seed: options.seed)
+        return TaskData(train: d.train, validation: d.validation, test: d.test)
+    }
+}
+
+/// Byte-level language modelling on a text corpus (90/5/5 % contiguous splits).
+public struct ByteLanguageModelTask: Task {
+    public init() {}
+    public var name: String { "lm" }
+    public var summary: String { "byte-level language modelling on --corpus (bits per byte, perplexity)" }
+    public var input: TaskInput { .tokens(vocabulary: ByteCorpus.vocabularySize, paddingIndex: ByteCorpus.paddingIndex) }
+    public var objective: TaskObjective { .languageModel(vocabulary: ByteCorpus.vocabularySize, ignoreIndex: ByteCorpus.paddingIndex) }
+    public var isCausal: Bool { true }
+    public var dataOptions: Set<TaskDataOption> { [.corpus, .validationSize, .testSize] }
+    public var minimumLength: Int { 1 }
+
+    public func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData {
+        guard let path = options.corpus else {
+            throw UserError(what: "--corpus", why: "the lm task needs a text file or a folder of .txt files",
+                            remedy: "e.g. `longmixer data fetch shakespeare`, then --corpus data/shakespeare")
+        }
+        let corpus: ByteCorpus
+        let windows: (train: ByteWindows, validation: ByteWindows, test: ByteWindows)
+        do {
+            corpus = try ByteCorpus(path: path)
+            // Training by steps draws one fresh random window per sample of the run; otherwise one
+            // epoch is ⌊train bytes / N⌋ windows.
+            let perEpoch = max(1, corpus.splitRanges().train.count / max(options.length, 1))
+            windows = try corpus.windows(length: options.length, seed: options.seed, trainWindows: max(perEpoch, trainSamples ?? 0),
+                                         validationWindows: options.validationLimit, testWindows: options.testLimit)
+        } catch let e as ByteCorpusError {
+            throw UserError(what: "--corpus", value: path, why: "\(e)")
+        }
+        let files = corpus.files.count
+        let summary = "corpus \(path): \(corpus.count) bytes in \(files) file\(files == 1 ? "" : "s"); windows of \(options.length): "
+            + "\(windows.train.count) train (random offsets), \(windows.validation.count) validation, \(windows.test.count) test"
+        return TaskData(train: windows.train, validation: windows.validation, test: windows.test, summary: summary)
+    }
+}
+
+public enum TaskRegistry {
+    public static let all: [any Task] = [
+        SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
+    ]
+
+    public static var names: [String] { all.map(\.name) }
+
+    /// The task called `name`, or a usage error naming the valid tasks.
+    public static func task(_ name: String) throws -> any Task {
+        guard let t = all.first(where: { $0.name == name.lowercased() }) else {
+            throw UserError(what: "--task", value: name, why: "unknown task", remedy: "valid tasks: \(names.joined(separator: ", "))")
+        }
+        return t
+    }
+}

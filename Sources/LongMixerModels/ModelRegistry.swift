@@ -1,0 +1,317 @@
+import Foundation
+
+// The one place that maps a model name to a model: every mixer of both papers is built here for
+// any task shape, so the trainer, the CLI and the benchmarks never switch over model kinds.
+// Adding a mixer: its file (mixer + `MixerKind` case) and one `ModelEntry` in `ModelRegistry.entries`.
+
+/// What a task feeds a model and what it expects back: the model side of a task.
+public struct ModelTaskShape: Equatable, Sendable {
+    public enum Input: Equatable, Sendable {
+        /// Token ids [B, N] in 0..<vocabulary (`paddingIndex`: the PAD id, masked out of attention).
+        case tokens(vocabulary: Int, paddingIndex: Int?)
+        /// Real-valued features [B, N, F].
+        case features(Int)
+    }
+
+    public var input: Input
+    /// N, the sequence length the task feeds.
+    public var length: Int
+    /// C: classes or regression outputs per sequence, or the vocabulary of a language model.
+    public var outputs: Int
+    /// Per-position next-token outputs [B, N, V] (language modelling): needs a causal mixer.
+    public var causal: Bool
+    /// The input is a W×H image grid (what the 2D mixers need).
+    public var grid: ImageGrid?
+
+    public init(input: Input, length: Int, outputs: Int, causal: Bool = false, grid: ImageGrid? = nil) {
+        self.input = input
+        self.length = length
+        self.outputs = outputs
+        self.causal = causal
+        self.grid = grid
+    }
+}
+
+/// Where a sequence reaches the head: position 0, the mean over positions, or all N·D values.
+public enum Pooling: String, Codable, CaseIterable, Sendable {
+    case cls, mean, flatten
+}
+
+/// Absolute positions added to the embedded input.
+public enum PositionEncoding: String, Codable, CaseIterable, Sendable {
+    /// None: the mixer is position-aware by itself (Paramixer's factors, PermuteFormer, RoPE).
+    case none
+    /// A learned table of N rows (Paramixer's "APC", the LRA encoders' absolute positions).
+    case learned
+    /// Fixed sinusoids (the LM and `bert_prenorm_sin`).
+    case sinusoidal
+}
+
+/// The block a model stacks: Paramixer's own, or the pre-LN encoder / decoder around a mixer.
+public enum ModelFamily: String, Codable, Sendable {
+    case paramixer, encoder, decoder
+}
+
+/// The resolved model options of a run (`config.json` records them); what a family does not use
+/// stays nil, and a value given for the wrong family is refused before the model is built.
+public struct ModelOptions: Codable, Equatable, Sendable {
+    /// D.
+    public var dimensions: Int?
+    /// Blocks (Paramixer) or layers (encoder, decoder).
+    public var layers: Int?
+    /// Paramixer: hidden width H of the f and g MLPs.
+    public var hidden: Int?
+    /// Attention heads.
+    public var heads: Int?
+    /// Encoder/decoder feed-forward width.
+    public var feedForward: Int?
+    /// Encoder/decoder hidden dropout.
+    public var dropout: Float?
+    /// Paramixer: dropout on the embedded input and on each block's output.
+    public var dropout1: Float?
+    public var dropout2: Float?
+    /// Paramixer: link protocol, factor count rule and residual.
+    public var linkProtocol: LinkProtocol?
+    public var factorRule: FactorCountRule?
+    public var residual: ParamixerConfiguration.Residual?
+    public var pooling: Pooling?
+    public var positions: PositionEncoding?
+
+    public init(dimensions: Int? = nil, layers: Int? = nil, hidden: Int? = nil, heads: Int? = nil, feedForward: Int? = nil,
+                dropout: Float? = nil, dropout1: Float? = nil, dropout2: Float? = nil, linkProtocol: LinkProtocol? = nil,
+                factorRule: FactorCountRule? = nil, residual: ParamixerConfiguration.Residual? = nil, pooling: Pooling? = nil,
+                positions: PositionEncoding? = nil) {
+        self.dimensions = dimensions
+        self.layers = layers
+        self.hidden = hidden
+        self.heads = heads
+        self.feedForward = feedForward
+        self.dropout = dropout
+        self.dropout1 = dropout1
+        self.dropout2 = dropout2
+        self.linkProtocol = linkProtocol
+        self.factorRule = factorRule
+        self.residual = residual
+        self.pooling = pooling
+        self.positions = positions
+    }
+
+    /// Each set value of `other` replaces this one's.
+    public func overridden(by other: ModelOptions) -> ModelOptions {
+        var r = self
+        if let v = other.dimensions { r.dimensions = v }
+        if let v = other.layers { r.layers = v }
+        if let v = other.hidden { r.hidden = v }
+        if let v = other.heads { r.heads = v }
+        if let v = other.feedForward { r.feedForward = v }
+        if let v = other.dropout { r.dropout = v }
+        if let v = other.dropout1 { r.dropout1 = v }
+        if let v = other.dropout2 { r.dropout2 = v }
+        if let v = other.linkProtocol { r.linkProtocol = v }
+        if let v = other.factorRule { r.factorRule = v }
+        if let v = other.residual { r.residual = v }
+        if let v = other.pooling { r.pooling = v }
+        if let v = other.positions { r.positions = v }
+        return r
+    }
+
+    /// The option names (as the CLI spells them) that hold a value.
+    public var givenOptions: [String] {
+        var names: [String] = []
+        if dimensions != nil { names.append("--dimensions") }
+        if layers != nil { names.append("--layers") }
+        if hidden != nil { names.append("--hidden") }
+        if heads != nil { names.append("--heads") }
+        if feedForward != nil { names.append("--feed-forward") }
+        if dropout != nil { names.append("--dropout") }
+        if dropout1 != nil { names.append("--dropout1") }
+        if dropout2 != nil { names.append("--dropout2") }
+        if linkProtocol != nil { names.append("--protocol") }
+        if factorRule != nil { names.append("--factor-rule") }
+        if residual != nil { names.append("--residual") }
+        if pooling != nil { names.append("--pooling") }
+        if positions != nil { names.append("--positions") }
+        return names
+    }
+}
+
+/// A built model with the configuration that rebuilds it.
+public struct BuiltModel {
+    public let model: any SequenceModel
+    /// The family's own configuration (`ParamixerConfiguration`, `EncoderConfiguration`,
+    /// `LanguageModelConfiguration`), as written to `config.json` and the checkpoint metadata.
+    public let configuration: any Codable & Sendable
+    /// The output layer's parameters (what `--head-lr-scale` scales).
+    public let headParameters: [Parameter]
+}
+
+/// One model name of the CLI and the configuration files.
+public struct ModelEntry: Sendable {
+    public let name: String
+    public let summary: String
+    public let family: ModelFamily
+    /// The mixer of the bidirectional encoder (nil: Paramixer, or a causal-only ablation).
+    public let mixer: MixerKind?
+    /// The mixer of the language model (nil: no causal form).
+    public let causalMixer: MixerKind?
+    /// Needs a W×H grid (2D PermuteFormer).
+    public let needsGrid: Bool
+
+    /// Model options this model reads; any other given option is refused.
+    public var options: Set<String> {
+        switch family {
+        case .paramixer:
+            return ["--dimensions", "--layers", "--hidden", "--dropout1", "--dropout2", "--protocol", "--factor-rule", "--residual",
+                    "--pooling", "--positions"]
+        case .encoder, .decoder:
+            return ["--dimensions", "--layers", "--heads", "--feed-forward", "--dropout", "--pooling", "--positions"]
+        }
+    }
+}
+
+public enum ModelRegistry {
+    public static let entries: [ModelEntry] = [
+        ModelEntry(name: "paramixer", summary: "Paramixer: sparse factors whose links come from MLPs (--protocol chord|cdil)",
+                   family: .paramixer, mixer: nil, causalMixer: nil, needsGrid: false),
+        ModelEntry(name: "transformer", summary: "softmax attention (pre-LN Transformer)", family: .encoder,
+                   mixer: .softmax, causalMixer: .causalSoftmax, needsGrid: false),
+        ModelEntry(name: "performer", summary: "Performer, ReLU kernel (linear attention)", family: .encoder,
+                   mixer: .performer, causalMixer: .causalPerformer, needsGrid: false),
+        ModelEntry(name: "favor", summary: "Performer with FAVOR+ positive random features", family: .encoder,
+                   mixer: .favor, causalMixer: nil, needsGrid: false),
+        ModelEntry(name: "permuteformer", summary: "PermuteFormer: position-wise permuted features (with decay r for LM)",
+                   family: .encoder, mixer: .permuteFormer, causalMixer: .causalPermuteFormer, needsGrid: false),
+        ModelEntry(name: "permuteformer-2d", summary: "2D PermuteFormer (row and column permutations; image grids)",
+                   family: .encoder, mixer: .permuteFormer2D, causalMixer: nil, needsGrid: true),
+        ModelEntry(name: "orthogonal", summary: "ablation: orthogonal rotations instead of permutations", family: .encoder,
+                   mixer: .orthogonalFormer, causalMixer: nil, needsGrid: false),
+        ModelEntry(name: "rope", summary: "RoPE-Performer (rotary positions on the features)", family: .encoder,
+                   mixer: .ropePerformer, causalMixer: nil, needsGrid: false),
+        ModelEntry(name: "permuteformer-no-decay", summary: "LM ablation: permutation without decay (w/o r)", family: .encoder,
+                   mixer: nil, causalMixer: .causalPermuteFormerNoDecay, needsGrid: false),
+        ModelEntry(name: "decay-only", summary: "LM ablation: decay without permutation (w/o P)", family: .encoder,
+                   mixer: nil, causalMixer: .causalDecayPerformer, needsGrid: false),
+    ]
+
+    public static var names: [String] { entries.map(\.name) }
+
+    /// The entry of `name`, or a usage error naming the valid models.
+    public static func entry(_ name: String) throws -> ModelEntry {
+        guard let e = entries.first(where: { $0.name == name.lowercased() }) else {
+            throw UserError(what: "--model", value: name, why: "unknown model", remedy: "valid models: \(names.joined(separator: ", "))")
+        }
+        return e
+    }
+
+    /// The family that builds `entry` for a task of this shape (language modelling uses the decoder).
+    public static func family(of entry: ModelEntry, causal: Bool) -> ModelFamily {
+        entry.family == .paramixer ? .paramixer : (causal ? .decoder : .encoder)
+    }
+
+    /// Checks that `entry` can serve a task of `shape` and that every given option applies to it.
+    public static func check(_ entry: ModelEntry, for shape: ModelTaskShape, taskName: String, options: ModelOptions) throws {
+        if shape.causal {
+            guard entry.causalMixer != nil else {
+                let causal = entries.filter { $0.causalMixer != nil }.map(\.name)
+                throw UserError(what: "--model", value: entry.name, why: "has no causal form for the language-model task \(taskName)",
+                                remedy: "causal models: \(causal.joined(separator: ", "))")
+            }
+        } else {
+            if entry.family != .paramixer && entry.mixer == nil {
+                throw UserError(what: "--model", value: entry.name, why: "is a causal language-model ablation, not a model for the \(taskName) task",
+                                remedy: "use it with --task lm")
+            }
+            if entry.needsGrid && shape.grid == nil {
+                throw UserError(what: "--model", value: entry.name, why: "needs an image grid and the \(taskName) task has none",
+                                remedy: "use permuteformer for 1D sequences")
+            }
+        }
+        let family = family(of: entry, causal: shape.causal)
+        var allowed = entry.options
+        if family == .decoder { allowed.subtract(["--pooling", "--positions"]) }
+        if let flag = options.givenOptions.first(where: { !allowed.contains($0) }) {
+            throw UserError(what: flag, why: "does not apply to --model \(entry.name)\(shape.causal ? " on a language-model task" : "")",
+                            remedy: "options of this model: \(allowed.sorted().joined(separator: ", "))")
+        }
+        if family == .paramixer {
+            if let p = options.pooling, p == .mean {
+                throw UserError(what: "--pooling", value: p.rawValue, why: "Paramixer pools by flatten or cls", remedy: "use --pooling flatten or cls")
+            }
+            if let p = options.positions, p == .sinusoidal {
+                throw UserError(what: "--positions", value: p.rawValue, why: "Paramixer adds learned positions (APC) or none",
+                                remedy: "use --positions learned or none")
+            }
+        }
+    }
+
+    /// Builds `entry` for a task of `shape` from resolved options (nil fields take the family's defaults).
+    public static func build(_ entry: ModelEntry, for shape: ModelTaskShape, taskName: String, options o: ModelOptions,
+                             generator: inout RandomGenerator) throws -> BuiltModel {
+        try check(entry, for: shape, taskName: taskName, options: o)
+        switch family(of: entry, causal: shape.causal) {
+        case .paramixer:
+            var vocabulary: Int? = nil, features: Int? = nil, padding: Int? = nil
+            switch shape.input {
+            case .tokens(let v, let p): vocabulary = v; padding = p
+            case .features(let f): features = f
+            }
+            let c = ParamixerConfiguration(
+                vocabularySize: vocabulary, inputFeatures: features, length: shape.length, embeddingSize: o.dimensions ?? 32,
+                hiddenSize: o.hidden ?? 32, blocks: o.layers ?? 1, linkProtocol: o.linkProtocol ?? .chord,
+                factorCountRule: o.factorRule ?? .ceil, dropout1: o.dropout1 ?? 0, dropout2: o.dropout2 ?? 0,
+                pooling: (o.pooling ?? .flatten) == .cls ? .cls : .flatten, positionalEmbedding: o.positions == .learned,
+                paddingIndex: padding, outputCount: shape.outputs, residual: o.residual ?? .everyFactor)
+            try rethrowingAsUsage { try c.validate() }
+            let model = try Paramixer(configuration: c, generator: &generator)
+            return BuiltModel(model: model, configuration: c, headParameters: model.final.parameters())
+        case .decoder:
+            guard case .tokens(let v, let p) = shape.input else {
+                throw UserError(what: "--task", value: taskName, why: "a language model reads token ids")
+            }
+            var c = LanguageModelConfiguration(dimensions: o.dimensions ?? 256, heads: o.heads ?? 4, layers: o.layers ?? 4,
+                                               feedForwardDimensions: o.feedForward ?? 1024, dropout: o.dropout ?? 0.1,
+                                               mixer: MixerConfiguration(kind: entry.causalMixer!))
+            c.vocabularySize = v
+            if let p { c.paddingIndex = p }
+            try rethrowingAsUsage { try c.validate() }
+            let model = try CausalLanguageModel(configuration: c, generator: &generator)
+            return BuiltModel(model: model, configuration: c, headParameters: [])
+        case .encoder:
+            let c = try encoderConfiguration(entry, for: shape, options: o)
+            try rethrowingAsUsage { try c.validate() }
+            let model = try EncoderClassifier(configuration: c, generator: &generator)
+            return BuiltModel(model: model, configuration: c, headParameters: model.head.parameters())
+        }
+    }
+
+    /// The encoder of `entry` for `shape`; defaults are a small CPU model (D 32, 1 layer, 2 heads, FFN 64,
+    /// no dropout), positions as the reference for the mixer, FLATTEN pooling as Paramixer's synthetic setup.
+    static func encoderConfiguration(_ entry: ModelEntry, for shape: ModelTaskShape, options o: ModelOptions) throws -> EncoderConfiguration {
+        guard case .tokens(let vocabulary, let padding) = shape.input else {
+            throw UserError(what: "--model", value: entry.name, why: "the encoder does not read real-valued features yet")
+        }
+        var mixer = MixerConfiguration(kind: entry.mixer!)
+        if let grid = shape.grid { mixer.grid = grid }
+        let positions: EncoderConfiguration.Positions
+        switch o.positions {
+        case nil: positions = EncoderConfiguration.defaultPositions(for: entry.mixer!)
+        case .none?: positions = .none
+        case .learned?: positions = .learned
+        case .sinusoidal?: positions = .sinusoidal
+        }
+        if (o.pooling ?? .cls) != .cls {
+            throw UserError(what: "--pooling", value: o.pooling!.rawValue, why: "the encoder pools by cls only yet")
+        }
+        return EncoderConfiguration(vocabularySize: vocabulary, dimensions: o.dimensions ?? 32, heads: o.heads ?? 2,
+                                    layers: o.layers ?? 1, feedForwardDimensions: o.feedForward ?? 64, dropout: o.dropout ?? 0,
+                                    mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
+                                    head: .classification, classes: shape.outputs, paddingIndex: padding ?? 0)
+    }
+
+    /// Runs `body`, turning a configuration error of a model family into a usage error.
+    static func rethrowingAsUsage(_ body: () throws -> Void) throws {
+        do { try body() } catch let e as UserError { throw e } catch {
+            throw UserError(what: "model configuration", why: "\(error)", remedy: "change the model options")
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+@testable import LongMixerTraining
+
+/// The one configuration merge: defaults ← preset ← command line, `--scale`, and refusal of every
+/// setting that does not apply, before anything is built.
+@Suite("Run configuration")
+struct RunConfigurationTests {
+    func settings(_ body: (inout RunSettings) -> Void) -> RunSettings {
+        var s = RunSettings()
+        body(&s)
+        return s
+    }
+
+    func expectRefused(_ s: RunSettings, preset: String? = nil, scale: Double? = nil, naming what: String,
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try RunConfiguration.resolve(s, preset: preset, scale: scale)
+            Issue.record("accepted; expected a refusal naming \(what)", sourceLocation: sourceLocation)
+        } catch let e as UserError {
+            #expect(e.what == what, "refused for \(e.what), expected \(what): \(e)", sourceLocation: sourceLocation)
+            #expect(!e.description.contains("\n"), sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("not a UserError: \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func defaultsForTheMainJob() throws {
+        let c = try RunConfiguration.resolve(settings { $0.task = "adding" })
+        #expect(c.task == "adding" && c.model == "paramixer" && c.length == 1024 && c.seed == 42)
+        #expect(c.optimizer == .adam && c.learningRate == 2e-3 && c.schedule == .cosine && c.training.steps == 1500)
+        #expect(c.training.batchSize == 40 && c.training.clipNorm == 1 && c.data.splitSizes == SplitSizes())
+        #expect(c.preset == nil && c.scale == nil)
+        // Temporal Order's defaults: block-input residual and learned positions for Paramixer.
+        let order = try RunConfiguration.resolve(settings { $0.task = "order" })
+        #expect(order.modelOptions.residual == .blockInput && order.modelOptions.positions == .learned)
+        // The LM's defaults.
+        let lm = try RunConfiguration.resolve(settings { $0.task = "lm"; $0.corpus = "c.txt" })
+        #expect(lm.model == "permuteformer" && lm.optimizer == .adamw && lm.learningRate == 5e-4 && lm.weightDecay == 0.01)
+        #expect(lm.size == .small && lm.modelOptions.dimensions == 256 && lm.training.batchSize == 16 && lm.training.steps == 1000)
+    }
+
+    @Test func presetOverridesDefaultsAndFlagsOverridePreset() throws {
+        let p = try RunConfiguration.resolve(RunSettings(), preset: "paramixer-order")
+        #expect(p.task == "order" && p.preset == "paramixer-order")
+        #expect(p.schedule == .constant && p.learningRate == 1e-3 && p.training.epochs == 30 && p.training.steps == nil)
+        #expect(p.modelOptions.residual == .everyFactor && p.modelOptions.factorRule == .floor && p.modelOptions.positions == .learned)
+        let f = try RunConfiguration.resolve(settings { $0.learningRate = 5e-4; $0.steps = 10; $0.modelOptions.residual = .blockInput },
+                                             preset: "paramixer-order")
+        #expect(f.learningRate == 5e-4 && f.training.steps == 10 && f.modelOptions.residual == .blockInput)
+        #expect(f.schedule == .constant && f.training.batchSize == 40)
+        // LM size is the base; explicit width wins.
+        let lm = try RunConfiguration.resolve(settings { $0.task = "lm"; $0.size = .tiny; $0.modelOptions.dimensions = 96 })
+        #expect(lm.modelOptions.dimensions == 96 && lm.modelOptions.layers == 2 && lm.modelOptions.heads == 2)
+    }
+
+    @Test func scaleShrinksAndIsRecorded() throws {
+        let c = try RunConfiguration.resolve(RunSettings(), preset: "paramixer-adding", scale: 0.25)
+        #expect(c.preset == "paramixer-adding" && c.scale == 0.25)
+        #expect(c.length == 256 && c.modelOptions.dimensions == 8 && c.modelOptions.hidden == 8 && c.modelOptions.layers == 1)
+        #expect(c.training.epochs == 13 && c.data.splitSizes == SplitSizes(train: 25_000, validation: 250, test: 250))
+        expectRefused(RunSettings(), preset: "paramixer-adding", scale: 1.5, naming: "--scale")
+        expectRefused(RunSettings(), preset: "paramixer-adding", scale: 0, naming: "--scale")
+    }
+
+    @Test func everyModelResolvesForItsTasks() throws {
+        for name in ["paramixer", "transformer", "performer", "favor", "permuteformer", "rope", "orthogonal"] {
+            #expect(try RunConfiguration.resolve(settings { $0.task = "order"; $0.model = name }).model == name)
+        }
+        for name in ["transformer", "performer", "permuteformer", "permuteformer-no-decay", "decay-only"] {
+            #expect(try RunConfiguration.resolve(settings { $0.task = "lm"; $0.model = name }).model == name)
+        }
+    }
+
+    @Test func inapplicableSettingsAreRefused() {
+        expectRefused(settings { $0.task = "adding"; $0.modelOptions.heads = 4 }, naming: "--heads")
+        expectRefused(settings { $0.task = "adding"; $0.modelOptions.dropout = 0.1 }, naming: "--dropout")
+        expectRefused(settings { $0.task = "adding"; $0.modelOptions.feedForward = 64 }, naming: "--feed-forward")
+        expectRefused(settings { $0.task = "order"; $0.model = "performer"; $0.modelOptions.hidden = 8 }, naming: "--hidden")
+        expectRefused(settings { $0.task = "order"; $0.model = "performer"; $0.modelOptions.linkProtocol = .cdil }, naming: "--protocol")
+        expectRefused(settings { $0.task = "order"; $0.model = "performer"; $0.modelOptions.residual = .blockInput }, naming: "--residual")
+        expectRefused(settings { $0.task = "order"; $0.model = "rope"; $0.modelOptions.dropout1 = 0.1 }, naming: "--dropout1")
+        expectRefused(settings { $0.task = "lm"; $0.modelOptions.residual = .blockInput }, naming: "--residual")
+        expectRefused(settings { $0.task = "lm"; $0.headLearningRateScale = 2 }, naming: "--head-lr-scale")
+        expectRefused(settings { $0.task = "lm"; $0.modelOptions.pooling = .cls }, naming: "--pooling")
+        expectRefused(settings { $0.task = "lm"; $0.targetAccuracy = 0.5 }, naming: "--target-accuracy")
+        expectRefused(settings { $0.task = "lm"; $0.trainSize = 100 }, naming: "--train-size")
+        expectRefused(settings { $0.task = "adding"; $0.corpus = "c.txt" }, naming: "--corpus")
+        expectRefused(settings { $0.task = "adding"; $0.size = .tiny }, naming: "--size")
+        expectRefused(settings { $0.task = "adding"; $0.steps = 5; $0.epochs = 2 }, naming: "--epochs")
+        expectRefused(settings { $0.task = "adding"; $0.optimizer = .sgd; $0.headLearningRateScale = 2 }, naming: "--head-lr-scale")
+        expectRefused(settings { $0.task = "adding"; $0.schedule = .constant; $0.warmupSteps = 10 }, naming: "--warmup-steps")
+        expectRefused(settings { $0.task = "adding"; $0.modelOptions.pooling = .mean }, naming: "--pooling")
+        expectRefused(settings { $0.task = "adding"; $0.modelOptions.positions = .sinusoidal }, naming: "--positions")
+    }
+
+    @Test func modelsThatCannotServeATaskAreRefused() {
+        expectRefused(settings { $0.task = "order"; $0.model = "decay-only" }, naming: "--model")        // causal mixer, classification
+        expectRefused(settings { $0.task = "order"; $0.model = "permuteformer-2d" }, naming: "--model")  // 2D mixer, no grid
+        expectRefused(settings { $0.task = "lm"; $0.model = "favor" }, naming: "--model")                // no causal form
+        expectRefused(settings { $0.task = "lm"; $0.model = "paramixer" }, naming: "--model")
+        expectRefused(settings { $0.task = "adding"; $0.model = "bert" }, naming: "--model")
+        expectRefused(settings { $0.task = "listops" }, naming: "--task")
+        expectRefused(RunSettings(), naming: "--task")
+    }
+
+    @Test func presetMismatchesAreRefused() {
+        expectRefused(RunSettings(), preset: "bert-base", naming: "--preset")
+        expectRefused(settings { $0.task = "order" }, preset: "paramixer-adding", naming: "--task")
+        expectRefused(settings { $0.model = "performer" }, preset: "paramixer-adding", naming: "--model")
+        expectRefused(settings { $0.length = 1000 }, preset: "paramixer-adding", naming: "--length")
+        expectRefused(RunSettings(), preset: "lra-listops-permuteformer", naming: "--preset")   // no data yet
+    }
+
+    @Test func outOfRangeValuesAreRefused() {
+        for (value, flag) in [(0, "--batch-size"), (-1, "--steps"), (Int.max, "--length"), (0, "--dimensions")] {
+            expectRefused(settings {
+                $0.task = "adding"
+                switch flag {
+                case "--batch-size": $0.batchSize = value
+                case "--steps": $0.steps = value
+                case "--length": $0.length = value
+                default: $0.modelOptions.dimensions = value
+                }
+            }, naming: flag)
+        }
+        expectRefused(settings { $0.task = "adding"; $0.learningRate = .nan }, naming: "--learning-rate")
+        expectRefused(settings { $0.task = "adding"; $0.clipNorm = -1 }, naming: "--clip-norm")
+        expectRefused(settings { $0.task = "adding"; $0.targetAccuracy = 2 }, naming: "--target-accuracy")
+    }
+
+    @Test func everyPresetNamesItsSourceAndResolvesOrSaysWhatIsMissing() throws {
+        #expect(RunPreset.all.count >= 8 + 27 + 5)
+        for p in RunPreset.all {
+            #expect(!p.source.isEmpty && !p.summary.isEmpty)
+            if p.missingData == nil {
+                let s = p.task == "lm" ? settings { $0.corpus = "c.txt" } : RunSettings()
+                #expect(throws: Never.self) { _ = try RunConfiguration.resolve(s, preset: p.name) }
+            }
+        }
+    }
+
+    @Test func configurationRoundTripsThroughJSON() throws {
+        let c = try RunConfiguration.resolve(settings { $0.task = "order"; $0.model = "permuteformer"; $0.modelOptions.heads = 4 })
+        let decoded = try JSONDecoder().decode(RunConfiguration.self, from: JSONEncoder().encode(c))
+        #expect(decoded == c)
+    }
+}
