@@ -11,37 +11,6 @@ extension CausalLanguageModel {
     }
 }
 
-/// The language models of `longmixer train --task lm --model …`, mapped to causal mixer kinds.
-public enum LanguageModelKind: String, CaseIterable, Codable, Sendable {
-    /// Permutation + decay (the paper's LM).
-    case permuteformer
-    /// Performer baseline (ReLU kernel, neither permutation nor decay).
-    case performer
-    /// Ablation "w/o r": permutation, no decay.
-    case permuteformerNoDecay = "permuteformer-no-decay"
-    /// Ablation "w/o P": decay, no permutation.
-    case decayOnly = "decay-only"
-    /// Softmax Transformer baseline.
-    case transformer
-
-    public var mixerKind: MixerKind {
-        switch self {
-        case .permuteformer: return .causalPermuteFormer
-        case .performer: return .causalPerformer
-        case .permuteformerNoDecay: return .causalPermuteFormerNoDecay
-        case .decayOnly: return .causalDecayPerformer
-        case .transformer: return .causalSoftmax
-        }
-    }
-
-    public init(parsing name: String) throws {
-        guard let kind = LanguageModelKind(rawValue: name.lowercased()) else {
-            throw LanguageModelRunError("unknown language model '\(name)'; valid models: \(Self.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        self = kind
-    }
-}
-
 /// Errors about language-model runs, one line each.
 public struct LanguageModelRunError: Error, CustomStringConvertible, Equatable {
     public let message: String

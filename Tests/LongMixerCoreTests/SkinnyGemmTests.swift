@@ -59,7 +59,7 @@ struct SkinnyGemmTests {
             for transposeB in [true, false] {
                 for useBias in [false, true] {
                     var results: [[Float]] = []
-                    withEachThreadCount([1, 2, 2]) { _ in
+                    withEachThreadCount { _ in
                         var c = [Float](repeating: .nan, count: m * n)
                         a.withUnsafeBufferPointer { ap in
                             (transposeB ? w : wt).withUnsafeBufferPointer { bp in
@@ -76,7 +76,6 @@ struct SkinnyGemmTests {
                     let what = "m \(m) n \(n) k \(k) transposeB \(transposeB) bias \(useBias)"
                     Self.expectClose(results[0], useBias ? withBias : reference, useBias ? biasMagnitude : magnitude,
                                      tolerance: 1e-5, what)
-                    #expect(results[1].map(\.bitPattern) == results[2].map(\.bitPattern), "\(what): two runs on 2 threads differ")
                     if BLAS.usesSkinnyGemm(m: m, n: n, k: k) {
                         #expect(results[0].map(\.bitPattern) == results[1].map(\.bitPattern), "\(what): 1 and 2 threads differ")
                     }
@@ -110,7 +109,7 @@ struct SkinnyGemmTests {
                 }
             }
             var products: [[Float]] = [], columnSums: [[Float]] = []
-            withEachThreadCount([1, 2, 2]) { _ in
+            withEachThreadCount { _ in
                 var c = [Float](repeating: .nan, count: n * k), s = [Float](repeating: .nan, count: n)
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
@@ -127,8 +126,6 @@ struct SkinnyGemmTests {
             let what = "m \(m) n \(n) k \(k)"
             Self.expectClose(products[0], reference, magnitude, tolerance: 2e-5, what + " Aᵀ·B")
             Self.expectClose(columnSums[0], sums, sumMagnitude, tolerance: 2e-5, what + " column sums")
-            #expect(products[1].map(\.bitPattern) == products[2].map(\.bitPattern) && columnSums[1] == columnSums[2],
-                    "\(what): two runs on 2 threads differ")
             if BLAS.usesSkinnyGemm(m: m, n: n, k: k) {
                 #expect(products[0].map(\.bitPattern) == products[1].map(\.bitPattern), "\(what): Aᵀ·B differs between 1 and 2 threads")
                 #expect(columnSums[0].map(\.bitPattern) == columnSums[1].map(\.bitPattern), "\(what): sums differ between 1 and 2 threads")

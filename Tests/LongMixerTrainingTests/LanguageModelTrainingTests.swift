@@ -13,9 +13,9 @@ private func writeRepetitiveCorpus(_ folder: URL) throws -> URL {
     return url
 }
 
-private func tinyLanguageModel(_ kind: LanguageModelKind = .permuteformer, seed: UInt64 = 7) throws -> CausalLanguageModel {
+private func tinyLanguageModel(_ model: String = "permuteformer", seed: UInt64 = 7) throws -> CausalLanguageModel {
     var configuration = try LanguageModelConfiguration.preset("tiny")
-    configuration.mixer = MixerConfiguration(kind: kind.mixerKind)
+    configuration.mixer = MixerConfiguration(kind: try ModelRegistry.entry(model).causalMixer!)
     configuration.dropout = 0
     var generator = RandomGenerator(seed: seed)
     return try CausalLanguageModel(configuration: configuration, generator: &generator)
@@ -126,7 +126,7 @@ private struct TestRunConfiguration: Codable {
         try JSONEncoder().encode(TestRunConfiguration(model: "permuteformer", languageModel: other)).write(to: folder.appendingPathComponent("config.json"))
         #expect(throws: LanguageModelRunError.self) { try CausalLanguageModel.load(runDirectory: folder) }
         #expect(throws: LanguageModelRunError.self) { try model.sampleBytes(prompt: [], count: 3) }
-        #expect(throws: LanguageModelRunError.self) { try LanguageModelKind(parsing: "paramixer") }
-        #expect(try LanguageModelKind(parsing: "Decay-Only").mixerKind == .causalDecayPerformer)
+        #expect(try ModelRegistry.entry("paramixer").causalMixer == nil)
+        #expect(try ModelRegistry.entry("Decay-Only").causalMixer == .causalDecayPerformer)
     }
 }

@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+@testable import LongMixerTraining
+
+/// End to end through the `longmixer` executable (built beside the test bundle): every model family
+/// on the tasks it serves, a few steps at tiny sizes, the run directory checked; and refusals that
+/// leave nothing behind.
+@Suite("longmixer train (CLI)", .serialized)
+struct TrainCommandTests {
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    /// The executable next to the running test bundle.
+    static let executable: URL = {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+        return dir.appendingPathComponent("longmixer")
+    }()
+
+    static func run(_ arguments: [String], in directory: URL) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        // Output goes to files (no pipe can fill up and block the child).
+        let out = directory.appendingPathComponent(".stdout-\(UUID().uuidString)"), err = directory.appendingPathComponent(".stderr-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        FileManager.default.createFile(atPath: err.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: out); try? FileManager.default.removeItem(at: err) }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        try process.run()
+        let deadline = Date().addingTimeInterval(300)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let outData = try Data(contentsOf: out), errData = try Data(contentsOf: err)
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    static func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Trains and checks the run directory: the files, the recorded task/model, finite test metrics.
+    func trains(_ arguments: [String], task: String, model: String, family: String,
+                sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try Self.run(["train", "--quiet", "--threads", "1", "--output", "run"] + arguments, in: dir)
+        #expect(r.status == 0, "\(arguments): exit \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
+        guard r.status == 0 else { return }
+        let run = dir.appendingPathComponent("run")
+        for file in ["config.json", "metrics.jsonl", "model.safetensors", "summary.json"] {
+            #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent(file).path), "\(arguments): no \(file)",
+                    sourceLocation: sourceLocation)
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("config.json"))) as! [String: Any]
+        let resolved = config["configuration"] as? [String: Any]
+        #expect(resolved?["task"] as? String == task && resolved?["model"] as? String == model, sourceLocation: sourceLocation)
+        #expect(config[family] != nil, "\(arguments): config.json has no \(family) model configuration", sourceLocation: sourceLocation)
+        let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: run.appendingPathComponent("summary.json")))
+        #expect(summary.test.loss.isFinite && summary.steps == 3, sourceLocation: sourceLocation)
+    }
+
+    static let tiny = ["--steps", "3", "--train-size", "24", "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--length", "32"]
+
+    @Test func executableIsBuilt() {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.executable.path), "no longmixer at \(Self.executable.path)")
+    }
+
+    @Test(arguments: ["chord", "cdil"])
+    func paramixerOnBothSyntheticTasks(linkProtocol: String) throws {
+        for task in ["adding", "order"] {
+            try trains(["--task", task, "--model", "paramixer", "--protocol", linkProtocol] + Self.tiny,
+                       task: task, model: "paramixer", family: "paramixer")
+        }
+    }
+
+    @Test(arguments: ["transformer", "performer", "favor", "permuteformer", "rope", "orthogonal"])
+    func encoderOnTemporalOrder(model: String) throws {
+        try trains(["--task", "order", "--model", model, "--dimensions", "16", "--heads", "2"] + Self.tiny,
+                   task: "order", model: model, family: "encoder")
+    }
+
+    @Test(arguments: ["permuteformer", "performer", "permuteformer-no-decay", "decay-only", "transformer"])
+    func languageModels(model: String) throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let corpus = dir.appendingPathComponent("corpus.txt")
+        try String(repeating: "To be, or not to be, that is the question. ", count: 200).write(to: corpus, atomically: true, encoding: .utf8)
+        try trains(["--task", "lm", "--model", model, "--corpus", corpus.path, "--size", "tiny", "--dimensions", "16", "--length", "16",
+                    "--steps", "3", "--batch-size", "2", "--val-size", "2", "--test-size", "2"],
+                   task: "lm", model: model, family: "languageModel")
+    }
+
+    @Test func refusalsLeaveNothingBehind() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let refused: [[String]] = [
+            ["--task", "adding", "--heads", "4"],                    // a flag of another model family
+            ["--task", "order", "--model", "decay-only"],            // a causal mixer on a classification task
+            ["--task", "order", "--model", "permuteformer-2d"],      // a 2D mixer without a grid
+            ["--task", "lm", "--model", "favor"],                    // no causal form
+            ["--preset", "no-such-preset"],
+            ["--task", "adding", "--model", "performer", "--residual", "block-input"],
+            ["--task", "adding", "--length", "-5"],
+        ]
+        for arguments in refused {
+            let r = try Self.run(["train", "--output", "run"] + arguments, in: dir)
+            #expect(r.status != 0, "\(arguments) was accepted")
+            let lines = r.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(arguments): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("run").path), "\(arguments) left a run directory")
+        }
+    }
+
+    @Test func presetsAreListed() throws {
+        let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
+        #expect(r.status == 0)
+        for name in ["paramixer-adding", "paramixer-order", "lra-image-permuteformer-2d", "lm-wikitext-permuteformer"] {
+            #expect(r.stdout.contains(name), "\(name) is not listed")
+        }
+    }
+}
