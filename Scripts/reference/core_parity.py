@@ -3,7 +3,7 @@ CoreOptimizerParityTests.swift).
 
 Regenerate the fixtures (from the package root):
 
-    /work/venv/bin/python Scripts/reference/core_parity.py
+    python3 Scripts/reference/core_parity.py
 
 Network (float32, seed 0), per-token classification:
 

@@ -9,7 +9,7 @@ which Tests/LongMixerNNTests/OptimizerTests.swift reads.
 
 Regenerate (from the package root):
 
-    /work/venv/bin/python Scripts/reference/optimizer_reference.py
+    python3 Scripts/reference/optimizer_reference.py
 
 Every hyper-parameter is rounded to float32 before torch sees it, so that the Swift side (which
 holds Float hyper-parameters) starts from exactly the same numbers.

@@ -2,7 +2,7 @@
 """PyTorch reference Paramixer for LongMixer's parity tests (our own gather-based re-implementation).
 
 Semantics follow the authors' code (wiedersehne/Paramixer, LRA/paramixer.py and
-Synthetic-data-tasks/paramixer.py; see /work/shared/reference/paramixer.md sections 1-3):
+Synthetic-data-tasks/paramixer.py; see the Paramixer reference notes, sections 1-3):
   - factor m: out[b,i,:] = sum_k W[b,i,k] * V[b,(i+off_k) mod N,:], W = f_m(data), no softmax;
     duplicate links are separate slots and add up (torch_sparse.spmm = gather + scatter_add);
   - block: V = g(V); for m: V = factor_m(V) + V; V = dropout2(V);
@@ -13,11 +13,11 @@ are those of the original module, and the Swift `Paramixer` uses the same dotted
 
 Regenerate the fixtures (from the package root):
 
-    /work/venv/bin/python Scripts/reference/paramixer_reference.py --out Tests/Fixtures
+    python3 Scripts/reference/paramixer_reference.py --out Tests/Fixtures
 
 Time the PyTorch model for comparison with ParamixerBenchmark.model (D = H = 32, 1 block):
 
-    /work/venv/bin/python Scripts/reference/paramixer_reference.py --benchmark 1024 16384 --threads 2
+    python3 Scripts/reference/paramixer_reference.py --benchmark 1024 16384 --threads 2
 
 Each case writes Tests/Fixtures/paramixer_<case>.safetensors with
   input.tokens (int32 [B,N]) or input.features (float32 [B,N,F]),

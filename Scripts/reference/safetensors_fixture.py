@@ -2,7 +2,7 @@
 
 Regenerate / verify (from the package root):
 
-    /work/venv/bin/python Scripts/reference/safetensors_fixture.py
+    python3 Scripts/reference/safetensors_fixture.py
 
 1. Writes Tests/Fixtures/python_written.safetensors with Python's `safetensors` package
    (F32, F16 with subnormal/inf/NaN/-0, I32, I64, rank 0, an empty tensor, metadata).

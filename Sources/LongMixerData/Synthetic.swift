@@ -2,7 +2,7 @@ import Foundation
 
 // Synthetic long-range tasks of the Paramixer paper (Yu et al., CVPR 2022), generated like the
 // reference code `wiedersehne/Paramixer`, `Synthetic-data-tasks/synth_data_generation.py`
-// (see /work/shared/reference/paramixer.md §4.1–4.2):
+// (the Paramixer reference notes, §4.1–4.2):
 //
 // - Adding problem: N pairs (value, marker). Values x ~ U(−1, 1] (the reference's
 //   `(-1 - 1) * torch.rand(N) + 1`); two distinct positions p1 < p2 drawn uniformly from the whole

@@ -3,7 +3,7 @@ import Testing
 import LongMixerNN
 
 // Three Adam / AdamW steps on the core parity network against torch.optim (fixtures from
-// `/work/venv/bin/python Scripts/reference/core_parity.py`). Each step recomputes the loss and the
+// `python3 Scripts/reference/core_parity.py`). Each step recomputes the loss and the
 // gradients, then steps, exactly as the script does.
 
 @Suite struct CoreOptimizerParityTests {

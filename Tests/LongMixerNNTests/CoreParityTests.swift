@@ -3,7 +3,7 @@ import Testing
 import LongMixerNN
 
 // Parity with PyTorch for the core layers, autodiff and cross-entropy. Fixtures are written by
-// `/work/venv/bin/python Scripts/reference/core_parity.py` (see that script for the network and data):
+// `python3 Scripts/reference/core_parity.py` (see that script for the network and data):
 // Tests/Fixtures/core_parity_weights.safetensors (the torch state_dict) and core_parity.safetensors
 // (inputs, logits, loss, every gradient, and the optimizer results used by CoreOptimizerParityTests).
 

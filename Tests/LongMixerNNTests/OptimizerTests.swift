@@ -3,7 +3,7 @@ import Testing
 @testable import LongMixerNN
 
 // Parity with torch.optim / clip_grad_norm_ / lr_scheduler through Tests/Fixtures/optimizer_reference.json,
-// written by Scripts/reference/optimizer_reference.py (regenerate: /work/venv/bin/python Scripts/reference/optimizer_reference.py).
+// written by Scripts/reference/optimizer_reference.py (regenerate: python3 Scripts/reference/optimizer_reference.py).
 // Measured against torch 2.13.0+cpu (AMD EPYC, AVX2 kernels): SGD, AdamW and every schedule agree bit for bit;
 // Adam and clip_grad_norm_ differ by at most 1 ulp (ATen fuses a multiply-add in its vectorised
 // addcmul but not in the scalar tail, and accumulates norms in float), well inside the 1e-6 tolerance.

@@ -1,6 +1,6 @@
 import Foundation
 
-// Fused linear-attention ops (issue #4). Kernels and their derivations: Kernels/LinearAttentionKernels.swift.
+// Fused linear-attention ops. Kernels and their derivations: Kernels/LinearAttentionKernels.swift.
 
 /// Checks q, k: [B, H, N, F] and v: [B, H, N, Dh] and returns the sizes.
 func linearAttentionSizes(_ q: Variable, _ k: Variable, _ v: Variable, op: String) -> LinearAttentionSizes {

@@ -1,7 +1,7 @@
 import COpenBLAS
 import Foundation
 
-// Linear attention kernels (issue #4): bidirectional (masked, normalised or not) and causal (chunked,
+// Linear attention kernels: bidirectional (masked, normalised or not) and causal (chunked,
 // optional per-head decay r ∈ (0, 1], normalised or not), with naive O(N²) double-precision references.
 //
 // Layout: q, k: [B, H, N, F]; v, out: [B, H, N, Dh]; one (b, h) pair is a "slice" of N rows.
