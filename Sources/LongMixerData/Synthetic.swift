@@ -72,6 +72,9 @@ public enum TaskObjective: Equatable, Sendable, Codable {
     case regression(outputs: Int, tolerance: Float)
     /// One of `classes` classes per sequence, cross-entropy loss, argmax accuracy.
     case classification(classes: Int)
+    /// Two classes from one logit per sequence [B, 1]: binary cross-entropy with logits, accuracy of
+    /// logit > 0, and ROC-AUC of the probabilities σ(logit) over an evaluation split.
+    case binary
     /// Next-token prediction over a vocabulary of `vocabulary` tokens: model outputs are logits
     /// [B, N, V], targets `.tokens` [B, N]; token-level cross-entropy with targets equal to
     /// `ignoreIndex` (PAD) skipped; losses and accuracies are averaged per counted token.
@@ -82,6 +85,7 @@ public enum TaskObjective: Equatable, Sendable, Codable {
         switch self {
         case .regression(let o, _): return o
         case .classification(let c): return c
+        case .binary: return 1
         case .languageModel(let v, _): return v
         }
     }

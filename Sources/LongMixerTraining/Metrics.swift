@@ -26,6 +26,16 @@ extension TaskObjective {
             }
             let rows = t.shape[0] * t.shape[1]
             return crossEntropy(logits: reshape(outputs, [rows, v]), targets: t.reshaped([rows]), ignoreIndex: ignore)
+        case (.binary, .classes(let labels)):
+            guard outputs.shape == [labels.count, 1] else {
+                throw TrainingError.shapeMismatch("model outputs \(outputs.shape) do not fit \(labels.count) binary labels (one logit each)")
+            }
+            guard labels.scalars.allSatisfy({ $0 == 0 || $0 == 1 }) else {
+                throw TrainingError.shapeMismatch("binary labels must be 0 or 1, got \(Set(labels.scalars).sorted())")
+            }
+            return binaryCrossEntropy(logits: outputs, targets: Tensor(shape: [labels.count, 1], scalars: labels.scalars.map { Float($0) }))
+        case (.binary, _):
+            throw TrainingError.shapeMismatch("a binary task needs 0/1 class targets")
         case (.languageModel, _):
             throw TrainingError.shapeMismatch("a language-model task needs per-position token targets")
         case (_, .tokens):
@@ -67,6 +77,10 @@ extension TaskObjective {
                 if best == Int(labels.scalars[r]) { correct += 1 }
             }
             return correct
+        case (.binary, .classes(let labels)):
+            var correct = 0
+            for r in 0..<labels.count where (outputs[flat: r] > 0 ? 1 : 0) == labels.scalars[r] { correct += 1 }
+            return correct
         case (.languageModel(let v, let ignore), .tokens(let t)):
             // Counted target tokens whose argmax logit is the target (ties go to the lowest id).
             var correct = 0
@@ -89,6 +103,7 @@ extension TaskObjective {
         switch self {
         case .regression(_, let tolerance): return "fraction with |error| < \(tolerance)"
         case .classification: return "argmax accuracy"
+        case .binary: return "accuracy of logit > 0"
         case .languageModel: return "next-token argmax accuracy per counted token"
         }
     }
@@ -98,6 +113,7 @@ extension TaskObjective {
         switch self {
         case .regression: return "mse"
         case .classification: return "cross-entropy"
+        case .binary: return "binary cross-entropy"
         case .languageModel: return "token cross-entropy (nats per token)"
         }
     }
@@ -116,6 +132,8 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
     public var tokens: Int?
     public var perplexity: Double?
     public var bitsPerByte: Double?
+    /// Binary tasks, evaluation splits: area under the ROC curve of the predicted probabilities.
+    public var rocAUC: Double?
 
     public init(loss: Double, accuracy: Double, count: Int, tokens: Int? = nil) {
         self.loss = loss
@@ -141,6 +159,7 @@ public func evaluate(_ model: some SequenceModel, on source: some BatchSource, o
     model.eval()
     defer { model.train(wasTraining) }
     var lossSum = 0.0, correct = 0, seen = 0, weightSum = 0
+    var scores: [Float] = [], labels: [Bool] = []
     try withoutGradient {
         for index in 0..<source.batchCount(size: batchSize) {
             let batch = source.batch(at: index, size: batchSize)
@@ -149,14 +168,42 @@ public func evaluate(_ model: some SequenceModel, on source: some BatchSource, o
             let weight = objective.weight(batch.targets, batchSize: batch.size)
             lossSum += Double(loss) * Double(weight)
             correct += objective.correctCount(outputs.value, batch.targets)
+            if case .binary = objective, case .classes(let y) = batch.targets {
+                scores += outputs.value.scalars
+                labels += y.scalars.map { $0 == 1 }
+            }
             seen += batch.size
             weightSum += weight
         }
     }
     let isLanguageModel: Bool
     if case .languageModel = objective { isLanguageModel = true } else { isLanguageModel = false }
-    return EvaluationResult(loss: lossSum / Double(max(weightSum, 1)), accuracy: Double(correct) / Double(max(weightSum, 1)), count: seen,
-                            tokens: isLanguageModel ? weightSum : nil)
+    var result = EvaluationResult(loss: lossSum / Double(max(weightSum, 1)), accuracy: Double(correct) / Double(max(weightSum, 1)),
+                                  count: seen, tokens: isLanguageModel ? weightSum : nil)
+    if case .binary = objective { result.rocAUC = rocAUC(scores: scores, labels: labels) }
+    return result
+}
+
+/// Area under the ROC curve: the probability that a random positive scores above a random negative
+/// (ties count half), from the ranks of the scores (Mann–Whitney U). Any monotone map of the scores
+/// (logits or σ(logits)) gives the same value. nil when one class is absent.
+public func rocAUC(scores: [Float], labels: [Bool]) -> Double? {
+    check(scores.count == labels.count, "rocAUC: \(scores.count) scores for \(labels.count) labels")
+    let positives = labels.filter { $0 }.count, negatives = labels.count - positives
+    guard positives > 0 && negatives > 0 else { return nil }
+    let order = scores.indices.sorted { scores[$0] < scores[$1] }
+    // Average ranks (1-based) over runs of equal scores.
+    var rankSumOfPositives = 0.0
+    var i = 0
+    while i < order.count {
+        var j = i
+        while j + 1 < order.count && scores[order[j + 1]] == scores[order[i]] { j += 1 }
+        let averageRank = Double(i + j + 2) / 2
+        for k in i...j where labels[order[k]] { rankSumOfPositives += averageRank }
+        i = j + 1
+    }
+    let u = rankSumOfPositives - Double(positives) * Double(positives + 1) / 2
+    return u / (Double(positives) * Double(negatives))
 }
 
 /// One line of `metrics.jsonl`.
@@ -190,6 +237,8 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     /// Language model only: bits per byte and perplexity of `loss`.
     public var bitsPerByte: Double?
     public var perplexity: Double?
+    /// Binary tasks, evaluation records: ROC-AUC of the predicted probabilities.
+    public var rocAUC: Double?
 
     public init(step: Int, epoch: Int, split: Kind, loss: Double, accuracy: Double, elapsedSeconds: Double, samplesSeen: Int,
                 learningRate: Double? = nil, samplesPerSecond: Double? = nil, gradientNorm: Double? = nil,

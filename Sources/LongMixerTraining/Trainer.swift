@@ -142,9 +142,10 @@ public final class ConsoleReporter: TrainingReporter {
     }
 
     /// "bpb 1.234  ppl 2.35  " for language-model records, "" otherwise.
-    static func languageModelMetrics(_ bitsPerByte: Double?, _ perplexity: Double?) -> String {
-        guard let bitsPerByte, let perplexity else { return "" }
-        return String(format: "bpb %.4f  ppl %.3f  ", bitsPerByte, perplexity)
+    static func languageModelMetrics(_ bitsPerByte: Double?, _ perplexity: Double?, rocAUC: Double? = nil) -> String {
+        let auc = rocAUC.map { String(format: "auc %.4f  ", $0) } ?? ""
+        guard let bitsPerByte, let perplexity else { return auc }
+        return String(format: "bpb %.4f  ppl %.3f  ", bitsPerByte, perplexity) + auc
     }
 
     public func report(_ event: TrainingEvent) {
@@ -161,7 +162,7 @@ public final class ConsoleReporter: TrainingReporter {
                          r.samplesPerSecond ?? 0, Self.duration(r.elapsedSeconds), eta.map(Self.duration) ?? "?"))
         case .evaluation(let r):
             write(String(format: "%@ @ step %d: loss %.5f  acc %.4f  %@(%d sequences, elapsed %@)",
-                         r.split.rawValue, r.step, r.loss, r.accuracy, Self.languageModelMetrics(r.bitsPerByte, r.perplexity),
+                         r.split.rawValue, r.step, r.loss, r.accuracy, Self.languageModelMetrics(r.bitsPerByte, r.perplexity, rocAUC: r.rocAUC),
                          r.evaluatedSamples ?? 0, Self.duration(r.elapsedSeconds)))
         case .earlyStop(let step, let accuracy, let target):
             write(String(format: "early stop at step %d: validation accuracy %.4f ≥ target %.4f", step, accuracy, target))
@@ -263,9 +264,10 @@ public final class Trainer {
 
         func validate() throws -> EvaluationResult {
             let r = try evaluate(model, on: validation, objective: objective, batchSize: evaluationBatch)
-            let record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .validation, loss: r.loss, accuracy: r.accuracy,
+            var record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .validation, loss: r.loss, accuracy: r.accuracy,
                                        elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen, evaluatedSamples: r.count)
                 .withLanguageModelMetrics(objective)
+            record.rocAUC = r.rocAUC
             try log?.append(record)
             reporter.report(.evaluation(record))
             lastValidation = (step, r)
@@ -351,9 +353,10 @@ public final class Trainer {
         let finalValidation: EvaluationResult
         if let last = lastValidation, last.step == step { finalValidation = last.result } else { finalValidation = try validate() }
         let testResult = try evaluate(model, on: test, objective: objective, batchSize: evaluationBatch)
-        let testRecord = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .test, loss: testResult.loss,
+        var testRecord = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .test, loss: testResult.loss,
                                        accuracy: testResult.accuracy, elapsedSeconds: Self.now() - start, samplesSeen: samplesSeen,
                                        evaluatedSamples: testResult.count).withLanguageModelMetrics(objective)
+        testRecord.rocAUC = testResult.rocAUC
         try log?.append(testRecord)
         reporter.report(.evaluation(testRecord))
 

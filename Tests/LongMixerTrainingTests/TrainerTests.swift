@@ -242,3 +242,33 @@ struct TrainerTests {
         #expect(TaskObjective.classification(classes: 4).correctCount(logits, .classes(IntTensor([1, 1, 3]))) == 2)
     }
 }
+
+@Suite("Binary objective and ROC-AUC")
+struct BinaryObjectiveTests {
+    @Test func rocAUCCountsOrderedPairsAndTiesHalf() {
+        #expect(rocAUC(scores: [0.1, 0.4, 0.35, 0.8], labels: [false, false, true, true]) == 0.75)
+        #expect(rocAUC(scores: [1, 2, 3, 4], labels: [false, false, true, true]) == 1)
+        #expect(rocAUC(scores: [4, 3, 2, 1], labels: [false, false, true, true]) == 0)
+        #expect(rocAUC(scores: [0.5, 0.5], labels: [false, true]) == 0.5)
+        #expect(rocAUC(scores: [1, 2], labels: [true, true]) == nil)
+        // A monotone map of the scores (logits → probabilities) leaves it unchanged.
+        let logits: [Float] = [-2, 0.3, 1.5, -0.7, 0.3, 2.2], labels = [false, true, true, false, false, true]
+        #expect(rocAUC(scores: logits, labels: labels) == rocAUC(scores: logits.map { 1 / (1 + Foundation.exp(-$0)) }, labels: labels))
+    }
+
+    @Test func lossAndAccuracyOfOneLogit() throws {
+        let objective = TaskObjective.binary
+        let logits = Variable(Tensor(shape: [4, 1], scalars: [2, -1, 0.5, -3]))
+        let targets = Targets.classes(IntTensor([1, 0, 0, 1]))
+        let loss = try objective.loss(logits, targets).value.scalar
+        var expected = 0.0
+        for (z, y) in [(2.0, 1.0), (-1.0, 0.0), (0.5, 0.0), (-3.0, 1.0)] as [(Double, Double)] {
+            let softplus: Double = Foundation.log(1 + Foundation.exp(-abs(z)))
+            expected += (max(z, 0) - z * y + softplus) / 4
+        }
+        #expect(abs(Double(loss) - expected) < 1e-5)
+        #expect(objective.correctCount(logits.value, targets) == 2)
+        #expect(throws: TrainingError.self) { try objective.loss(logits, .classes(IntTensor([1, 0, 2, 1]))) }
+        #expect(throws: TrainingError.self) { try objective.loss(Variable(Tensor(zeros: [4, 2])), targets) }
+    }
+}
