@@ -28,6 +28,8 @@ public enum TrainingRun {
                            reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
         let task = try TaskRegistry.task(c.task)
         let entry = try ModelRegistry.entry(c.model)
+        let memory = try MemoryEstimate(c)
+        try memory.check()
         let trainSamples = c.training.steps.map { $0 * c.training.batchSize }
         let data = try task.makeData(c.data, trainSamples: trainSamples)
         let totalSteps = c.training.totalSteps(trainCount: data.train.count)
@@ -62,6 +64,7 @@ public enum TrainingRun {
         let directoryURL = output ?? RunDirectory.defaultURL(task: task.name, model: entry.name)
         let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite)
         if let summary = data.summary { announce(summary) }
+        announce(String(format: "estimated peak memory %.2f GiB", memory.gibibytes))
         var record = RunRecord(command: command, startedAt: ISO8601DateFormatter().string(from: Date()), configuration: c,
                                threads: Parallel.threadCount, parameterCount: model.parameterCount, data: data.summary,
                                task: task.name, model: entry.name)

@@ -146,3 +146,41 @@ struct RunConfigurationTests {
         #expect(decoded == c)
     }
 }
+
+@Suite("Memory estimate")
+struct MemoryEstimateTests {
+    func configuration(_ body: (inout RunSettings) -> Void) throws -> RunConfiguration {
+        var s = RunSettings()
+        body(&s)
+        return try RunConfiguration.resolve(s)
+    }
+
+    @Test func oversizedRunsAreRefusedBeforeAllocation() throws {
+        let available = 24.0 * Double(1 << 30)
+        let long = try configuration { $0.task = "adding"; $0.length = 1 << 20 }
+        let wide = try configuration { $0.task = "adding"; $0.modelOptions.dimensions = 1 << 16 }
+        let batch = try configuration { $0.task = "adding"; $0.batchSize = 1 << 20 }
+        for c in [long, wide, batch] {
+            #expect(throws: UserError.self) { try MemoryEstimate(c).check(available: available) }
+        }
+        // The main job fits with room to spare; a micro-batch lowers the estimate.
+        let main = try MemoryEstimate(configuration { $0.task = "adding" })
+        #expect(main.gibibytes < 2)
+        #expect(throws: Never.self) { try main.check(available: available) }
+        let whole = try MemoryEstimate(configuration { $0.task = "adding"; $0.length = 65536 })
+        let pieces = try MemoryEstimate(configuration { $0.task = "adding"; $0.length = 65536; $0.microBatchSize = 8 })
+        #expect(pieces.bytes < whole.bytes)
+        do { try whole.check(available: 1e9) } catch let e as UserError {
+            #expect(e.remedy?.contains("--micro-batch-size") == true)
+        }
+    }
+
+    @Test func everyModelHasAFiniteEstimate() throws {
+        for model in ["paramixer", "transformer", "performer", "favor", "permuteformer", "rope", "orthogonal"] {
+            let e = try MemoryEstimate(configuration { $0.task = "order"; $0.model = model })
+            #expect(e.bytes.isFinite && e.parameters > 0 && e.activationsPerSequence > 0, "\(model)")
+        }
+        let lm = try MemoryEstimate(configuration { $0.task = "lm"; $0.corpus = "c.txt" })
+        #expect(lm.bytes.isFinite && lm.parameters > 1e6)
+    }
+}
