@@ -40,9 +40,10 @@ append new cases at the end.
 
 Each case writes Tests/Fixtures/attention_<case>.safetensors with input.tokens (int32) or input.features
 (float32, [B, N, F]), targets.classes (int32) or targets.values (float32; BCE targets for the binary and
-retrieval heads, MSE targets for the regression head), logits, loss [1], param.<name>, grad.<name> for every parameter and
-buffer.<name> for every non-trainable buffer (permutation tables as float indices, decay rates, random
-features, orthogonal bases and angles), and attention_<case>.json holding the Swift configuration.
+retrieval heads, MSE targets for the regression head), logits, loss [1], param.<name>, grad.<name> for
+every parameter and buffer.<name> for every non-trainable buffer (permutation tables as float indices,
+decay rates, random features, orthogonal bases and angles), and attention_<case>.json holding the Swift
+configuration.
 Weights are drawn at a larger scale than the N(0, 0.02) training init (so that ReLU features, permutations
 and decays all matter); the forward/backward runs in float64 from float32 weights, stored as float32.
 """
@@ -282,12 +283,13 @@ class Encoder(nn.Module):
             summary = h[:, 0]
         return torch.tanh(self.pooler(summary))
 
-    def forward(self, ids):
+    def forward(self, x):
+        """x: token ids [B, N] (retrieval: [B, 2N], two documents side by side) or features [B, N, F]."""
         if self.cfg["head"] == "retrieval":
-            n = ids.shape[1] // 2
-            p1, p2 = self.pooled(ids[:, :n]), self.pooled(ids[:, n:])
+            n = x.shape[1] // 2
+            p1, p2 = self.pooled(x[:, :n]), self.pooled(x[:, n:])
             return self.head(torch.cat([p1, p2], dim=-1))
-        return self.head(self.pooled(ids))
+        return self.head(self.pooled(x))
 
 
 class DecoderBlock(nn.Module):
