@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """PyTorch reference of LongMixer's attention family (our own re-implementation) for the parity tests.
 
-Semantics follow the PermuteFormer code (cpcp1998/PermuteFormer; /work/shared/reference/permuteformer.md
+Semantics follow the PermuteFormer code (cpcp1998/PermuteFormer; the PermuteFormer reference notes,
 sections 1-3 and 6), written independently of the Swift code and with the *naive* forms:
   - encoder (long_range_arena/models/performer_prenorm.py): word (pad 0) + token-type vector
     [+ learned | + sinusoidal positions] -> LayerNorm(eps 1e-12) -> dropout; pre-LN blocks
     x + Drop(Out(Attn(LN x))), x + Drop(Dense2(GELU(Dense1(LN x)))) with exact GELU; no final LN;
     pooler tanh(Dense(h[:, 0])); head Linear(D, C) | Linear(D, 1) | retrieval MLP(cat[p1, p2]).
+    LongMixer's extensions for the synthetic tasks: real-valued input x [B, N, F] -> inputProjection
+    Linear(F, D) in place of the word embedding (token-type vector, positions, LayerNorm unchanged, no
+    mask); pooling "mean" (tanh(Dense(mean over non-padding positions))) or "flatten" (h as [B, N*D]
+    straight into the head, no pooler); regression head Linear(., outputs) with MSE.
   - softmax: QK^T/sqrt(Dh) + (1 - mask) * -10000, softmax, @V.
   - performer: phi = relu + 1e-3, Q/K at featureMultiplier x Dh; padded keys zeroed after phi;
     out = phi(q)(phi(K)^T V) / phi(q).sum_j phi(k_j).
@@ -28,12 +32,18 @@ Attribute names equal the Swift property names, so dotted parameter names match 
 
 Regenerate the fixtures (from the package root):
 
-    /work/venv/bin/python Scripts/reference/attention_reference.py --out Tests/Fixtures
+    python3 Scripts/reference/attention_reference.py --out Tests/Fixtures [--cases NAME ...]
 
-Each case writes Tests/Fixtures/attention_<case>.safetensors with input.tokens (int32), targets.classes
-(int32) or targets.values (float32), logits, loss [1], param.<name>, grad.<name> for every parameter and
-buffer.<name> for every non-trainable buffer (permutation tables as float indices, decay rates, random
-features, orthogonal bases and angles), and attention_<case>.json holding the Swift configuration.
+--cases regenerates only the named cases (other PyTorch versions may round the existing files in the
+last bit, so regenerate only what changed). Each case's seed is fixed by its position in CASE_ORDER:
+append new cases at the end.
+
+Each case writes Tests/Fixtures/attention_<case>.safetensors with input.tokens (int32) or input.features
+(float32, [B, N, F]), targets.classes (int32) or targets.values (float32; BCE targets for the binary and
+retrieval heads, MSE targets for the regression head), logits, loss [1], param.<name>, grad.<name> for
+every parameter and buffer.<name> for every non-trainable buffer (permutation tables as float indices,
+decay rates, random features, orthogonal bases and angles), and attention_<case>.json holding the Swift
+configuration.
 Weights are drawn at a larger scale than the N(0, 0.02) training init (so that ReLU features, permutations
 and decays all matter); the forward/backward runs in float64 from float32 weights, stored as float32.
 """
@@ -225,39 +235,61 @@ class Encoder(nn.Module):
         super().__init__()
         d = cfg["dimensions"]
         self.cfg = cfg
-        self.embedding = nn.Embedding(cfg["vocabularySize"], d, padding_idx=cfg["paddingIndex"])
+        self.pooling = cfg.get("pooling", "cls")
+        if "inputFeatures" in cfg:
+            self.inputProjection = nn.Linear(cfg["inputFeatures"], d)
+        else:
+            self.embedding = nn.Embedding(cfg["vocabularySize"], d, padding_idx=cfg["paddingIndex"])
         self.tokenTypeEmbedding = nn.Embedding(1, d)
         if cfg["positions"] == "learned":
             self.positionEmbedding = nn.Embedding(cfg["maxPositions"], d)
         self.embeddingNorm = nn.LayerNorm(d, eps=cfg["layerNormEpsilon"])
         self.blocks = nn.ModuleList([EncoderBlock(cfg, gen) for _ in range(cfg["layers"])])
-        self.pooler = nn.Linear(d, d)
+        width = cfg["length"] * d if self.pooling == "flatten" else d
+        if self.pooling != "flatten":
+            self.pooler = nn.Linear(d, d)
         if cfg["head"] == "classification":
-            self.head = nn.Linear(d, cfg["classes"])
+            self.head = nn.Linear(width, cfg["classes"])
         elif cfg["head"] == "binary":
-            self.head = nn.Linear(d, 1)
+            self.head = nn.Linear(width, 1)
+        elif cfg["head"] == "regression":
+            self.head = nn.Linear(width, cfg.get("outputs", 1))
         else:
             self.head = nn.Sequential(nn.Linear(2 * d, 4 * d), nn.ReLU(), nn.Linear(4 * d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
 
-    def pooled(self, ids):
-        n = ids.shape[1]
-        h = self.embedding(ids) + self.tokenTypeEmbedding.weight[0]
+    def pooled(self, x):
+        n = x.shape[1]
+        if "inputFeatures" in self.cfg:
+            h = self.inputProjection(x) + self.tokenTypeEmbedding.weight[0]
+            mask = None
+        else:
+            h = self.embedding(x) + self.tokenTypeEmbedding.weight[0]
+            mask = (x != self.cfg["paddingIndex"]).double()
         if self.cfg["positions"] == "learned":
             h = h + self.positionEmbedding(torch.arange(n))
         elif self.cfg["positions"] == "sinusoidal":
             h = h + sinusoidal(list(range(n)), self.cfg["dimensions"])
         h = self.embeddingNorm(h)
-        mask = (ids != self.cfg["paddingIndex"]).double()
         for block in self.blocks:
             h = block(h, mask)
-        return torch.tanh(self.pooler(h[:, 0]))
+        if self.pooling == "flatten":
+            return h.reshape(h.shape[0], -1)
+        if self.pooling == "mean":
+            if mask is None:
+                summary = h.mean(dim=1)
+            else:
+                summary = (h * mask[:, :, None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+        else:
+            summary = h[:, 0]
+        return torch.tanh(self.pooler(summary))
 
-    def forward(self, ids):
+    def forward(self, x):
+        """x: token ids [B, N] (retrieval: [B, 2N], two documents side by side) or features [B, N, F]."""
         if self.cfg["head"] == "retrieval":
-            n = ids.shape[1] // 2
-            p1, p2 = self.pooled(ids[:, :n]), self.pooled(ids[:, n:])
+            n = x.shape[1] // 2
+            p1, p2 = self.pooled(x[:, :n]), self.pooled(x[:, n:])
             return self.head(torch.cat([p1, p2], dim=-1))
-        return self.head(self.pooled(ids))
+        return self.head(self.pooled(x))
 
 
 class DecoderBlock(nn.Module):
@@ -324,14 +356,17 @@ def named_buffers(model):
     return out
 
 
-def encoder_config(kind, positions="none", head="classification", multiplier=None, extra=None):
+def encoder_config(kind, positions="none", head="classification", multiplier=None, extra=None, **options):
+    """`options`: the extension keys (inputFeatures, pooling, length, outputs, maxPositions), written only when given."""
     mixer = {"kind": kind, "featureMultiplier": multiplier if multiplier is not None else (1 if kind == "favor" else 4)}
     mixer.update(extra or {})
-    return {
+    cfg = {
         "vocabularySize": 20, "dimensions": 16, "heads": 2, "layers": 2, "feedForwardDimensions": 24, "dropout": 0.1,
         "mixer": mixer, "positions": positions, "maxPositions": 12, "head": head, "classes": 3, "paddingIndex": 0,
         "layerNormEpsilon": 1e-12, "initializerRange": 0.02,
     }
+    cfg.update(options)
+    return cfg
 
 
 def lm_config(kind, normalized=False, tied=True):
@@ -354,7 +389,20 @@ ENCODER_CASES = {
     "favor": encoder_config("favor", "learned", extra={"randomFeatures": 12}),
     "orthogonalformer": encoder_config("orthogonalFormer", multiplier=1),
     "permuteformer_retrieval": encoder_config("permuteFormer", head="retrieval"),
+    # The extensions: Adding-like features -> regression through FLATTEN (N = 16); padded tokens through
+    # mean pooling; features with learned positions, mean pooling and a 2-output regression head.
+    "permuteformer_features_flatten_regression": encoder_config(
+        "permuteFormer", head="regression", inputFeatures=2, pooling="flatten", length=16, outputs=1),
+    "softmax_sinusoidal_mean": encoder_config("softmax", "sinusoidal", pooling="mean"),
+    "performer_features_learned_mean_regression": encoder_config(
+        "performer", "learned", head="regression", inputFeatures=3, pooling="mean", outputs=2),
 }
+
+# Cases predating the encoder extensions (seeds 1000 + their index in CASE_ORDER).
+ORIGINAL_ENCODER_CASES = [
+    "softmax_learned", "softmax_sinusoidal_binary", "performer", "permuteformer", "permuteformer2d_binary",
+    "ropeperformer", "favor", "orthogonalformer", "permuteformer_retrieval",
+]
 
 LM_CASES = {
     "lm_causalpermuteformer": lm_config("causalPermuteFormer"),
@@ -364,6 +412,20 @@ LM_CASES = {
     "lm_causalperformer": lm_config("causalPerformer"),
     "lm_causalsoftmax": lm_config("causalSoftmax"),
 }
+
+
+# Fixed order (it defines the seeds): new cases go at the end.
+CASE_ORDER = ORIGINAL_ENCODER_CASES + list(LM_CASES) + [k for k in ENCODER_CASES if k not in ORIGINAL_ENCODER_CASES]
+
+
+def adding_features(gen, b, n):
+    """The Adding problem's (value, marker) pairs, values U(-1, 1), two markers per row; float64 [B, N, 2]."""
+    x = torch.zeros(b, n, 2, dtype=torch.float64)
+    x[:, :, 0] = torch.rand(b, n, generator=gen, dtype=torch.float64) * 2 - 1
+    for r in range(b):
+        p = torch.randperm(n, generator=gen)[:2]
+        x[r, p, 1] = 1.0
+    return x
 
 
 def run_case(name, cfg, is_lm, seed):
@@ -383,6 +445,20 @@ def run_case(name, cfg, is_lm, seed):
         ids[1, -2:] = 0                                  # padded targets are ignored by the loss
         logits = model(ids)
         loss = Fn.cross_entropy(logits[:, :-1].reshape(-1, cfg["vocabularySize"]), ids[:, 1:].reshape(-1), ignore_index=0)
+    elif "inputFeatures" in cfg:
+        n, f = cfg.get("length", 9), cfg["inputFeatures"]
+        if f == 2:
+            x = adding_features(gen, 2, n)
+            targets = 0.5 + (x[:, :, 0] * x[:, :, 1]).sum(1, keepdim=True) / 4
+        else:
+            x = torch.randn(2, n, f, generator=gen, dtype=torch.float64)
+        x = x.float().double()                           # the stored float32 input is what both sides read
+        logits = model(x)
+        if f != 2:
+            targets = torch.randn(logits.shape, generator=gen, dtype=torch.float64).float().double()
+        tensors["input.features"] = x.float()
+        tensors["targets.values"] = targets.float()
+        loss = Fn.mse_loss(logits, targets.float().double())
     else:
         if cfg["mixer"]["kind"] == "permuteFormer2D":
             n = GRID["prefix"] + GRID["width"] * GRID["height"] + GRID["suffix"]
@@ -402,6 +478,8 @@ def run_case(name, cfg, is_lm, seed):
             other[1, -1] = 2
             ids = torch.cat([ids, other], dim=1)
         logits = model(ids)
+        if cfg["head"] == "regression":
+            raise ValueError("token-input regression cases are not generated")
         if cfg["head"] == "classification":
             targets = torch.tensor([0, 2])
             tensors["targets.classes"] = targets.int()
@@ -411,7 +489,8 @@ def run_case(name, cfg, is_lm, seed):
             tensors["targets.values"] = targets.float()
             loss = Fn.binary_cross_entropy_with_logits(logits, targets)
     loss.backward()
-    tensors["input.tokens"] = ids.int()
+    if "input.features" not in tensors:
+        tensors["input.tokens"] = ids.int()
     tensors["logits"] = logits.detach().float()
     tensors["loss"] = loss.detach().float().reshape(1)
     for k, p in model.named_parameters():
@@ -422,11 +501,17 @@ def run_case(name, cfg, is_lm, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="Tests/Fixtures")
+    parser.add_argument("--cases", nargs="+", metavar="NAME", choices=CASE_ORDER,
+                        help="generate only these cases (default: all)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
-    cases = [(k, v, False) for k, v in ENCODER_CASES.items()] + [(k, v, True) for k, v in LM_CASES.items()]
-    for index, (name, cfg, is_lm) in enumerate(cases):
+    assert sorted(CASE_ORDER) == sorted(list(ENCODER_CASES) + list(LM_CASES)), "every case needs a place in CASE_ORDER"
+    for index, name in enumerate(CASE_ORDER):
+        if args.cases and name not in args.cases:
+            continue
+        is_lm = name in LM_CASES
+        cfg = LM_CASES[name] if is_lm else ENCODER_CASES[name]
         tensors = run_case(name, cfg, is_lm, seed=1000 + index)
         save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(args.out, f"attention_{name}.safetensors"))
         with open(os.path.join(args.out, f"attention_{name}.json"), "w") as fh:

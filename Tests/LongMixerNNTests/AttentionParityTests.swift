@@ -14,6 +14,8 @@ struct AttentionParityTests {
     static let encoderCases = [
         "softmax_learned", "softmax_sinusoidal_binary", "performer", "permuteformer", "permuteformer2d_binary",
         "ropeperformer", "favor", "orthogonalformer", "permuteformer_retrieval",
+        // Real-valued input, regression head, mean / flatten pooling.
+        "permuteformer_features_flatten_regression", "softmax_sinusoidal_mean", "performer_features_learned_mean_regression",
     ]
     static let languageModelCases = [
         "lm_causalpermuteformer", "lm_causalpermuteformer_normalized_untied", "lm_causalpermuteformer_nodecay",
@@ -76,13 +78,20 @@ struct AttentionParityTests {
         model.eval()
         try Self.load(fixture, into: model)
 
-        let ids = try #require(fixture.int("input.tokens"))
-        let logits = model(.tokens(ids))
+        let input: SequenceInput
+        if let features = fixture.tensors["input.features"] {
+            input = .features(try #require(features.floatTensor))
+        } else {
+            input = .tokens(try #require(fixture.int("input.tokens")))
+        }
+        let logits = model(input)
         expectClose(logits.value, try fixture.float("logits"), tolerance: 1e-4, "\(name): logits")
 
         let loss: Variable
         if let classes = fixture.int("targets.classes") {
             loss = crossEntropy(logits: logits, targets: classes)
+        } else if configuration.head == .regression {
+            loss = meanSquaredError(logits, Variable(try fixture.float("targets.values")))
         } else {
             loss = binaryCrossEntropy(logits: logits, targets: try fixture.float("targets.values"))
         }

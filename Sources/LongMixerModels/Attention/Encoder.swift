@@ -19,6 +19,26 @@ import Foundation
 ///   LayerNorm 1/0; the task heads keep PyTorch's default `nn.Linear` init (they live outside the
 ///   HF model in the reference).
 ///
+/// Extensions beyond the reference, so that the attention baselines run the synthetic tasks the way
+/// Paramixer does (all off by default: a configuration without them is the model above):
+///
+/// - real-valued input (`inputFeatures` = F): x [B, N, F] → `inputProjection` Linear(F, D) in place
+///   of the word embedding; the token-type vector, positions, LayerNorm and dropout stay, so both
+///   inputs share one embedding stage (the type vector is then redundant with the projection bias,
+///   which costs D parameters and keeps one code path). It is initialised like every Linear of the
+///   embedding stage, N(0, 0.02) and bias 0. Features have no padding: no key mask.
+/// - regression head Linear(·, `outputs`) (its loss is the caller's, e.g. MSE).
+/// - pooling: `cls` (above), `mean` (mean of the hidden states over non-padding positions, then the
+///   same tanh(Dense) pooler) or `flatten` (Paramixer's FLATTEN: the final hidden states [B, N·D]
+///   straight into the head Linear(N·D, C), no pooler; needs the fixed `length` N). Padded
+///   positions take part in `flatten` as in Paramixer.
+/// - valid combinations: every head with `cls` and `mean`; `flatten` with the classification,
+///   binary and regression heads (not retrieval, whose MLP reads two pooled D-vectors); token
+///   input with every head, feature input with every head but retrieval (its two documents are
+///   token rows side by side). `validate()` refuses the rest.
+/// - tasks without a PAD token (Temporal Order uses ids 0..<6, all real) need a padding id that
+///   never occurs, e.g. vocabularySize 7 and paddingIndex 6; otherwise id 0 is treated as PAD.
+///
 /// Parameter names follow `Scripts/reference/attention_reference.py` (same names there).
 
 // MARK: - Block
@@ -56,27 +76,39 @@ public final class EncoderBlock: Module {
 
 // MARK: - Model
 
-/// Encoder + pooler + task head; `callAsFunction(.tokens(ids))` → logits [B, C] (C = 1 for the
-/// binary and retrieval heads). Retrieval input: ids [B, 2L], the two documents side by side
-/// (each padded to L, each starting with its CLS); both go through the same encoder.
+/// Encoder + pooling + task head; `callAsFunction(.tokens(ids))` (or `.features(x)` [B, N, F] with
+/// `inputFeatures`) → logits [B, C] (C = 1 for the binary and retrieval heads, `outputs` for
+/// regression). Retrieval input: ids [B, 2L], the two documents side by side (each padded to L,
+/// each starting with its CLS); both go through the same encoder.
 public final class EncoderClassifier: Module, SequenceModel {
     public let configuration: EncoderConfiguration
-    public let embedding: Embedding
+    /// Word embedding (token input); nil with `inputFeatures`.
+    public let embedding: Embedding?
+    /// Linear(F, D) (real-valued input); nil for token input.
+    public let inputProjection: Linear?
     public let tokenTypeEmbedding: Embedding
     public let positionEmbedding: Embedding?
     public let embeddingNorm: LayerNorm
     let embeddingDropout: Dropout
     public let blocks: [EncoderBlock]
-    public let pooler: Linear
-    /// Linear(D, C) for classification / binary; the retrieval MLP (names head.0, head.2, head.4).
+    /// tanh(Dense) after `cls` / `mean` pooling; nil with `flatten` (the head reads the hidden states).
+    public let pooler: Linear?
+    /// Linear(D or N·D, C) for classification / binary / regression; the retrieval MLP (names head.0, head.2, head.4).
     public let head: Module
 
     public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
         try configuration.validate()
         self.configuration = configuration
         let c = configuration, d = c.dimensions
-        embedding = Embedding(count: c.vocabularySize, dimensions: d, paddingIndex: c.paddingIndex,
-                              standardDeviation: c.initializerRange, generator: &generator)
+        // Draw order as before the optional parts existed, so a seed builds the same token model.
+        if let features = c.inputFeatures {
+            embedding = nil
+            inputProjection = referenceLinear(features, d, generator: &generator)
+        } else {
+            embedding = Embedding(count: c.vocabularySize, dimensions: d, paddingIndex: c.paddingIndex,
+                                  standardDeviation: c.initializerRange, generator: &generator)
+            inputProjection = nil
+        }
         tokenTypeEmbedding = Embedding(count: 1, dimensions: d, standardDeviation: c.initializerRange, generator: &generator)
         positionEmbedding = c.positions == .learned
             ? Embedding(count: c.maxPositions, dimensions: d, standardDeviation: c.initializerRange, generator: &generator) : nil
@@ -89,12 +121,11 @@ public final class EncoderClassifier: Module, SequenceModel {
                                        layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
         }
         self.blocks = blocks
-        pooler = referenceLinear(d, d, generator: &generator)
+        pooler = c.pooling == .flatten ? nil : referenceLinear(d, d, generator: &generator)
+        let width = c.headInputWidth
         switch c.head {
-        case .classification:
-            head = Linear(inputDimensions: d, outputDimensions: c.classes, generator: &generator)
-        case .binary:
-            head = Linear(inputDimensions: d, outputDimensions: 1, generator: &generator)
+        case .classification, .binary, .regression:
+            head = Linear(inputDimensions: width, outputDimensions: c.outputCount, generator: &generator)
         case .retrieval:
             head = Sequential([
                 Linear(inputDimensions: 2 * d, outputDimensions: 4 * d, generator: &generator), Activation(.relu),
@@ -105,30 +136,56 @@ public final class EncoderClassifier: Module, SequenceModel {
     }
 
     public override func namedChildren() -> [(String, Module)] {
-        var out: [(String, Module)] = [("embedding", embedding), ("tokenTypeEmbedding", tokenTypeEmbedding)]
+        var out: [(String, Module)] = []
+        if let embedding { out.append(("embedding", embedding)) }
+        if let inputProjection { out.append(("inputProjection", inputProjection)) }
+        out.append(("tokenTypeEmbedding", tokenTypeEmbedding))
         if let positionEmbedding { out.append(("positionEmbedding", positionEmbedding)) }
         out += [("embeddingNorm", embeddingNorm), ("embeddingDropout", embeddingDropout)]
         out += blocks.enumerated().map { ("blocks.\($0.offset)", $0.element as Module) }
-        out += [("pooler", pooler), ("head", head)]
+        if let pooler { out.append(("pooler", pooler)) }
+        out.append(("head", head))
         return out
     }
 
     /// Number of outputs C.
-    public var outputCount: Int { configuration.head == .classification ? configuration.classes : 1 }
+    public var outputCount: Int { configuration.outputCount }
 
-    /// Checks token ids [B, N]: rank, ids inside the vocabulary, the learned position table, the
-    /// retrieval pair layout. Throws a message naming the values.
+    /// Checks token ids [B, N] (or features [B, N, F]): the input kind, rank, ids inside the
+    /// vocabulary, F, the fixed length, the learned position table, the retrieval pair layout.
+    /// Throws a message naming the values.
     public func check(_ input: SequenceInput) throws {
         let c = configuration
-        guard case .tokens(let ids) = input else {
-            throw AttentionConfigurationError(message: "EncoderClassifier reads token ids [B, N]; got real-valued features")
+        let n: Int
+        switch input {
+        case .tokens(let ids):
+            if let f = c.inputFeatures {
+                throw AttentionConfigurationError(message: "this encoder reads real-valued features [B, N, \(f)]; got token ids \(ids.shape)")
+            }
+            guard ids.rank == 2, ids.shape[0] > 0, ids.shape[1] > 0 else {
+                throw AttentionConfigurationError(message: "token ids must be a non-empty [B, N], got shape \(ids.shape)")
+            }
+            n = c.head == .retrieval ? ids.shape[1] / 2 : ids.shape[1]
+            if c.head == .retrieval && ids.shape[1] % 2 != 0 {
+                throw AttentionConfigurationError(message: "retrieval input must be two documents of equal length side by side; got odd length \(ids.shape[1])")
+            }
+            for (i, id) in ids.scalars.enumerated() where id < 0 || Int(id) >= c.vocabularySize {
+                throw AttentionConfigurationError(message: "token id \(id) at batch \(i / ids.shape[1]), position \(i % ids.shape[1]) is outside the vocabulary 0..<\(c.vocabularySize)")
+            }
+        case .features(let x):
+            guard let f = c.inputFeatures else {
+                throw AttentionConfigurationError(message: "EncoderClassifier reads token ids [B, N]; got real-valued features \(x.shape) (set inputFeatures for real-valued input)")
+            }
+            guard x.rank == 3, x.shape[0] > 0, x.shape[1] > 0 else {
+                throw AttentionConfigurationError(message: "features must be a non-empty [B, N, \(f)], got shape \(x.shape)")
+            }
+            if x.shape[2] != f {
+                throw AttentionConfigurationError(message: "\(x.shape[2]) features per position ≠ the encoder's inputFeatures \(f)")
+            }
+            n = x.shape[1]
         }
-        guard ids.rank == 2, ids.shape[0] > 0, ids.shape[1] > 0 else {
-            throw AttentionConfigurationError(message: "token ids must be a non-empty [B, N], got shape \(ids.shape)")
-        }
-        let n = c.head == .retrieval ? ids.shape[1] / 2 : ids.shape[1]
-        if c.head == .retrieval && ids.shape[1] % 2 != 0 {
-            throw AttentionConfigurationError(message: "retrieval input must be two documents of equal length side by side; got odd length \(ids.shape[1])")
+        if let length = c.length, n != length {
+            throw AttentionConfigurationError(message: "sequence length \(n) ≠ the encoder's fixed length \(length)\(c.pooling == .flatten ? " (flatten pooling)" : "")")
         }
         if c.positions == .learned && n > c.maxPositions {
             throw AttentionConfigurationError(message: "sequence length \(n) exceeds the learned position table of \(c.maxPositions) positions")
@@ -139,9 +196,6 @@ public final class EncoderClassifier: Module, SequenceModel {
                 throw AttentionConfigurationError(message: "2D PermuteFormer: sequence length \(n) ≠ prefix \(g.prefix) + width \(g.width) × height \(g.height) + suffix \(g.suffix) = \(g.length)")
             }
         }
-        for (i, id) in ids.scalars.enumerated() where id < 0 || Int(id) >= c.vocabularySize {
-            throw AttentionConfigurationError(message: "token id \(id) at batch \(i / ids.shape[1]), position \(i % ids.shape[1]) is outside the vocabulary 0..<\(c.vocabularySize)")
-        }
     }
 
     /// 0/1 mask of non-padding tokens, or nil when nothing is padded.
@@ -151,10 +205,21 @@ public final class EncoderClassifier: Module, SequenceModel {
         return Tensor(shape: ids.shape, scalars: ids.scalars.map { $0 == pad ? 0 : 1 })
     }
 
-    /// Final hidden states [B, N, D] of token ids [B, N] (no pooler, no head).
-    public func encode(_ ids: IntTensor) -> Variable {
-        let c = configuration, n = ids.shape[1]
-        var h = embedding(ids) + tokenTypeEmbedding.weight                      // [B, N, D] + [1, D]
+    /// Final hidden states [B, N, D] and the key mask [B, N] (nil: nothing padded).
+    func hiddenStates(_ input: SequenceInput) -> (hidden: Variable, mask: Tensor?) {
+        let c = configuration, n = input.length
+        var h: Variable, mask: Tensor?
+        switch input {
+        case .tokens(let ids):
+            LongMixerCore.check(embedding != nil, "EncoderClassifier: this encoder reads real-valued features, got token ids \(ids.shape)")
+            h = embedding!(ids)
+            mask = keyMask(ids)
+        case .features(let x):
+            LongMixerCore.check(inputProjection != nil, "EncoderClassifier: this encoder reads token ids, got real-valued features \(x.shape)")
+            h = inputProjection!(Variable(x))
+            mask = nil
+        }
+        h = h + tokenTypeEmbedding.weight                                       // [B, N, D] + [1, D]
         switch c.positions {
         case .none: break
         case .learned:
@@ -164,10 +229,15 @@ public final class EncoderClassifier: Module, SequenceModel {
             h = h + Variable(sinusoidalPositions(Array(0..<n), dimensions: c.dimensions))
         }
         h = embeddingDropout(embeddingNorm(h))
-        let mask = keyMask(ids)
         for block in blocks { h = block(h, keyMask: mask) }
-        return h
+        return (h, mask)
     }
+
+    /// Final hidden states [B, N, D] of token ids [B, N] (no pooler, no head).
+    public func encode(_ ids: IntTensor) -> Variable { hiddenStates(.tokens(ids)).hidden }
+
+    /// Final hidden states [B, N, D] of token ids or features (no pooler, no head).
+    public func encode(_ input: SequenceInput) -> Variable { hiddenStates(input).hidden }
 
     /// The task loss of logits [B, C] from `callAsFunction`: cross-entropy against `.classes` for the
     /// classification head; BCE with logits for the binary and retrieval heads, against `.classes`
@@ -190,19 +260,40 @@ public final class EncoderClassifier: Module, SequenceModel {
         }
     }
 
-    /// tanh(Dense(h[:, 0])), [B, D].
-    public func pooled(_ ids: IntTensor) -> Variable {
-        let h = encode(ids)
-        return tanh(pooler(reshape(slice(h, axis: 1, 0..<1), [ids.shape[0], configuration.dimensions])))
+    /// tanh(Dense(h[:, 0])), [B, D] (or the configured pooling, see `pooled(_: SequenceInput)`).
+    public func pooled(_ ids: IntTensor) -> Variable { pooled(.tokens(ids)) }
+
+    /// The head's input: tanh(Dense(h[:, 0])) (`cls`) or tanh(Dense(mean over non-padding
+    /// positions)) (`mean`), [B, D]; the hidden states [B, N·D] (`flatten`).
+    public func pooled(_ input: SequenceInput) -> Variable {
+        let (h, mask) = hiddenStates(input)
+        let b = h.shape[0], n = h.shape[1], d = configuration.dimensions
+        let summary: Variable
+        switch configuration.pooling {
+        case .flatten:
+            return reshape(h, [b, n * d])
+        case .cls:
+            summary = reshape(slice(h, axis: 1, 0..<1), [b, d])
+        case .mean:
+            if let mask {
+                // Σ_t m_t h_t / Σ_t m_t; an all-padding row (count 0) pools to zeros instead of NaN.
+                let counts = (0..<b).map { r in max(1, (0..<n).reduce(Float(0)) { $0 + mask[flat: r * n + $1] }) }
+                let weights = Tensor(shape: [b, n, 1], scalars: mask.scalars)
+                summary = sum(h * Variable(weights), axes: [1]) / Variable(Tensor(shape: [b, 1], scalars: counts))
+            } else {
+                summary = mean(h, axes: [1])
+            }
+        }
+        return tanh(pooler!(summary))
     }
 
     public func callAsFunction(_ input: SequenceInput) -> Variable {
         do { try check(input) } catch { fatalError("EncoderClassifier: \(error)") }
-        guard case .tokens(let ids) = input else { fatalError("unreachable") }
         switch configuration.head {
-        case .classification, .binary:
-            return (head as! Linear)(pooled(ids))
+        case .classification, .binary, .regression:
+            return (head as! Linear)(pooled(input))
         case .retrieval:
+            guard case .tokens(let ids) = input else { fatalError("unreachable: check(_:) admits only token ids for retrieval") }
             // Both documents through the shared encoder in one batch: rows 0..<B doc 1, B..<2B doc 2.
             let b = ids.shape[0], n = ids.shape[1] / 2
             var stacked = [Int32](); stacked.reserveCapacity(ids.count)
@@ -233,11 +324,32 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
     }
 
     public enum Head: String, Codable, CaseIterable, Sendable {
-        case classification, binary, retrieval
+        /// Linear(·, classes), cross-entropy.
+        case classification
+        /// Linear(·, 1), BCE with logits.
+        case binary
+        /// The two-document MLP on cat[p₁, p₂] (token input, `cls` or `mean` pooling only).
+        case retrieval
+        /// Linear(·, outputs), real-valued outputs (e.g. MSE for the Adding problem).
+        case regression
+    }
+
+    /// What the head reads from the final hidden states h [B, N, D].
+    public enum Pooling: String, Codable, CaseIterable, Sendable {
+        /// tanh(Dense(h[:, 0])): the reference's CLS pooler (position 0, a CLS token or not).
+        case cls
+        /// tanh(Dense(mean of h over non-padding positions)).
+        case mean
+        /// h as [B, N·D] straight into the head (Paramixer's FLATTEN); needs `length`, no pooler.
+        case flatten
     }
 
     /// Token ids 0..<V; the reference byte/pixel tasks use PAD 0, CLS 1, SEP 2, content + 3 (V = 259).
+    /// Ignored with `inputFeatures`.
     public var vocabularySize: Int
+    /// nil: token ids [B, N] through the word embedding. F: real-valued features [B, N, F] through
+    /// Linear(F, D) (`inputProjection`) instead.
+    public var inputFeatures: Int?
     public var dimensions: Int
     public var heads: Int
     public var layers: Int
@@ -249,17 +361,26 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
     /// Rows of the learned position table (LRA reference: 4000 text/retrieval, 1026 image/pathfinder).
     public var maxPositions: Int
     public var head: Head
-    /// Classes of the classification head (ignored by binary / retrieval).
+    /// Classes of the classification head (ignored by the other heads).
     public var classes: Int
+    /// Outputs of the regression head (ignored by the other heads).
+    public var outputs: Int
+    public var pooling: Pooling
+    /// Fixed sequence length N (per document for retrieval): required by `flatten` (the head is
+    /// Linear(N·D, C)); when set, every input must have exactly N positions.
+    public var length: Int?
+    /// Token id of PAD (masked keys, zero embedding row); ignored with `inputFeatures`.
     public var paddingIndex: Int
     public var layerNormEpsilon: Float
     /// σ of the N(0, σ) initialisation of linear and embedding weights.
     public var initializerRange: Float
 
-    public init(vocabularySize: Int = 259, dimensions: Int, heads: Int, layers: Int, feedForwardDimensions: Int, dropout: Float = 0.1,
-                mixer: MixerConfiguration, positions: Positions? = nil, maxPositions: Int = 4000, head: Head = .classification,
-                classes: Int = 2, paddingIndex: Int = 0, layerNormEpsilon: Float = 1e-12, initializerRange: Float = 0.02) {
+    public init(vocabularySize: Int = 259, inputFeatures: Int? = nil, dimensions: Int, heads: Int, layers: Int, feedForwardDimensions: Int,
+                dropout: Float = 0.1, mixer: MixerConfiguration, positions: Positions? = nil, maxPositions: Int = 4000,
+                head: Head = .classification, classes: Int = 2, outputs: Int = 1, pooling: Pooling = .cls, length: Int? = nil,
+                paddingIndex: Int = 0, layerNormEpsilon: Float = 1e-12, initializerRange: Float = 0.02) {
         self.vocabularySize = vocabularySize
+        self.inputFeatures = inputFeatures
         self.dimensions = dimensions
         self.heads = heads
         self.layers = layers
@@ -270,6 +391,9 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
         self.maxPositions = maxPositions
         self.head = head
         self.classes = classes
+        self.outputs = outputs
+        self.pooling = pooling
+        self.length = length
         self.paddingIndex = paddingIndex
         self.layerNormEpsilon = layerNormEpsilon
         self.initializerRange = initializerRange
@@ -326,14 +450,17 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case vocabularySize, dimensions, heads, layers, feedForwardDimensions, dropout, mixer, positions, maxPositions, head, classes
         case paddingIndex, layerNormEpsilon, initializerRange
+        case inputFeatures, outputs, pooling, length
     }
 
     /// Decodes any subset of the keys beyond dimensions, heads, layers, feedForwardDimensions and
-    /// mixer; the rest take the `init` defaults.
+    /// mixer; the rest take the `init` defaults (so a configuration written before `inputFeatures`,
+    /// `outputs`, `pooling` and `length` existed decodes to the same token/CLS model).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let mixer = try c.decode(MixerConfiguration.self, forKey: .mixer)
         self.init(vocabularySize: try c.decodeIfPresent(Int.self, forKey: .vocabularySize) ?? 259,
+                  inputFeatures: try c.decodeIfPresent(Int.self, forKey: .inputFeatures),
                   dimensions: try c.decode(Int.self, forKey: .dimensions), heads: try c.decode(Int.self, forKey: .heads),
                   layers: try c.decode(Int.self, forKey: .layers),
                   feedForwardDimensions: try c.decode(Int.self, forKey: .feedForwardDimensions),
@@ -342,15 +469,39 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
                   maxPositions: try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? 4000,
                   head: try c.decodeIfPresent(Head.self, forKey: .head) ?? .classification,
                   classes: try c.decodeIfPresent(Int.self, forKey: .classes) ?? 2,
+                  outputs: try c.decodeIfPresent(Int.self, forKey: .outputs) ?? 1,
+                  pooling: try c.decodeIfPresent(Pooling.self, forKey: .pooling) ?? .cls,
+                  length: try c.decodeIfPresent(Int.self, forKey: .length),
                   paddingIndex: try c.decodeIfPresent(Int.self, forKey: .paddingIndex) ?? 0,
                   layerNormEpsilon: try c.decodeIfPresent(Float.self, forKey: .layerNormEpsilon) ?? 1e-12,
                   initializerRange: try c.decodeIfPresent(Float.self, forKey: .initializerRange) ?? 0.02)
     }
 
-    /// Throws naming the offending values.
+    /// Outputs C of the head: classes, regression outputs, or 1 (binary, retrieval).
+    public var outputCount: Int {
+        switch head {
+        case .classification: return classes
+        case .regression: return outputs
+        case .binary, .retrieval: return 1
+        }
+    }
+
+    /// Width of the head's input: D after the `cls` / `mean` pooler, N·D with `flatten`, 2D for retrieval.
+    public var headInputWidth: Int {
+        if head == .retrieval { return 2 * dimensions }
+        return pooling == .flatten ? (length ?? 0) * dimensions : dimensions
+    }
+
+    /// Throws naming the offending values (see the file comment for the valid combinations).
     public func validate() throws {
         func fail(_ m: String) -> AttentionConfigurationError { AttentionConfigurationError(message: m) }
-        if vocabularySize < 1 { throw fail("vocabularySize must be ≥ 1, got \(vocabularySize)") }
+        if let f = inputFeatures {
+            if f < 1 { throw fail("inputFeatures must be ≥ 1 (or absent for token ids), got \(f)") }
+            if head == .retrieval { throw fail("the retrieval head reads two token documents side by side; it cannot take real-valued features (inputFeatures \(f))") }
+        } else {
+            if vocabularySize < 1 { throw fail("vocabularySize must be ≥ 1, got \(vocabularySize)") }
+            if paddingIndex < 0 || paddingIndex >= vocabularySize { throw fail("paddingIndex \(paddingIndex) is outside the vocabulary 0..<\(vocabularySize)") }
+        }
         if layers < 1 { throw fail("layers must be ≥ 1, got \(layers)") }
         if feedForwardDimensions < 1 { throw fail("feedForwardDimensions must be ≥ 1, got \(feedForwardDimensions)") }
         if !(dropout >= 0 && dropout < 1) { throw fail("dropout must be in [0, 1), got \(dropout)") }
@@ -361,7 +512,19 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
             throw fail("sinusoidal positions need an even width ≥ 4, got \(dimensions)")
         }
         if head == .classification && classes < 2 { throw fail("classification needs ≥ 2 classes, got \(classes)") }
-        if paddingIndex < 0 || paddingIndex >= vocabularySize { throw fail("paddingIndex \(paddingIndex) is outside the vocabulary 0..<\(vocabularySize)") }
+        if head == .regression && outputs < 1 { throw fail("the regression head needs ≥ 1 outputs, got \(outputs)") }
+        if let n = length {
+            if n < 1 { throw fail("length must be ≥ 1 (or absent for any length), got \(n)") }
+            if positions == .learned && n > maxPositions { throw fail("length \(n) exceeds the learned position table of \(maxPositions) positions") }
+            if mixer.kind == .permuteFormer2D {
+                let g = mixer.grid ?? ImageGrid(width: 32, height: 32)
+                if n != g.length { throw fail("length \(n) ≠ the 2D PermuteFormer grid's prefix \(g.prefix) + width \(g.width) × height \(g.height) + suffix \(g.suffix) = \(g.length)") }
+            }
+        }
+        if pooling == .flatten {
+            if head == .retrieval { throw fail("flatten pooling works with the classification, binary and regression heads; the retrieval head needs cls or mean pooling") }
+            if length == nil { throw fail("flatten pooling feeds the N·D hidden states to Linear(N·D, C), so it needs a fixed length N; set length") }
+        }
         if !(layerNormEpsilon > 0) { throw fail("layerNormEpsilon must be > 0, got \(layerNormEpsilon)") }
     }
 }
