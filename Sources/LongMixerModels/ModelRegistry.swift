@@ -13,7 +13,11 @@ public struct ModelTaskShape: Equatable, Sendable {
         case features(Int)
     }
 
+    /// What the head produces per sequence (causal tasks: ignored, per-position logits).
+    public enum Objective: Equatable, Sendable { case classes, binary, regression }
+
     public var input: Input
+    public var objective: Objective
     /// N, the sequence length the task feeds.
     public var length: Int
     /// C: classes or regression outputs per sequence, or the vocabulary of a language model.
@@ -23,8 +27,9 @@ public struct ModelTaskShape: Equatable, Sendable {
     /// The input is a W×H image grid (what the 2D mixers need).
     public var grid: ImageGrid?
 
-    public init(input: Input, length: Int, outputs: Int, causal: Bool = false, grid: ImageGrid? = nil) {
+    public init(input: Input, objective: Objective = .classes, length: Int, outputs: Int, causal: Bool = false, grid: ImageGrid? = nil) {
         self.input = input
+        self.objective = objective
         self.length = length
         self.outputs = outputs
         self.causal = causal
@@ -285,11 +290,9 @@ public enum ModelRegistry {
     }
 
     /// The encoder of `entry` for `shape`; defaults are a small CPU model (D 32, 1 layer, 2 heads, FFN 64,
-    /// no dropout), positions as the reference for the mixer, FLATTEN pooling as Paramixer's synthetic setup.
+    /// no dropout), positions as the reference for the mixer (learned tables sized to N), and FLATTEN
+    /// pooling as Paramixer's synthetic setup when the task has no CLS token (cls otherwise).
     static func encoderConfiguration(_ entry: ModelEntry, for shape: ModelTaskShape, options o: ModelOptions) throws -> EncoderConfiguration {
-        guard case .tokens(let vocabulary, let padding) = shape.input else {
-            throw UserError(what: "--model", value: entry.name, why: "the encoder does not read real-valued features yet")
-        }
         var mixer = MixerConfiguration(kind: entry.mixer!)
         if let grid = shape.grid { mixer.grid = grid }
         let positions: EncoderConfiguration.Positions
@@ -299,13 +302,23 @@ public enum ModelRegistry {
         case .learned?: positions = .learned
         case .sinusoidal?: positions = .sinusoidal
         }
-        if (o.pooling ?? .cls) != .cls {
-            throw UserError(what: "--pooling", value: o.pooling!.rawValue, why: "the encoder pools by cls only yet")
+        var vocabulary = 259, features: Int? = nil, padding = 0
+        switch shape.input {
+        case .tokens(let v, let p?): vocabulary = v; padding = p
+        case .tokens(let v, nil): vocabulary = v + 1; padding = v     // an id that never occurs: nothing is masked
+        case .features(let f): features = f
         }
-        return EncoderConfiguration(vocabularySize: vocabulary, dimensions: o.dimensions ?? 32, heads: o.heads ?? 2,
-                                    layers: o.layers ?? 1, feedForwardDimensions: o.feedForward ?? 64, dropout: o.dropout ?? 0,
-                                    mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
-                                    head: .classification, classes: shape.outputs, paddingIndex: padding ?? 0)
+        let head: EncoderConfiguration.Head
+        switch shape.objective {
+        case .classes: head = .classification
+        case .binary: head = .binary
+        case .regression: head = .regression
+        }
+        return EncoderConfiguration(vocabularySize: vocabulary, inputFeatures: features, dimensions: o.dimensions ?? 32,
+                                    heads: o.heads ?? 2, layers: o.layers ?? 1, feedForwardDimensions: o.feedForward ?? 64,
+                                    dropout: o.dropout ?? 0, mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
+                                    head: head, classes: max(shape.outputs, 2), outputs: shape.outputs,
+                                    pooling: o.pooling ?? .flatten, length: shape.length, paddingIndex: padding)
     }
 
     /// Runs `body`, turning a configuration error of a model family into a usage error.

@@ -227,8 +227,8 @@ public enum AttentionBenchmark {
                 cases.append(BenchmarkCase("\(mixer.name) forward+backward") {
                     model.train(true)
                     model.zeroGradients()
-                    let loss = model.loss(logits: model(input), targets: targets)
-                    do { try loss.backward() } catch { fatalError("bench attention: backward failed: \(error)") }
+                    let objective: TaskObjective = config.head == .classification ? .classification(classes: config.classes) : .binary
+                    do { try objective.loss(model(input), targets).backward() } catch { fatalError("bench attention: backward failed: \(error)") }
                 })
                 caseIndex.append((r, true))
             }

@@ -11,6 +11,20 @@ extension CausalLanguageModel {
     }
 }
 
+extension TaskObjective {
+    /// The loss of a causal model's logits [B, N, V] of ids [B, N] against the ids themselves:
+    /// positions 0..<N−1 predict ids[:, 1...] (the training windows arrive already shifted; this is
+    /// the same loss for a batch of whole sequences).
+    public func nextTokenLoss(logits: Variable, ids: IntTensor) throws -> Variable {
+        let b = ids.shape[0], n = ids.shape[1]
+        guard n >= 2 else { throw TrainingError.shapeMismatch("next-token loss needs at least 2 tokens per row, got \(n)") }
+        var targets: [Int32] = []
+        targets.reserveCapacity(b * (n - 1))
+        for r in 0..<b { targets += ids.scalars[(r * n + 1)..<(r * n + n)] }
+        return try loss(slice(logits, axis: 1, 0..<(n - 1)), .tokens(IntTensor(shape: [b, n - 1], scalars: targets)))
+    }
+}
+
 /// Errors about language-model runs, one line each.
 public struct LanguageModelRunError: Error, CustomStringConvertible, Equatable {
     public let message: String

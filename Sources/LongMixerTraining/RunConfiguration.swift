@@ -328,6 +328,13 @@ extension RunConfiguration {
         case .tokens(let v, let p): input = .tokens(vocabulary: v, paddingIndex: p)
         case .features(let f): input = .features(f)
         }
-        return ModelTaskShape(input: input, length: length, outputs: task.objective.outputCount, causal: task.isCausal)
+        let objective: ModelTaskShape.Objective
+        switch task.objective {
+        case .regression: objective = .regression
+        case .binary: objective = .binary
+        case .classification, .languageModel: objective = .classes
+        }
+        return ModelTaskShape(input: input, objective: objective, length: length, outputs: task.objective.outputCount,
+                              causal: task.isCausal)
     }
 }

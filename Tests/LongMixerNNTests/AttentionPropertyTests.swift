@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTraining
 @testable import LongMixerModels
 
 /// The mathematics of the attention family: relative-position invariance (PermuteFormer 1D/2D,
@@ -244,19 +245,6 @@ struct AttentionPropertyTests {
         #expect(model.namedParameters().map(\.0).suffix(6) == ["head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias", "head.4.weight", "head.4.bias"])
     }
 
-    @Test("task losses: cross-entropy for classes, BCE for binary/retrieval with 0/1 classes or values")
-    func taskLosses() throws {
-        let classifier = try Self.tinyEncoder(.performer)
-        let logits = classifier(.tokens(Self.tokens))
-        let ce = classifier.loss(logits: logits, targets: .classes(IntTensor([0, 2]))).value.scalar
-        #expect(abs(ce - crossEntropy(logits: logits, targets: IntTensor([0, 2])).value.scalar) < 1e-7)
-        let binary = try Self.tinyEncoder(.performer, head: .binary)
-        let out = binary(.tokens(Self.tokens))
-        let fromClasses = binary.loss(logits: out, targets: .classes(IntTensor([1, 0]))).value.scalar
-        let fromValues = binary.loss(logits: out, targets: .values(Tensor(shape: [2, 1], scalars: [1, 0]))).value.scalar
-        #expect(fromClasses == fromValues && fromClasses.isFinite)
-    }
-
     @Test("padding: appending PAD tokens does not change a Performer-family encoder's logits")
     func paddingIsIgnored() throws {
         for kind in [MixerKind.softmax, .performer, .permuteFormer, .ropePerformer] {
@@ -430,7 +418,8 @@ struct AttentionPropertyTests {
         for tied in [true, false] {
             let model = try Self.tinyLM(.causalPermuteFormer, tied: tied)
             #expect(model.namedParameters().contains { $0.0 == "outputProjection.weight" } == !tied)
-            let loss = model.loss(IntTensor(shape: [2, 7], scalars: [1, 10, 11, 12, 13, 14, 2, 1, 20, 21, 22, 2, 0, 0]))
+            let ids = IntTensor(shape: [2, 7], scalars: [1, 10, 11, 12, 13, 14, 2, 1, 20, 21, 22, 2, 0, 0])
+            let loss = try model.objective.nextTokenLoss(logits: model(ids), ids: ids)
             #expect(loss.value.scalar.isFinite && loss.value.scalar > 0)
             try loss.backward()
             for (name, p) in model.namedParameters() { #expect(p.grad != nil, "\(name)") }

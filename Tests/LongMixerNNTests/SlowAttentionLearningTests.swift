@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTraining
 @testable import LongMixerModels
 
 /// Opt-in end-to-end learning checks (`LONGMIXER_SLOW_TESTS=1 swift test --filter Slow`): the
@@ -60,7 +61,8 @@ struct SlowAttentionLearningTests {
                 ids += [1] + (0..<23).map { pattern[($0 + offset) % 5] }
             }
             optimizer.zeroGradients()
-            let loss = model.loss(IntTensor(shape: [8, 24], scalars: ids))
+            let batch = IntTensor(shape: [8, 24], scalars: ids)
+            let loss = try model.objective.nextTokenLoss(logits: model(batch), ids: batch)
             try loss.backward()
             optimizer.step()
             last = loss.value.scalar

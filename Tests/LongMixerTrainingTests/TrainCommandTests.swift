@@ -80,9 +80,11 @@ struct TrainCommandTests {
     }
 
     @Test(arguments: ["transformer", "performer", "favor", "permuteformer", "rope", "orthogonal"])
-    func encoderOnTemporalOrder(model: String) throws {
-        try trains(["--task", "order", "--model", model, "--dimensions", "16", "--heads", "2"] + Self.tiny,
-                   task: "order", model: model, family: "encoder")
+    func encoderOnBothSyntheticTasks(model: String) throws {
+        for task in ["adding", "order"] {
+            try trains(["--task", task, "--model", model, "--dimensions", "16", "--heads", "2"] + Self.tiny,
+                       task: task, model: model, family: "encoder")
+        }
     }
 
     @Test(arguments: ["permuteformer", "performer", "permuteformer-no-decay", "decay-only", "transformer"])

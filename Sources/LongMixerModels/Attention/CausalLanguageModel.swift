@@ -246,18 +246,6 @@ public final class CausalLanguageModel: Module {
         return logits(h)
     }
 
-    /// Mean next-token cross-entropy of ids [B, N] (targets ids[:, 1...]; PAD targets ignored).
-    public func loss(_ ids: IntTensor) -> Variable {
-        let b = ids.shape[0], n = ids.shape[1]
-        check(n >= 2, "CausalLanguageModel.loss: need at least 2 tokens per row, got \(n)")
-        let all = self(ids)
-        let predicted = reshape(slice(all, axis: 1, 0..<(n - 1)), [b * (n - 1), configuration.vocabularySize])
-        var targets: [Int32] = []
-        for r in 0..<b { targets += ids.scalars[(r * n + 1)..<(r * n + n)] }
-        return crossEntropy(logits: predicted, targets: IntTensor(shape: [b * (n - 1)], scalars: targets),
-                            ignoreIndex: configuration.paddingIndex)
-    }
-
     /// Fresh per-layer recurrent states.
     public func makeStates(batch: Int) -> [CausalMixerState] { blocks.map { $0.mixer.makeState(batch: batch) } }
 

@@ -239,26 +239,6 @@ public final class EncoderClassifier: Module, SequenceModel {
     /// Final hidden states [B, N, D] of token ids or features (no pooler, no head).
     public func encode(_ input: SequenceInput) -> Variable { hiddenStates(input).hidden }
 
-    /// The task loss of logits [B, C] from `callAsFunction`: cross-entropy against `.classes` for the
-    /// classification head; BCE with logits for the binary and retrieval heads, against `.classes`
-    /// (0/1, [B]) or `.values` ([B, 1]).
-    public func loss(logits: Variable, targets: Targets) -> Variable {
-        let b = logits.shape[0]
-        switch (configuration.head, targets) {
-        case (.classification, .classes(let classes)):
-            return crossEntropy(logits: logits, targets: classes)
-        case (.classification, .values(let v)):
-            fatalError("EncoderClassifier: the classification head needs class targets, got values \(v.shape)")
-        case (_, .classes(let classes)):
-            LongMixerCore.check(classes.shape == [b] && classes.scalars.allSatisfy { $0 == 0 || $0 == 1 },
-                                "EncoderClassifier: binary targets must be [\(b)] of 0/1, got shape \(classes.shape) with values \(Set(classes.scalars).sorted())")
-            return binaryCrossEntropy(logits: logits, targets: Tensor(shape: [b, 1], scalars: classes.scalars.map { Float($0) }))
-        case (_, .values(let v)):
-            return binaryCrossEntropy(logits: logits, targets: v)
-        case (_, .tokens(let t)):
-            fatalError("EncoderClassifier: per-position token targets \(t.shape) are for language models, not the encoder's heads")
-        }
-    }
 
     /// tanh(Dense(h[:, 0])), [B, D] (or the configured pooling, see `pooled(_: SequenceInput)`).
     public func pooled(_ ids: IntTensor) -> Variable { pooled(.tokens(ids)) }
@@ -334,15 +314,11 @@ public struct EncoderConfiguration: Codable, Equatable, Sendable {
         case regression
     }
 
-    /// What the head reads from the final hidden states h [B, N, D].
-    public enum Pooling: String, Codable, CaseIterable, Sendable {
-        /// tanh(Dense(h[:, 0])): the reference's CLS pooler (position 0, a CLS token or not).
-        case cls
-        /// tanh(Dense(mean of h over non-padding positions)).
-        case mean
-        /// h as [B, N·D] straight into the head (Paramixer's FLATTEN); needs `length`, no pooler.
-        case flatten
-    }
+    /// What the head reads from the final hidden states h [B, N, D]: `cls` = tanh(Dense(h[:, 0])), the
+    /// reference's pooler (position 0, a CLS token or not); `mean` = tanh(Dense(mean of h over
+    /// non-padding positions)); `flatten` = h as [B, N·D] straight into the head (Paramixer's FLATTEN;
+    /// needs `length`, no pooler).
+    public typealias Pooling = LongMixerModels.Pooling
 
     /// Token ids 0..<V; the reference byte/pixel tasks use PAD 0, CLS 1, SEP 2, content + 3 (V = 259).
     /// Ignored with `inputFeatures`.
