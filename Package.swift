@@ -51,10 +51,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings),
-        .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore", "LongMixerWideKernels"], swiftSettings: settings),
-        .testTarget(name: "LongMixerNNTests", dependencies: ["LongMixerNN", "LongMixerTraining"], swiftSettings: settings),
-        .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData"], swiftSettings: settings),
-        .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining"], swiftSettings: settings),
+        // One closeness measure, fixture locator, thread-count loop and AVX-512 trait for every test target.
+        .target(name: "LongMixerTestSupport", dependencies: ["LongMixerCore"], path: "Tests/LongMixerTestSupport", swiftSettings: settings),
+        .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore", "LongMixerWideKernels", "LongMixerTestSupport"], swiftSettings: settings),
+        .testTarget(name: "LongMixerNNTests", dependencies: ["LongMixerNN", "LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
+        .testTarget(name: "LongMixerModelsTests", dependencies: ["LongMixerModels", "LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
+        .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData", "LongMixerTestSupport"], swiftSettings: settings),
+        .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 @testable import LongMixerCore
 @testable import LongMixerWideKernels
 

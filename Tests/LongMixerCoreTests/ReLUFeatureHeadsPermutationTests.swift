@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 @testable import LongMixerCore
 
 /// The fused Performer / PermuteFormer feature op `reluFeatureHeads` (head split + ReLU + ε + π^t, the

@@ -1,4 +1,5 @@
 import Testing
+import LongMixerTestSupport
 @testable import LongMixerCore
 import LongMixerWideKernels
 

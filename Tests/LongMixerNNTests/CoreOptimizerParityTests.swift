@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 import LongMixerNN
 
 // Three Adam / AdamW steps on the core parity network against torch.optim (fixtures from

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 import LongMixerNN
 
 // Parity with PyTorch for the core layers, autodiff and cross-entropy. Fixtures are written by

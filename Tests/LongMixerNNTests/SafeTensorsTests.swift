@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 @testable import LongMixerNN
 
 // safetensors reader/writer: round trips, interoperability with Python's `safetensors` (fixtures

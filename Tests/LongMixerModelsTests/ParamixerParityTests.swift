@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 @testable import LongMixerModels
 
 /// Parity with the PyTorch reference (`Scripts/reference/paramixer_reference.py`, fixtures in
@@ -20,13 +21,6 @@ struct ParamixerParityTests {
         "order_n32_blockinput_2blocks",     // residual: block-input
         "adding_n21_cdil_blockinput",
     ]
-
-    /// max |a − b| / max |reference|.
-    static func relativeError(_ a: Tensor, reference b: Tensor) -> Float {
-        var diff: Float = 0, scale: Float = 0
-        for i in 0..<b.count { scale = max(scale, abs(b[flat: i])); diff = max(diff, abs(a[flat: i] - b[flat: i])) }
-        return scale > 0 ? diff / scale : diff
-    }
 
     @Test("logits, loss and every parameter gradient match PyTorch", arguments: cases)
     func parity(name: String) throws {
@@ -50,7 +44,7 @@ struct ParamixerParityTests {
         let logits = model(input)
         let referenceLogits = try float("logits")
         #expect(logits.shape == referenceLogits.shape)
-        let logitError = Self.relativeError(logits.value, reference: referenceLogits)
+        let logitError = relativeError(logits.value, referenceLogits)
         #expect(logitError <= 1e-4, "\(name): logits relative error \(logitError)")
 
         let loss: Variable
@@ -67,7 +61,7 @@ struct ParamixerParityTests {
         for (parameterName, parameter) in model.namedParameters() {
             let reference = try float("grad." + parameterName)
             let grad = try #require(parameter.grad, "\(parameterName) got no gradient")
-            let error = Self.relativeError(grad, reference: reference)
+            let error = relativeError(grad, reference)
             #expect(error <= 1e-4, "\(name): gradient of \(parameterName) relative error \(error)")
         }
 

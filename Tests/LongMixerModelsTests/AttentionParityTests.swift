@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 import LongMixerTraining
 @testable import LongMixerModels
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LongMixerTestSupport
 import LongMixerTraining
 @testable import LongMixerModels
 
@@ -11,18 +12,6 @@ struct AttentionPropertyTests {
     static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
         var g = RandomGenerator(seed: seed)
         return Tensor.uniform(shape, low: -scale, high: scale, generator: &g)
-    }
-
-    /// max |a − b| / max |b|; NaN if any element is NaN (so every `<` bound fails).
-    static func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
-        precondition(a.shape == b.shape, "\(a.shape) vs \(b.shape)")
-        var diff: Float = 0, scale: Float = 0
-        for i in 0..<b.count {
-            let d = abs(a[flat: i] - b[flat: i])
-            if d.isNaN { return .nan }
-            scale = max(scale, abs(b[flat: i])); diff = max(diff, d)
-        }
-        return scale > 0 ? diff / scale : diff
     }
 
     static func copyParameters(from source: Module, to target: Module) {
@@ -44,13 +33,13 @@ struct AttentionPropertyTests {
         let base = mixer(x, keyMask: Self.mask, positions: Array(0..<9)).value
         for offset in [1, 5, 37, 1000] {
             let shifted = mixer(x, keyMask: Self.mask, positions: Array(offset..<(offset + 9))).value
-            #expect(Self.relativeError(shifted, base) < 1e-5, "offset \(offset)")
+            #expect(relativeError(shifted, base) < 1e-5, "offset \(offset)")
         }
         // … while a non-uniform change of positions does change it (the encoding is not void).
         var swapped = Array(0..<9); swapped.swapAt(0, 4)
-        #expect(Self.relativeError(mixer(x, keyMask: Self.mask, positions: swapped).value, base) > 1e-3)
+        #expect(relativeError(mixer(x, keyMask: Self.mask, positions: swapped).value, base) > 1e-3)
         // The protocol call uses positions 0..<N.
-        #expect(Self.relativeError(mixer(x, keyMask: Self.mask).value, base) == 0)
+        #expect(relativeError(mixer(x, keyMask: Self.mask).value, base) == 0)
     }
 
     @Test("PermuteFormer 2D: shifting all x and all y positions leaves the output unchanged; depends on (Δx, Δy)")
@@ -64,11 +53,11 @@ struct AttentionPropertyTests {
         let base = mixer(x, keyMask: nil).value
         for (dx, dy) in [(1, 0), (0, 3), (7, 11)] {
             let shifted = mixer(x, keyMask: nil, xPositions: xs.map { $0 + dx }, yPositions: ys.map { $0 + dy }).value
-            #expect(Self.relativeError(shifted, base) < 1e-5, "shift (\(dx), \(dy))")
+            #expect(relativeError(shifted, base) < 1e-5, "shift (\(dx), \(dy))")
         }
         // Transposing the image layout changes the output (x and y halves are distinct).
         let transposed = mixer(x, keyMask: nil, xPositions: ys, yPositions: xs).value
-        #expect(Self.relativeError(transposed, base) > 1e-3)
+        #expect(relativeError(transposed, base) > 1e-3)
         // One permutation of half the feature width per head: F/2 = 4·8/2.
         #expect(mixer.permutations.count == 2 && mixer.permutations[0].size == 16)
     }
@@ -94,12 +83,12 @@ struct AttentionPropertyTests {
         var repeated = x
         for _ in 0..<5 { repeated = mixer.applyPowers(repeated, positions: [1]) }
         let r5 = mixer.applyPowers(x, positions: [5]).value
-        #expect(Self.relativeError(r5, repeated.value) < 1e-5)
-        #expect(Self.relativeError(r1, x.value) > 1e-3)
+        #expect(relativeError(r5, repeated.value) < 1e-5)
+        #expect(relativeError(r1, x.value) > 1e-3)
         let input = Variable(Self.random([2, 9, 8], seed: 7, scale: 3))
         let base = mixer(input, keyMask: Self.mask).value
         let shifted = mixer(input, keyMask: Self.mask, positions: Array(3..<12)).value
-        #expect(Self.relativeError(shifted, base) < 1e-4)
+        #expect(relativeError(shifted, base) < 1e-4)
     }
 
     @Test("RoPE-Performer (eq. 19) is invariant to a common shift of positions")
@@ -109,14 +98,14 @@ struct AttentionPropertyTests {
         let x = Variable(Self.random([2, 9, 16], seed: 9, scale: 3))
         let base = mixer(x, keyMask: Self.mask).value
         let shifted = mixer(x, keyMask: Self.mask, positions: Array(4..<13)).value
-        #expect(Self.relativeError(shifted, base) < 1e-4)
+        #expect(relativeError(shifted, base) < 1e-4)
         // Denominator un-rotated: at position 0 only (all angles 0 for a single token) RoPE = Performer.
         var g2 = RandomGenerator(seed: 8)
         let performer = PerformerAttention(dimensions: 16, heads: 2, generator: &g2)
         Self.copyParameters(from: mixer, to: performer)
         let one = Variable(Self.random([1, 1, 16], seed: 10))
-        #expect(Self.relativeError(mixer(one, keyMask: nil).value, performer(one, keyMask: nil).value) < 1e-6)
-        #expect(Self.relativeError(mixer(x, keyMask: Self.mask).value, performer(x, keyMask: Self.mask).value) > 1e-3)
+        #expect(relativeError(mixer(one, keyMask: nil).value, performer(one, keyMask: nil).value) < 1e-6)
+        #expect(relativeError(mixer(x, keyMask: Self.mask).value, performer(x, keyMask: Self.mask).value) > 1e-3)
     }
 
     @Test("finite-difference gradients of every mixer with respect to its input", arguments: MixerKind.allCases)
@@ -146,11 +135,11 @@ struct AttentionPropertyTests {
         Self.copyParameters(from: performer, to: permute2D)
         let x = Variable(Self.random([2, 9, 16], seed: 14, scale: 3))
         let reference = performer(x, keyMask: Self.mask).value
-        #expect(Self.relativeError(permute(x, keyMask: Self.mask).value, reference) > 1e-3)
+        #expect(relativeError(permute(x, keyMask: Self.mask).value, reference) > 1e-3)
         permute.permutations = (0..<2).map { _ in CyclePermutation.identity(size: 32) }
         permute2D.permutations = (0..<2).map { _ in CyclePermutation.identity(size: 16) }
-        #expect(Self.relativeError(permute(x, keyMask: Self.mask).value, reference) < 1e-6)
-        #expect(Self.relativeError(permute2D(x, keyMask: Self.mask).value, reference) < 1e-6)
+        #expect(relativeError(permute(x, keyMask: Self.mask).value, reference) < 1e-6)
+        #expect(relativeError(permute2D(x, keyMask: Self.mask).value, reference) < 1e-6)
     }
 
     // MARK: Encoder structure
@@ -213,10 +202,10 @@ struct AttentionPropertyTests {
             b.eval()
             let ids = IntTensor(shape: [2, 6], scalars: [1, 5, 7, 9, 11, 2, 1, 4, 19, 3, 3, 2])
             Self.copyParameters(from: a, to: b)
-            #expect(Self.relativeError(b(.tokens(ids)).value, a(.tokens(ids)).value) > 1e-6, "\(kind): seeds should differ")
+            #expect(relativeError(b(.tokens(ids)).value, a(.tokens(ids)).value) > 1e-6, "\(kind): seeds should differ")
             let saved = Dictionary(uniqueKeysWithValues: a.namedBuffers().map { ($0.0, $0.1.value) })
             for (name, buffer) in b.namedBuffers() { buffer.value = saved[name]! }
-            #expect(Self.relativeError(b(.tokens(ids)).value, a(.tokens(ids)).value) == 0, "\(kind)")
+            #expect(relativeError(b(.tokens(ids)).value, a(.tokens(ids)).value) == 0, "\(kind)")
             // The same through a safetensors checkpoint file, into a third model built with other seeds.
             let url = FileManager.default.temporaryDirectory.appendingPathComponent("attention_checkpoint_\(kind.rawValue)_\(getpid()).safetensors")
             defer { try? FileManager.default.removeItem(at: url) }
@@ -225,7 +214,7 @@ struct AttentionPropertyTests {
             let restored = try EncoderClassifier(configuration: c, generator: &g3)
             restored.eval()
             try restored.loadWeights(from: url)
-            #expect(Self.relativeError(restored(.tokens(ids)).value, a(.tokens(ids)).value) == 0, "\(kind) via file")
+            #expect(relativeError(restored(.tokens(ids)).value, a(.tokens(ids)).value) == 0, "\(kind) via file")
         }
     }
 
@@ -239,7 +228,7 @@ struct AttentionPropertyTests {
         let p1 = model.pooled(IntTensor(shape: [1, 6], scalars: [1, 5, 7, 9, 2, 0]))
         let p2 = model.pooled(IntTensor(shape: [1, 6], scalars: [1, 4, 19, 3, 2, 0]))
         let manual = (model.head as! Sequential)(concatenate([p1, p2], axis: 1))
-        #expect(Self.relativeError(out.value, manual.value) < 1e-6)
+        #expect(relativeError(out.value, manual.value) < 1e-6)
         let swapped = model(.tokens(IntTensor(shape: [1, 12], scalars: [1, 4, 19, 3, 2, 0, 1, 5, 7, 9, 2, 0])))
         #expect(abs(swapped.value.scalar - out.value.scalar) > 1e-7)
         #expect(model.namedParameters().map(\.0).suffix(6) == ["head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias", "head.4.weight", "head.4.bias"])
@@ -251,7 +240,7 @@ struct AttentionPropertyTests {
             let model = try Self.tinyEncoder(kind, positions: EncoderConfiguration.Positions.none)
             let short = model(.tokens(IntTensor(shape: [1, 4], scalars: [1, 5, 7, 2]))).value
             let padded = model(.tokens(IntTensor(shape: [1, 7], scalars: [1, 5, 7, 2, 0, 0, 0]))).value
-            #expect(Self.relativeError(padded, short) < 1e-5, "\(kind)")
+            #expect(relativeError(padded, short) < 1e-5, "\(kind)")
         }
     }
 
@@ -294,7 +283,7 @@ struct AttentionPropertyTests {
         let v = Variable(Self.random([1, 1, n, 3], seed: 45))
         let approx = linearAttention(queries: mixer.featureMap(q, isQuery: true), keys: mixer.featureMap(k, isQuery: false), values: v)
         let exact = matmul(softmax(matmul(q, k, transposeB: true) * (1 / Float(f).squareRoot()), axis: -1), v)
-        #expect(Self.relativeError(approx.value, exact.value) < 0.05)
+        #expect(relativeError(approx.value, exact.value) < 0.05)
     }
 
     // MARK: Causal LM
@@ -320,8 +309,8 @@ struct AttentionPropertyTests {
         let changed = model(IntTensor(shape: [1, 11], scalars: ids)).value
         let prefix = Tensor(shape: [(t + 1) * v], scalars: Array(base.scalars[0..<((t + 1) * v)]))
         let changedPrefix = Tensor(shape: [(t + 1) * v], scalars: Array(changed.scalars[0..<((t + 1) * v)]))
-        #expect(Self.relativeError(changedPrefix, prefix) < 1e-6)
-        #expect(Self.relativeError(changed, base) > 1e-4)
+        #expect(relativeError(changedPrefix, prefix) < 1e-6)
+        #expect(relativeError(changed, base) > 1e-4)
     }
 
     @Test("causal PermuteFormer mixer: a common shift of positions leaves outputs unchanged (parallel and step)", arguments: [false, true])
@@ -332,13 +321,13 @@ struct AttentionPropertyTests {
         let x = Variable(Self.random([2, 9, 16], seed: 81, scale: 3))
         let base = mixer(x, keyMask: nil).value
         let shifted = mixer(x, keyMask: nil, positions: Array(100..<109)).value
-        #expect(Self.relativeError(shifted, base) < 1e-5)
+        #expect(relativeError(shifted, base) < 1e-5)
         var state = mixer.makeState(batch: 2)
         var rows: [Tensor] = []
         for t in 0..<9 {
             rows.append(mixer.step(slice(x, axis: 1, t..<(t + 1)), position: 100 + t, state: &state).value)
         }
-        #expect(Self.relativeError(Tensor.concatenate(rows, axis: 1), base) < 1e-5)
+        #expect(relativeError(Tensor.concatenate(rows, axis: 1), base) < 1e-5)
     }
 
     @Test("no length limit without a learned table: PermuteFormer encoder beyond maxPositions, LM at N = 1500 stays finite")
@@ -357,7 +346,7 @@ struct AttentionPropertyTests {
         let ids = IntTensor(shape: [2, 13], scalars: (0..<26).map { Int32(3 + ($0 * 91) % 256) })
         let parallel = model(ids).value
         let recurrent = model.recurrentLogits(ids)
-        #expect(Self.relativeError(recurrent, parallel) < 1e-4, "\(kind) normalized \(normalized)")
+        #expect(relativeError(recurrent, parallel) < 1e-4, "\(kind) normalized \(normalized)")
     }
 
     @Test("generate: greedy continuation = argmax of the parallel logits at each step; state memory independent of length")
