@@ -290,8 +290,10 @@ public enum ModelRegistry {
     }
 
     /// The encoder of `entry` for `shape`; defaults are a small CPU model (D 32, 1 layer, 2 heads, FFN 64,
-    /// no dropout), positions as the reference for the mixer (learned tables sized to N), and FLATTEN
-    /// pooling as Paramixer's synthetic setup when the task has no CLS token (cls otherwise).
+    /// no dropout), positions as the reference for the mixer (learned tables sized to N), and the
+    /// reference's pooling (position 0 through the tanh pooler). FLATTEN is an option; its N·D-wide head
+    /// moves the output by about lr·N·D per Adam step (the loss blew up within 10 steps at N = 1024 and
+    /// lr 2e-3), so it wants a small --head-lr-scale.
     static func encoderConfiguration(_ entry: ModelEntry, for shape: ModelTaskShape, options o: ModelOptions) throws -> EncoderConfiguration {
         var mixer = MixerConfiguration(kind: entry.mixer!)
         if let grid = shape.grid { mixer.grid = grid }
@@ -318,7 +320,7 @@ public enum ModelRegistry {
                                     heads: o.heads ?? 2, layers: o.layers ?? 1, feedForwardDimensions: o.feedForward ?? 64,
                                     dropout: o.dropout ?? 0, mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
                                     head: head, classes: max(shape.outputs, 2), outputs: shape.outputs,
-                                    pooling: o.pooling ?? .flatten, length: shape.length, paddingIndex: padding)
+                                    pooling: o.pooling ?? .cls, length: shape.length, paddingIndex: padding)
     }
 
     /// Runs `body`, turning a configuration error of a model family into a usage error.

@@ -36,7 +36,7 @@ struct TrainCommand: ParsableCommand {
             a few minutes on 2 cores with Paramixer): D = H = 32, 1 block, CHORD, FLATTEN, Adam, batch 40, clip \
             1.0, 1500 steps (60,000 sequences), cosine learning rate from 2e-3. Temporal Order uses the \
             block-input residual and learned positions. The attention models (transformer, performer, favor, \
-            permuteformer, rope, orthogonal) default to a small encoder: D 32, 1 layer, 2 heads, FFN 64, FLATTEN. \
+            permuteformer, rope, orthogonal) default to a small encoder: D 32, 1 layer, 2 heads, FFN 64, CLS pooling (position 0). \
             --task lm: byte-level language model on --corpus, AdamW (β 0.9, 0.98, weight decay 0.01), 5e-4, \
             cosine with 10 % warm-up, batch 16, 1000 steps, --size small.
 
@@ -110,7 +110,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Paramixer: what each factor adds back: every-factor (the released reference) or block-input (default: block-input for --task order, else every-factor).")
     var residual: ParamixerConfiguration.Residual?
 
-    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")) (default flatten; the LRA presets use cls).")
+    @Option(help: "Pooling: \(Pooling.allCases.map(\.rawValue).joined(separator: ", ")) (default: flatten for Paramixer, cls for the attention models, as the references).")
     var pooling: Pooling?
 
     @Option(help: "Absolute positions: \(PositionEncoding.allCases.map(\.rawValue).joined(separator: ", ")) (default: none for Paramixer on adding, learned on order; the reference's choice per attention mixer).")
