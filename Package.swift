@@ -42,12 +42,12 @@ let package = Package(
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
-        .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),
-        .target(name: "LongMixerTraining", dependencies: ["LongMixerModels", "LongMixerData"], swiftSettings: settings),
+        .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
+        .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),
         .executableTarget(
             name: "longmixer",
             dependencies: [
-                "LongMixerTraining",
+                "LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings),

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Byte-level text corpora for language modelling.
 //

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Synthetic long-range tasks of the Paramixer paper (Yu et al., CVPR 2022), generated like the
 // reference code `wiedersehne/Paramixer`, `Synthetic-data-tasks/synth_data_generation.py`

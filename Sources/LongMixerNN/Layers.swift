@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 /// Initialisations with PyTorch's defaults (same distributions, our own seeded generator).
 public enum Initializer {

@@ -1,4 +1,4 @@
-@_exported import LongMixerCore
+import LongMixerCore
 
 /// A trainable tensor: a leaf Variable that requires a gradient. A reference, so optimizers
 /// update it in place and every graph node that used it sees the same object.

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Optimizers with PyTorch's update rules (torch.optim, single-tensor CPU path), element for element:
 // the same operation order, the same fused multiply-adds where ATen's vectorised CPU kernels use

@@ -1,4 +1,5 @@
 import Foundation
+import LongMixerCore
 
 // Learning-rate schedules. `learningRate(at: step)` is the rate for the update with index `step`
 // (counting from 0), i.e. what `torch.optim.lr_scheduler.LambdaLR` / `StepLR` hold in the

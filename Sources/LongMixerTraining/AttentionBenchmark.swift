@@ -1,6 +1,8 @@
 import Foundation
 import LongMixerCore
 import LongMixerModels
+import LongMixerNN
+import LongMixerData
 
 // `longmixer bench attention` (issue #4): forward and forward+backward time per sequence of the
 // attention family in one LRA encoder configuration, against the same model in PyTorch

@@ -1,5 +1,8 @@
 import Foundation
 import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // Reusable benchmark machinery: a monotonic clock, a best-of-N timer that interleaves the cases it
 // compares, a STREAM-like DRAM bandwidth probe, machine information, table printing and JSON output.

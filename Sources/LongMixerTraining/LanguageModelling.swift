@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // Byte-level language modelling on top of the Trainer: the causal LM as a `SequenceModel`
 // (logits [B, N, V] for `TaskObjective.languageModel`), the CLI's model names, loading a trained

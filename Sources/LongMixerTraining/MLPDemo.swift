@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // A quick end-to-end check of the stack (tensors → autodiff → layers → Adam → schedule): a 2-layer
 // MLP learns a synthetic, non-linearly separable classification problem in a few hundred steps.

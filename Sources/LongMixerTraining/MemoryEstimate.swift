@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// Peak memory of a training run, estimated from its configuration alone (nothing is built), so that
 /// a run that cannot fit is refused before anything is allocated.

@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // Losses and metrics per task objective, and the JSON Lines metrics log.
 

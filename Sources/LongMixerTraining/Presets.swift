@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// A named recipe of one of the papers: the task, the model and the values the paper or its code
 /// used; everything it leaves unset comes from the defaults, and command-line settings override it.

@@ -1,5 +1,7 @@
 import Foundation
 import LongMixerCore
+import LongMixerModels
+import LongMixerData
 
 /// Resident-memory readings of this process from /proc (Linux).
 public enum ProcessMemory {

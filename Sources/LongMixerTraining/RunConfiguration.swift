@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // One run configuration for every model and task, resolved by one function from three layers:
 // defaults (per task and model family) ← preset ← command-line settings. A setting that does not

@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// Errors about the run directory, one line each.
 public enum RunDirectoryError: Error, CustomStringConvertible, Equatable {

@@ -1,5 +1,9 @@
 import Dispatch
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// Errors that stop a training run, one line each.
 public enum TrainingError: Error, CustomStringConvertible, Equatable {

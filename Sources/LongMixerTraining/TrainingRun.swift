@@ -1,4 +1,8 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// What `config.json` holds: the resolved run configuration, the model family's own configuration
 /// (which rebuilds the model: `paramixer`, `encoder` or `languageModel`) and how the run was started.

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer bench attention` (issue #4): forward and forward+backward time per sequence of the
 /// attention family vs sequence length, with PyTorch side by side (`--torch`).

@@ -2,6 +2,10 @@ import ArgumentParser
 import COpenBLAS
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer bench …`: performance benchmarks (never timed tests). Each subcommand prints a table
 /// and can write JSON with the machine description; docs/benchmarks.md records the results.

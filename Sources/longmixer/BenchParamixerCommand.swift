@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer bench paramixer`: the Paramixer scaling benchmark of issue #3 — forward and
 /// forward+backward time per sequence and a training step's peak memory for N = 2^7 … 2^16

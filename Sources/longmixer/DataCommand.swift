@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer data`: fetch and list real text corpora (an explicit step; training never downloads).
 struct DataCommand: ParsableCommand {

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer demo …`: small self-contained runs that exercise the whole stack.
 struct DemoCommand: ParsableCommand {

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 /// `longmixer generate`: sample bytes from a trained byte-level LM, streamed to stdout.
 struct GenerateCommand: ParsableCommand {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerModels
+import LongMixerData
 
 @main
 struct LongMixerCommand: ParsableCommand {

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerModels
+import LongMixerData
 
 // Numeric options that may be given a negative value (a mistake we want to name) parse
 // `.unconditional`ly: otherwise "--clip-norm -1" reads "-1" as an unknown flag and prints the usage.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMixerData
+import LongMixerCore
 
 private func temporaryFolder(_ name: String) throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-bytecorpus-\(name)-\(UUID().uuidString)")

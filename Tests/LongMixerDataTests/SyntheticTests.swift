@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMixerData
+import LongMixerCore
 
 @Suite("SyntheticData")
 struct SyntheticDataTests {

@@ -3,6 +3,9 @@ import Testing
 import LongMixerTestSupport
 import LongMixerTraining
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Parity with the PyTorch reference (`Scripts/reference/attention_reference.py`; fixtures
 /// `Tests/Fixtures/attention_*.safetensors` + `.json`): every mixer inside the pre-LN encoder (and

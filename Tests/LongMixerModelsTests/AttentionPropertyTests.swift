@@ -3,6 +3,9 @@ import Testing
 import LongMixerTestSupport
 import LongMixerTraining
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// The mathematics of the attention family: relative-position invariance (PermuteFormer 1D/2D,
 /// its orthogonal ablation, RoPE eq. 19), identity permutation ≡ Performer, causality, recurrent

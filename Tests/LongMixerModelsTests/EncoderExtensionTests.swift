@@ -3,6 +3,9 @@ import Testing
 import LongMixerTestSupport
 import LongMixerData
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerTraining
 
 /// The encoder's extensions for the synthetic tasks: real-valued input, the regression head, mean
 /// and flatten pooling (parity with PyTorch is in `AttentionParityTests`); configurations written

@@ -2,6 +2,10 @@ import Foundation
 import Testing
 import LongMixerTestSupport
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerTraining
 
 /// Parity with the PyTorch reference (`Scripts/reference/paramixer_reference.py`, fixtures in
 /// `Tests/Fixtures/paramixer_*.safetensors` + `.json`), read with `SafeTensors`. Weights are loaded

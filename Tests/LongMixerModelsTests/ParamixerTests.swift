@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerTraining
 
 @Suite("ParamixerProtocols")
 struct ParamixerProtocolTests {

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import LongMixerTraining
 @testable import LongMixerModels
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Opt-in end-to-end learning checks (`LONGMIXER_SLOW_TESTS=1 swift test --filter Slow`): the
 /// attention models actually learn small order-sensitive tasks with Adam.

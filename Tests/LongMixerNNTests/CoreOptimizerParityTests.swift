@@ -2,6 +2,10 @@ import Foundation
 import Testing
 import LongMixerTestSupport
 import LongMixerNN
+import LongMixerCore
+import LongMixerData
+import LongMixerModels
+import LongMixerTraining
 
 // Three Adam / AdamW steps on the core parity network against torch.optim (fixtures from
 // `python3 Scripts/reference/core_parity.py`). Each step recomputes the loss and the

@@ -2,6 +2,10 @@ import Foundation
 import Testing
 import LongMixerTestSupport
 import LongMixerNN
+import LongMixerCore
+import LongMixerData
+import LongMixerModels
+import LongMixerTraining
 
 // Parity with PyTorch for the core layers, autodiff and cross-entropy. Fixtures are written by
 // `python3 Scripts/reference/core_parity.py` (see that script for the network and data):

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 @Suite("MLP demo")
 struct MLPDemoTests {

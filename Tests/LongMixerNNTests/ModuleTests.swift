@@ -1,5 +1,9 @@
 import Testing
 @testable import LongMixerNN
+import LongMixerCore
+import LongMixerData
+import LongMixerModels
+import LongMixerTraining
 
 private final class Block: Module {
     let norm = LayerNorm(dimensions: 4)

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerNN
+import LongMixerCore
+import LongMixerData
+import LongMixerModels
+import LongMixerTraining
 
 // Parity with torch.optim / clip_grad_norm_ / lr_scheduler through Tests/Fixtures/optimizer_reference.json,
 // written by Scripts/reference/optimizer_reference.py (regenerate: python3 Scripts/reference/optimizer_reference.py).

@@ -1,5 +1,9 @@
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 @Suite("Process memory")
 struct ProcessMemoryTests {

@@ -2,6 +2,10 @@ import Foundation
 import Testing
 import LongMixerTestSupport
 @testable import LongMixerNN
+import LongMixerCore
+import LongMixerData
+import LongMixerModels
+import LongMixerTraining
 
 // safetensors reader/writer: round trips, interoperability with Python's `safetensors` (fixtures
 // written by Scripts/reference/safetensors_fixture.py and by this suite), and a malformed-file suite.

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 /// The statistics behind the benchmarks' verdicts (the timings themselves are never asserted).
 @Suite("Benchmark statistics")

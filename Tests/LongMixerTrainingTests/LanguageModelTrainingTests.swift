@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 /// A repetitive text (a 45-byte sentence with a rotating word), written by the test itself.
 private func writeRepetitiveCorpus(_ folder: URL) throws -> URL {

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 /// The one configuration merge: defaults ← preset ← command line, `--scale`, and refusal of every
 /// setting that does not apply, before anything is built.

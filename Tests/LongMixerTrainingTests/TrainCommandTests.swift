@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 /// End to end through the `longmixer` executable (built beside the test bundle): every model family
 /// on the tasks it serves, a few steps at tiny sizes, the run directory checked; and refusals that

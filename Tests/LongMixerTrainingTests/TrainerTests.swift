@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LongMixerTraining
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+import LongMixerModels
 
 /// A tiny sequence model for trainer tests: per-position input map (Embedding or Linear(F, D)),
 /// GELU, flatten, Linear(N·D, C).

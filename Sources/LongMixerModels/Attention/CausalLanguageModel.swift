@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Causal PermuteFormer and its byte-level language model, following the released WikiText-103
 /// LM of PermuteFormer (`cpcp1998/PermuteFormer`, `language_model/{permute,permute-r,permute-p,

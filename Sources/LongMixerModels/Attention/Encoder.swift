@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// The pre-LN encoder classifier of the PermuteFormer LRA code (`cpcp1998/PermuteFormer`,
 /// `long_range_arena/models/performer_prenorm.py` / `bert_prenorm.py`, HF-BERT derived, and the

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Performer attention as in the PermuteFormer LRA code (`cpcp1998/PermuteFormer`,
 /// `long_range_arena/models/performer_prenorm.py` + `performer_attention.py`), i.e. Performer's

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// PermuteFormer (Peng Chen, "PermuteFormer: Efficient Relative Position Encoding for Long
 /// Sequences", EMNLP 2021), bidirectional, as the released LRA code (`cpcp1998/PermuteFormer`,

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// RoPE-Performer, the relative-position baseline of PermuteFormer: RoFormer (Su et al., "RoFormer:
 /// Enhanced Transformer with Rotary Position Embedding", arXiv 2104.09864) eq. 19 for linear

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// The seam between attention-like token mixers and the blocks that use them.
 ///

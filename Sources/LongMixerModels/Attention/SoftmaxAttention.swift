@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Exact (O(N²)) softmax self-attention, the Transformer baseline of the PermuteFormer LRA code
 /// (`cpcp1998/PermuteFormer`, `long_range_arena/models/bert_prenorm.py`, HF-BERT self-attention):

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 // Sparse-factor link protocols of Paramixer (Yu et al., CVPR 2022; reference code
 // `wiedersehne/Paramixer`, `get_chord_indices_assym` / `get_dil_indices_assym`).

@@ -1,4 +1,7 @@
 import Foundation
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
 
 /// Paramixer: parameterised sparse mixing factors instead of dot-product attention.
 ///

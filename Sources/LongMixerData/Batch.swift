@@ -1,3 +1,4 @@
+import LongMixerCore
 /// Model input for a batch of sequences.
 public enum SequenceInput {
     /// Token ids, [B, N].

@@ -1,2 +1,0 @@
-@_exported import LongMixerModels
-@_exported import LongMixerData
