@@ -38,8 +38,10 @@ let package = Package(
         .target(name: "CLongMixerMemory"),
         // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
         .target(name: "CLongMixerGather"),
+        // fork + prctl(PR_SET_PDEATHSIG) + exec for child processes that die with their parent (ChildProcess).
+        .target(name: "CLongMixerProcess"),
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "LongMixerWideKernels"], swiftSettings: coreSettings),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN"], swiftSettings: settings),

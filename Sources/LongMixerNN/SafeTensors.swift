@@ -476,6 +476,8 @@ extension Module {
             try loadStateDictionary(tensors)
         } catch let e as SafeTensorsError {
             throw SafeTensorsError("\(url.path): \(e.description)")
+        } catch let e as UserError {
+            throw UserError(e.kind, what: "\(url.path): \(e.what)", value: e.value, why: e.why, remedy: e.remedy)
         }
     }
 
@@ -506,7 +508,45 @@ extension Module {
             if !mismatched.isEmpty { parts.append("mismatched: \(mismatched.sorted().joined(separator: "; "))") }
             throw SafeTensorsError("loadWeights into \(type(of: self)): \(parts.joined(separator: " · ")); nothing was loaded")
         }
+        try validateValues(tensors, names: targets.map(\.0))
         for (name, _, assign) in targets { assign(tensors[name]!.floatTensor!) }
+    }
+
+    /// Every tensor finite, then each module's own meaning checks (`validateLoadedState`: permutations,
+    /// rates), so a well-formed file with corrupt values is one error naming the tensor instead of a
+    /// trap on first use or silent garbage.
+    func validateValues(_ tensors: [String: NamedTensor], names: [String]) throws {
+        for name in names {
+            let t = tensors[name]!.floatTensor!
+            let p = t.pointer
+            for i in 0..<t.count where !p[i].isFinite {
+                throw UserError(what: "tensor \"\(name)\"", value: "\(p[i]) at \(Self.position(i, shape: t.shape))",
+                                why: "is not a finite number", remedy: Self.corruptRemedy)
+            }
+        }
+        func visit(_ module: Module, prefix: String) throws {
+            var local: [String: Tensor] = [:]
+            for (name, _) in module.localParameters() { local[name] = tensors[prefix + name]?.floatTensor }
+            for (name, _) in module.localBuffers() { local[name] = tensors[prefix + name]?.floatTensor }
+            do { try module.validateLoadedState(local) } catch let v as LoadedStateViolation {
+                throw UserError(what: "tensor \"\(prefix)\(v.tensor)\"", value: v.value, why: v.why, remedy: Self.corruptRemedy)
+            }
+            for (name, child) in module.namedChildren() { try visit(child, prefix: prefix + name + ".") }
+        }
+        try visit(self, prefix: "")
+    }
+
+    static let corruptRemedy = "the file is damaged or was not written for this model; use the run's own model.safetensors or retrain"
+
+    /// `[i, j, …]` of flat index `flat` in a row-major tensor of `shape`.
+    static func position(_ flat: Int, shape: [Int]) -> String {
+        var rest = flat
+        var index = [Int](repeating: 0, count: shape.count)
+        for axis in shape.indices.reversed() where shape[axis] > 0 {
+            index[axis] = rest % shape[axis]
+            rest /= shape[axis]
+        }
+        return "[" + index.map(String.init).joined(separator: ", ") + "]"
     }
 }
 

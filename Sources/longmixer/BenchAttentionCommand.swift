@@ -72,7 +72,7 @@ struct BenchAttentionCommand: ParsableCommand {
     func validate() throws {
         _ = try parsedLengths()
         guard !(try parsedMixers()).isEmpty else { throw ValidationError("--mixers is empty") }
-        guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1, got \(threads)") }
+        _ = try RuntimeOptions.validatedThreadCount(threads, what: "--threads")
         guard repeats >= 1 else { throw ValidationError("--repeats must be ≥ 1, got \(repeats)") }
         guard layers >= 1 else { throw ValidationError("--layers must be ≥ 1, got \(layers)") }
         guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
@@ -85,7 +85,7 @@ struct BenchAttentionCommand: ParsableCommand {
         print("longmixer bench attention — \(machine.summary)")
         print("command: \(command)")
         print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)\n")
-        let python = torch ? (ProcessInfo.processInfo.environment["LONGMIXER_TORCH_PYTHON"] ?? "/work/venv/bin/python") : nil
+        let python = torch ? (RuntimeOptions.environment.torchPython ?? "/work/venv/bin/python") : nil
         let options = AttentionBenchmarkOptions(lengths: try parsedLengths(), mixers: try parsedMixers(), threads: threads,
                                                 repeats: repeats, layers: layers, batch: batch, softmaxLimitGiB: softmaxLimitGiB,
                                                 torchPython: python)

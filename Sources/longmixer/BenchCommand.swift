@@ -76,6 +76,7 @@ struct BenchCoreCommand: ParsableCommand {
         guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--threads-list must be comma-separated positive integers, got '\(threadsList)'")
         }
+        for t in values { _ = try RuntimeOptions.validatedThreadCount(t, what: "--threads-list") }
         return values
     }
 

@@ -336,7 +336,7 @@ struct TrainCommand: ParsableCommand {
                                   schedule: learningRateSchedule)
         trainer.weightsMetadata = ["task": task.rawValue, "model": modelName, "length": String(length),
                                    "configuration": String(decoding: try JSONEncoder().encode(paramixer), as: UTF8.self)]
-        try trainer.run(resolvedConfiguration: resolved)
+        try runDirectory.finishing { try trainer.run(resolvedConfiguration: resolved) }
     }
 }
 

@@ -115,7 +115,7 @@ extension TrainCommand {
         }
 
         let directoryURL = output.map { URL(fileURLWithPath: $0) } ?? RunDirectory.defaultURL(task: "lm", model: kind.rawValue)
-        let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite)
+        let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: [URL(fileURLWithPath: corpusPath)])
 
         var generator = RandomGenerator(seed: seed ^ 0x6D6F_6465_6C00_0000)   // "model": independent of the data stream
         let model = try CausalLanguageModel(configuration: lm, generator: &generator)
@@ -149,6 +149,6 @@ extension TrainCommand {
                                   schedule: learningRateSchedule)
         trainer.weightsMetadata = ["task": "lm", "model": kind.rawValue, "length": String(length),
                                    "configuration": String(decoding: try JSONEncoder().encode(lm), as: UTF8.self)]
-        try trainer.run(resolvedConfiguration: resolved)
+        try runDirectory.finishing { try trainer.run(resolvedConfiguration: resolved) }
     }
 }
