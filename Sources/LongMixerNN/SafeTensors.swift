@@ -471,7 +471,11 @@ extension Module {
     /// error lists the missing, unexpected and mismatched names; nothing is modified unless
     /// everything matches.
     public func loadWeights(from url: URL) throws {
-        let tensors = try SafeTensors.load(from: url)
+        try loadStateDictionary(try SafeTensors.load(from: url), file: url)
+    }
+
+    /// `loadStateDictionary` with errors prefixed by the file they came from.
+    func loadStateDictionary(_ tensors: [String: NamedTensor], file url: URL) throws {
         do {
             try loadStateDictionary(tensors)
         } catch let e as SafeTensorsError {
@@ -479,6 +483,18 @@ extension Module {
         } catch let e as UserError {
             throw UserError(e.kind, what: "\(url.path): \(e.what)", value: e.value, why: e.why, remedy: e.remedy)
         }
+    }
+
+    /// `loadWeights`, after comparing the model configuration recorded in the file's metadata (if the
+    /// writer recorded one, under `StoredConfiguration.metadataKey`) with `configuration`, the one the
+    /// model was built from: a mismatch is one usage error naming the field (see `StoredConfiguration`).
+    /// `source` names where `configuration` came from, for the message.
+    public func loadWeights(from url: URL, configuration: some Encodable, source: String, ignoring: Set<String> = []) throws {
+        let (tensors, metadata) = try SafeTensors.loadWithMetadata(from: url)
+        if let stored = metadata[StoredConfiguration.metadataKey] {
+            try StoredConfiguration.check(stored: stored, used: configuration, source: source, ignoring: ignoring)
+        }
+        try loadStateDictionary(tensors, file: url)
     }
 
     /// `loadWeights` from tensors already in memory (same strict checks, same all-or-nothing rule).
