@@ -450,6 +450,52 @@ public enum SafeTensors {
     }
 }
 
+// MARK: - Content checksum
+
+extension SafeTensors {
+    /// Metadata key of the checksum `Module.saveWeights` records. The format has none of its own, so a
+    /// flipped bit in a weight would otherwise load as a different, equally valid-looking model.
+    public static let checksumKey = "longmixer.checksum"
+
+    /// FNV-1a (64 bits) over every tensor in name order: its name, kind, shape and data, as 16 hex
+    /// digits. Names and shapes are included so swapped or renamed entries change it too.
+    public static func checksum(_ tensors: [String: NamedTensor]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ bytes: UnsafeRawBufferPointer) {
+            for b in bytes { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
+        }
+        func mix(_ value: Int) { withUnsafeBytes(of: Int64(value).littleEndian) { mix($0) } }
+        for name in tensors.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            var utf8 = Array(name.utf8)
+            utf8.withUnsafeBytes { mix($0) }
+            utf8 = [0]
+            utf8.withUnsafeBytes { mix($0) }
+            let tensor = tensors[name]!
+            mix(tensor.floatTensor != nil ? 1 : 2)
+            mix(tensor.shape.count)
+            for d in tensor.shape { mix(d) }
+            switch tensor {
+            case .float(let t): mix(UnsafeRawBufferPointer(start: t.pointer, count: t.count * 4))
+            case .int(let t): t.scalars.withUnsafeBytes { mix($0) }
+            }
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// Throws when `metadata` records a checksum that `tensors` do not match (files without one —
+    /// other writers, older runs — pass).
+    public static func verifyChecksum(_ tensors: [String: NamedTensor], metadata: [String: String]) throws {
+        guard let stored = metadata[checksumKey] else { return }
+        let actual = checksum(tensors)
+        guard stored == actual else {
+            throw UserError(what: "weights", value: "checksum \(actual), recorded \(stored)",
+                            why: "the tensors are not the ones that were saved (the file was damaged or edited after it was written)",
+                            remedy: "use an intact copy of the file, or retrain")
+        }
+    }
+}
+
 // MARK: - Module state dictionaries
 
 extension Module {
@@ -462,21 +508,28 @@ extension Module {
     }
 
     /// Saves `stateDictionary()` to `url` as safetensors (atomically).
+    /// The metadata also records `SafeTensors.checksum` of the tensors, which loading verifies.
     public func saveWeights(to url: URL, metadata: [String: String] = [:]) throws {
-        try SafeTensors.save(stateDictionary(), to: url, metadata: metadata)
+        let state = stateDictionary()
+        var metadata = metadata
+        metadata[SafeTensors.checksumKey] = SafeTensors.checksum(state)
+        try SafeTensors.save(state, to: url, metadata: metadata)
     }
 
-    /// Loads parameters and buffers from the safetensors file at `url`. Strict: every name must be
+    /// Loads parameters and buffers from the safetensors file at `url` (after verifying the checksum
+    /// `saveWeights` recorded, if any). Strict: every name must be
     /// present as a float tensor with the right shape and there must be no extra names, else one
     /// error lists the missing, unexpected and mismatched names; nothing is modified unless
     /// everything matches.
     public func loadWeights(from url: URL) throws {
-        try loadStateDictionary(try SafeTensors.load(from: url), file: url)
+        let (tensors, metadata) = try SafeTensors.loadWithMetadata(from: url)
+        try loadStateDictionary(tensors, metadata: metadata, file: url)
     }
 
-    /// `loadStateDictionary` with errors prefixed by the file they came from.
-    func loadStateDictionary(_ tensors: [String: NamedTensor], file url: URL) throws {
+    /// The checksum check, then `loadStateDictionary`, with errors prefixed by the file they came from.
+    func loadStateDictionary(_ tensors: [String: NamedTensor], metadata: [String: String], file url: URL) throws {
         do {
+            try SafeTensors.verifyChecksum(tensors, metadata: metadata)
             try loadStateDictionary(tensors)
         } catch let e as SafeTensorsError {
             throw SafeTensorsError("\(url.path): \(e.description)")
@@ -494,7 +547,7 @@ extension Module {
         if let stored = metadata[StoredConfiguration.metadataKey] {
             try StoredConfiguration.check(stored: stored, used: configuration, source: source, ignoring: ignoring)
         }
-        try loadStateDictionary(tensors, file: url)
+        try loadStateDictionary(tensors, metadata: metadata, file: url)
     }
 
     /// `loadWeights` from tensors already in memory (same strict checks, same all-or-nothing rule).

@@ -72,7 +72,7 @@ struct BenchAttentionCommand: ParsableCommand {
     func validate() throws {
         _ = try parsedLengths()
         guard !(try parsedMixers()).isEmpty else { throw ValidationError("--mixers is empty") }
-        _ = try RuntimeOptions.validatedThreadCount(threads, what: "--threads")
+        guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1, got \(threads)") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be ≥ 1, got \(repeats)") }
         guard layers >= 1 else { throw ValidationError("--layers must be ≥ 1, got \(layers)") }
         guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
@@ -80,6 +80,8 @@ struct BenchAttentionCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Here rather than in validate(): ArgumentParser rewraps what validate() throws, and the cap is a UserError.
+        _ = try RuntimeOptions.validatedThreadCount(threads, what: "--threads")
         let machine = MachineInfo.current()
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench attention — \(machine.summary)")

@@ -76,7 +76,6 @@ struct BenchCoreCommand: ParsableCommand {
         guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--threads-list must be comma-separated positive integers, got '\(threadsList)'")
         }
-        for t in values { _ = try RuntimeOptions.validatedThreadCount(t, what: "--threads-list") }
         return values
     }
 
@@ -93,6 +92,7 @@ struct BenchCoreCommand: ParsableCommand {
 
     func run() throws {
         let threadCounts = try parsedThreads()
+        for t in threadCounts { _ = try RuntimeOptions.validatedThreadCount(t, what: "--threads-list") }
         let machine = MachineInfo.current()
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench core — \(machine.summary)")

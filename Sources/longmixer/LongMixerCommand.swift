@@ -21,8 +21,9 @@ struct LongMixerCommand: ParsableCommand {
     static func main() {
         do {
             var command = try parseAsRoot()
-            // After parsing, so --help still works with a bad variable in the environment.
-            try RuntimeOptions.checkEnvironment()
+            // After parsing, and not for help (ArgumentParser answers --help with its own internal
+            // HelpCommand), so help still works with a bad variable in the environment.
+            if !String(describing: type(of: command)).hasSuffix("HelpCommand") { try RuntimeOptions.checkEnvironment() }
             try command.run()
         } catch let error as UserError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))

@@ -39,7 +39,7 @@ struct ChildProcessTests {
     @Test("the child dies with its parent")
     func diesWithParent() async throws {
         let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) {
-            let file = "/tmp/longmixer-child-\(getpid())"
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-child-\(getpid())").path
             let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", "echo $$ > \(file); exec sleep 60"], timeout: 120) }
             thread.start()
             for _ in 0..<500 where !FileManager.default.fileExists(atPath: file) { usleep(10_000) }

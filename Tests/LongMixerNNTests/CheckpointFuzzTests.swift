@@ -3,9 +3,10 @@ import Testing
 @testable import LongMixerTraining
 
 /// Mutated checkpoints through every loading path: safetensors parsing, the configuration recorded
-/// in the metadata, and module state loading (with its value checks) into a Paramixer, a PermuteFormer
-/// LM with decay, and two attention encoders (PermuteFormer, OrthogonalFormer). Every mutant must end
-/// in a clean error or a load whose changes are all valid values (then the model must still run).
+/// in the metadata, the checksum, and module state loading (with its value checks) into a Paramixer,
+/// a PermuteFormer LM with decay, and two attention encoders (PermuteFormer, OrthogonalFormer). Every
+/// mutant must end in a clean error or a load whose changes are all valid values in a file without a
+/// checksum (then the model must still run on them).
 /// A trap would end the test process, a hang the per-mutant time limit.
 ///
 /// Default: 10,000 mutants (seconds in a debug build); `LONGMIXER_SLOW_TESTS=1`: 200,000.
@@ -17,10 +18,11 @@ struct CheckpointFuzzTests {
         let model: Module
         let run: () -> Void
         let original: [String: NamedTensor]
-        let metadata: [String: String]
-        let file: Data
-        /// Byte offset in `file` and element count of every tensor.
-        let layout: [String: (offset: Int, count: Int)]
+        /// The checkpoint as `saveWeights` writes it (with a checksum), and as other writers and older
+        /// runs do (without one: only the value checks stand between a damaged value and the model).
+        let files: [Data]
+        /// Byte offset in each file and element count of every tensor.
+        let layouts: [[String: (offset: Int, count: Int)]]
         let bufferNames: Set<String>
         let configuration: any Encodable
 
@@ -32,16 +34,20 @@ struct CheckpointFuzzTests {
             original = model.stateDictionary()
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys   // the same file, so the same mutants, in every run
-            metadata = [StoredConfiguration.metadataKey: String(decoding: try encoder.encode(configuration), as: UTF8.self), "steps": "10"]
-            file = try SafeTensors.encode(original, metadata: metadata)
-            let headerLength = Int(file.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-            let header = try JSONSerialization.jsonObject(with: file[8..<(8 + headerLength)]) as! [String: Any]
-            var layout: [String: (Int, Int)] = [:]
-            for (key, value) in header where key != "__metadata__" {
-                let offsets = (value as! [String: Any])["data_offsets"] as! [Int]
-                layout[key] = (8 + headerLength + offsets[0], (offsets[1] - offsets[0]) / 4)
+            let metadata = [StoredConfiguration.metadataKey: String(decoding: try encoder.encode(configuration), as: UTF8.self), "steps": "10"]
+            var checked = metadata
+            checked[SafeTensors.checksumKey] = SafeTensors.checksum(original)
+            files = [try SafeTensors.encode(original, metadata: checked), try SafeTensors.encode(original, metadata: metadata)]
+            layouts = try files.map { file in
+                let headerLength = Int(file.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+                let header = try JSONSerialization.jsonObject(with: file[8..<(8 + headerLength)]) as! [String: Any]
+                var layout: [String: (offset: Int, count: Int)] = [:]
+                for (key, value) in header where key != "__metadata__" {
+                    let offsets = (value as! [String: Any])["data_offsets"] as! [Int]
+                    layout[key] = (8 + headerLength + offsets[0], (offsets[1] - offsets[0]) / 4)
+                }
+                return layout
             }
-            self.layout = layout
             bufferNames = Set(model.namedBuffers().map(\.0))
             let original = self.original
             let parameters = model.namedParameters(), buffers = model.namedBuffers()
@@ -88,22 +94,24 @@ struct CheckpointFuzzTests {
     }
 
     struct Counts: CustomStringConvertible {
-        var mutants = 0, parseErrors = 0, configurationErrors = 0, loadErrors = 0
+        var mutants = 0, parseErrors = 0, checksumErrors = 0, configurationErrors = 0, loadErrors = 0
         /// Loaded, and nothing the model sees changed (header whitespace, a metadata value no loader reads).
         var unchanged = 0
-        /// Loaded with changed weights, all finite (any finite weight is a valid model).
+        /// Loaded with changed weights, all finite (any finite weight is a valid model), from a file without
+        /// a checksum (or whose checksum entry the mutation removed).
         var validWeights = 0
         /// Loaded with changed buffers whose values are still valid: decay rates in (0, 1], finite rotation
         /// angles, a basis still orthogonal within the check's 1e-3 (low mantissa bits).
         var validBuffers = 0
-        /// Loaded with a changed permutation (any change breaks it, so the check must catch all): must stay 0.
+        /// Loaded with a changed permutation (any change breaks it, so the check must catch all), or with any
+        /// changed value despite a checksum: must stay 0.
         var unexpected = 0
         var slowest = 0.0
         var runSeconds = 0.0
         var parseSeconds = 0.0
 
         var description: String {
-            "\(mutants) mutants: \(parseErrors) parse errors, \(configurationErrors) configuration errors, \(loadErrors) load errors, "
+            "\(mutants) mutants: \(parseErrors) parse errors, \(checksumErrors) checksum errors, \(configurationErrors) configuration errors, \(loadErrors) load errors, "
                 + "\(unchanged) loaded unchanged, \(validWeights) loaded with changed finite weights, \(validBuffers) loaded with changed buffers still valid, \(unexpected) unexpected; slowest \(String(format: "%.1f", slowest * 1000)) ms; parse (successful) \(String(format: "%.1f", parseSeconds)) s, run+restore \(String(format: "%.1f", runSeconds)) s"
         }
     }
@@ -111,11 +119,13 @@ struct CheckpointFuzzTests {
     static let specialValues: [Float] = [.nan, -.nan, .infinity, -.infinity, -1, -31, 1.5, 0, -0.0, 2, 7, 8, 31, 32, 1e38, -1e38,
                                          .greatestFiniteMagnitude, .leastNonzeroMagnitude, 0.5, 1, 1.0000001, 0.99999994]
 
-    /// One mutant of `target.file`.
+    /// One mutant of one of `target.files`.
     static func mutate(_ target: Target, _ g: inout RandomGenerator) -> Data {
-        var bytes = [UInt8](target.file)
         func random(_ n: Int) -> Int { Int(g.nextUniformDouble() * Double(n)) % max(n, 1) }
-        let headerLength = Int(target.file.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let variant = random(2)
+        let file = target.files[variant], layout = target.layouts[variant]
+        var bytes = [UInt8](file)
+        let headerLength = Int(file.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         switch random(8) {
         case 0:   // bit flips anywhere
             for _ in 0...random(3) { bytes[random(bytes.count)] ^= UInt8(1 << random(8)) }
@@ -132,13 +142,13 @@ struct CheckpointFuzzTests {
             var length = UInt64(random(10) == 0 ? headerLength : header.count).littleEndian
             bytes = withUnsafeBytes(of: &length) { Array($0) } + header + body
         case 5, 6:   // an out-of-range or non-finite value in a tensor of each kind
-            let kinds = target.layout.keys.sorted()
+            let kinds = layout.keys.sorted()
             let permutations = kinds.filter { $0.hasSuffix("permutation") }, decays = kinds.filter { $0.hasSuffix("decay") }
             let buffers = kinds.filter { target.bufferNames.contains($0) }, weights = kinds.filter { !target.bufferNames.contains($0) }
             let pools = [weights, permutations, decays, buffers].filter { !$0.isEmpty }
             let pool = pools[random(pools.count)]
             let name = pool[random(pool.count)]
-            let (offset, count) = target.layout[name]!
+            let (offset, count) = layout[name]!
             guard count > 0 else { break }
             var v = specialValues[random(specialValues.count)].bitPattern.littleEndian
             let at = offset + 4 * random(count)
@@ -196,6 +206,7 @@ struct CheckpointFuzzTests {
             return elapsed(start)
         }
         counts.parseSeconds += elapsed(start)
+        // The same steps as Module.loadWeights(from:configuration:source:): configuration, checksum, state.
         if let stored = decoded.metadata[StoredConfiguration.metadataKey] {
             do {
                 try StoredConfiguration.check(stored: stored, used: target.configuration, source: "config.json")
@@ -203,6 +214,10 @@ struct CheckpointFuzzTests {
                 counts.configurationErrors += 1
                 return elapsed(start)
             }
+        }
+        do { try SafeTensors.verifyChecksum(decoded.tensors, metadata: decoded.metadata) } catch {
+            counts.checksumErrors += 1
+            return elapsed(start)
         }
         do { try target.model.loadStateDictionary(decoded.tensors) } catch is SafeTensorsError {
             counts.loadErrors += 1
@@ -222,7 +237,7 @@ struct CheckpointFuzzTests {
         }
         if changed.isEmpty {
             counts.unchanged += 1
-        } else if changed.contains(where: { $0.hasSuffix("permutation") }) {
+        } else if decoded.metadata[SafeTensors.checksumKey] != nil || changed.contains(where: { $0.hasSuffix("permutation") }) {
             counts.unexpected += 1
             Issue.record("\(target.name): a mutant changed \(changed) and loaded without an error")
         } else if changed.contains(where: { target.bufferNames.contains($0) }) {
@@ -248,10 +263,10 @@ struct CheckpointFuzzTests {
         nonisolated(unsafe) var results = [Counts](repeating: Counts(), count: targets.count)
         DispatchQueue.concurrentPerform(iterations: targets.count) { i in
             let target = targets[i]
-            // The unmutated file loads and its recorded configuration matches.
+            // The unmutated files load and their recorded configuration matches.
             var clean = Counts()
-            _ = Self.check(target.file, target, &clean)
-            #expect(clean.unchanged == 1, "\(target.name): the original checkpoint does not load cleanly: \(clean)")
+            for file in target.files { _ = Self.check(file, target, &clean) }
+            #expect(clean.unchanged == 2, "\(target.name): the original checkpoint does not load cleanly: \(clean)")
             var g = RandomGenerator(seed: 1000 + UInt64(i))
             var counts = Counts()
             for _ in 0..<perTarget {
@@ -265,7 +280,8 @@ struct CheckpointFuzzTests {
             print("checkpoint fuzz, \(target.name): \(counts)")
             #expect(counts.unexpected == 0)
             #expect(counts.slowest < 5, "\(target.name): a mutant took \(counts.slowest) s")
-            total.mutants += counts.mutants; total.parseErrors += counts.parseErrors; total.configurationErrors += counts.configurationErrors
+            total.mutants += counts.mutants; total.parseErrors += counts.parseErrors; total.checksumErrors += counts.checksumErrors
+            total.configurationErrors += counts.configurationErrors
             total.loadErrors += counts.loadErrors; total.unchanged += counts.unchanged
             total.validWeights += counts.validWeights; total.validBuffers += counts.validBuffers
             total.unexpected += counts.unexpected; total.slowest = max(total.slowest, counts.slowest)

@@ -81,6 +81,20 @@ struct LoadValidationTests {
         expectRefused(orthogonal, Self.mutated(orthogonal, basis) { for k in 0..<8 { $0[k] *= 1.1 } }, naming: basis, "orthogonal")
     }
 
+    @Test("a saved file whose tensors changed afterwards fails its checksum")
+    func checksum() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-checksum-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let model = try Self.tinyLanguageModel()
+        try model.saveWeights(to: url)
+        try model.loadWeights(from: url)
+        var bytes = [UInt8](try Data(contentsOf: url))
+        bytes[bytes.count - 3] ^= 0x01          // the low mantissa bit of a weight: still a finite, plausible value
+        try Data(bytes).write(to: url)
+        let e = #expect(throws: UserError.self) { try model.loadWeights(from: url) }
+        #expect(e?.description.contains("checksum") == true, "\(String(describing: e))")
+    }
+
     @Test("the configuration recorded in the weights must match config.json (sinusoidalPositions, normalized)")
     func storedConfiguration() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-config-\(UUID().uuidString)")
