@@ -9,7 +9,7 @@ import Foundation
 /// | `LONGMIXER_NO_AVX512`    | `0`, `1`                        | `0`                              |
 /// | `LONGMIXER_NO_STREAMING` | `0`, `1`                        | `0`                              |
 /// | `LONGMIXER_POOL_MB`      | integer 0 … physical memory MiB | ¼ of RAM, 2–16 GiB               |
-/// | `LONGMIXER_TORCH_PYTHON` | a non-empty path                | benchmark-specific               |
+/// | `LONGMIXER_TORCH_PYTHON` | a path (benchmarks)             | benchmark-specific               |
 ///
 /// Build- and test-only names (`LONGMIXER_PORTABLE`, `LONGMIXER_SLOW_TESTS`, `LONGMIXER_WRITE_FIXTURES`)
 /// are known but not interpreted here. An empty value means unset. Any other `LONGMIXER_*` name is an
@@ -99,12 +99,8 @@ public struct RuntimeOptions: Sendable, Equatable {
                                         remedy: "unset it for the default (a quarter of RAM, 2–16 GiB)"))
             }
         }
-        if let v = environment["LONGMIXER_TORCH_PYTHON"] {
-            if v.isEmpty || v.contains("\0") {
-                errors.append(UserError(what: "LONGMIXER_TORCH_PYTHON", value: v, why: "must be the path of a Python interpreter",
-                                        remedy: "unset it for the benchmark's default"))
-            } else { o.torchPython = v }
-        }
+        // Any path: whether it runs is the benchmark's to report (it names the interpreter it tried).
+        o.torchPython = value("LONGMIXER_TORCH_PYTHON")
         let known = Set(interpretedNames + buildAndTestNames)
         for name in environment.keys.sorted() where name.hasPrefix("LONGMIXER_") && !known.contains(name) {
             errors.append(UserError(what: name, value: environment[name], why: "is not a LongMixer variable",
