@@ -20,7 +20,8 @@ let wideFlags: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "s
 let wideFlags: [SwiftSetting] = []
 #endif
 // The SIMD kernels are 10–50× slower unoptimised, which would make debug-built tests crawl:
-// Core is compiled with -O in debug builds too (still with -enable-testing for @testable).
+// Core is compiled with -O in debug builds too (still with -enable-testing for @testable), and so is NN:
+// its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short.
 let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
@@ -38,9 +39,11 @@ let package = Package(
         .target(name: "CLongMixerMemory"),
         // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
         .target(name: "CLongMixerGather"),
+        // fork + prctl(PR_SET_PDEATHSIG) + exec for child processes that die with their parent (ChildProcess).
+        .target(name: "CLongMixerProcess"),
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "LongMixerWideKernels"], swiftSettings: coreSettings),
-        .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
+        .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),

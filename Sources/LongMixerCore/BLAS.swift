@@ -58,14 +58,7 @@ public enum BLAS {
     /// AVX-512 kernel for every shape (on AVX-512 machines; for tests and benchmarks), unset or `auto` picks by size.
     public enum GemmBackend: String, Sendable { case auto, openblas, packed }
 
-    public static let gemmBackend: GemmBackend = {
-        guard let s = ProcessInfo.processInfo.environment["LONGMIXER_GEMM"], !s.isEmpty else { return .auto }
-        guard let b = GemmBackend(rawValue: s.lowercased()) else {
-            check(false, "LONGMIXER_GEMM must be auto, openblas or packed, got '\(s)'")
-            return .auto
-        }
-        return b
-    }()
+    public static let gemmBackend: GemmBackend = GemmBackend(rawValue: RuntimeOptions.environment.gemm.rawValue) ?? .auto
 
     /// The packed kernel runs at all: AVX-512 (CPUFeatures.avx512, so LONGMIXER_NO_AVX512=1 turns it off)
     /// and not LONGMIXER_GEMM=openblas.

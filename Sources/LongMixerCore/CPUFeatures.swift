@@ -16,7 +16,7 @@ public enum CPUFeatures {
     /// LONGMIXER_PORTABLE=1 build), the CPU has the AVX-512 subsets it was built for, and
     /// LONGMIXER_NO_AVX512=1 is not set (to compare or rule out the wide path).
     public static let avx512: Bool = {
-        if ProcessInfo.processInfo.environment["LONGMIXER_NO_AVX512"] == "1" { return false }
+        if RuntimeOptions.environment.noAVX512 { return false }
         return WideKernels.compiledForAVX512 && ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
     }()
 }

@@ -21,7 +21,7 @@ public enum LargeBufferPool {
     /// of large activations and gradients; with room for only part of them, every step page-faults the
     /// rest in again (measured: a quarter of a Performer step's time in the kernel's page clearing).
     nonisolated(unsafe) public static var capacityBytes: Int = {
-        if let s = ProcessInfo.processInfo.environment["LONGMIXER_POOL_MB"], let mb = Int(s), mb >= 0 { return mb << 20 }
+        if let mb = RuntimeOptions.environment.poolMegabytes { return mb << 20 }
         let quarter = Int(ProcessInfo.processInfo.physicalMemory / 4)
         return min(16 << 30, max(2 << 30, quarter))
     }()

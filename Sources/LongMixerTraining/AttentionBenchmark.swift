@@ -373,6 +373,10 @@ public enum AttentionBenchmark {
 
     enum TorchOutcome { case success(TorchResult), failure(String) }
 
+    /// One length of the PyTorch side: seconds at small N, about a minute per training step of softmax
+    /// attention at N = 16384; two hours means it hangs.
+    static let torchTimeout: Double = 7200
+
     static func runTorch(python: String, script: String, length: Int, options o: AttentionBenchmarkOptions) -> TorchOutcome {
         guard FileManager.default.isExecutableFile(atPath: python) else {
             return .failure("no Python interpreter at \(python) (set LONGMIXER_TORCH_PYTHON)")
@@ -380,33 +384,22 @@ public enum AttentionBenchmark {
         guard FileManager.default.fileExists(atPath: script) else {
             return .failure("PyTorch script \(script) not found (run from the repository root)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, "--lengths", "\(length)", "--mixers", o.mixers.map(\.kind.rawValue).joined(separator: ","),
+        let arguments = [script, "--lengths", "\(length)", "--mixers", o.mixers.map(\.kind.rawValue).joined(separator: ","),
                              "--threads", "\(o.threads)", "--repeats", "\(o.repeats)", "--layers", "\(o.layers)",
                              "--batch", "\(o.batch)", "--max-length", "\(o.lengths.max() ?? length)",
                              "--softmax-limit-gib", "\(o.softmaxLimitGiB)"]
         var environment = ProcessInfo.processInfo.environment
         for key in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] { environment[key] = "\(o.threads)" }
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        do { try process.run() } catch { return .failure("could not start \(python): \(error)") }
-        // Read both pipes to the end before waiting (a full pipe would block the child).
-        final class Box: @unchecked Sendable { var data = Data() }
-        let errBox = Box(), done = DispatchSemaphore(value: 0)
-        let errHandle = err.fileHandleForReading
-        DispatchQueue.global().async { errBox.data = errHandle.readDataToEndOfFile(); done.signal() }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        done.wait()
-        let errData = errBox.data
-        let stderrText = String(decoding: errData, as: UTF8.self)
-        if process.terminationStatus != 0 {
+        let result: ChildProcess.Output
+        do { result = try ChildProcess.run(python, arguments, timeout: torchTimeout, environment: environment) } catch {
+            return .failure("\(error)")
+        }
+        let outData = result.standardOutput
+        let stderrText = String(decoding: result.standardError, as: UTF8.self)
+        if result.status != 0 {
             if stderrText.contains("No module named 'torch'") { return .failure("torch is not installed for \(python)") }
             let last = stderrText.split(separator: "\n").suffix(3).joined(separator: " | ")
-            return .failure("\(python) \(script) exited with status \(process.terminationStatus): \(last)")
+            return .failure("\(python) \(script) exited with status \(result.status): \(last)")
         }
         do {
             return .success(try JSONDecoder().decode(TorchResult.self, from: outData))

@@ -74,7 +74,9 @@ extension CausalLanguageModel {
         do { try configuration.validate() } catch { throw LanguageModelRunError("'\(config.path)': \(error)") }
         var generator = RandomGenerator(seed: 0)
         let model = try CausalLanguageModel(configuration: configuration, generator: &generator)
-        do { try model.loadWeights(from: weights) } catch { throw LanguageModelRunError("\(error)") }
+        // Dropout changes nothing at inference, so a config.json that differs only there still loads.
+        do { try model.loadWeights(from: weights, configuration: configuration, source: config.path, ignoring: ["dropout"]) }
+        catch let e as UserError { throw e } catch { throw LanguageModelRunError("\(error)") }
         model.eval()
         return model
     }

@@ -66,7 +66,9 @@ public enum TrainingRun {
         }
 
         let directoryURL = output ?? RunDirectory.defaultURL(task: task.name, model: entry.name)
-        let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite)
+        // The inputs a replaced run directory must not hold (a corpus inside it would be deleted).
+        let inputs = [c.data.corpus].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
+        let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: inputs)
         if let summary = data.summary { announce(summary) }
         announce(String(format: "estimated peak memory %.2f GiB", memory.gibibytes))
         var record = RunRecord(command: command, startedAt: ISO8601DateFormatter().string(from: Date()), configuration: c,
@@ -83,7 +85,7 @@ public enum TrainingRun {
                                   configuration: c.training, runDirectory: runDirectory, reporter: reporter, schedule: schedule)
         trainer.weightsMetadata = ["task": task.name, "model": entry.name, "length": String(c.length),
                                    "configuration": String(decoding: try encodeSorted(built.configuration), as: UTF8.self)]
-        return try trainer.run(resolvedConfiguration: record)
+        return try runDirectory.finishing { try trainer.run(resolvedConfiguration: record) }
     }
 
     static func encodeSorted(_ value: any Encodable) throws -> Data {

@@ -84,12 +84,14 @@ struct BenchAttentionCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Here rather than in validate(): ArgumentParser rewraps what validate() throws, and the cap is a UserError.
+        _ = try RuntimeOptions.validatedThreadCount(threads, what: "--threads")
         let machine = MachineInfo.current()
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench attention — \(machine.summary)")
         print("command: \(command)")
         print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)\n")
-        let python = torch ? (ProcessInfo.processInfo.environment["LONGMIXER_TORCH_PYTHON"] ?? "/work/venv/bin/python") : nil
+        let python = torch ? (RuntimeOptions.environment.torchPython ?? "/work/venv/bin/python") : nil
         let options = AttentionBenchmarkOptions(lengths: try parsedLengths(), mixers: try parsedMixers(), threads: threads,
                                                 repeats: repeats, layers: layers, batch: batch, softmaxLimitGiB: softmaxLimitGiB,
                                                 torchPython: python)

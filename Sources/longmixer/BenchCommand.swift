@@ -96,6 +96,7 @@ struct BenchCoreCommand: ParsableCommand {
 
     func run() throws {
         let threadCounts = try parsedThreads()
+        for t in threadCounts { _ = try RuntimeOptions.validatedThreadCount(t, what: "--threads-list") }
         let machine = MachineInfo.current()
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench core — \(machine.summary)")

@@ -126,23 +126,16 @@ struct BenchParamixerCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: script) else {
             throw ValidationError("--torch needs \(script): run from the repository root")
         }
-        let interpreter = python ?? ProcessInfo.processInfo.environment["LONGMIXER_TORCH_PYTHON"] ?? "python3"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [interpreter, script, "--benchmark"] + lengths.map(String.init) + ["--threads", String(threads)]
+        let interpreter = python ?? RuntimeOptions.environment.torchPython ?? "python3"
         var environment = ProcessInfo.processInfo.environment
         for key in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] { environment[key] = String(threads) }
-        process.environment = environment
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
         print("\nrunning PyTorch reference: \(interpreter) \(script) --benchmark … --threads \(threads)")
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ValidationError("the PyTorch reference failed (exit \(process.terminationStatus)): \(errorText.split(separator: "\n").last ?? "")")
+        // Two hours: the whole sweep takes minutes; beyond that the reference hangs.
+        let result = try ChildProcess.run(interpreter, [script, "--benchmark"] + lengths.map(String.init) + ["--threads", String(threads)],
+                                          timeout: 7200, environment: environment)
+        let data = result.standardOutput
+        guard result.status == 0 else {
+            throw ValidationError("the PyTorch reference failed (exit \(result.status)): \(result.lastErrorLine)")
         }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap {
             try? JSONDecoder().decode(TorchRow.self, from: Data($0.utf8))

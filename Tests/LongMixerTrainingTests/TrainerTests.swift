@@ -100,7 +100,7 @@ struct TrainerTests {
         let (summary, model) = try tinyRun(task: .order, configuration: TrainingConfiguration(batchSize: 50, epochs: 2, logInterval: 10),
                                            sizes: SplitSizes(train: 500, validation: 100, test: 100), directory: dir)
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
-        #expect(names == ["config.json", "metrics.jsonl", "model.safetensors", "summary.json"])
+        #expect(names == [RunDirectory.markerName, "config.json", "metrics.jsonl", "model.safetensors", "summary.json"])
 
         let records = try readJSONLines(MetricsRecord.self, from: dir.appendingPathComponent("metrics.jsonl"))
         let train = records.filter { $0.split == .train }, validation = records.filter { $0.split == .validation }
@@ -191,19 +191,22 @@ struct TrainerTests {
         let dir = temporaryDirectory("rules")
         defer { try? FileManager.default.removeItem(at: dir) }
         _ = try RunDirectory.prepare(dir, overwrite: false)          // created
+        try FileManager.default.removeItem(at: dir.appendingPathComponent(RunDirectory.markerName))
         _ = try RunDirectory.prepare(dir, overwrite: false)          // empty: reusable
         let keep = dir.appendingPathComponent("notes.txt")
         try Data("mine".utf8).write(to: keep)
-        #expect(throws: RunDirectoryError.notEmpty(dir.path)) { try RunDirectory.prepare(dir, overwrite: false) }
+        let notEmpty = #expect(throws: UserError.self) { try RunDirectory.prepare(dir, overwrite: false) }
+        #expect(notEmpty?.description.contains("--overwrite") == true)
         #expect(FileManager.default.fileExists(atPath: keep.path))   // nothing lost
-        _ = try RunDirectory.prepare(dir, overwrite: true)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        try FileManager.default.removeItem(at: keep)
+        let run = try RunDirectory.prepare(dir, overwrite: true)     // a run directory (marker only): replaced
+        try run.commitReplacement()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == [RunDirectory.markerName])
 
         try Data("x".utf8).write(to: keep)
-        #expect(throws: RunDirectoryError.notADirectory(keep.path)) { try RunDirectory.prepare(keep, overwrite: true) }
+        #expect(throws: UserError.self) { try RunDirectory.prepare(keep, overwrite: true) }
         let underFile = keep.appendingPathComponent("run")
-        #expect(throws: RunDirectoryError.self) { try RunDirectory.prepare(underFile, overwrite: false) }
-        #expect("\(RunDirectoryError.notEmpty("/x"))".contains("--overwrite"))
+        #expect(throws: UserError.self) { try RunDirectory.prepare(underFile, overwrite: false) }
 
         let url = RunDirectory.defaultURL(task: "adding", model: "paramixer", root: dir,
                                           date: Date(timeIntervalSince1970: 1_800_000_000))

@@ -16,7 +16,7 @@ public enum StreamingStores {
     /// Outputs of at least this many bytes are streamed: the last-level cache size from sysfs
     /// (32 MiB on the current hosts; 32 MiB where it cannot be read), at least 4 MiB.
     public static let thresholdBytes: Int = {
-        if ProcessInfo.processInfo.environment["LONGMIXER_NO_STREAMING"] == "1" { return .max }
+        if RuntimeOptions.environment.noStreaming { return .max }
         return max(4 << 20, lastLevelCacheBytes() ?? (32 << 20))
     }()
 

@@ -83,6 +83,12 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
 
     public var decayRates: [Float]? { decay?.value.scalars }
 
+    public override func validateLoadedState(_ local: [String: Tensor]) throws {
+        try super.validateLoadedState(local)
+        try LoadedStateChecks.permutationTable(local["permutation"], tensor: "permutation")
+        try LoadedStateChecks.decayRates(local["decay"], tensor: "decay")
+    }
+
     override func encodePositions(queries: Variable, keys: Variable, positions: [Int]) -> (Variable, Variable) {
         guard let p = permutations else { return (queries, keys) }
         return (permuteFeatures(queries, permutations: p, positions: positions), permuteFeatures(keys, permutations: p, positions: positions))

@@ -59,6 +59,11 @@ public class PermuteFormerAttention: PerformerAttention {
                 permuteFeatures(keys, permutations: p, positions: positions))
     }
 
+    public override func validateLoadedState(_ local: [String: Tensor]) throws {
+        try super.validateLoadedState(local)
+        try LoadedStateChecks.permutationTable(local["permutation"], tensor: "permutation")
+    }
+
     /// The same as Performer's path with `encodePositions`, but the permutation runs inside the fused
     /// feature op (head split + φ + π^t in one pass, `reluFeatureHeads`): no extra pass over Q and K
     /// and no extra [B, H, N, F] tensors, so PermuteFormer costs about what Performer costs. That op
@@ -156,6 +161,27 @@ public final class OrthogonalFormerAttention: PerformerAttention {
         angles = Buffer(Tensor(shape: [heads, f / 2], scalars: theta))
         super.init(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, kernelEpsilon: kernelEpsilon,
                    generator: &generator)
+    }
+
+    /// U_h must be orthogonal (R_h^t = U·rot(tθ)·Uᵀ is a rotation only then; a corrupt basis would
+    /// scale the features by its t-th power's norm instead).
+    public override func validateLoadedState(_ local: [String: Tensor]) throws {
+        try super.validateLoadedState(local)
+        guard let u = local["basis"], u.rank == 3, u.shape[1] == u.shape[2] else { return }
+        let h = u.shape[0], f = u.shape[1], p = u.pointer
+        for head in 0..<h {
+            let base = head * f * f
+            for i in 0..<f {
+                for j in i..<f {
+                    var dot: Double = 0
+                    for k in 0..<f { dot += Double(p[base + i * f + k]) * Double(p[base + j * f + k]) }
+                    if abs(dot - (i == j ? 1 : 0)) > 1e-3 {
+                        throw LoadedStateViolation(tensor: "basis", value: "row dot product \(dot) at head \(head), rows \(i), \(j)",
+                                                   why: "must be orthogonal (U·Uᵀ = I within 1e-3)")
+                    }
+                }
+            }
+        }
     }
 
     /// R_h^{positions[t]} applied to the features of token t; x [B, H, N, F].

@@ -1,0 +1,18 @@
+#ifndef CLONGMIXERPROCESS_H
+#define CLONGMIXERPROCESS_H
+
+#include <sys/types.h>
+
+/// Starts `path` (an absolute path) with `argv` (NULL-terminated, argv[0] first) and `envp`, stdin from
+/// /dev/null, stdout on `out_fd` and stderr on `err_fd`, in its own process group, with SIGKILL as its
+/// parent-death signal. Returns the child's pid, or -errno when fork or exec failed (exec errors come
+/// back through a close-on-exec pipe, so "no such file" is reported, not an exit status of 127).
+///
+/// Linux sends the parent-death signal when the *thread* that forked exits, so the caller must wait
+/// for the child on the thread that started it (ChildProcess.run does).
+pid_t longmixer_spawn(const char *path, char *const argv[], char *const envp[], int out_fd, int err_fd);
+
+/// pipe2(fds, O_CLOEXEC) (Glibc's Swift overlay does not export pipe2). Returns 0 or -errno.
+int longmixer_pipe_cloexec(int fds[2]);
+
+#endif
