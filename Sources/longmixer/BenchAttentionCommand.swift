@@ -84,7 +84,8 @@ struct BenchAttentionCommand: ParsableCommand {
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench attention — \(machine.summary)")
         print("command: \(command)")
-        print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)\n")
+        print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)")
+        print("instruction set (ours): \(Roofline.instructionSetPath)\n")
         let python = torch ? (ProcessInfo.processInfo.environment["LONGMIXER_TORCH_PYTHON"] ?? "/work/venv/bin/python") : nil
         let options = AttentionBenchmarkOptions(lengths: try parsedLengths(), mixers: try parsedMixers(), threads: threads,
                                                 repeats: repeats, layers: layers, batch: batch, softmaxLimitGiB: softmaxLimitGiB,
@@ -92,7 +93,12 @@ struct BenchAttentionCommand: ParsableCommand {
         let result = try AttentionBenchmark.run(options) { line in print(line); fflush(stdout) }
         let withTorch = result.rows.contains { $0.torchForward != nil || $0.torchTraining != nil }
         print("")
-        if let v = result.torchVersion { print("PyTorch \(v), \(threads) thread\(threads == 1 ? "" : "s")") }
+        if let v = result.torchVersion {
+            print("PyTorch \(v), \(threads) thread\(threads == 1 ? "" : "s"), CPU capability \(result.torchCapability ?? "unknown")")
+        }
+        print("instruction set (ours): \(Roofline.instructionSetPath)")
+        print("roofline GEMM rate: " + result.gemmRates.map(\.description).joined(separator: "; "))
+        print("roofline = model FLOPs ÷ that rate (the time of the GEMMs alone) ÷ measured time; training step = 3 × forward FLOPs")
         if let note = result.torchNote { print("PyTorch comparison unavailable: \(note) (Swift columns only)") }
         let table = AttentionBenchmark.table(result.rows, withTorch: withTorch)
         print(table.render())
@@ -121,8 +127,7 @@ struct BenchAttentionCommand: ParsableCommand {
         if let json {
             try AttentionBenchmarkReport(command: command, machine: machine, configuration: AttentionBenchmark.describe(layers: layers, batch: batch),
                                          threads: threads, repeats: repeats, batch: batch, layers: layers,
-                                         torchVersion: result.torchVersion, torchNote: result.torchNote, rows: result.rows,
-                                         permuteFormerOverhead: overheads).writeJSON(to: json)
+                                         result: result, permuteFormerOverhead: overheads).writeJSON(to: json)
             print("wrote \(json)")
         }
     }
