@@ -103,10 +103,9 @@ public func favorFeaturesBackward(dx: UnsafeMutablePointer<Float>, dP: UnsafeMut
 
 // MARK: - Plain reference (tests compare the kernels above with it)
 
-/// Reference for `favorFeaturesForward` in Double, one thread.
-public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, omega: UnsafePointer<Float>,
-                                          rows: Int, features f: Int, randomFeatures m: Int, rowsPerGroup: Int,
-                                          inputScale c: Float, outputScale s: Float, stabilizer: Float) {
+/// P = x'·Ωᵀ and h = ½·|x'|² per row, in Double (x' = c·x).
+func favorReferenceProjections(x: UnsafePointer<Float>, omega: UnsafePointer<Float>, rows: Int, features f: Int,
+                               randomFeatures m: Int, inputScale c: Float) -> (p: [Double], h: [Double]) {
     var p = [Double](repeating: 0, count: rows * m), h = [Double](repeating: 0, count: rows)
     for r in 0..<rows {
         for k in 0..<f { let v = Double(c) * Double(x[r * f + k]); h[r] += 0.5 * v * v }
@@ -116,6 +115,14 @@ public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: U
             p[r * m + j] = acc
         }
     }
+    return (p, h)
+}
+
+/// Reference for `favorFeaturesForward` in Double, one thread.
+public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, omega: UnsafePointer<Float>,
+                                          rows: Int, features f: Int, randomFeatures m: Int, rowsPerGroup: Int,
+                                          inputScale c: Float, outputScale s: Float, stabilizer: Float) {
+    let (p, h) = favorReferenceProjections(x: x, omega: omega, rows: rows, features: f, randomFeatures: m, inputScale: c)
     for g in 0..<(rows / rowsPerGroup) {
         let lo = g * rowsPerGroup * m, hi = lo + rowsPerGroup * m
         let maximum = p[lo..<hi].max()!
@@ -129,15 +136,7 @@ public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: U
 public func favorFeaturesBackwardReference(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                            omega: UnsafePointer<Float>, rows: Int, features f: Int, randomFeatures m: Int,
                                            rowsPerGroup: Int, inputScale c: Float, outputScale s: Float) {
-    var p = [Double](repeating: 0, count: rows * m), h = [Double](repeating: 0, count: rows)
-    for r in 0..<rows {
-        for k in 0..<f { let v = Double(c) * Double(x[r * f + k]); h[r] += 0.5 * v * v }
-        for j in 0..<m {
-            var acc = 0.0
-            for k in 0..<f { acc += Double(c) * Double(x[r * f + k]) * Double(omega[j * f + k]) }
-            p[r * m + j] = acc
-        }
-    }
+    let (p, h) = favorReferenceProjections(x: x, omega: omega, rows: rows, features: f, randomFeatures: m, inputScale: c)
     for g in 0..<(rows / rowsPerGroup) {
         let lo = g * rowsPerGroup * m, hi = lo + rowsPerGroup * m
         let maximum = p[lo..<hi].max()!
