@@ -17,7 +17,7 @@ Times forward (eval, torch.no_grad) and forward+backward (train, BCE-with-logits
 all parameters, no optimizer), best of --repeats samples, the mixers of one length interleaved round by
 round. Thread count: OMP/MKL/OPENBLAS env vars (set before importing torch) and torch.set_num_threads;
 one 1024^3 matmul warm-up, then one warm-up call per case. Prints JSON on stdout:
-{"version", "threads", "rows": [{"mixer", "length", "forward", "training", "skipped", "forward_cpu",
+{"version", "threads", "capability", "rows": [{"mixer", "length", "forward", "training", "skipped", "forward_cpu",
 "training_cpu"}]} (best wall seconds per call; *_cpu: best process CPU seconds per call, all threads).
 
 Usage: attention_torch.py --lengths 1024,4096 --mixers softmax,performer --threads 2 --repeats 5
@@ -222,7 +222,8 @@ def main():
         for (row, key, _), t, c in zip(cases, best, best_cpu):
             row[key] = t
             row[key + "_cpu"] = c
-    print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}))
+    print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(),
+                      "capability": torch.backends.cpu.get_cpu_capability(), "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def benchmark(lengths, threads, tokens_per_batch=1 << 15):
 
         fb = best(step)
         # One JSON object per line: `longmixer bench paramixer --torch` reads these.
-        print(json.dumps({"torch": torch.__version__, "threads": threads, "length": n, "batch": batch,
+        print(json.dumps({"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
+                          "threads": threads, "length": n, "batch": batch,
                           "forwardSecondsPerSequence": fwd / batch, "forwardBackwardSecondsPerSequence": fb / batch}),
               flush=True)
 

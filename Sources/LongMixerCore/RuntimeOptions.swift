@@ -9,7 +9,8 @@ import Foundation
 /// | `LONGMIXER_NO_AVX512`    | `0`, `1`                        | `0`                              |
 /// | `LONGMIXER_NO_STREAMING` | `0`, `1`                        | `0`                              |
 /// | `LONGMIXER_POOL_MB`      | integer 0 … physical memory MiB | ¼ of RAM, 2–16 GiB               |
-/// | `LONGMIXER_TORCH_PYTHON` | a path (benchmarks)             | benchmark-specific               |
+/// | `LONGMIXER_TORCH_PYTHON` | a path (benchmarks)             | `python3`                        |
+/// | `LONGMIXER_FUSED_FACTOR` | `0`, `1`                        | fused Paramixer inference on AVX2 only |
 ///
 /// Build- and test-only names (`LONGMIXER_PORTABLE`, `LONGMIXER_SLOW_TESTS`, `LONGMIXER_WRITE_FIXTURES`)
 /// are known but not interpreted here. An empty value means unset. Any other `LONGMIXER_*` name is an
@@ -29,12 +30,14 @@ public struct RuntimeOptions: Sendable, Equatable {
     /// nil: the pool's own default.
     public var poolMegabytes: Int?
     public var torchPython: String?
+    /// nil: the fused Paramixer inference kernel where it was measured faster (AVX2); true/false forces it.
+    public var fusedFactor: Bool?
 
     public init() {}
 
     /// Variables read by the library (interpreted) and names that are only read by the build or the tests.
     public static let interpretedNames = ["LONGMIXER_THREADS", "LONGMIXER_GEMM", "LONGMIXER_NO_AVX512", "LONGMIXER_NO_STREAMING",
-                                          "LONGMIXER_POOL_MB", "LONGMIXER_TORCH_PYTHON"]
+                                          "LONGMIXER_POOL_MB", "LONGMIXER_TORCH_PYTHON", "LONGMIXER_FUSED_FACTOR"]
     public static let buildAndTestNames = ["LONGMIXER_PORTABLE", "LONGMIXER_SLOW_TESTS", "LONGMIXER_WRITE_FIXTURES"]
 
     /// Threads above this many per core only add switching and memory (each thread has its own partial
@@ -92,6 +95,7 @@ public struct RuntimeOptions: Sendable, Equatable {
         }
         o.noAVX512 = flag("LONGMIXER_NO_AVX512")
         o.noStreaming = flag("LONGMIXER_NO_STREAMING")
+        if value("LONGMIXER_FUSED_FACTOR") != nil { o.fusedFactor = flag("LONGMIXER_FUSED_FACTOR") }
         if let v = value("LONGMIXER_POOL_MB") {
             let limit = Int(min(physicalMemoryBytes >> 20, UInt64(Int.max >> 21)))
             if let mb = Int(v), mb >= 0, mb <= limit { o.poolMegabytes = mb } else {

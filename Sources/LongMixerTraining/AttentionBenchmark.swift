@@ -84,6 +84,22 @@ public struct AttentionBenchmarkRow: Codable, Sendable {
     /// two mixers can be compared round by round.
     public var forwardSamples: [Double]?
     public var trainingSamples: [Double]?
+    /// Model FLOPs per sequence (`Roofline.encoderFlops`) and the GEMM rate measured right before this
+    /// length's cases (GFLOP/s): the roofline columns.
+    public var forwardFlops: Double?
+    public var trainingFlops: Double?
+    public var gemmGFLOPS: Double?
+
+    /// GEMM-only bound ÷ measured time, in % (`Roofline.percent`).
+    public var forwardRoofline: Double? { roofline(forwardFlops, forward?.best) }
+    public var trainingRoofline: Double? { roofline(trainingFlops, training?.best) }
+    public var torchForwardRoofline: Double? { roofline(forwardFlops, torchForward) }
+    public var torchTrainingRoofline: Double? { roofline(trainingFlops, torchTraining) }
+
+    func roofline(_ flops: Double?, _ seconds: Double?) -> Double? {
+        guard let flops, let rate = gemmGFLOPS else { return nil }
+        return Roofline.percent(flops: flops, gflops: rate, seconds: seconds)
+    }
 
     /// torch / Swift on best times (> 1: Swift faster).
     public var forwardRatio: Double? { ratio(torchForward, forward?.best) }
@@ -105,6 +121,10 @@ public struct AttentionBenchmarkReport: Codable, Sendable {
     public var layers: Int
     public var torchVersion: String?
     public var torchNote: String?
+    /// Instruction-set paths: ours (`Roofline.instructionSetPath`) and torch's `get_cpu_capability()`.
+    public var instructionSet: String?
+    public var torchCapability: String?
+    public var gemmRates: [Roofline.GemmRate]?
     public var rows: [AttentionBenchmarkRow]
     /// (PermuteFormer − Performer) / Performer in %, per length: forward and training step.
     public var permuteFormerOverhead: [PermuteFormerOverhead]
@@ -146,6 +166,16 @@ public struct AttentionBenchmarkReport: Codable, Sendable {
         self.command = command; self.machine = machine; self.configuration = configuration; self.threads = threads
         self.repeats = repeats; self.batch = batch; self.layers = layers; self.torchVersion = torchVersion
         self.torchNote = torchNote; self.rows = rows; self.permuteFormerOverhead = permuteFormerOverhead
+    }
+
+    public init(command: String, machine: MachineInfo, configuration: String, threads: Int, repeats: Int, batch: Int, layers: Int,
+                result: AttentionBenchmark.RunResult, permuteFormerOverhead: [PermuteFormerOverhead]) {
+        self.init(command: command, machine: machine, configuration: configuration, threads: threads, repeats: repeats, batch: batch,
+                  layers: layers, torchVersion: result.torchVersion, torchNote: result.torchNote, rows: result.rows,
+                  permuteFormerOverhead: permuteFormerOverhead)
+        instructionSet = Roofline.instructionSetPath
+        torchCapability = result.torchCapability
+        gemmRates = result.gemmRates
     }
 
     public func writeJSON(to path: String) throws {
@@ -190,13 +220,24 @@ public enum AttentionBenchmark {
         return IntTensor(shape: [batch, length], scalars: ids)
     }
 
+    public struct RunResult: Sendable {
+        public var rows: [AttentionBenchmarkRow]
+        public var torchVersion: String?
+        public var torchNote: String?
+        /// `torch.backends.cpu.get_cpu_capability()` of the PyTorch side.
+        public var torchCapability: String?
+        /// The roofline's GEMM rate, measured before each length's cases.
+        public var gemmRates: [Roofline.GemmRate]
+    }
+
     /// Runs every (mixer, length): Swift, then (if asked) PyTorch on the same length. `log` gets progress lines.
-    public static func run(_ o: AttentionBenchmarkOptions, log: (String) -> Void) throws -> (rows: [AttentionBenchmarkRow], torchVersion: String?, torchNote: String?) {
+    public static func run(_ o: AttentionBenchmarkOptions, log: (String) -> Void) throws -> RunResult {
         Parallel.setThreadCount(o.threads)
         BLAS.warmUp()
         let maxLength = o.lengths.max() ?? 1
         var rows: [AttentionBenchmarkRow] = []
-        var torchVersion: String? = nil, torchNote: String? = nil
+        var torchVersion: String? = nil, torchNote: String? = nil, torchCapability: String? = nil
+        var gemmRates: [Roofline.GemmRate] = []
         var torchAvailable = o.torchPython != nil
         for n in o.lengths {
             var cases: [BenchmarkCase] = []
@@ -207,6 +248,8 @@ public enum AttentionBenchmark {
             for mixer in o.mixers {
                 let config = try configuration(kind: mixer.kind, layers: o.layers, maxLength: maxLength)
                 var row = AttentionBenchmarkRow(mixer: mixer.name, kind: mixer.kind.rawValue, length: n)
+                let flops = Roofline.encoderFlops(config, length: n)
+                row.forwardFlops = flops.forward; row.trainingFlops = flops.training
                 if mixer.kind == .softmax {
                     let gib = softmaxScoresGiB(batch: o.batch, heads: config.heads, length: n)
                     if gib > o.softmaxLimitGiB {
@@ -235,7 +278,15 @@ public enum AttentionBenchmark {
                 caseIndex.append((r, true))
             }
             log("N = \(n): timing \(cases.count) Swift cases, \(o.repeats) rounds …")
+            // The GEMM rate right before and after the cases; the better one (a load burst from other
+            // processes would lower one of them).
+            let before = Roofline.measureGemmRate()
             let timings = measureWithCPUTime(cases, repeats: o.repeats)
+            let after = Roofline.measureGemmRate()
+            let rate = after.gflops > before.gflops ? after : before
+            gemmRates.append(rate)
+            for i in lineRows.indices { lineRows[i].gemmGFLOPS = rate.gflops }
+            log("N = \(n): roofline GEMM rate \(rate.description)")
             for (i, t) in timings.enumerated() {
                 var perSequence = t.wall
                 perSequence.best /= Double(o.batch); perSequence.median /= Double(o.batch)
@@ -253,6 +304,7 @@ public enum AttentionBenchmark {
                 switch runTorch(python: python, script: o.torchScript, length: n, options: o) {
                 case .success(let result):
                     torchVersion = result.version
+                    torchCapability = result.capability ?? torchCapability
                     for i in lineRows.indices {
                         guard let t = result.rows.first(where: { $0.mixer == lineRows[i].kind }) else { continue }
                         lineRows[i].torchForward = t.forward.map { $0 / Double(o.batch) }
@@ -269,7 +321,8 @@ public enum AttentionBenchmark {
             }
             rows += lineRows
         }
-        return (rows, torchVersion, torchNote)
+        return RunResult(rows: rows, torchVersion: torchVersion, torchNote: torchNote, torchCapability: torchCapability,
+                         gemmRates: gemmRates)
     }
 
     /// Seconds of CPU time used by this process (all threads).
@@ -326,12 +379,16 @@ public enum AttentionBenchmark {
         if withTorch { headers += ["torch fwd", "torch fwd+bwd", "torch/Swift fwd", "torch/Swift fwd+bwd"] }
         headers += ["CPU fwd", "CPU fwd+bwd"]
         if withTorch { headers += ["torch CPU fwd+bwd", "CPU ratio fwd+bwd"] }
+        headers += ["roofline fwd", "roofline fwd+bwd"]
+        if withTorch { headers += ["torch roofline fwd", "torch roofline fwd+bwd"] }
         var t = TextTable(headers: headers)
         for r in rows {
             var cells = [r.mixer, "\(r.length)"]
             if let skipped = r.skipped {
                 cells += [skipped, ""]
                 if withTorch { cells += ["", "", "", ""] }
+                cells += ["", ""]
+                if withTorch { cells += ["", ""] }
                 cells += ["", ""]
                 if withTorch { cells += ["", ""] }
                 t.append(cells)
@@ -349,6 +406,9 @@ public enum AttentionBenchmark {
                 cells += [r.torchTrainingCPU.map { formatMilliseconds($0) } ?? "–",
                           r.ratio(r.torchTrainingCPU, r.trainingCPU).map { formatNumber($0, decimals: 2) + "×" } ?? "–"]
             }
+            func percent(_ x: Double?) -> String { x.map { formatNumber($0) + " %" } ?? "–" }
+            cells += [percent(r.forwardRoofline), percent(r.trainingRoofline)]
+            if withTorch { cells += [percent(r.torchForwardRoofline), percent(r.torchTrainingRoofline)] }
             t.append(cells)
         }
         return t
@@ -368,6 +428,7 @@ public enum AttentionBenchmark {
         }
         var version: String
         var threads: Int
+        var capability: String?
         var rows: [Row]
     }
 

@@ -19,6 +19,8 @@ public enum ParamixerBenchmark {
         /// Peak bytes in live tensors during one training step on the batch (forward + loss +
         /// backward), including the parameters and their gradients.
         public var trainingStepPeakBytes: Int?
+        /// Model FLOPs per sequence, forward (`Roofline.paramixerFlops`; a training step counts 3×).
+        public var forwardFlops: Double?
     }
 
     /// One kernel measurement: the fused sparse-factor forward and backward (dW + dV) on [B, N, D].
@@ -80,7 +82,9 @@ public enum ParamixerBenchmark {
             rows.append(ModelRow(length: n, batch: batch, factors: model.factorCount, links: model.linkCount,
                                  forwardSecondsPerSequence: forward / Double(batch),
                                  forwardBackwardSecondsPerSequence: forwardBackward / Double(batch),
-                                 trainingStepPeakBytes: peak))
+                                 trainingStepPeakBytes: peak,
+                                 forwardFlops: Roofline.paramixerFlops(configuration, factors: model.factorCount,
+                                                                       links: model.linkCount).forward))
         }
         return rows
     }

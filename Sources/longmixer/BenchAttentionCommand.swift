@@ -22,7 +22,7 @@ struct BenchAttentionCommand: ParsableCommand {
             would exceed --softmax-limit-gib (a bound on run time here: the fused attention of both sides keeps no N² \
             tensor, so raise it to time N = 16384, about 25 s per training step). With --torch, Scripts/bench/attention_torch.py (run from the repository root) \
             times the same model in PyTorch right after the Swift cases of each length, with the same thread count \
-            (interpreter: $LONGMIXER_TORCH_PYTHON, else /work/venv/bin/python); ratios are torch time / Swift time.
+            (interpreter: $LONGMIXER_TORCH_PYTHON, else python3); ratios are torch time / Swift time.
             """)
 
     @Option(help: "Comma-separated sequence lengths.")
@@ -90,15 +90,21 @@ struct BenchAttentionCommand: ParsableCommand {
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         print("longmixer bench attention — \(machine.summary)")
         print("command: \(command)")
-        print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)\n")
-        let python = torch ? (RuntimeOptions.environment.torchPython ?? "/work/venv/bin/python") : nil
+        print("model: \(AttentionBenchmark.describe(layers: layers, batch: batch)); threads \(threads)")
+        print("instruction set (ours): \(Roofline.instructionSetPath)\n")
+        let python = torch ? (RuntimeOptions.environment.torchPython ?? "python3") : nil
         let options = AttentionBenchmarkOptions(lengths: try parsedLengths(), mixers: try parsedMixers(), threads: threads,
                                                 repeats: repeats, layers: layers, batch: batch, softmaxLimitGiB: softmaxLimitGiB,
                                                 torchPython: python)
         let result = try AttentionBenchmark.run(options) { line in print(line); fflush(stdout) }
         let withTorch = result.rows.contains { $0.torchForward != nil || $0.torchTraining != nil }
         print("")
-        if let v = result.torchVersion { print("PyTorch \(v), \(threads) thread\(threads == 1 ? "" : "s")") }
+        if let v = result.torchVersion {
+            print("PyTorch \(v), \(threads) thread\(threads == 1 ? "" : "s"), CPU capability \(result.torchCapability ?? "unknown")")
+        }
+        print("instruction set (ours): \(Roofline.instructionSetPath)")
+        print("roofline GEMM rate: " + result.gemmRates.map(\.description).joined(separator: "; "))
+        print("roofline = model FLOPs ÷ that rate (the time of the GEMMs alone) ÷ measured time; training step = 3 × forward FLOPs")
         if let note = result.torchNote { print("PyTorch comparison unavailable: \(note) (Swift columns only)") }
         let table = AttentionBenchmark.table(result.rows, withTorch: withTorch)
         print(table.render())
@@ -127,8 +133,7 @@ struct BenchAttentionCommand: ParsableCommand {
         if let json {
             try AttentionBenchmarkReport(command: command, machine: machine, configuration: AttentionBenchmark.describe(layers: layers, batch: batch),
                                          threads: threads, repeats: repeats, batch: batch, layers: layers,
-                                         torchVersion: result.torchVersion, torchNote: result.torchNote, rows: result.rows,
-                                         permuteFormerOverhead: overheads).writeJSON(to: json)
+                                         result: result, permuteFormerOverhead: overheads).writeJSON(to: json)
             print("wrote \(json)")
         }
     }

@@ -46,7 +46,7 @@ struct BenchParamixerCommand: ParsableCommand {
     @OptionGroup var threadOptions: ThreadOptions
 
     struct TorchRow: Codable { var length: Int; var batch: Int; var forwardSecondsPerSequence: Double
-        var forwardBackwardSecondsPerSequence: Double; var torch: String; var threads: Int }
+        var forwardBackwardSecondsPerSequence: Double; var torch: String; var threads: Int; var capability: String? }
 
     struct Report: Codable {
         var machine: MachineInfo
@@ -56,6 +56,8 @@ struct BenchParamixerCommand: ParsableCommand {
         var forwardExponent: Double?
         var forwardBackwardExponent: Double?
         var memoryExponent: Double?
+        var instructionSet: String?
+        var gemmRate: Roofline.GemmRate?
     }
 
     func run() throws {
@@ -69,6 +71,9 @@ struct BenchParamixerCommand: ParsableCommand {
         guard tokensPerBatch >= 1 else { throw ValidationError("--tokens-per-batch must be ≥ 1") }
         let threads = Parallel.threadCount
         print("Paramixer (D = H = 32, 1 block, CHORD, FLATTEN), \(threads) thread(s); \(MachineInfo.current().summary)")
+        print("instruction set (ours): \(Roofline.instructionSetPath)")
+        let rate = Roofline.measureGemmRate()
+        print("roofline GEMM rate: \(rate.description)")
         var rows: [ParamixerBenchmark.ModelRow] = []
         for n in ns {
             let row = try ParamixerBenchmark.model(lengths: [n], tokensPerBatch: tokensPerBatch)[0]
@@ -88,7 +93,15 @@ struct BenchParamixerCommand: ParsableCommand {
 
         var header = "| N | batch | M | fwd ms/seq | fwd+bwd ms/seq | step tensor peak MiB | MiB/seq |"
         var rule = "|---:|---:|---:|---:|---:|---:|---:|"
-        if torch { header += " torch fwd | torch fwd+bwd | torch ÷ ours (fwd) | torch ÷ ours (fwd+bwd) |"; rule += "---:|---:|---:|---:|" }
+        header += " roofline fwd | roofline fwd+bwd |"; rule += "---:|---:|"
+        if torch {
+            header += " torch fwd | torch fwd+bwd | torch ÷ ours (fwd) | torch ÷ ours (fwd+bwd) | torch roofline fwd | torch roofline fwd+bwd |"
+            rule += "---:|---:|---:|---:|---:|---:|"
+        }
+        func roofline(_ flops: Double?, _ seconds: Double) -> String {
+            guard let flops, let p = Roofline.percent(flops: flops, gflops: rate.gflops, seconds: seconds) else { return "–" }
+            return String(format: "%.1f %%", p)
+        }
         print("\n" + header + "\n" + rule)
         for r in rows {
             let peak = r.trainingStepPeakBytes.map { Double($0) / 1048576 }
@@ -96,23 +109,28 @@ struct BenchParamixerCommand: ParsableCommand {
                               r.forwardSecondsPerSequence * 1e3, r.forwardBackwardSecondsPerSequence * 1e3,
                               peak.map { String(format: "%.1f", $0) } ?? "n/a",
                               peak.map { String(format: "%.2f", $0 / Double(r.batch)) } ?? "n/a")
+            let trainingFlops = r.forwardFlops.map { 3 * $0 }
+            line += " \(roofline(r.forwardFlops, r.forwardSecondsPerSequence)) | \(roofline(trainingFlops, r.forwardBackwardSecondsPerSequence)) |"
             if torch {
                 if let t = torchRows.first(where: { $0.length == r.length }) {
                     line += String(format: " %.3f | %.3f | %.2f× | %.2f× |", t.forwardSecondsPerSequence * 1e3,
                                    t.forwardBackwardSecondsPerSequence * 1e3,
                                    t.forwardSecondsPerSequence / r.forwardSecondsPerSequence,
                                    t.forwardBackwardSecondsPerSequence / r.forwardBackwardSecondsPerSequence)
-                } else { line += " – | – | – | – |" }
+                    line += " \(roofline(r.forwardFlops, t.forwardSecondsPerSequence)) | \(roofline(trainingFlops, t.forwardBackwardSecondsPerSequence)) |"
+                } else { line += " – | – | – | – | – | – |" }
             }
             print(line)
         }
         func fmt(_ x: Double?) -> String { x.map { String(format: "%.2f", $0) } ?? "n/a" }
         print("\nGrowth exponents over N ≥ \(fitFrom) (time or memory ∝ N^k): fwd \(fmt(fwdExp)), fwd+bwd \(fmt(fbExp)), step memory per sequence \(fmt(memExp))")
-        if let t = torchRows.first { print("PyTorch \(t.torch), \(t.threads) thread(s)") }
+        if let t = torchRows.first { print("PyTorch \(t.torch), \(t.threads) thread(s), CPU capability \(t.capability ?? "unknown")") }
+        print("roofline = model FLOPs ÷ \(formatNumber(rate.gflops, decimals: 1)) GFLOP/s (the time of the products alone at the measured GEMM rate) ÷ measured time; training step = 3 × forward FLOPs")
 
         if let json {
             let report = Report(machine: MachineInfo.current(), threads: threads, rows: rows, torchRows: torchRows,
-                                forwardExponent: fwdExp, forwardBackwardExponent: fbExp, memoryExponent: memExp)
+                                forwardExponent: fwdExp, forwardBackwardExponent: fbExp, memoryExponent: memExp,
+                                instructionSet: Roofline.instructionSetPath, gemmRate: rate)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))

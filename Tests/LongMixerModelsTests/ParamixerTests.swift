@@ -250,3 +250,36 @@ struct ParamixerModelTests {
         #expect(c.scalars != d.scalars)
     }
 }
+
+/// The fused inference path of the blocks (`sparseFactorMLPForward` under `withoutGradient`) against the
+/// autodiff forward of the same model.
+@Suite("Paramixer fused inference")
+struct ParamixerFusedInferenceTests {
+    @Test("withoutGradient forward with fused factors equals the autodiff forward (CHORD and CDIL, both residuals, both poolings)",
+          arguments: [(LinkProtocol.chord, 16, ParamixerConfiguration.Residual.everyFactor, ParamixerConfiguration.Pooling.flatten, 1),
+                      (.chord, 37, .blockInput, .cls, 2), (.cdil, 16, .everyFactor, .cls, 2), (.cdil, 37, .blockInput, .flatten, 1),
+                      (.chord, 256, .everyFactor, .flatten, 1), (.cdil, 300, .everyFactor, .cls, 1)])
+    func matchesAutodiff(_ c: (LinkProtocol, Int, ParamixerConfiguration.Residual, ParamixerConfiguration.Pooling, Int)) throws {
+        let (link, n, residual, pooling, blocks) = c
+        var g = RandomGenerator(seed: UInt64(n))
+        let configuration = ParamixerConfiguration(vocabularySize: 11, length: n, embeddingSize: 12, hiddenSize: 20, blocks: blocks,
+                                                   linkProtocol: link, pooling: pooling, positionalEmbedding: true,
+                                                   outputCount: 3, residual: residual)
+        let model = try Paramixer(configuration: configuration, generator: &g)
+        model.train(false)
+        let ids = IntTensor(shape: [3, n], scalars: (0..<(3 * n)).map { _ in Int32(g.nextInt(below: 11)) })
+        let autodiff = model(.tokens(ids), fusedInference: false).value     // records the graph: composed ops
+        let fused = withoutGradient { model(.tokens(ids), fusedInference: true).value }
+        let composed = withoutGradient { model(.tokens(ids), fusedInference: false).value }
+        #expect((0..<autodiff.count).allSatisfy { composed[flat: $0] == autodiff[flat: $0] })
+        // Relative to each output, or to the outputs' RMS for those near zero.
+        var sumSquares: Float = 0
+        for i in 0..<autodiff.count { sumSquares += autodiff[flat: i] * autodiff[flat: i] }
+        let rms = (sumSquares / Float(autodiff.count)).squareRoot()
+        var worst: Float = 0
+        for i in 0..<autodiff.count {
+            worst = max(worst, abs(fused[flat: i] - autodiff[flat: i]) / max(abs(autodiff[flat: i]), rms))
+        }
+        #expect(worst < 1e-5, "\(link) N \(n) \(residual) \(pooling): relative error \(worst)")
+    }
+}

@@ -91,45 +91,84 @@ func softmaxForward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, row
         if wide {
             WideKernels.softmaxRows(y: y, x: x, rows: r, n: n, streaming: streaming)
         } else if streaming {
-            softmaxRowsAVX2Streaming(y: y, x: x, rows: r, n: n)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scratch in
+                softmaxRowsAVX2(y: y, x: x, rows: r, n: n, scratch: scratch.baseAddress!)
+            }
+            StreamingStores.fence()
         } else {
-            softmaxRowsAVX2(y: y, x: x, rows: r, n: n)
+            softmaxRowsAVX2(y: y, x: x, rows: r, n: n, scratch: nil)
         }
     }
 }
 
-/// `softmaxRowsAVX2` for outputs beyond the last-level cache: exp into a scratch row (L1), then the
-/// scaled row to y with streaming stores, so y's lines are never read from memory; one store fence.
-func softmaxRowsAVX2Streaming(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int) {
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { buffer in
-        let scratch = buffer.baseAddress!
-        for row in r {
-            let xr = x + row * n, yr = y + row * n
-            // Prefetch the row 4 ahead (rows of 4 KiB are one page each: no hardware prefetch across).
-            let ahead = x + Swift.min(row + 4, r.upperBound - 1) * n
-            var k = 0
-            while k < n { StreamingStores.prefetch(ahead + k); k += 16 }
-            let inv = exponentiateRow(scratch, from: xr, max: rowMax(xr, n), n)
-            let inv8 = Float8(repeating: inv)
-            var j = 0
-            let head = min(n, StreamingStores.floatsToAlignment32(yr))
-            while j < head { yr[j] = scratch[j] * inv; j += 1 }
-            while j + 8 <= n { StreamingStores.store8(scratch.load8(j) * inv8, yr + j); j += 8 }
-            while j < n { yr[j] = scratch[j] * inv; j += 1 }
-        }
-    }
-    StreamingStores.fence()
-}
+/// Rows ahead that the AVX2 softmax rows prefetch (rows of 4 KiB are one page each, which the hardware
+/// prefetcher does not run across).
+let softmaxPrefetchRows = 4
 
 /// `softmaxForward` on the rows `r`, with 8-lane vectors.
-///
-/// Three passes over a row (max; exp, store and sum; scale): only the first reads memory, the others
-/// hit L1 for rows up to a few thousand floats. x − max ≤ 0, so the exp needs no overflow handling
-/// (`expNonPositive`).
 public func softmaxRowsAVX2(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int) {
+    softmaxRowsAVX2(y: y, x: x, rows: r, n: n, scratch: nil)
+}
+
+/// `softmaxForward` on the rows `r`, with 8-lane vectors. Per row: exp(x − max), store and sum; scale by
+/// 1/sum. x − max ≤ 0, so the exp needs no overflow handling (`expNonPositive`).
+///
+/// The max pass only waits on memory and the exp pass only computes, so the exp loop of a row also takes
+/// the max of the next one, whose loads then overlap the polynomial (as the 16-lane
+/// `WideKernels.softmaxRows`), and it prefetches the row `softmaxPrefetchRows` ahead, one line per step;
+/// the last row of the range re-reads itself (from L1) to keep the loop branch-free. The sums and maxima
+/// keep the order of the separate passes they replace, so results are unchanged bit for bit.
+///
+/// With `scratch` (n floats; outputs beyond the last-level cache, rows on cache lines), the exp pass writes
+/// the scratch row (L1) and the scaled row goes to y with streaming stores, so y's lines are never read
+/// from memory; the caller fences.
+func softmaxRowsAVX2(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows r: Range<Int>, n: Int,
+                     scratch: UnsafeMutablePointer<Float>?) {
+    guard !r.isEmpty else { return }
+    var m = rowMax(x + r.lowerBound * n, n)
     for row in r {
         let xr = x + row * n
-        _ = exponentiateAndNormalizeRow(y + row * n, from: xr, max: rowMax(xr, n), n)
+        let er = scratch ?? y + row * n
+        let next = row + 1 < r.upperBound ? xr + n : xr
+        let ahead = x + Swift.min(row + softmaxPrefetchRows, r.upperBound - 1) * n
+        let m8 = Float8(repeating: m)
+        var acc0 = Float8(), acc1 = Float8()
+        var nextMax0 = Float8(repeating: -.infinity), nextMax1 = nextMax0
+        var j = 0
+        while j + 16 <= n {
+            StreamingStores.prefetch(ahead + j)
+            let e0 = VectorMath.expNonPositive(xr.load8(j) - m8)
+            let e1 = VectorMath.expNonPositive(xr.load8(j + 8) - m8)
+            er.store8(e0, j); er.store8(e1, j + 8)
+            acc0 += e0; acc1 += e1
+            let v0 = next.load8(j), v1 = next.load8(j + 8)
+            nextMax0 = nextMax0.replacing(with: v0, where: v0 .> nextMax0)
+            nextMax1 = nextMax1.replacing(with: v1, where: v1 .> nextMax1)
+            j += 16
+        }
+        let pairedEnd = j
+        while j + 8 <= n { let e = VectorMath.expNonPositive(xr.load8(j) - m8); er.store8(e, j); acc0 += e; j += 8 }
+        var s = horizontalSum(acc0 + acc1)
+        while j < n { let e = VectorMath.exp(xr[j] - m); er[j] = e; s += e; j += 1 }
+        let inv = 1 / s
+        let inv8 = Float8(repeating: inv)
+        j = 0
+        if scratch != nil {
+            let yr = y + row * n
+            let head = Swift.min(n, StreamingStores.floatsToAlignment32(yr))
+            while j < head { yr[j] = er[j] * inv; j += 1 }
+            while j + 8 <= n { StreamingStores.store8(er.load8(j) * inv8, yr + j); j += 8 }
+            while j < n { yr[j] = er[j] * inv; j += 1 }
+        } else {
+            while j + 8 <= n { er.store8(er.load8(j) * inv8, j); j += 8 }
+            while j < n { er[j] *= inv; j += 1 }
+        }
+        // The next row's max: the paired blocks above, then the rest of the row.
+        nextMax0 = nextMax0.replacing(with: nextMax1, where: nextMax1 .> nextMax0)
+        var k = pairedEnd
+        while k + 8 <= n { let v = next.load8(k); nextMax0 = nextMax0.replacing(with: v, where: v .> nextMax0); k += 8 }
+        m = horizontalMax(nextMax0)
+        while k < n { if next[k] > m { m = next[k] }; k += 1 }
     }
 }
 

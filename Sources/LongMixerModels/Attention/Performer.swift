@@ -151,24 +151,10 @@ public final class FavorAttention: PerformerAttention {
         featureMap(splitHeads(projected, heads: heads), isQuery: isQuery)
     }
 
+    /// φ as one fused op (`favorFeatures`): the same values as the composed
+    /// exp(matmul(x·F^(−1/4), Ωᵀ) − |x'|²/2 − M) + 10⁻⁶, times m^(−1/2), with M detached (row maximum for
+    /// queries, per (batch, head) for keys).
     override func featureMap(_ x: Variable, isQuery: Bool) -> Variable {
-        let b = x.shape[0], h = x.shape[1], n = x.shape[2], f = x.shape[3], m = randomFeatures
-        let scaled = x * Float(pow(Double(f), -0.25))
-        let projected = matmul(scaled, Variable(projection.value), transposeB: true)          // [B, H, N, m]
-        let halfSquaredNorm = sum(scaled * scaled, axes: [3], keepDims: true) * 0.5            // [B, H, N, 1]
-        // Detached stabilising maximum: per row for queries, per (batch, head) for keys.
-        let groups = isQuery ? b * h * n : b * h
-        let groupSize = isQuery ? m : n * m
-        var maxima = Tensor(uninitializedShape: isQuery ? [b, h, n, 1] : [b, h, 1, 1])
-        maxima.withUnsafeMutablePointer { out in
-            let p = projected.value.pointer
-            for g in 0..<groups {
-                var best = -Float.infinity
-                for i in 0..<groupSize { best = max(best, p[g * groupSize + i]) }
-                out[g] = best
-            }
-        }
-        let features = exp(projected - halfSquaredNorm - Variable(maxima)) + Self.stabilizer
-        return features * Float(1 / Double(m).squareRoot())
+        favorFeatures(x, projection: projection.value, isQuery: isQuery, stabilizer: Self.stabilizer)
     }
 }

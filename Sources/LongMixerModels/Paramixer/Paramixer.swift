@@ -60,16 +60,67 @@ public final class ParamixerBlock: Module {
         [("g", g)] + fs.enumerated().map { ("fs.\($0.offset)", $0.element as Module) } + [("dropout2", dropout2)]
     }
 
+    /// Whether forwards that record no graph run the factors on the fused kernel (`sparseFactorMLPForward`):
+    /// on AVX2 machines by default (there it is faster than the composed ops; the AVX-512 path keeps the
+    /// composed ops on its 16-lane kernels until measured there). `LONGMIXER_FUSED_FACTOR=1` or `0` forces it.
+    public static let fusedInferenceDefault: Bool = {
+        RuntimeOptions.environment.fusedFactor ?? !CPUFeatures.avx512
+    }()
+
     /// v: [B, N, D] block input; data: [B, N, D] the embedded model input read by every f_m.
     public func callAsFunction(_ v: Variable, data: Variable) -> Variable {
+        callAsFunction(v, data: data, fusedInference: Self.fusedInferenceDefault)
+    }
+
+    /// The block; with `fusedInference` and no graph being recorded (`withoutGradient`), each factor's f-MLP
+    /// and sparse product run as one kernel that never stores the link weights (`fusedFactors`).
+    public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool) -> Variable {
         var v = g(v)
         let blockInput = v
+        if fusedInference, !GradientMode.isEnabled, let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value) {
+            return dropout2(Variable(fused))
+        }
         for (f, factorOffsets) in zip(fs, offsets) {
             let w = f(data)                                                        // [B, N, L]
             let mixed = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets)
             v = mixed + (residual == .everyFactor ? v : blockInput)
         }
         return dropout2(v)
+    }
+
+    /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
+    /// sparse product and residual). nil when an f is not Linear → GELU → Linear with biases (then the
+    /// composed ops run).
+    func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor) -> Tensor? {
+        var mlps: [SparseFactorMLPWeights] = []
+        for (f, factorOffsets) in zip(fs, offsets) {
+            guard f.layers.count == 3, let l1 = f.layers[0] as? Linear, let act = f.layers[1] as? Activation, act.kind == .gelu,
+                  let l2 = f.layers[2] as? Linear, let b1 = l1.bias, let b2 = l2.bias, l2.outputDimensions == factorOffsets.count,
+                  l1.inputDimensions == data.shape[2], l2.inputDimensions == l1.outputDimensions
+            else { return nil }
+            mlps.append(SparseFactorMLPWeights(w1: l1.weight.value.pointer, b1: b1.value.pointer, w2: l2.weight.value.pointer,
+                                               b2: b2.value.pointer, inputs: l1.inputDimensions, hidden: l1.outputDimensions,
+                                               links: l2.outputDimensions))
+        }
+        let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2])
+        check(data.shape[0] == b && data.shape[1] == n, "ParamixerBlock: data \(data.shape) does not match values \(v.shape)")
+        var current = v
+        for (mlp, factorOffsets) in zip(mlps, offsets) {
+            for (k, o) in factorOffsets.enumerated() {
+                check(o >= 0 && o < n, "ParamixerBlock: offset \(o) in slot \(k) is outside 0..<\(n)")
+            }
+            var next = Tensor(uninitializedShape: [b, n, d])
+            let added = residual == .everyFactor ? current : blockInput
+            factorOffsets.withUnsafeBufferPointer { off in
+                next.withUnsafeMutablePointer { out in
+                    sparseFactorMLPForward(out: out, values: current.pointer, residual: added.pointer, data: data.pointer,
+                                           dataDimensions: data.shape[2], mlp: mlp, offsets: off.baseAddress!,
+                                           batch: b, length: n, dimensions: d)
+                }
+            }
+            current = next
+        }
+        return current
     }
 }
 
@@ -162,6 +213,12 @@ public final class Paramixer: Module, SequenceModel {
 
     /// Logits (or regression outputs) [B, C]. Stops with the `validate(_:)` message on bad input.
     public func callAsFunction(_ input: SequenceInput) -> Variable {
+        callAsFunction(input, fusedInference: ParamixerBlock.fusedInferenceDefault)
+    }
+
+    /// The model; `fusedInference` chooses the blocks' fused factor kernel for forwards without a graph
+    /// (`ParamixerBlock.callAsFunction(_:data:fusedInference:)`; tests compare both).
+    public func callAsFunction(_ input: SequenceInput, fusedInference: Bool) -> Variable {
         // fatalError keeps the message in optimised builds (precondition would drop it).
         do { try validate(input) } catch { fatalError("\(error)") }
         let c = configuration
@@ -173,7 +230,7 @@ public final class Paramixer: Module, SequenceModel {
         if let apcEmbedding { data = data + apcEmbedding(positions) }      // [B, N, D] + [N, D]
         data = dropout1(data)
         var v = dropout1(data)                                               // second, independent mask (as the reference)
-        for block in attention { v = block(v, data: data) }
+        for block in attention { v = block(v, data: data, fusedInference: fusedInference) }
         let b = input.batchSize
         let pooled: Variable
         switch c.pooling {
