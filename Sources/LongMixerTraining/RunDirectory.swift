@@ -97,7 +97,9 @@ public struct RunDirectory: Sendable {
             }
             if !contents.isEmpty {
                 guard overwrite else {
-                    throw UserError(what: "run directory", value: path, why: "already exists and is not empty",
+                    // Point at a run an interrupted --overwrite moved aside: this is where a user looks for it.
+                    let kept = interruptedReplacements(of: url).last.map { "; the run it replaced is kept in '\($0.path)'" } ?? ""
+                    throw UserError(what: "run directory", value: path, why: "already exists and is not empty\(kept)",
                                     remedy: "choose another --output, or pass --overwrite to replace a previous run")
                 }
                 try checkReplaceable(url, contents: contents, inputs: inputs, workingDirectory: workingDirectory, home: home)

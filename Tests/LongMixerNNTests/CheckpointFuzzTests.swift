@@ -122,12 +122,14 @@ struct CheckpointFuzzTests {
         /// changed value despite a checksum: must stay 0.
         var unexpected = 0
         var slowest = 0.0
+        /// The slowest mutant run again (best of 3): what decides whether it hangs.
+        var slowestRetimed = 0.0
         var runSeconds = 0.0
         var parseSeconds = 0.0
 
         var description: String {
             "\(mutants) mutants: \(parseErrors) parse errors, \(checksumErrors) checksum errors, \(configurationErrors) configuration errors, \(loadErrors) load errors, "
-                + "\(unchanged) loaded unchanged, \(validWeights) loaded with changed finite weights, \(validBuffers) loaded with changed buffers still valid, \(unexpected) unexpected; slowest \(String(format: "%.1f", slowest * 1000)) ms; parse (successful) \(String(format: "%.1f", parseSeconds)) s, run+restore \(String(format: "%.1f", runSeconds)) s"
+                + "\(unchanged) loaded unchanged, \(validWeights) loaded with changed finite weights, \(validBuffers) loaded with changed buffers still valid, \(unexpected) unexpected; slowest \(String(format: "%.1f", slowest * 1000)) ms (again: \(String(format: "%.1f", slowestRetimed * 1000)) ms); parse (successful) \(String(format: "%.1f", parseSeconds)) s, run+restore \(String(format: "%.1f", runSeconds)) s"
         }
     }
 
@@ -292,22 +294,28 @@ struct CheckpointFuzzTests {
                     "\(target.name): the original checkpoint does not load cleanly: \(clean)")
             var g = RandomGenerator(seed: 1000 + UInt64(i))
             var counts = Counts()
+            var slowestMutant = Data()
             for _ in 0..<perTarget {
-                let seconds = Self.check(Self.mutate(target, &g), target, &counts)
-                counts.slowest = max(counts.slowest, seconds)
+                let mutant = Self.mutate(target, &g)
+                let seconds = Self.check(mutant, target, &counts)
+                if seconds > counts.slowest { counts.slowest = seconds; slowestMutant = mutant }
             }
+            // On a shared machine one sample can stall for seconds; a mutant that really hangs is slow every time.
+            var scratch = Counts()
+            counts.slowestRetimed = (0..<3).map { _ in Self.check(slowestMutant, target, &scratch) }.min()!
             results[i] = counts
         }
         var total = Counts()
         for (target, counts) in zip(targets, results) {
             print("checkpoint fuzz, \(target.name): \(counts)")
             #expect(counts.unexpected == 0)
-            #expect(counts.slowest < 5, "\(target.name): a mutant took \(counts.slowest) s")
+            #expect(counts.slowestRetimed < 2, "\(target.name): a mutant takes \(counts.slowestRetimed) s")
             total.mutants += counts.mutants; total.parseErrors += counts.parseErrors; total.checksumErrors += counts.checksumErrors
             total.configurationErrors += counts.configurationErrors
             total.loadErrors += counts.loadErrors; total.unchanged += counts.unchanged
             total.validWeights += counts.validWeights; total.validBuffers += counts.validBuffers
             total.unexpected += counts.unexpected; total.slowest = max(total.slowest, counts.slowest)
+            total.slowestRetimed = max(total.slowestRetimed, counts.slowestRetimed)
             total.parseSeconds += counts.parseSeconds; total.runSeconds += counts.runSeconds
         }
         print("checkpoint fuzz, total: \(total)")

@@ -141,8 +141,9 @@ struct RunDirectoryOverwriteTests {
         let aside = RunDirectory.interruptedReplacements(of: dir)
         #expect(aside.count == 1)
         #expect(try String(contentsOf: aside[0].appendingPathComponent("model.safetensors"), encoding: .utf8) == "previous model")
-        // Without --overwrite the partial run is still protected.
-        #expect(throws: UserError.self) { try RunDirectory.prepare(dir, overwrite: false, workingDirectory: root, home: home) }
+        // Without --overwrite the partial run is still protected, and the error says where the previous one is.
+        let e = #expect(throws: UserError.self) { try RunDirectory.prepare(dir, overwrite: false, workingDirectory: root, home: home) }
+        #expect(e?.description.contains(aside[0].path) == true, "\(String(describing: e))")
 
         // Recovery puts the previous run back in place (the partial one is kept aside in its stead).
         let restored = try RunDirectory.recoverInterruptedReplacement(of: dir)
