@@ -72,6 +72,10 @@ public final class ByteCorpus: @unchecked Sendable {
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ByteCorpusError.missing(path) }
         if !isDirectory.boolValue {
+            // A device or pipe (/dev/zero) would be read forever or refused with a misleading reason.
+            let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            let type = (try? fm.attributesOfItem(atPath: resolved)[.type]) as? FileAttributeType
+            guard type == .typeRegular else { throw ByteCorpusError.unreadable(path, "not a regular file or a folder") }
             let bytes = try Self.read(path)
             guard !bytes.isEmpty else { throw ByteCorpusError.empty(path) }
             try self.init(bytes: bytes, files: [path], source: path)

@@ -37,7 +37,8 @@ public enum TrainingRun {
         let trainSamples = c.training.steps.map { $0 * c.training.batchSize }
         let data = try task.makeData(c.data, trainSamples: trainSamples)
         let totalSteps = c.training.totalSteps(trainCount: data.train.count)
-        let warmup = c.warmupSteps ?? (c.schedule == .constant ? 0 : (task.isCausal ? max(1, totalSteps / 10) : 0))
+        // The default warm-up (10 % of an LM run) always fits the run; a given one is checked.
+        let warmup = c.warmupSteps ?? (c.schedule == .constant || !task.isCausal ? 0 : min(max(1, totalSteps / 10), totalSteps - 1))
         guard warmup == 0 || warmup < totalSteps else {
             throw UserError(what: "--warmup-steps", value: String(warmup), why: "must be below the run's \(totalSteps) steps",
                             remedy: "lower --warmup-steps or train longer")

@@ -20,22 +20,39 @@ struct LongMixerCommand: ParsableCommand {
             DemoCommand.self,
         ])
 
-    /// One error style for the whole CLI: a `UserError` from anywhere (a bad LONGMIXER_* variable, a
-    /// refused --output, a corrupt checkpoint) is printed as `error: <description>` on stderr and exits
-    /// 2 (usage) or 1 (runtime). ArgumentParser keeps its own parse errors, --help and usage text.
+    /// One error style for the whole CLI: every error is one line `error: <description>` on stderr, exit
+    /// 2 for usage errors (a bad option or variable, a refused --output, a corrupt input file) and 1 for
+    /// runtime failures (divergence, a failed download). --help and --version print as usual.
     static func main() {
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            // --help / --version are "errors" with a successful exit code: print them as ArgumentParser does.
+            if exitCode(for: error) == .success { exit(withError: error) }
+            fail(message(for: error), code: 2)
+        }
+        do {
             // After parsing, and not for help (ArgumentParser answers --help with its own internal
             // HelpCommand), so help still works with a bad variable in the environment.
             if !String(describing: type(of: command)).hasSuffix("HelpCommand") { try RuntimeOptions.checkEnvironment() }
             try command.run()
         } catch let error as UserError {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            Foundation.exit(error.exitCode)
+            fail(error.description, code: error.exitCode)
+        } catch let error as TrainingError {
+            fail(error.description, code: 1)
+        } catch let error as DatasetFetchError {
+            fail(error.description, code: 1)
         } catch {
-            exit(withError: error)
+            if exitCode(for: error) == .success { exit(withError: error) }
+            fail(message(for: error), code: 2)
         }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        let line = message.split(whereSeparator: \.isNewline).joined(separator: "; ")
+        FileHandle.standardError.write(Data("error: \(line)\n".utf8))
+        Foundation.exit(code)
     }
 }
 

@@ -123,6 +123,51 @@ struct TrainCommandTests {
         }
     }
 
+    /// Every numeric option of `train` at 0, −1, 2^63 − 1 and NaN: a tiny valid run, or one `error:` line
+    /// with exit code 2 and no run directory; never a trap.
+    @Test func everyNumericOptionAtItsExtremes() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let options: [(String, String)] = [
+            ("--length", "paramixer"), ("--dimensions", "paramixer"), ("--layers", "paramixer"), ("--hidden", "paramixer"),
+            ("--dropout1", "paramixer"), ("--dropout2", "paramixer"), ("--heads", "performer"), ("--feed-forward", "performer"),
+            ("--dropout", "performer"), ("--scale", "paramixer"), ("--learning-rate", "paramixer"), ("--warmup-steps", "paramixer"),
+            ("--head-lr-scale", "paramixer"), ("--weight-decay", "paramixer"), ("--batch-size", "paramixer"),
+            ("--micro-batch-size", "paramixer"), ("--epochs", "paramixer"), ("--steps", "paramixer"), ("--clip-norm", "paramixer"),
+            ("--seed", "paramixer"), ("--train-size", "paramixer"), ("--val-size", "paramixer"), ("--test-size", "paramixer"),
+            ("--eval-interval", "paramixer"), ("--log-interval", "paramixer"), ("--target-accuracy", "paramixer"), ("--threads", "paramixer"),
+        ]
+        let base = ["train", "--task", "adding", "--length", "16", "--train-size", "8", "--val-size", "4", "--test-size", "4",
+                    "--batch-size", "4", "--steps", "1", "--dimensions", "8", "--quiet", "--output", "run"]
+        /// The base arguments without `flags` (and their values).
+        func without(_ flags: Set<String>) -> [String] {
+            var args = base, i = 0
+            while i < args.count { if flags.contains(args[i]) { args.removeSubrange(i...(i + 1)) } else { i += 1 } }
+            return args
+        }
+        var accepted = 0, refused = 0
+        for (flag, model) in options {
+            for value in ["0", "-1", "9223372036854775807", "nan"] {
+                // --epochs replaces --steps; the attention options need a head count (unless it is the one tested).
+                var args = without(flag == "--epochs" ? [flag, "--steps"] : [flag]) + ["--model", model, flag, value]
+                if model == "performer" && flag != "--heads" { args += ["--heads", "2"] }
+                let r = try Self.run(args, in: dir)
+                let run = dir.appendingPathComponent("run")
+                let lines = r.stderr.split(separator: "\n")
+                #expect(r.status == 0 || r.status == 2, "\(flag) \(value): exit \(r.status): \(r.stderr)")
+                if r.status == 0 {
+                    accepted += 1
+                } else {
+                    refused += 1
+                    #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(flag) \(value): \(r.stderr)")
+                    #expect(!FileManager.default.fileExists(atPath: run.path), "\(flag) \(value) left a run directory")
+                }
+                try? FileManager.default.removeItem(at: run)
+            }
+        }
+        #expect(refused > accepted)
+    }
+
     @Test func presetsAreListed() throws {
         let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
         #expect(r.status == 0)
