@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of `longmixer bench attention` (issue #4).
+"""PyTorch side of `longmixer bench attention`.
 
 Builds the same LRA encoder as the Swift benchmark (text preset: D 512, 8 heads, FFN 2048, pre-LN,
 binary head, vocabulary 259, dropout 0; Q/K of the Performer family at 4 x Dh = 256 features per head,

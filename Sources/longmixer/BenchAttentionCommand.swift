@@ -6,7 +6,7 @@ import LongMixerNN
 import LongMixerModels
 import LongMixerData
 
-/// `longmixer bench attention` (issue #4): forward and forward+backward time per sequence of the
+/// `longmixer bench attention`: forward and forward+backward time per sequence of the
 /// attention family vs sequence length, with PyTorch side by side (`--torch`).
 struct BenchAttentionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -6,7 +6,7 @@ import LongMixerNN
 import LongMixerModels
 import LongMixerData
 
-/// `longmixer bench paramixer`: the Paramixer scaling benchmark of issue #3 — forward and
+/// `longmixer bench paramixer`: the Paramixer scaling benchmark — forward and
 /// forward+backward time per sequence and a training step's peak memory for N = 2^7 … 2^16
 /// (D = H = 32, 1 block, CHORD, FLATTEN), the fitted growth exponents, and optionally the PyTorch
 /// reference on the same shapes and thread count, run back to back in the same session.

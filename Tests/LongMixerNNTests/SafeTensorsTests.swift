@@ -12,7 +12,7 @@ import LongMixerTraining
 //
 // Regenerate the Swift-written fixtures and check them with Python (from the package root):
 //     LONGMIXER_WRITE_FIXTURES=1 swift test --filter SafeTensorsTests
-//     /work/venv/bin/python Scripts/reference/safetensors_fixture.py
+//     python3 Scripts/reference/safetensors_fixture.py
 
 // MARK: - Helpers
 
