@@ -27,7 +27,7 @@ let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(config
 let package = Package(
     name: "LongMixer",
     products: [
-        .library(name: "LongMixer", targets: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining"]),
+        .library(name: "LongMixer", targets: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining", "LongMixerBenchmarks"]),
         .executable(name: "longmixer", targets: ["longmixer"]),
     ],
     dependencies: [
@@ -47,10 +47,13 @@ let package = Package(
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),
+        // Benchmark suites and the PyTorch side-by-side runs (the CLI's `bench`), apart from training.
+        .target(name: "LongMixerBenchmarks", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining"],
+                swiftSettings: settings),
         .executableTarget(
             name: "longmixer",
             dependencies: [
-                "LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining",
+                "LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining", "LongMixerBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings),
@@ -61,6 +64,7 @@ let package = Package(
         .testTarget(name: "LongMixerModelsTests", dependencies: ["LongMixerModels", "LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
         .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData", "LongMixerTestSupport"], swiftSettings: settings),
         .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
+        .testTarget(name: "LongMixerBenchmarksTests", dependencies: ["LongMixerBenchmarks", "LongMixerTestSupport"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]
 )

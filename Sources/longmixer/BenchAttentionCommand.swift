@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerModels
 import LongMixerData
+import LongMixerBenchmarks
 
 /// `longmixer bench attention`: forward and forward+backward time per sequence of the
 /// attention family vs sequence length, with PyTorch side by side (`--torch`).

@@ -6,6 +6,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerModels
 import LongMixerData
+import LongMixerBenchmarks
 
 /// `longmixer bench …`: performance benchmarks (never timed tests). Each subcommand prints a table
 /// and can write JSON with the machine description; docs/benchmarks.md records the results.

@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerModels
 import LongMixerData
+import LongMixerBenchmarks
 
 /// `longmixer bench paramixer`: the Paramixer scaling benchmark — forward and
 /// forward+backward time per sequence and a training step's peak memory for N = 2^7 … 2^16

@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
+import LongMixerBenchmarks
 
 /// The FLOP counts behind the roofline columns of `bench attention` and `bench paramixer`, written out
 /// multiply-add by multiply-add on small shapes.

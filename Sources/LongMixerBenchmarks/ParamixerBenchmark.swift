@@ -3,6 +3,7 @@ import LongMixerModels
 import LongMixerCore
 import LongMixerNN
 import LongMixerData
+import LongMixerTraining
 
 /// Timing of the Paramixer model and of its sparse-factor kernels (no CLI wiring here; a caller
 /// prints or stores the rows). Times are the best of several runs after one warm-up, so they

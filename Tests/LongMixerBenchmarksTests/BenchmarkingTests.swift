@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
+import LongMixerBenchmarks
 
 /// The statistics behind the benchmarks' verdicts (the timings themselves are never asserted).
 @Suite("Benchmark statistics")

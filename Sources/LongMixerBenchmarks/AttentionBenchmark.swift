@@ -3,6 +3,7 @@ import LongMixerCore
 import LongMixerModels
 import LongMixerNN
 import LongMixerData
+import LongMixerTraining
 
 // `longmixer bench attention`: forward and forward+backward time per sequence of the
 // attention family in one LRA encoder configuration, against the same model in PyTorch
