@@ -79,7 +79,7 @@ public func mapKernel<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<F
 }
 
 /// Plain reference for `mapKernel`: one scalar at a time, single-threaded, through F's scalar form.
-public func mapReference<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int) {
+func mapReference<F: UnaryFunction>(_ f: F.Type, out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, count: Int) {
     for i in 0..<count { out[i] = F.apply(x[i]) }
 }
 
@@ -119,7 +119,7 @@ public func mapBackwardKernel<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMut
 }
 
 /// Plain reference for `mapBackwardKernel`: gradIn[i] += G(x[i], y[i], gradOut[i]), scalar, single-threaded.
-public func mapBackwardReference<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+func mapBackwardReference<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                                      y: UnsafePointer<Float>, gradOut: UnsafePointer<Float>, count: Int) {
     for i in 0..<count { gradIn[i] += G.apply(x: x[i], y: y[i], gradient: gradOut[i]) }
 }
@@ -338,7 +338,7 @@ public func broadcastBinaryKernel<F: BinaryFunction>(_ f: F.Type, out: UnsafeMut
 }
 
 /// Reference (plain, single-threaded) broadcast kernel, for tests.
-public func broadcastBinaryReference(_ op: (Float, Float) -> Float, outShape: [Int], a: [Float], aShape: [Int],
+func broadcastBinaryReference(_ op: (Float, Float) -> Float, outShape: [Int], a: [Float], aShape: [Int],
                                      b: [Float], bShape: [Int]) -> [Float] {
     let sa = broadcastStrides(aShape, to: outShape), sb = broadcastStrides(bShape, to: outShape)
     let count = elementCount(outShape)

@@ -119,7 +119,7 @@ func favorReferenceProjections(x: UnsafePointer<Float>, omega: UnsafePointer<Flo
 }
 
 /// Reference for `favorFeaturesForward` in Double, one thread.
-public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, omega: UnsafePointer<Float>,
+func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, omega: UnsafePointer<Float>,
                                           rows: Int, features f: Int, randomFeatures m: Int, rowsPerGroup: Int,
                                           inputScale c: Float, outputScale s: Float, stabilizer: Float) {
     let (p, h) = favorReferenceProjections(x: x, omega: omega, rows: rows, features: f, randomFeatures: m, inputScale: c)
@@ -133,7 +133,7 @@ public func favorFeaturesForwardReference(out: UnsafeMutablePointer<Float>, x: U
 }
 
 /// Reference for `favorFeaturesBackward` in Double (M held fixed), one thread.
-public func favorFeaturesBackwardReference(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
+func favorFeaturesBackwardReference(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                            omega: UnsafePointer<Float>, rows: Int, features f: Int, randomFeatures m: Int,
                                            rowsPerGroup: Int, inputScale c: Float, outputScale s: Float) {
     let (p, h) = favorReferenceProjections(x: x, omega: omega, rows: rows, features: f, randomFeatures: m, inputScale: c)

@@ -453,7 +453,7 @@ public func causalLinearAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: U
 /// Reference forward, both variants: out_i = Σ_j w_ij (q_i·k_j) v_j [ / Σ_j w_ij q_i·k_j ] with
 /// w_ij = m_j (bidirectional) or m_j·r_h^(i−j)·[j ≤ i] (causal), every score formed explicitly.
 /// out: [B,H,N,Dh]; q, k: [B,H,N,F]; v: [B,H,N,Dh]; keyMask: [B,N] or nil; decay: [H] or nil (causal only)
-public func linearAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+func linearAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                             v: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, decay: [Float]?,
                                             causal: Bool, normalized: Bool, sizes: LinearAttentionSizes) {
     let (H, N, F, Dh) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
@@ -483,7 +483,7 @@ public func linearAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q:
 /// ∂L/∂s_ij = w_ij (g_i·v_j / d_i − (g_i·n_i)/d_i²) (unnormalised: w_ij g_i·v_j), dq_i += ∂s_ij k_j,
 /// dk_j += ∂s_ij q_i, dv_j += w_ij s_ij g_i / d_i.
 /// dq, dk: [B,H,N,F]; dv: [B,H,N,Dh]; gradOut: [B,H,N,Dh]; the rest as the forward
-public func linearAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+func linearAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
                                              gradOut: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                              v: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, decay: [Float]?,
                                              causal: Bool, normalized: Bool, sizes: LinearAttentionSizes) {

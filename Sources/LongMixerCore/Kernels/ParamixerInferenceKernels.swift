@@ -176,7 +176,7 @@ func sparseFactorRowPlusResidual(out: UnsafeMutablePointer<Float>, src: UnsafePo
 
 /// Reference for `sparseFactorMLPForward`: scalar loops in Double, libm's erfc GELU, one thread.
 /// w1: [H, D], b1: [H], w2: [L, H], b2: [L] (the `Linear` layouts).
-public func sparseFactorMLPForwardReference(out: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
+func sparseFactorMLPForwardReference(out: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>,
                                             residual: UnsafePointer<Float>, data: UnsafePointer<Float>, dataDimensions di: Int,
                                             w1: UnsafePointer<Float>, b1: UnsafePointer<Float>, w2: UnsafePointer<Float>,
                                             b2: UnsafePointer<Float>, hidden h: Int, offsets: UnsafePointer<Int>, links l: Int,

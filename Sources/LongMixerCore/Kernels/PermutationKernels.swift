@@ -98,7 +98,7 @@ public func permuteFeaturesBackward(dx: UnsafeMutablePointer<Float>, gradOut: Un
 /// Reference: out[b,h,t,lo+j] = x[b,h,t,lo+perm_h applied p_t times to j] by repeated application of the
 /// index array (p_t ≥ 0) or of its inverse (p_t < 0), other features copied. O(|p|) per element.
 /// out, x: [B, H, N, F]; permutations: H index arrays of size R; positions: [N]
-public func permuteFeaturesReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, permutations: [[Int]],
+func permuteFeaturesReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, permutations: [[Int]],
                                      positions: [Int], batch B: Int, heads H: Int, length N: Int, features F: Int,
                                      rangeStart lo: Int) {
     let inverses = permutations.map { perm -> [Int] in
@@ -321,7 +321,7 @@ func reluFeatureHeadsBackward(dx: UnsafeMutablePointer<Float>, gradOut: UnsafePo
 
 /// Reference of `reluFeatureHeadsForward`: split heads, φ, then `permuteFeaturesReference` (O(|p|) per element).
 /// out: [B, H, N, F]; x: [B, N, H·F]; permutations: H index arrays of size F or nil; positions: [N]
-public func reluFeatureHeadsReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, permutations: [[Int]]?,
+func reluFeatureHeadsReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, permutations: [[Int]]?,
                                       positions: [Int], batch B: Int, heads H: Int, length N: Int, features F: Int, epsilon: Float) {
     let count = B * H * N * F
     let split = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))

@@ -446,7 +446,7 @@ public func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, logits: U
 // Scalar loops, one thread, libm functions and Double accumulators: slow and obviously right.
 
 /// Reference for `sumAxisKernel`.
-public func sumAxisReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, outer: Int, n: Int, inner: Int) {
+func sumAxisReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, outer: Int, n: Int, inner: Int) {
     for o in 0..<outer {
         for i in 0..<inner {
             var s: Double = 0
@@ -457,7 +457,7 @@ public func sumAxisReference(out: UnsafeMutablePointer<Float>, x: UnsafePointer<
 }
 
 /// Reference for `softmaxForward`.
-public func softmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+func softmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
     for row in 0..<rows {
         let xr = x + row * n, yr = y + row * n
         var m = -Double.infinity
@@ -469,7 +469,7 @@ public func softmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePoi
 }
 
 /// Reference for `softmaxBackward`: dx += y ⊙ (dy − ⟨dy, y⟩).
-public func softmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+func softmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
     for row in 0..<rows {
         let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
         var dot: Double = 0
@@ -479,7 +479,7 @@ public func softmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafeP
 }
 
 /// Reference for `logSoftmaxForward`.
-public func logSoftmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
+func logSoftmaxForwardReference(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, n: Int) {
     for row in 0..<rows {
         let xr = x + row * n, yr = y + row * n
         var m = -Double.infinity
@@ -492,7 +492,7 @@ public func logSoftmaxForwardReference(y: UnsafeMutablePointer<Float>, x: Unsafe
 }
 
 /// Reference for `logSoftmaxBackward`: dx += dy − exp(y)·Σdy.
-public func logSoftmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
+func logSoftmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
     for row in 0..<rows {
         let yr = y + row * n, gr = dy + row * n, dr = dx + row * n
         var s: Double = 0
@@ -502,7 +502,7 @@ public func logSoftmaxBackwardReference(dx: UnsafeMutablePointer<Float>, y: Unsa
 }
 
 /// Reference for `layerNormForward` (two-pass mean and biased variance in Double).
-public func layerNormForwardReference(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+func layerNormForwardReference(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                                       x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                       rows: Int, n: Int, epsilon: Float) {
     for row in 0..<rows {
@@ -519,7 +519,7 @@ public func layerNormForwardReference(y: UnsafeMutablePointer<Float>, mean: Unsa
 }
 
 /// Reference for `layerNormBackward` (accumulates dx, dγ, dβ), from the saved mean and rstd.
-public func layerNormBackwardReference(dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,
+func layerNormBackwardReference(dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>,
                                        x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                                        gamma: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, n: Int) {
     var dg = [Double](repeating: 0, count: n), db = [Double](repeating: 0, count: n)

@@ -484,7 +484,7 @@ func attentionReferenceProbabilities(q: UnsafePointer<Float>, k: UnsafePointer<F
 }
 
 /// Reference forward: out = softmax(scale·QKᵀ + bias [+ causal]) V.   out: [B,H,N,Dv]; others as the kernel.
-public func scaledDotProductAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
+func scaledDotProductAttentionReferenceForward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                                                       k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                                       keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
                                                       sizes: AttentionSizes) {
@@ -505,7 +505,7 @@ public func scaledDotProductAttentionReferenceForward(out: UnsafeMutablePointer<
 }
 
 /// Reference backward (accumulates into dq, dk, dv) from the definition, with the full P of each slice.
-public func scaledDotProductAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+func scaledDotProductAttentionReferenceBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                                                        dv: UnsafeMutablePointer<Float>, gradOut: UnsafePointer<Float>,
                                                        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                                        keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,

@@ -222,7 +222,7 @@ public func sparseFactorBackward(dWeights: UnsafeMutablePointer<Float>?, dValues
 // MARK: - Reference implementations (plain loops, scatter form for dV; used by tests)
 
 /// Plain reference of `sparseFactorForward` (same shapes; overwrites out).
-public func sparseFactorForwardReference(out: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
+func sparseFactorForwardReference(out: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                          offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int) {
     for b in 0..<batch {
         for i in 0..<n {
@@ -240,7 +240,7 @@ public func sparseFactorForwardReference(out: UnsafeMutablePointer<Float>, weigh
 
 /// Plain reference of `sparseFactorBackward`: dW by direct dot products, dV by scattering each
 /// row's contribution to the column it read (the transpose of the forward), accumulating (+=).
-public func sparseFactorBackwardReference(dWeights: UnsafeMutablePointer<Float>?, dValues: UnsafeMutablePointer<Float>?,
+func sparseFactorBackwardReference(dWeights: UnsafeMutablePointer<Float>?, dValues: UnsafeMutablePointer<Float>?,
                                           dOut: UnsafePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                           offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int) {
     for b in 0..<batch {
