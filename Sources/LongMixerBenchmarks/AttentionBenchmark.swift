@@ -27,14 +27,11 @@ public struct AttentionBenchmarkMixer: Sendable, Equatable {
     public var name: String
     public var kind: MixerKind
 
-    /// CLI names → kinds. transformer = exact softmax attention.
-    public static let all: [AttentionBenchmarkMixer] = [
-        .init(name: "transformer", kind: .softmax),
-        .init(name: "performer", kind: .performer),
-        .init(name: "permuteformer", kind: .permuteFormer),
-        .init(name: "favor", kind: .favor),
-        .init(name: "rope", kind: .ropePerformer),
-    ]
+    /// The attention models of the model registry that run on 1D token sequences (names as `train --model`).
+    public static let all: [AttentionBenchmarkMixer] = ModelRegistry.entries.compactMap { entry in
+        guard entry.family == .encoder, let kind = entry.mixer, !entry.needsGrid else { return nil }
+        return AttentionBenchmarkMixer(name: entry.name, kind: kind)
+    }
 
     public static func named(_ name: String) -> AttentionBenchmarkMixer? {
         let key = name.lowercased()
