@@ -48,7 +48,7 @@ public struct MemoryEstimate: Equatable, Sendable {
             // f-MLP's hidden pair, its link weights, the product and the residual sum.
             acts = n * (3 * d + blocks * (2 * h + d + m * (2 * h + links + 2 * d)))
         case .encoder, .decoder:
-            let d = Double(o.dimensions ?? 32), layers = Double(o.layers ?? 1), ff = Double(o.feedForward ?? 4 * (o.dimensions ?? 32))
+            let d = Double(o.dimensions ?? 32), layers = Double(o.layers ?? 1), ff = Double(o.feedForward ?? 64)
             let kind = family == .decoder ? entry.causalMixer! : entry.mixer!
             let fm = Double(MixerConfiguration(kind: kind).featureMultiplier)
             let perLayer = 2 * (d * d * fm + d * fm) + 2 * (d * d + d) + 4 * d + 2 * d * ff + ff + d
