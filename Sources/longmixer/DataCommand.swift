@@ -19,6 +19,18 @@ struct DataDirectoryOption: ParsableArguments {
     var dataDir: String = "data"
 
     var url: URL { URL(fileURLWithPath: dataDir) }
+
+    /// Refuses a data folder that names something other than a folder (it may not exist yet).
+    func checked() throws -> URL {
+        var isDirectory: ObjCBool = false
+        if dataDir.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw UserError(what: "--data-dir", value: "''", why: "is empty", remedy: "name a folder (default: data)")
+        }
+        if FileManager.default.fileExists(atPath: dataDir, isDirectory: &isDirectory) && !isDirectory.boolValue {
+            throw UserError(what: "--data-dir", value: dataDir, why: "is a file, not a folder", remedy: "name a folder (default: data)")
+        }
+        return url
+    }
 }
 
 struct DataFetchCommand: ParsableCommand {
@@ -35,7 +47,7 @@ struct DataFetchCommand: ParsableCommand {
     func run() throws {
         do {
             let dataset = try TextDataset.named(name)
-            try dataset.fetch(into: data.url) { print($0) }
+            try dataset.fetch(into: try data.checked()) { print($0) }
         } catch let e as DatasetFetchError { throw CommandError(e.message) }
     }
 }
@@ -46,6 +58,7 @@ struct DataListCommand: ParsableCommand {
     @OptionGroup var data: DataDirectoryOption
 
     func run() throws {
+        _ = try data.checked()
         for d in TextDataset.all {
             let folder = d.directory(in: data.url)
             let state: String

@@ -168,6 +168,16 @@ struct TrainCommandTests {
         #expect(refused > accepted)
     }
 
+    @Test func dataFolderMustBeAFolder() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "not a folder".write(to: dir.appendingPathComponent("file.txt"), atomically: true, encoding: .utf8)
+        for arguments in [["data", "list", "--data-dir", "file.txt"], ["data", "fetch", "shakespeare", "--data-dir", "file.txt"]] {
+            let r = try Self.run(arguments, in: dir)
+            #expect(r.status == 2 && r.stderr.hasPrefix("error: --data-dir (file.txt): is a file"), "\(arguments): \(r.stderr)")
+        }
+    }
+
     @Test func presetsAreListed() throws {
         let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
         #expect(r.status == 0)
