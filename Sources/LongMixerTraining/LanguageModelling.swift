@@ -71,6 +71,7 @@ extension CausalLanguageModel {
         } else {
             throw LanguageModelRunError("'\(config.path)' is not a language-model configuration (no 'languageModel' entry)")
         }
+        try checkSize(configuration, source: config.path)
         do { try configuration.validate() } catch { throw LanguageModelRunError("'\(config.path)': \(error)") }
         var generator = RandomGenerator(seed: 0)
         let model = try CausalLanguageModel(configuration: configuration, generator: &generator)
@@ -79,6 +80,24 @@ extension CausalLanguageModel {
         catch let e as UserError { throw e } catch { throw LanguageModelRunError("\(error)") }
         model.eval()
         return model
+    }
+
+    /// Refuses a configuration whose sizes are out of range or whose weights would not fit in memory,
+    /// before anything is allocated (a hand-edited `config.json` must not hang or trap the loader).
+    static func checkSize(_ c: LanguageModelConfiguration, source: String) throws {
+        for (field, value, limit) in [("dimensions", c.dimensions, 1 << 16), ("layers", c.layers, 1024), ("heads", c.heads, 1024),
+                                      ("feedForwardDimensions", c.feedForwardDimensions, 1 << 18), ("vocabularySize", c.vocabularySize, 1 << 24)]
+            where !(1...limit).contains(value) {
+            throw UserError(what: "\(source): \(field)", value: String(value), why: "must be in 1...\(limit)")
+        }
+        let d = Double(c.dimensions), ff = Double(c.feedForwardDimensions), v = Double(c.vocabularySize)
+        let parameters = v * d * (c.tiedOutput ? 1 : 2) + Double(c.layers) * (4 * d * d + 2 * d * ff + 10 * d)
+        let bytes = 4 * parameters + MemoryEstimate.fixedBytes
+        if let available = MemoryEstimate.availableBytes(), bytes > available {
+            throw UserError(what: "\(source)", value: String(format: "%.1f GiB of weights", bytes / Double(1 << 30)),
+                            why: String(format: "does not fit the %.1f GiB available", available / Double(1 << 30)),
+                            remedy: "check the model sizes in the configuration")
+        }
     }
 
     /// Samples `count` tokens after `prompt` with the recurrent state (O(1) memory per token for the

@@ -227,7 +227,8 @@ public struct MixerConfiguration: Codable, Equatable, Sendable {
         func fail(_ m: String) -> AttentionConfigurationError { AttentionConfigurationError(message: m) }
         if dimensions < 1 || heads < 1 { throw fail("dimensions (\(dimensions)) and heads (\(heads)) must be positive") }
         if dimensions % heads != 0 { throw fail("width \(dimensions) is not divisible by \(heads) heads") }
-        if featureMultiplier < 1 { throw fail("featureMultiplier must be ≥ 1, got \(featureMultiplier)") }
+        if dimensions > 1 << 20 { throw fail("dimensions must be at most \(1 << 20), got \(dimensions)") }
+        if !(1...64).contains(featureMultiplier) { throw fail("featureMultiplier must be in 1...64, got \(featureMultiplier)") }
         if !(kernelEpsilon >= 0) { throw fail("kernelEpsilon must be ≥ 0, got \(kernelEpsilon)") }
         if !(attentionDropout >= 0 && attentionDropout < 1) { throw fail("attentionDropout must be in [0, 1), got \(attentionDropout)") }
         let features = featureMultiplier * dimensions / heads
@@ -238,16 +239,16 @@ public struct MixerConfiguration: Codable, Equatable, Sendable {
             }
         default: break
         }
-        if kind == .permuteFormer2D, let g = grid, g.width < 1 || g.height < 1 || g.prefix < 0 || g.suffix < 0 {
+        if kind == .permuteFormer2D, let g = grid, !(1...(1 << 12)).contains(g.width) || !(1...(1 << 12)).contains(g.height) || !(0...16).contains(g.prefix) || !(0...16).contains(g.suffix) {
             throw fail("image grid width \(g.width) and height \(g.height) must be positive, prefix \(g.prefix) and suffix \(g.suffix) non-negative")
         }
-        if let m = randomFeatures, m < 1 { throw fail("randomFeatures must be ≥ 1, got \(m)") }
+        if let m = randomFeatures, !(1...(1 << 20)).contains(m) { throw fail("randomFeatures must be in 1...\(1 << 20), got \(m)") }
         if let k = redrawInterval, k < 1 { throw fail("redrawInterval must be ≥ 1 (or nil for fixed features), got \(k)") }
         if let rates = decayRates {
             if rates.count != heads { throw fail("decayRates has \(rates.count) values for \(heads) heads") }
             for (h, r) in rates.enumerated() where !(r > 0 && r <= 1) { throw fail("decay r_\(h) = \(r) is outside (0, 1]") }
         }
-        if chunkSize < 1 { throw fail("chunkSize must be ≥ 1, got \(chunkSize)") }
+        if !(1...(1 << 20)).contains(chunkSize) { throw fail("chunkSize must be in 1...\(1 << 20), got \(chunkSize)") }
         if !(ropeBase > 1) { throw fail("ropeBase must be > 1, got \(ropeBase)") }
     }
 }
