@@ -27,9 +27,10 @@ public struct AttentionBenchmarkMixer: Sendable, Equatable {
     public var name: String
     public var kind: MixerKind
 
-    /// The attention models of the model registry that run on 1D token sequences (names as `train --model`).
+    /// The attention models of the model registry that run on 1D token sequences (names as `train --model`),
+    /// less the orthogonal ablation, which the PyTorch side (`Scripts/bench/attention_torch.py`) does not have.
     public static let all: [AttentionBenchmarkMixer] = ModelRegistry.entries.compactMap { entry in
-        guard entry.family == .encoder, let kind = entry.mixer, !entry.needsGrid else { return nil }
+        guard entry.family == .encoder, let kind = entry.mixer, !entry.needsGrid, kind != .orthogonalFormer else { return nil }
         return AttentionBenchmarkMixer(name: entry.name, kind: kind)
     }
 
