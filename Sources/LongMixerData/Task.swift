@@ -13,6 +13,18 @@ public enum TaskInput: Equatable, Sendable {
     case features(Int)
 }
 
+/// How a task lays out the N positions of a sample.
+public enum InputLayout: Equatable, Sendable {
+    /// One sequence of N positions.
+    case sequence
+    /// An image of W×H pixels in row-major order between `prefix` leading and `suffix` trailing
+    /// tokens (e.g. CLS and SEP): N = prefix + W·H + suffix. What the 2D mixers need.
+    case grid(width: Int, height: Int, prefix: Int, suffix: Int)
+    /// Two documents of N positions each, side by side in one row of 2N (document matching): the
+    /// model encodes each with shared weights and classifies the pair.
+    case pair
+}
+
 /// The data options of a run that a task reads (the rest of the run configuration is the model's
 /// and the trainer's).
 public struct TaskDataOptions: Codable, Equatable, Sendable {
@@ -23,19 +35,28 @@ public struct TaskDataOptions: Codable, Equatable, Sendable {
     public var splitSizes: SplitSizes?
     /// Corpus tasks: a text file or a folder of .txt files.
     public var corpus: String?
-    /// Corpus tasks: at most this many evaluation windows per split (nil: all).
+    /// Corpus tasks: at most this many evaluation windows per split (nil: all). Prepared-data tasks:
+    /// at most this many samples per split.
+    public var trainLimit: Int?
     public var validationLimit: Int?
     public var testLimit: Int?
+    /// Prepared-data tasks: the data directory (`longmixer data prepare` writes it).
+    public var dataDirectory: String?
 
-    public init(length: Int, seed: UInt64, splitSizes: SplitSizes? = nil, corpus: String? = nil,
-                validationLimit: Int? = nil, testLimit: Int? = nil) {
+    public init(length: Int, seed: UInt64, splitSizes: SplitSizes? = nil, corpus: String? = nil, trainLimit: Int? = nil,
+                validationLimit: Int? = nil, testLimit: Int? = nil, dataDirectory: String? = nil) {
         self.length = length
         self.seed = seed
         self.splitSizes = splitSizes
         self.corpus = corpus
+        self.trainLimit = trainLimit
         self.validationLimit = validationLimit
         self.testLimit = testLimit
+        self.dataDirectory = dataDirectory
     }
+
+    /// Where prepared data are read from when no `--data-dir` is given.
+    public static let defaultDataDirectory = "data"
 }
 
 /// A task's three splits, and one line describing them for the console.
@@ -56,6 +77,7 @@ public struct TaskData {
 /// Which data options a task reads; any other one given is refused.
 public enum TaskDataOption: String, CaseIterable, Sendable {
     case trainSize = "--train-size", validationSize = "--val-size", testSize = "--test-size", corpus = "--corpus"
+    case dataDirectory = "--data-dir"
 }
 
 public protocol Task: Sendable {
@@ -64,6 +86,8 @@ public protocol Task: Sendable {
     /// One line for `--help` and listings.
     var summary: String { get }
     var input: TaskInput { get }
+    /// How the N positions are laid out (sequence, image grid, document pair).
+    var layout: InputLayout { get }
     /// Head, loss and metrics.
     var objective: TaskObjective { get }
     /// Per-position next-token prediction (needs a causal model).
@@ -75,6 +99,49 @@ public protocol Task: Sendable {
     /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
     /// random windows; generated tasks ignore it).
     func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData
+}
+
+extension Task {
+    public var layout: InputLayout { .sequence }
+}
+
+/// What the data directory holds for a task.
+public struct PreparedDataState: Equatable, Sendable {
+    public var isReady: Bool
+    /// One line: the files, sizes and sample counts, or what is missing.
+    public var description: String
+
+    public init(isReady: Bool, description: String) {
+        self.isReady = isReady
+        self.description = description
+    }
+}
+
+/// A task whose data live in the data directory, put there by `longmixer data prepare <task>`
+/// (obtained from a pinned package and checksum-verified, or generated from a seed). Training such a
+/// task without its data stops with one line naming that command.
+public protocol PreparableTask: Task {
+    /// The task's folder under the data directory.
+    var dataFolder: String { get }
+    /// What `dataDirectory/dataFolder` holds.
+    func dataState(in dataDirectory: URL) -> PreparedDataState
+    /// Obtains or generates the data into `dataDirectory/dataFolder`. Writes into a temporary folder
+    /// renamed into place at the end, so an interrupted run never leaves data that look ready.
+    /// `log` receives progress lines.
+    func prepare(into dataDirectory: URL, seed: UInt64, log: (String) -> Void) throws
+}
+
+extension PreparableTask {
+    /// The data directory of `options`, or a runtime error naming the command that prepares it.
+    public func readyDataDirectory(_ options: TaskDataOptions) throws -> URL {
+        let directory = URL(fileURLWithPath: options.dataDirectory ?? TaskDataOptions.defaultDataDirectory)
+        let state = dataState(in: directory)
+        guard state.isReady else {
+            throw UserError(what: "\(name) data", value: directory.appendingPathComponent(dataFolder).path,
+                            why: state.description, remedy: "run `longmixer data prepare \(name)\(options.dataDirectory.map { " --data-dir \($0)" } ?? "")`")
+        }
+        return directory
+    }
 }
 
 /// The Paramixer paper's synthetic tasks (`SyntheticTask`) as `Task`s.

@@ -29,14 +29,19 @@ public struct ModelTaskShape: Equatable, Sendable {
     public var causal: Bool
     /// The input is a W×H image grid (what the 2D mixers need).
     public var grid: ImageGrid?
+    /// Each sample is two documents of `length` tokens side by side ([B, 2N]), classified as a pair
+    /// by the two-tower matching head.
+    public var pair: Bool
 
-    public init(input: Input, objective: Objective = .classes, length: Int, outputs: Int, causal: Bool = false, grid: ImageGrid? = nil) {
+    public init(input: Input, objective: Objective = .classes, length: Int, outputs: Int, causal: Bool = false, grid: ImageGrid? = nil,
+                pair: Bool = false) {
         self.input = input
         self.objective = objective
         self.length = length
         self.outputs = outputs
         self.causal = causal
         self.grid = grid
+        self.pair = pair
     }
 }
 
@@ -229,6 +234,15 @@ public enum ModelRegistry {
                 throw UserError(what: "--model", value: entry.name, why: "is a causal language-model ablation, not a model for the \(taskName) task",
                                 remedy: "use it with --task lm")
             }
+            if shape.pair {
+                if entry.family == .paramixer {
+                    throw UserError(what: "--model", value: entry.name, why: "has no matching head for the document pairs of the \(taskName) task",
+                                    remedy: "use an attention model (e.g. permuteformer, transformer)")
+                }
+                guard case .tokens = shape.input, shape.objective == .binary else {
+                    throw UserError(what: "--task", value: taskName, why: "document pairs must be token ids with a binary label")
+                }
+            }
             if entry.needsGrid && shape.grid == nil {
                 throw UserError(what: "--model", value: entry.name, why: "needs an image grid and the \(taskName) task has none",
                                 remedy: "use permuteformer for 1D sequences")
@@ -316,7 +330,7 @@ public enum ModelRegistry {
         let head: EncoderConfiguration.Head
         switch shape.objective {
         case .classes: head = .classification
-        case .binary: head = .binary
+        case .binary: head = shape.pair ? .retrieval : .binary
         case .regression: head = .regression
         }
         return EncoderConfiguration(vocabularySize: vocabulary, inputFeatures: features, dimensions: o.dimensions ?? 32,

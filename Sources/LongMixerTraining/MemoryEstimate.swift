@@ -58,6 +58,7 @@ public struct MemoryEstimate: Equatable, Sendable {
             acts = n * (2 * d + layers * (8 * d + 4 * d * fm + 2 * ff))
             if family == .decoder { acts += n * 3 * outputs }    // logits, log-softmax and its gradient
         }
+        if task.layout == .pair { acts *= 2 }    // both documents pass through the encoder
         let piece = c.training.microBatchSize ?? c.training.batchSize
         let evaluation = c.training.evaluationBatchSize ?? c.training.batchSize
         parameters = p

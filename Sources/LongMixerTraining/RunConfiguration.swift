@@ -67,6 +67,7 @@ public struct RunSettings: Codable, Equatable, Sendable {
     public var validationSize: Int?
     public var testSize: Int?
     public var corpus: String?
+    public var dataDirectory: String?
 
     public init() {}
 
@@ -78,6 +79,7 @@ public struct RunSettings: Codable, Equatable, Sendable {
         take(\.schedule); take(\.warmupSteps); take(\.weightDecay); take(\.headLearningRateScale); take(\.batchSize)
         take(\.microBatchSize); take(\.epochs); take(\.steps); take(\.clipNorm); take(\.logInterval); take(\.evaluationInterval)
         take(\.targetAccuracy); take(\.trainSize); take(\.validationSize); take(\.testSize); take(\.corpus)
+        take(\.dataDirectory)
         return r
     }
 }
@@ -133,9 +135,12 @@ extension RunConfiguration {
             d.weightDecay = 0
             d.batchSize = 40
             d.steps = 1500
-            d.trainSize = 100_000
-            d.validationSize = 1_000
-            d.testSize = 1_000
+            if task.dataOptions.contains(.trainSize) && !task.dataOptions.contains(.dataDirectory) {
+                // Generated tasks: the splits' sizes (prepared data use their whole splits by default).
+                d.trainSize = 100_000
+                d.validationSize = 1_000
+                d.testSize = 1_000
+            }
             if family == .paramixer {
                 // Temporal Order: with the released per-factor residual Paramixer stayed at chance at
                 // N = 1024 after 240,000 sequences; with the block-input residual it learns in a few
@@ -258,6 +263,11 @@ extension RunConfiguration {
         if task.dataOptions.contains(.corpus) {
             data = TaskDataOptions(length: length, seed: merged.seed!, corpus: merged.corpus,
                                    validationLimit: merged.validationSize, testLimit: merged.testSize)
+        } else if task.dataOptions.contains(.dataDirectory) {
+            // Prepared data: the sizes, where given, cap each split.
+            data = TaskDataOptions(length: length, seed: merged.seed!, trainLimit: merged.trainSize,
+                                   validationLimit: merged.validationSize, testLimit: merged.testSize,
+                                   dataDirectory: merged.dataDirectory)
         } else {
             data = TaskDataOptions(length: length, seed: merged.seed!,
                                    splitSizes: SplitSizes(train: merged.trainSize!, validation: merged.validationSize!, test: merged.testSize!))
@@ -278,7 +288,8 @@ extension RunConfiguration {
             UserError(what: flag, why: why, remedy: "drop it")
         }
         let dataFlags: [(TaskDataOption, Bool)] = [(.trainSize, s.trainSize != nil), (.validationSize, s.validationSize != nil),
-                                                   (.testSize, s.testSize != nil), (.corpus, s.corpus != nil)]
+                                                   (.testSize, s.testSize != nil), (.corpus, s.corpus != nil),
+                                                   (.dataDirectory, s.dataDirectory != nil)]
         for (option, given) in dataFlags where given && !task.dataOptions.contains(option) {
             throw refuse(option.rawValue, "does not apply to the \(task.name) task")
         }
@@ -338,7 +349,13 @@ extension RunConfiguration {
         case .binary: objective = .binary
         case .classification, .languageModel: objective = .classes
         }
+        var grid: ImageGrid?, pair = false
+        switch task.layout {
+        case .sequence: break
+        case .grid(let w, let h, let prefix, let suffix): grid = ImageGrid(width: w, height: h, prefix: prefix, suffix: suffix)
+        case .pair: pair = true
+        }
         return ModelTaskShape(input: input, objective: objective, length: length, outputs: task.objective.outputCount,
-                              causal: task.isCausal)
+                              causal: task.isCausal, grid: grid, pair: pair)
     }
 }

@@ -6,12 +6,49 @@ import LongMixerNN
 import LongMixerModels
 import LongMixerData
 
-/// `longmixer data`: fetch and list real text corpora (an explicit step; training never downloads).
+/// `longmixer data`: prepare the tasks' data and fetch text corpora (an explicit step; training
+/// never downloads).
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
-        abstract: "Fetch and list real text corpora for language modelling.",
-        subcommands: [DataFetchCommand.self, DataListCommand.self])
+        abstract: "Prepare the tasks' data, fetch text corpora, and list what the data folder holds.",
+        subcommands: [DataPrepareCommand.self, DataFetchCommand.self, DataListCommand.self])
+}
+
+/// The tasks whose data `data prepare` obtains or generates.
+var preparableTasks: [any PreparableTask] { TaskRegistry.all.compactMap { $0 as? any PreparableTask } }
+
+struct DataPrepareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prepare",
+        abstract: "Obtain (pinned, checksum-verified) or generate (seeded) a task's data into the data folder.",
+        discussion: "Tasks: \(preparableTasks.map(\.name).joined(separator: ", ")). Prepared data are left as they are; remove the task's folder to prepare them again.")
+
+    @Argument(help: "The task whose data to prepare.")
+    var task: String
+
+    @Option(parsing: .unconditional, help: "Seed of generated data (default 42): the same seed gives the same bytes.")
+    var seed: UInt64 = 42
+
+    @OptionGroup var data: DataDirectoryOption
+
+    func run() throws {
+        let directory = try data.checked()
+        let named = try TaskRegistry.task(task)
+        guard let preparable = named as? any PreparableTask else {
+            let how = named.dataOptions.contains(.corpus) ? "it reads a text corpus given by --corpus (`longmixer data fetch`)"
+                : "its data are generated when training starts"
+            throw UserError(what: "task", value: named.name, why: "has no data to prepare: \(how)",
+                            remedy: "tasks with data to prepare: \(preparableTasks.map(\.name).joined(separator: ", "))")
+        }
+        let state = preparable.dataState(in: directory)
+        if state.isReady {
+            print("\(preparable.name): already prepared: \(state.description)")
+            return
+        }
+        try preparable.prepare(into: directory, seed: seed) { print($0) }
+        print("\(preparable.name): \(preparable.dataState(in: directory).description)")
+    }
 }
 
 struct DataDirectoryOption: ParsableArguments {
@@ -59,6 +96,11 @@ struct DataListCommand: ParsableCommand {
 
     func run() throws {
         _ = try data.checked()
+        for t in preparableTasks {
+            let state = t.dataState(in: data.url)
+            print("\(t.name.padding(toLength: 15, withPad: " ", startingAt: 0)) \(t.summary)\n"
+                  + "                \(state.isReady ? "prepared" : "not prepared (longmixer data prepare \(t.name))"): \(state.description)")
+        }
         for d in TextDataset.all {
             let folder = d.directory(in: data.url)
             let state: String

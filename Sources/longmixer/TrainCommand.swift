@@ -73,6 +73,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "--task lm: a text file or a folder of .txt files.")
     var corpus: String?
 
+    @Option(help: "Tasks with prepared data (`longmixer data prepare`): the data folder (default: data).")
+    var dataDir: String?
+
     @Option(parsing: .unconditional, help: "Sequence length N (default 1024).")
     var length: Int?
 
@@ -200,7 +203,7 @@ struct TrainCommand: ParsableCommand {
         s.weightDecay = weightDecay; s.headLearningRateScale = headLearningRateScale; s.batchSize = batchSize
         s.microBatchSize = microBatchSize; s.epochs = epochs; s.steps = steps; s.clipNorm = clipNorm; s.logInterval = logInterval
         s.evaluationInterval = evalInterval; s.targetAccuracy = targetAccuracy; s.trainSize = trainSize; s.validationSize = valSize
-        s.testSize = testSize; s.corpus = corpus
+        s.testSize = testSize; s.corpus = corpus; s.dataDirectory = dataDir
         return s
     }
 
