@@ -185,7 +185,7 @@ struct ParamixerModelTests {
         var gen = RandomGenerator(seed: 5)
         let model = try Paramixer(configuration: Self.tinyConfiguration(), generator: &gen)
         func message(_ input: SequenceInput) -> String {
-            do { try model.validate(input); return "" } catch { return "\(error)" }
+            do { try model.check(input); return "" } catch { return "\(error)" }
         }
         #expect(message(.tokens(IntTensor(zeros: [2, 16]))) == "")
         #expect(message(.tokens(IntTensor(zeros: [2, 15]))).contains("sequence length 15 ≠ the model's N = 16"))
@@ -204,7 +204,7 @@ struct ParamixerModelTests {
     }
 
     private func message2(_ model: Paramixer, _ input: SequenceInput) -> String {
-        do { try model.validate(input); return "" } catch { return "\(error)" }
+        do { try model.check(input); return "" } catch { return "\(error)" }
     }
 
     @Test("calling the model on a bad input stops with the message")

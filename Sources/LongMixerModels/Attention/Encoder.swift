@@ -47,7 +47,7 @@ import LongMixerData
 // MARK: - Block
 
 /// One pre-LN encoder block around a mixer.
-public final class EncoderBlock: Module {
+public final class EncoderBlock: Module, SequenceBlock {
     public let attentionNorm: LayerNorm
     public let mixer: any SequenceMixer
     public let feedForwardNorm: LayerNorm
@@ -70,6 +70,9 @@ public final class EncoderBlock: Module {
          ("intermediate", intermediate), ("output", output), ("dropout", dropout)]
     }
 
+    /// The block in a stack: the mixer sees the key mask.
+    public func callAsFunction(_ x: Variable, context: BlockContext) -> Variable { callAsFunction(x, keyMask: context.keyMask) }
+
     /// x [B, N, D]; the mixer sees `keyMask` [B, N].
     public func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
         let attended = x + dropout(mixer(attentionNorm(x), keyMask: keyMask))
@@ -79,30 +82,22 @@ public final class EncoderBlock: Module {
 
 // MARK: - Model
 
-/// Encoder + pooling + task head; `callAsFunction(.tokens(ids))` (or `.features(x)` [B, N, F] with
-/// `inputFeatures`) → logits [B, C] (C = 1 for the binary and retrieval heads, `outputs` for
-/// regression). Retrieval input: ids [B, 2L], the two documents side by side (each padded to L,
-/// each starting with its CLS); both go through the same encoder.
-public final class EncoderClassifier: Module, SequenceModel {
-    public let configuration: EncoderConfiguration
+/// The encoder's input stage: word embedding (or Linear(F, D)) + token type [+ positions] → LayerNorm
+/// → dropout; the key mask of PAD tokens.
+final class EncoderInput: Module, SequenceInputStage {
+    let configuration: EncoderConfiguration
     /// Word embedding (token input); nil with `inputFeatures`.
-    public let embedding: Embedding?
+    let embedding: Embedding?
     /// Linear(F, D) (real-valued input); nil for token input.
-    public let inputProjection: Linear?
-    public let tokenTypeEmbedding: Embedding
-    public let positionEmbedding: Embedding?
-    public let embeddingNorm: LayerNorm
+    let inputProjection: Linear?
+    let tokenTypeEmbedding: Embedding
+    let positionEmbedding: Embedding?
+    let embeddingNorm: LayerNorm
     let embeddingDropout: Dropout
-    public let blocks: [EncoderBlock]
-    /// tanh(Dense) after `cls` / `mean` pooling; nil with `flatten` (the head reads the hidden states).
-    public let pooler: Linear?
-    /// Linear(D or N·D, C) for classification / binary / regression; the retrieval MLP (names head.0, head.2, head.4).
-    public let head: Module
 
-    public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
-        try configuration.validate()
-        self.configuration = configuration
-        let c = configuration, d = c.dimensions
+    init(configuration c: EncoderConfiguration, generator: inout RandomGenerator) {
+        configuration = c
+        let d = c.dimensions
         // Draw order as before the optional parts existed, so a seed builds the same token model.
         if let features = c.inputFeatures {
             embedding = nil
@@ -117,47 +112,20 @@ public final class EncoderClassifier: Module, SequenceModel {
             ? Embedding(count: c.maxPositions, dimensions: d, standardDeviation: c.initializerRange, generator: &generator) : nil
         embeddingNorm = LayerNorm(dimensions: d, epsilon: c.layerNormEpsilon)
         embeddingDropout = Dropout(probability: c.dropout, generator: &generator)
-        var blocks: [EncoderBlock] = []
-        for _ in 0..<c.layers {
-            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
-            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
-                                       layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
-        }
-        self.blocks = blocks
-        pooler = c.pooling == .flatten ? nil : referenceLinear(d, d, generator: &generator)
-        let width = c.headInputWidth
-        switch c.head {
-        case .classification, .binary, .regression:
-            head = Linear(inputDimensions: width, outputDimensions: c.outputCount, generator: &generator)
-        case .retrieval:
-            head = Sequential([
-                Linear(inputDimensions: 2 * d, outputDimensions: 4 * d, generator: &generator), Activation(.relu),
-                Linear(inputDimensions: 4 * d, outputDimensions: 2 * d, generator: &generator), Activation(.relu),
-                Linear(inputDimensions: 2 * d, outputDimensions: 1, generator: &generator),
-            ])
-        }
     }
 
-    public override func namedChildren() -> [(String, Module)] {
+    override func namedChildren() -> [(String, Module)] {
         var out: [(String, Module)] = []
         if let embedding { out.append(("embedding", embedding)) }
         if let inputProjection { out.append(("inputProjection", inputProjection)) }
         out.append(("tokenTypeEmbedding", tokenTypeEmbedding))
         if let positionEmbedding { out.append(("positionEmbedding", positionEmbedding)) }
-        out += [("embeddingNorm", embeddingNorm), ("embeddingDropout", embeddingDropout)]
-        out += blocks.enumerated().map { ("blocks.\($0.offset)", $0.element as Module) }
-        if let pooler { out.append(("pooler", pooler)) }
-        out.append(("head", head))
-        return out
+        return out + [("embeddingNorm", embeddingNorm), ("embeddingDropout", embeddingDropout)]
     }
 
-    /// Number of outputs C.
-    public var outputCount: Int { configuration.outputCount }
-
-    /// Checks token ids [B, N] (or features [B, N, F]): the input kind, rank, ids inside the
-    /// vocabulary, F, the fixed length, the learned position table, the retrieval pair layout.
-    /// Throws a message naming the values.
-    public func check(_ input: SequenceInput) throws {
+    /// Token ids [B, N] (or features [B, N, F]): the input kind, rank, ids inside the vocabulary, F,
+    /// the fixed length, the learned position table, the retrieval pair layout, the 2D grid.
+    func check(_ input: SequenceInput) throws {
         let c = configuration
         let n: Int
         switch input {
@@ -208,8 +176,7 @@ public final class EncoderClassifier: Module, SequenceModel {
         return Tensor(shape: ids.shape, scalars: ids.scalars.map { $0 == pad ? 0 : 1 })
     }
 
-    /// Final hidden states [B, N, D] and the key mask [B, N] (nil: nothing padded).
-    func hiddenStates(_ input: SequenceInput) -> (hidden: Variable, mask: Tensor?) {
+    func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
         let c = configuration, n = input.length
         var h: Variable, mask: Tensor?
         switch input {
@@ -232,24 +199,42 @@ public final class EncoderClassifier: Module, SequenceModel {
             h = h + Variable(sinusoidalPositions(Array(0..<n), dimensions: c.dimensions))
         }
         h = embeddingDropout(embeddingNorm(h))
-        for block in blocks { h = block(h, keyMask: mask) }
-        return (h, mask)
+        return (h, h, mask)
+    }
+}
+
+/// The encoder's output stage: pooling (`cls`, `mean` through the tanh pooler, or `flatten`) and the
+/// head; the retrieval head encodes both documents in one batch and classifies the pair.
+final class EncoderOutput: Module, SequenceOutputStage {
+    let configuration: EncoderConfiguration
+    /// tanh(Dense) after `cls` / `mean` pooling; nil with `flatten` (the head reads the hidden states).
+    let pooler: Linear?
+    /// Linear(D or N·D, C) for classification / binary / regression; the retrieval MLP (names head.0, head.2, head.4).
+    let head: Module
+
+    init(configuration c: EncoderConfiguration, generator: inout RandomGenerator) {
+        configuration = c
+        let d = c.dimensions
+        pooler = c.pooling == .flatten ? nil : referenceLinear(d, d, generator: &generator)
+        switch c.head {
+        case .classification, .binary, .regression:
+            head = Linear(inputDimensions: c.headInputWidth, outputDimensions: c.outputCount, generator: &generator)
+        case .retrieval:
+            head = Sequential([
+                Linear(inputDimensions: 2 * d, outputDimensions: 4 * d, generator: &generator), Activation(.relu),
+                Linear(inputDimensions: 4 * d, outputDimensions: 2 * d, generator: &generator), Activation(.relu),
+                Linear(inputDimensions: 2 * d, outputDimensions: 1, generator: &generator),
+            ])
+        }
     }
 
-    /// Final hidden states [B, N, D] of token ids [B, N] (no pooler, no head).
-    public func encode(_ ids: IntTensor) -> Variable { hiddenStates(.tokens(ids)).hidden }
+    override func namedChildren() -> [(String, Module)] {
+        (pooler.map { [("pooler", $0 as Module)] } ?? []) + [("head", head)]
+    }
 
-    /// Final hidden states [B, N, D] of token ids or features (no pooler, no head).
-    public func encode(_ input: SequenceInput) -> Variable { hiddenStates(input).hidden }
-
-
-    /// tanh(Dense(h[:, 0])), [B, D] (or the configured pooling, see `pooled(_: SequenceInput)`).
-    public func pooled(_ ids: IntTensor) -> Variable { pooled(.tokens(ids)) }
-
-    /// The head's input: tanh(Dense(h[:, 0])) (`cls`) or tanh(Dense(mean over non-padding
-    /// positions)) (`mean`), [B, D]; the hidden states [B, N·D] (`flatten`).
-    public func pooled(_ input: SequenceInput) -> Variable {
-        let (h, mask) = hiddenStates(input)
+    /// The head's input from hidden states h [B, N, D]: tanh(Dense(h[:, 0])) (`cls`) or tanh(Dense(mean
+    /// over non-padding positions)) (`mean`), [B, D]; h as [B, N·D] (`flatten`).
+    func pooled(_ h: Variable, keyMask mask: Tensor?) -> Variable {
         let b = h.shape[0], n = h.shape[1], d = configuration.dimensions
         let summary: Variable
         switch configuration.pooling {
@@ -270,11 +255,11 @@ public final class EncoderClassifier: Module, SequenceModel {
         return tanh(pooler!(summary))
     }
 
-    public func callAsFunction(_ input: SequenceInput) -> Variable {
-        do { try check(input) } catch { fatalError("EncoderClassifier: \(error)") }
+    func callAsFunction(_ input: SequenceInput, encode: (SequenceInput) -> (hidden: Variable, keyMask: Tensor?)) -> Variable {
         switch configuration.head {
         case .classification, .binary, .regression:
-            return (head as! Linear)(pooled(input))
+            let (h, mask) = encode(input)
+            return (head as! Linear)(pooled(h, keyMask: mask))
         case .retrieval:
             guard case .tokens(let ids) = input else { fatalError("unreachable: check(_:) admits only token ids for retrieval") }
             // Both documents through the shared encoder in one batch: rows 0..<B doc 1, B..<2B doc 2.
@@ -286,10 +271,56 @@ public final class EncoderClassifier: Module, SequenceModel {
                     stacked.append(contentsOf: ids.scalars[start..<(start + n)])
                 }
             }
-            let p = pooled(IntTensor(shape: [2 * b, n], scalars: stacked))      // [2B, D]
+            let (h, mask) = encode(.tokens(IntTensor(shape: [2 * b, n], scalars: stacked)))
+            let p = pooled(h, keyMask: mask)                                     // [2B, D]
             let pair = concatenate([slice(p, axis: 0, 0..<b), slice(p, axis: 0, b..<(2 * b))], axis: 1)
             return (head as! Sequential)(pair)
         }
+    }
+}
+
+/// Encoder + pooling + task head: the stack of `SequenceStack` with the encoder's input stage,
+/// pre-LN `EncoderBlock`s and the pooler/head. `callAsFunction(.tokens(ids))` (or `.features(x)`
+/// [B, N, F] with `inputFeatures`) → logits [B, C] (C = 1 for the binary and retrieval heads,
+/// `outputs` for regression). Retrieval input: ids [B, 2L], the two documents side by side (each
+/// padded to L, each starting with its CLS); both go through the same encoder.
+public final class EncoderClassifier: SequenceStack {
+    public let configuration: EncoderConfiguration
+    public let blocks: [EncoderBlock]
+    let output: EncoderOutput
+
+    public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let c = configuration, d = c.dimensions
+        let input = EncoderInput(configuration: c, generator: &generator)
+        var blocks: [EncoderBlock] = []
+        for _ in 0..<c.layers {
+            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
+            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
+                                       layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
+        }
+        self.blocks = blocks
+        output = EncoderOutput(configuration: c, generator: &generator)
+        super.init(inputStage: input, blocks: blocks, blockPrefix: "blocks", outputStage: output)
+    }
+
+    /// The head (Linear, or the retrieval MLP).
+    public var head: Module { output.head }
+
+    /// Number of outputs C.
+    public var outputCount: Int { configuration.outputCount }
+
+    /// The tanh(Dense) pooler (nil with `flatten`).
+    public var pooler: Linear? { output.pooler }
+
+    /// Final hidden states [B, N, D] of token ids (no pooler, no head).
+    public func encode(_ ids: IntTensor) -> Variable { hiddenStates(.tokens(ids)).hidden }
+
+    /// The head's input for one document per row (see `EncoderOutput.pooled`).
+    public func pooled(_ ids: IntTensor) -> Variable {
+        let (h, mask) = hiddenStates(.tokens(ids))
+        return output.pooled(h, keyMask: mask)
     }
 }
 

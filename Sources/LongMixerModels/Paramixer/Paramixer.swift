@@ -30,7 +30,7 @@ import LongMixerData
 // MARK: - Block
 
 /// One Paramixer block: g, then M sparse factors with a residual after each, then dropout2.
-public final class ParamixerBlock: Module {
+public final class ParamixerBlock: Module, SequenceBlock {
     /// Channel mixing of the block input: Linear(D, H) → GELU → Linear(H, D).
     public let g: Sequential
     /// Factor weight networks f_m: Linear(D, H) → GELU → Linear(H, L_m), one per factor.
@@ -66,6 +66,11 @@ public final class ParamixerBlock: Module {
     public static let fusedInferenceDefault: Bool = {
         RuntimeOptions.environment.fusedFactor ?? !CPUFeatures.avx512
     }()
+
+    /// The block in a stack: the factors read the embedded model input.
+    public func callAsFunction(_ x: Variable, context: BlockContext) -> Variable {
+        callAsFunction(x, data: context.embedded, fusedInference: context.fusedInference)
+    }
 
     /// v: [B, N, D] block input; data: [B, N, D] the embedded model input read by every f_m.
     public func callAsFunction(_ v: Variable, data: Variable) -> Variable {
@@ -126,9 +131,10 @@ public final class ParamixerBlock: Module {
 
 // MARK: - Model
 
-/// The Paramixer sequence classifier / regressor: input embedding, blocks, pooling, one Linear.
-public final class Paramixer: Module, SequenceModel {
-    public let configuration: ParamixerConfiguration
+/// Paramixer's input stage: data = Embedding(tokens) or Linear(F, D) [+ learned positions (APC)];
+/// data = dropout1(data); the stream V = dropout1(data), a second, independent mask (as the reference).
+final class ParamixerInput: Module, SequenceInputStage {
+    let configuration: ParamixerConfiguration
     /// Token embedding [V, D] (token inputs).
     let embedding: Embedding?
     /// Linear(F, D) with bias (real-valued inputs, e.g. the Adding problem).
@@ -136,15 +142,10 @@ public final class Paramixer: Module, SequenceModel {
     /// Learned absolute positions [N, D] ("APC").
     let apcEmbedding: Embedding?
     let dropout1: Dropout
-    let attention: [ParamixerBlock]
-    /// The output Linear (pooled width → outputs).
-    public let final: Linear
     private let positions: IntTensor
 
-    public init(configuration: ParamixerConfiguration, generator: inout RandomGenerator) throws {
-        try configuration.validate()
-        self.configuration = configuration
-        let c = configuration
+    init(configuration c: ParamixerConfiguration, generator: inout RandomGenerator) {
+        configuration = c
         let d = c.embeddingSize, n = c.length
         if let vocabulary = c.vocabularySize {
             embedding = Embedding(count: vocabulary, dimensions: d, paddingIndex: c.paddingIndex, generator: &generator)
@@ -155,35 +156,20 @@ public final class Paramixer: Module, SequenceModel {
         }
         apcEmbedding = c.positionalEmbedding ? Embedding(count: n, dimensions: d, generator: &generator) : nil
         dropout1 = Dropout(probability: c.dropout1, generator: &generator)
-        let table = try LinkProtocols.offsetTable(c.linkProtocol, length: n, rule: c.factorCountRule)
-        var blocks: [ParamixerBlock] = []
-        for _ in 0..<c.blocks {
-            blocks.append(ParamixerBlock(embeddingSize: d, hiddenSize: c.hiddenSize, offsets: table, dropout2: c.dropout2,
-                                         residual: c.residual, generator: &generator))
-        }
-        attention = blocks
-        let pooledWidth = c.pooling == .flatten ? n * d : d
-        final = Linear(inputDimensions: pooledWidth, outputDimensions: c.outputCount, generator: &generator)
         positions = IntTensor(Array(0..<n))
     }
 
-    public override func namedChildren() -> [(String, Module)] {
+    override func namedChildren() -> [(String, Module)] {
         var out: [(String, Module)] = []
         if let embedding { out.append(("embedding", embedding)) }
         if let initLinear { out.append(("init_linear", initLinear)) }
         if let apcEmbedding { out.append(("apc_embedding", apcEmbedding)) }
         out.append(("dropout1", dropout1))
-        for (l, block) in attention.enumerated() { out.append(("attention.\(l)", block)) }
-        out.append(("final", final))
         return out
     }
 
-    /// Number of sparse factors per block (M) and links per row (L).
-    public var factorCount: Int { attention[0].offsets.count }
-    public var linkCount: Int { attention[0].offsets[0].count }
-
-    /// Checks that an input fits this model: length N, token ids inside the vocabulary, or F features.
-    public func validate(_ input: SequenceInput) throws {
+    /// Length N, token ids inside the vocabulary, or F features.
+    func check(_ input: SequenceInput) throws {
         let c = configuration
         switch input {
         case .tokens(let ids):
@@ -211,17 +197,7 @@ public final class Paramixer: Module, SequenceModel {
         }
     }
 
-    /// Logits (or regression outputs) [B, C]. Stops with the `validate(_:)` message on bad input.
-    public func callAsFunction(_ input: SequenceInput) -> Variable {
-        callAsFunction(input, fusedInference: ParamixerBlock.fusedInferenceDefault)
-    }
-
-    /// The model; `fusedInference` chooses the blocks' fused factor kernel for forwards without a graph
-    /// (`ParamixerBlock.callAsFunction(_:data:fusedInference:)`; tests compare both).
-    public func callAsFunction(_ input: SequenceInput, fusedInference: Bool) -> Variable {
-        // fatalError keeps the message in optimised builds (precondition would drop it).
-        do { try validate(input) } catch { fatalError("\(error)") }
-        let c = configuration
+    func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
         var data: Variable
         switch input {
         case .tokens(let ids): data = embedding!(ids)
@@ -229,16 +205,60 @@ public final class Paramixer: Module, SequenceModel {
         }
         if let apcEmbedding { data = data + apcEmbedding(positions) }      // [B, N, D] + [N, D]
         data = dropout1(data)
-        var v = dropout1(data)                                               // second, independent mask (as the reference)
-        for block in attention { v = block(v, data: data, fusedInference: fusedInference) }
-        let b = input.batchSize
-        let pooled: Variable
-        switch c.pooling {
-        case .flatten: pooled = reshape(v, [b, c.length * c.embeddingSize])
-        case .cls: pooled = reshape(slice(v, axis: 1, 0..<1), [b, c.embeddingSize])
-        }
-        return final(pooled)
+        return (data, dropout1(data), nil)
     }
+}
+
+/// Paramixer's output stage: FLATTEN (Linear(N·D, C)) or CLS (V[:, 0, :] → Linear(D, C)).
+final class ParamixerOutput: Module, SequenceOutputStage {
+    let configuration: ParamixerConfiguration
+    let final: Linear
+
+    init(configuration c: ParamixerConfiguration, generator: inout RandomGenerator) {
+        configuration = c
+        final = Linear(inputDimensions: c.pooling == .flatten ? c.length * c.embeddingSize : c.embeddingSize,
+                       outputDimensions: c.outputCount, generator: &generator)
+    }
+
+    override func namedChildren() -> [(String, Module)] { [("final", final)] }
+
+    func callAsFunction(_ input: SequenceInput, encode: (SequenceInput) -> (hidden: Variable, keyMask: Tensor?)) -> Variable {
+        let c = configuration, v = encode(input).hidden, b = input.batchSize
+        switch c.pooling {
+        case .flatten: return final(reshape(v, [b, c.length * c.embeddingSize]))
+        case .cls: return final(reshape(slice(v, axis: 1, 0..<1), [b, c.embeddingSize]))
+        }
+    }
+}
+
+/// The Paramixer sequence classifier / regressor: the stack of `SequenceStack` with Paramixer's input
+/// stage, `ParamixerBlock`s and a single Linear head.
+public final class Paramixer: SequenceStack {
+    public let configuration: ParamixerConfiguration
+    public let attention: [ParamixerBlock]
+    /// The output Linear (pooled width → outputs).
+    public let final: Linear
+
+    public init(configuration: ParamixerConfiguration, generator: inout RandomGenerator) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let c = configuration
+        let input = ParamixerInput(configuration: c, generator: &generator)
+        let table = try LinkProtocols.offsetTable(c.linkProtocol, length: c.length, rule: c.factorCountRule)
+        var blocks: [ParamixerBlock] = []
+        for _ in 0..<c.blocks {
+            blocks.append(ParamixerBlock(embeddingSize: c.embeddingSize, hiddenSize: c.hiddenSize, offsets: table, dropout2: c.dropout2,
+                                         residual: c.residual, generator: &generator))
+        }
+        attention = blocks
+        let output = ParamixerOutput(configuration: c, generator: &generator)
+        final = output.final
+        super.init(inputStage: input, blocks: blocks, blockPrefix: "attention", outputStage: output)
+    }
+
+    /// Number of sparse factors per block (M) and links per row (L).
+    public var factorCount: Int { attention[0].offsets.count }
+    public var linkCount: Int { attention[0].offsets[0].count }
 }
 
 // MARK: - Configuration

@@ -1,0 +1,89 @@
+import LongMixerCore
+import LongMixerNN
+import LongMixerData
+
+// The one stack every sequence classifier / regressor of both papers is:
+//
+//   input stage (embedding + positions)  →  L blocks  →  output stage (pooling + head)
+//
+// Block kinds: `ParamixerBlock` (g, sparse factors reading the embedded input) and `EncoderBlock`
+// (pre-LN around any bidirectional `SequenceMixer`). A family (Paramixer, the encoder) is a choice of
+// stages and block kind made from its configuration; the forward pass lives here only. Parameter
+// names are the stages' own (flattened into the model's namespace) plus `<blockPrefix>.<l>` per
+// block, which keeps the reference implementations' names, so their fixtures and older checkpoints
+// load unchanged.
+
+/// What a block may read besides its input stream.
+public struct BlockContext {
+    /// The embedded model input [B, N, D] (Paramixer's factor MLPs read it in every block).
+    public var embedded: Variable
+    /// 0/1 mask of non-padding positions [B, N] (nil: nothing padded).
+    public var keyMask: Tensor?
+    /// Forwards that record no graph may run fused inference kernels.
+    public var fusedInference: Bool
+}
+
+/// One block of a stack: x [B, N, D] → [B, N, D].
+public protocol SequenceBlock: Module {
+    func callAsFunction(_ x: Variable, context: BlockContext) -> Variable
+}
+
+/// The input stage: model input → embedded input and the blocks' starting stream, both [B, N, D].
+public protocol SequenceInputStage: Module {
+    /// Throws a message naming the values when `input` does not fit the model (kind, shape, ids, N).
+    func check(_ input: SequenceInput) throws
+    func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?)
+}
+
+/// The output stage: pooling and head, reading the final hidden states through `encode`
+/// (a two-document head encodes each document).
+public protocol SequenceOutputStage: Module {
+    func callAsFunction(_ input: SequenceInput, encode: (SequenceInput) -> (hidden: Variable, keyMask: Tensor?)) -> Variable
+}
+
+/// Input stage → blocks → output stage; `callAsFunction` → outputs [B, C].
+open class SequenceStack: Module, SequenceModel {
+    public let inputStage: any SequenceInputStage
+    public let stackBlocks: [any SequenceBlock]
+    public let outputStage: any SequenceOutputStage
+    /// Parameter-name prefix of the blocks (`attention` for Paramixer, `blocks` for the encoder).
+    public let blockPrefix: String
+
+    public init(inputStage: any SequenceInputStage, blocks: [any SequenceBlock], blockPrefix: String,
+                outputStage: any SequenceOutputStage) {
+        self.inputStage = inputStage
+        self.stackBlocks = blocks
+        self.blockPrefix = blockPrefix
+        self.outputStage = outputStage
+    }
+
+    open override func namedChildren() -> [(String, Module)] {
+        inputStage.namedChildren() + stackBlocks.enumerated().map { ("\(blockPrefix).\($0.offset)", $0.element as Module) }
+            + outputStage.namedChildren()
+    }
+
+    /// Throws a message naming the values when `input` does not fit the model.
+    public func check(_ input: SequenceInput) throws { try inputStage.check(input) }
+
+    /// Final hidden states [B, N, D] and the key mask [B, N] (nil: nothing padded).
+    public func hiddenStates(_ input: SequenceInput, fusedInference: Bool = ParamixerBlock.fusedInferenceDefault)
+        -> (hidden: Variable, keyMask: Tensor?) {
+        let (embedded, stream, keyMask) = inputStage(input)
+        let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference)
+        var h = stream
+        for block in stackBlocks { h = block(h, context: context) }
+        return (h, keyMask)
+    }
+
+    /// Outputs [B, C]. Stops with the `check(_:)` message on bad input.
+    public func callAsFunction(_ input: SequenceInput) -> Variable {
+        callAsFunction(input, fusedInference: ParamixerBlock.fusedInferenceDefault)
+    }
+
+    /// Outputs [B, C]; `fusedInference` lets blocks use fused kernels when no graph is recorded.
+    public func callAsFunction(_ input: SequenceInput, fusedInference: Bool) -> Variable {
+        // fatalError keeps the message in optimised builds (precondition would drop it).
+        do { try check(input) } catch { fatalError("\(type(of: self)): \(error)") }
+        return outputStage(input) { hiddenStates($0, fusedInference: fusedInference) }
+    }
+}
