@@ -266,11 +266,31 @@ public enum ModelRegistry {
         }
     }
 
+    /// `options` with every unset size and switch the family reads set to the family's default: Paramixer
+    /// D = H = 32, 1 block, CHORD, ⌈log₂N⌉ factors, per-factor residual, FLATTEN, no positions; the
+    /// encoder a small CPU model (D 32, 1 layer, 2 heads, FFN 64, no dropout, CLS pooling; positions
+    /// stay nil: each mixer has the reference's own); the decoder the `small` language model.
+    public static func withDefaults(_ o: ModelOptions, family: ModelFamily) -> ModelOptions {
+        var d = ModelOptions()
+        switch family {
+        case .paramixer:
+            d = ModelOptions(dimensions: 32, layers: 1, hidden: 32, dropout1: 0, dropout2: 0, linkProtocol: .chord, factorRule: .ceil,
+                             residual: .everyFactor, pooling: .flatten, positions: PositionEncoding.none)
+        case .encoder:
+            d = ModelOptions(dimensions: 32, layers: 1, heads: 2, feedForward: 64, dropout: 0, pooling: .cls)
+        case .decoder:
+            d = ModelOptions(dimensions: 256, layers: 4, heads: 4, feedForward: 1024, dropout: 0.1)
+        }
+        return d.overridden(by: o)
+    }
+
     /// Builds `entry` for a task of `shape` from resolved options (nil fields take the family's defaults).
-    public static func build(_ entry: ModelEntry, for shape: ModelTaskShape, taskName: String, options o: ModelOptions,
+    public static func build(_ entry: ModelEntry, for shape: ModelTaskShape, taskName: String, options given: ModelOptions,
                              generator: inout RandomGenerator) throws -> BuiltModel {
-        try check(entry, for: shape, taskName: taskName, options: o)
-        switch family(of: entry, causal: shape.causal) {
+        try check(entry, for: shape, taskName: taskName, options: given)
+        let family = family(of: entry, causal: shape.causal)
+        let o = withDefaults(given, family: family)
+        switch family {
         case .paramixer:
             var vocabulary: Int? = nil, features: Int? = nil, padding: Int? = nil
             switch shape.input {
@@ -278,11 +298,10 @@ public enum ModelRegistry {
             case .features(let f): features = f
             }
             let c = ParamixerConfiguration(
-                vocabularySize: vocabulary, inputFeatures: features, length: shape.length, embeddingSize: o.dimensions ?? 32,
-                hiddenSize: o.hidden ?? 32, blocks: o.layers ?? 1, linkProtocol: o.linkProtocol ?? .chord,
-                factorCountRule: o.factorRule ?? .ceil, dropout1: o.dropout1 ?? 0, dropout2: o.dropout2 ?? 0,
-                pooling: (o.pooling ?? .flatten) == .cls ? .cls : .flatten, positionalEmbedding: o.positions == .learned,
-                paddingIndex: padding, outputCount: shape.outputs, residual: o.residual ?? .everyFactor)
+                vocabularySize: vocabulary, inputFeatures: features, length: shape.length, embeddingSize: o.dimensions!,
+                hiddenSize: o.hidden!, blocks: o.layers!, linkProtocol: o.linkProtocol!, factorCountRule: o.factorRule!,
+                dropout1: o.dropout1!, dropout2: o.dropout2!, pooling: o.pooling! == .cls ? .cls : .flatten,
+                positionalEmbedding: o.positions == .learned, paddingIndex: padding, outputCount: shape.outputs, residual: o.residual!)
             try rethrowingAsUsage { try c.validate() }
             let model = try Paramixer(configuration: c, generator: &generator)
             return BuiltModel(model: model, configuration: c, headParameters: model.final.parameters())
@@ -290,8 +309,8 @@ public enum ModelRegistry {
             guard case .tokens(let v, let p) = shape.input else {
                 throw UserError(what: "--task", value: taskName, why: "a language model reads token ids")
             }
-            var c = LanguageModelConfiguration(dimensions: o.dimensions ?? 256, heads: o.heads ?? 4, layers: o.layers ?? 4,
-                                               feedForwardDimensions: o.feedForward ?? 1024, dropout: o.dropout ?? 0.1,
+            var c = LanguageModelConfiguration(dimensions: o.dimensions!, heads: o.heads!, layers: o.layers!,
+                                               feedForwardDimensions: o.feedForward!, dropout: o.dropout!,
                                                mixer: MixerConfiguration(kind: entry.causalMixer!))
             c.vocabularySize = v
             if let p { c.paddingIndex = p }
@@ -333,11 +352,12 @@ public enum ModelRegistry {
         case .binary: head = shape.pair ? .retrieval : .binary
         case .regression: head = .regression
         }
-        return EncoderConfiguration(vocabularySize: vocabulary, inputFeatures: features, dimensions: o.dimensions ?? 32,
-                                    heads: o.heads ?? 2, layers: o.layers ?? 1, feedForwardDimensions: o.feedForward ?? 64,
-                                    dropout: o.dropout ?? 0, mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
+        let o = withDefaults(o, family: .encoder)
+        return EncoderConfiguration(vocabularySize: vocabulary, inputFeatures: features, dimensions: o.dimensions!,
+                                    heads: o.heads!, layers: o.layers!, feedForwardDimensions: o.feedForward!,
+                                    dropout: o.dropout!, mixer: mixer, positions: positions, maxPositions: max(shape.length, 1),
                                     head: head, classes: max(shape.outputs, 2), outputs: shape.outputs,
-                                    pooling: o.pooling ?? .cls, length: shape.length, paddingIndex: padding)
+                                    pooling: o.pooling!, length: shape.length, paddingIndex: padding)
     }
 
     /// Runs `body`, turning a configuration error of a model family into a usage error.

@@ -28,7 +28,7 @@ public struct MemoryEstimate: Equatable, Sendable {
         let task = try TaskRegistry.task(c.task)
         let entry = try ModelRegistry.entry(c.model)
         let family = ModelRegistry.family(of: entry, causal: task.isCausal)
-        let n = Double(c.length), o = c.modelOptions
+        let n = Double(c.length), o = ModelRegistry.withDefaults(c.modelOptions, family: family)
         let outputs = Double(task.objective.outputCount)
         let inputWidth: Double
         switch task.input {
@@ -38,17 +38,17 @@ public struct MemoryEstimate: Equatable, Sendable {
         var p = 0.0, acts = 0.0
         switch family {
         case .paramixer:
-            let d = Double(o.dimensions ?? 32), h = Double(o.hidden ?? 32), blocks = Double(o.layers ?? 1)
-            let m = Double(try LinkProtocols.factorCount(length: max(c.length, 2), rule: o.factorRule ?? .ceil))
-            let links = (o.linkProtocol ?? .chord) == .chord ? m + 1 : 9
+            let d = Double(o.dimensions!), h = Double(o.hidden!), blocks = Double(o.layers!)
+            let m = Double(try LinkProtocols.factorCount(length: max(c.length, 2), rule: o.factorRule!))
+            let links = o.linkProtocol! == .chord ? m + 1 : 9
             let mlp = { (out: Double) in d * h + h + h * out + out }
-            let pooled = (o.pooling ?? .flatten) == .flatten ? n * d : d
+            let pooled = o.pooling! == .flatten ? n * d : d
             p = inputWidth * d + (o.positions == .learned ? n * d : 0) + blocks * (mlp(d) + m * mlp(links)) + pooled * outputs + outputs
             // data and V (two dropout copies); per block g's hidden pair and output; per factor the
             // f-MLP's hidden pair, its link weights, the product and the residual sum.
             acts = n * (3 * d + blocks * (2 * h + d + m * (2 * h + links + 2 * d)))
         case .encoder, .decoder:
-            let d = Double(o.dimensions ?? 32), layers = Double(o.layers ?? 1), ff = Double(o.feedForward ?? 64)
+            let d = Double(o.dimensions!), layers = Double(o.layers!), ff = Double(o.feedForward!)
             let kind = family == .decoder ? entry.causalMixer! : entry.mixer!
             let fm = Double(MixerConfiguration(kind: kind).featureMultiplier)
             let perLayer = 2 * (d * d * fm + d * fm) + 2 * (d * d + d) + 4 * d + 2 * d * ff + ff + d
