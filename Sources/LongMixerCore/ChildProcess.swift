@@ -9,8 +9,9 @@ import Glibc
 /// Foundation's `Process` has neither: a hung `pip` blocked `data fetch` forever, and killing
 /// `longmixer` left its child running. swift-subprocess has timeouts (through task cancellation) but
 /// is async-only and has no parent-death option, so this is fork + `prctl(PR_SET_PDEATHSIG)` + exec in
-/// a small C shim (`CLongMixerProcess`). The child runs in its own process group; on timeout the
-/// whole group gets SIGTERM, then SIGKILL after a grace period. Everything blocks the calling thread,
+/// a small C shim (`CLongMixerProcess`). The program runs in its own process group under a guardian
+/// that kills the group when we die, so the program's own children go too; on timeout the whole
+/// group gets SIGTERM, then SIGKILL after a grace period. Everything blocks the calling thread,
 /// which is also what keeps the parent-death signal armed (Linux ties it to the forking thread).
 public enum ChildProcess {
     public struct Output: Sendable {

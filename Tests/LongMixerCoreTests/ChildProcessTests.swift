@@ -35,12 +35,32 @@ struct ChildProcessTests {
         #expect(e?.description.contains("did not finish within 0.5 s") == true, "\(String(describing: e))")
     }
 
-    /// Killing the parent with SIGKILL (no handler can run) still takes the child down.
-    @Test("the child dies with its parent")
+    @Test("a program killed by a signal reports it; one that exits leaves no children behind")
+    func statusAndLeftovers() throws {
+        let killed = try ChildProcess.run("sh", ["-c", "kill -9 $$"], timeout: 30)
+        #expect(killed.status == 128 + SIGKILL)
+        let r = try ChildProcess.run("sh", ["-c", "sleep 60 & echo $!"], timeout: 30)
+        let pid = try #require(Int32(String(decoding: r.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        for _ in 0..<300 where Self.alive(pid) { usleep(10_000) }
+        #expect(!Self.alive(pid), "background child \(pid) outlived its program")
+        if Self.alive(pid) { kill(pid, SIGKILL) }
+    }
+
+    static func alive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        // A zombie waiting for its new parent to reap it is dead too.
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        return !stat.contains(") Z ")
+    }
+
+    /// Killing the parent with SIGKILL (no handler can run) still takes the program down, and the
+    /// program's own children with it.
+    @Test("the program dies with the parent")
     func diesWithParent() async throws {
         let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) {
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-child-\(getpid())").path
-            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", "echo $$ > \(file); exec sleep 60"], timeout: 120) }
+            let script = "echo $$ > \(file); exec sleep 60"
+            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", script], timeout: 120) }
             thread.start()
             for _ in 0..<500 where !FileManager.default.fileExists(atPath: file) { usleep(10_000) }
             usleep(50_000)
@@ -52,14 +72,30 @@ struct ChildProcessTests {
         }
         let text = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
         let pid = try #require(Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), "child pid: '\(text)'")
-        func alive() -> Bool {
-            guard kill(pid, 0) == 0 else { return false }
-            // A zombie waiting for its new parent to reap it is dead too.
-            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-            return !stat.contains(") Z ")
+        for _ in 0..<300 where Self.alive(pid) { usleep(10_000) }
+        #expect(!Self.alive(pid), "process \(pid) outlived the parent")
+        if Self.alive(pid) { kill(pid, SIGKILL) }
+    }
+
+    @Test("the program's own children die with the parent")
+    func childrenDieWithParent() async throws {
+        let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-child-\(getpid())").path
+            let script = "sleep 60 & echo $! > \(file); wait"
+            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", script], timeout: 120) }
+            thread.start()
+            for _ in 0..<500 where !FileManager.default.fileExists(atPath: file) { usleep(10_000) }
+            usleep(50_000)
+            let pid = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            try? FileManager.default.removeItem(atPath: file)
+            print(pid.trimmingCharacters(in: .whitespacesAndNewlines))
+            fflush(stdout)
+            kill(getpid(), SIGKILL)
         }
-        for _ in 0..<300 where alive() { usleep(10_000) }
-        #expect(!alive(), "child \(pid) outlived its parent")
-        if alive() { kill(pid, SIGKILL) }
+        let text = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
+        let pid = try #require(Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), "child pid: '\(text)'")
+        for _ in 0..<300 where Self.alive(pid) { usleep(10_000) }
+        #expect(!Self.alive(pid), "process \(pid) outlived the parent")
+        if Self.alive(pid) { kill(pid, SIGKILL) }
     }
 }

@@ -4,9 +4,11 @@
 #include <sys/types.h>
 
 /// Starts `path` (an absolute path) with `argv` (NULL-terminated, argv[0] first) and `envp`, stdin from
-/// /dev/null, stdout on `out_fd` and stderr on `err_fd`, in its own process group, with SIGKILL as its
-/// parent-death signal. Returns the child's pid, or -errno when fork or exec failed (exec errors come
-/// back through a close-on-exec pipe, so "no such file" is reported, not an exit status of 127).
+/// /dev/null, stdout on `out_fd` and stderr on `err_fd`, in a new process group led by a guardian
+/// process that kills the whole group when the caller dies (even by SIGKILL) and exits with the
+/// program's status. Returns the guardian's pid (= the group id), or -errno when fork or exec failed
+/// (exec errors come back through a close-on-exec pipe, so "no such file" is reported, not an exit
+/// status of 127).
 ///
 /// Linux sends the parent-death signal when the *thread* that forked exits, so the caller must wait
 /// for the child on the thread that started it (ChildProcess.run does).
