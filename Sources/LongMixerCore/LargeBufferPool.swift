@@ -51,9 +51,12 @@ public enum LargeBufferPool {
     /// (over-mapped by 2 MiB, the slack unmapped). Release it with `munmap(p, bytes)`.
     public static func mapHugePageAligned(bytes: Int, purpose: String) -> UnsafeMutableRawPointer {
         let mapped = bytes + granularity
-        guard let raw = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
-            fatalError("cannot map \(bytes >> 20) MiB for \(purpose) (out of memory?)")
+        func map() -> UnsafeMutableRawPointer? {
+            guard let raw = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else { return nil }
+            return raw
         }
+        // The idle buffers may be what is missing: give them back and try once more.
+        guard let raw = map() ?? { trim(); return map() }() else { exitOutOfMemory(bytes: bytes, purpose: purpose) }
         let address = Int(bitPattern: raw)
         let aligned = (address + granularity - 1) / granularity * granularity
         if aligned > address { munmap(raw, aligned - address) }
@@ -62,6 +65,16 @@ public enum LargeBufferPool {
         let p = UnsafeMutableRawPointer(bitPattern: aligned)!
         _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */)
         return p
+    }
+
+    /// Tensor operations cannot throw, and the run's memory estimate has already passed: the system
+    /// refused memory it seemed to have. One error line and exit status 1, not a crash report.
+    static func exitOutOfMemory(bytes: Int, purpose: String) -> Never {
+        let error = UserError(.runtime, what: "memory", value: "\(bytes >> 20) MiB for \(purpose)",
+                              why: "the system refused the allocation (out of memory)",
+                              remedy: "lower --batch-size, --micro-batch-size, --length or the model size, or free memory")
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        exit(error.exitCode)
     }
 
     static func release(_ p: UnsafeMutableRawPointer, bytes: Int) {
