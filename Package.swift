@@ -24,6 +24,16 @@ let wideFlags: [SwiftSetting] = []
 // its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short.
 let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
+// Data-parallel training over MPI is opt-in: LONGMIXER_MPI=1 adds the MPI backend (Debian:
+// libopenmpi-dev), so the default build and README's commands need no MPI.
+let mpi = ProcessInfo.processInfo.environment["LONGMIXER_MPI"] == "1"
+let mpiTargets: [Target] = mpi ? [
+    .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    .target(name: "LongMixerMPI", dependencies: ["LongMixerCore", "CMPI"], swiftSettings: settings),
+    .testTarget(name: "LongMixerMPITests", dependencies: ["LongMixerMPI", "LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
+] : []
+let mpiDependencies: [Target.Dependency] = mpi ? ["LongMixerMPI"] : []
+
 let package = Package(
     name: "LongMixer",
     products: [
@@ -55,7 +65,7 @@ let package = Package(
             dependencies: [
                 "LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining", "LongMixerBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            ] + mpiDependencies,
             swiftSettings: settings),
         // One closeness measure, fixture locator, thread-count loop and AVX-512 trait for every test target.
         .target(name: "LongMixerTestSupport", dependencies: ["LongMixerCore"], path: "Tests/LongMixerTestSupport", swiftSettings: settings),
@@ -65,6 +75,6 @@ let package = Package(
         .testTarget(name: "LongMixerDataTests", dependencies: ["LongMixerData", "LongMixerTestSupport"], swiftSettings: settings),
         .testTarget(name: "LongMixerTrainingTests", dependencies: ["LongMixerTraining", "LongMixerTestSupport"], swiftSettings: settings),
         .testTarget(name: "LongMixerBenchmarksTests", dependencies: ["LongMixerBenchmarks", "LongMixerTestSupport"], swiftSettings: settings),
-    ],
+    ] + mpiTargets,
     swiftLanguageModes: [.v5]
 )
