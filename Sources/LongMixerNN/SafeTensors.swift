@@ -408,7 +408,9 @@ public enum SafeTensors {
 
     // MARK: Atomic file write
 
-    static func writeAtomically(_ data: Data, to url: URL) throws {
+    /// Writes `data` to a temporary file beside `url`, flushes it to disk, renames it over `url` and
+    /// flushes the folder: a reader sees the old file or the new one, never a part (also after a crash).
+    public static func writeAtomically(_ data: Data, to url: URL) throws {
         let path = url.path
         let directory = url.deletingLastPathComponent().path
         var template = Array("\(directory)/.\(url.lastPathComponent).tmp-XXXXXX".utf8CString)
@@ -494,6 +496,16 @@ extension SafeTensors {
             }
         }
         return hash.hex
+    }
+
+    /// `save` with `checksum(tensors)` recorded in the metadata (what loading verifies); returns it.
+    @discardableResult
+    public static func saveWithChecksum(_ tensors: [String: NamedTensor], to url: URL, metadata: [String: String] = [:]) throws -> String {
+        let sum = checksum(tensors)
+        var metadata = metadata
+        metadata[checksumKey] = sum
+        try save(tensors, to: url, metadata: metadata)
+        return sum
     }
 
     /// Throws when `metadata` records a checksum that `tensors` do not match (files without one —

@@ -27,6 +27,7 @@ public enum RunDirectoryError: Error, CustomStringConvertible, Equatable {
 ///     .longmixer-run     marker: this folder is a LongMixer run directory (written first)
 ///     config.json        the resolved configuration (written at the start)
 ///     metrics.jsonl      one JSON object per logged step / evaluation (appended as training goes)
+///     checkpoints/       periodic, best and final checkpoints (`CheckpointStore`)
 ///     model.safetensors  final weights
 ///     summary.json       final metrics, wall-clock time, samples seen
 ///
@@ -234,12 +235,13 @@ public struct RunDirectory: Sendable {
     }
 
     /// Runs `body` (the training run, which writes the weights), then commits the replacement; if
-    /// `body` throws, rolls it back and rethrows.
+    /// `body` throws, rolls it back and rethrows, unless `keepingOn` says the error leaves a run worth
+    /// keeping (one that stopped with a checkpoint to resume from), which is committed.
     @discardableResult
-    public func finishing<T>(_ body: () throws -> T) throws -> T {
+    public func finishing<T>(keepingOn: (Error) -> Bool = { _ in false }, _ body: () throws -> T) throws -> T {
         let result: T
         do { result = try body() } catch {
-            rollBackReplacement()
+            if keepingOn(error) { try commitReplacement() } else { rollBackReplacement() }
             throw error
         }
         try commitReplacement()

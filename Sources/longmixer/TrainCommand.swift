@@ -176,6 +176,15 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop early once validation accuracy reaches this fraction in (0, 1].")
     var targetAccuracy: Double?
 
+    @Option(parsing: .unconditional, help: "Steps between checkpoints (default: with every validation; each epoch when training by epochs). There is always one at the end and on Ctrl-C / SIGTERM.")
+    var checkpointInterval: Int?
+
+    @Option(name: .customLong("val-sample"), parsing: .unconditional, help: "Validation sequences scored at each validation during training, spread over the split (default: all; 200 windows with --task lm); the final validation scores all.")
+    var validationSample: Int?
+
+    @Option(help: ArgumentHelp("Continue the run in this run directory from its newest intact checkpoint, with its stored configuration (options that contradict it are refused).", valueName: "run-dir"))
+    var resume: String?
+
     // MARK: Output
 
     @OptionGroup var threadOptions: ThreadOptions
@@ -189,6 +198,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print only the final line.")
     var quiet = false
 
+    @Flag(help: "Print one JSON object per event (start, train records, evaluations, checkpoints, end) instead of text.")
+    var json = false
+
     /// The settings given on the command line (nil where an option was not given).
     var settings: RunSettings {
         var s = RunSettings()
@@ -200,8 +212,20 @@ struct TrainCommand: ParsableCommand {
         s.weightDecay = weightDecay; s.headLearningRateScale = headLearningRateScale; s.batchSize = batchSize
         s.microBatchSize = microBatchSize; s.epochs = epochs; s.steps = steps; s.clipNorm = clipNorm; s.logInterval = logInterval
         s.evaluationInterval = evalInterval; s.targetAccuracy = targetAccuracy; s.trainSize = trainSize; s.validationSize = valSize
-        s.testSize = testSize; s.corpus = corpus
+        s.testSize = testSize; s.corpus = corpus; s.checkpointInterval = checkpointInterval; s.validationSample = validationSample
         return s
+    }
+
+    /// Plain lines in a pipe or a file, one live line on a terminal, JSON, or only the final line.
+    var reporter: TrainingReporter {
+        if json { return JSONReporter() }
+        if quiet { return FinalLineReporter() }
+        if isatty(STDOUT_FILENO) == 1 {
+            var size = winsize()
+            let columns = ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : ProgressText.columns
+            return LiveReporter(columns: columns)
+        }
+        return ConsoleReporter()
     }
 
     func run() throws {
@@ -209,10 +233,22 @@ struct TrainCommand: ParsableCommand {
         if let output, output.trimmingCharacters(in: .whitespaces).isEmpty {
             throw UserError(what: "--output", value: "''", why: "is empty", remedy: "name a run directory")
         }
+        if quiet && json { throw UserError(what: "--quiet", why: "and --json choose different outputs", remedy: "give one") }
+        // Through the same unbuffered handle as the progress lines, so the order holds in a pipe too.
+        let announce: (String) -> Void = { line in if !quiet && !json { FileHandle.standardOutput.write(Data((line + "\n").utf8)) } }
+        if let resume {
+            for (flag, given) in [("--preset", preset != nil), ("--scale", scale != nil), ("--output", output != nil), ("--overwrite", overwrite)] where given {
+                throw UserError(what: flag, why: "does not go with --resume (the run continues in its own directory with its stored configuration)",
+                                remedy: "drop it")
+            }
+            try TrainingRun.resume(URL(fileURLWithPath: resume), settings: settings,
+                                   threadsGiven: threadOptions.threads != nil || RuntimeOptions.environment.threads != nil,
+                                   reporter: reporter, announce: announce)
+            return
+        }
         let configuration = try RunConfiguration.resolve(settings, preset: preset, scale: scale)
-        let reporter: TrainingReporter = quiet ? FinalLineReporter() : ConsoleReporter()
         try TrainingRun.run(configuration, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
-                            announce: { line in if !quiet { print(line) } })
+                            announce: announce)
     }
 }
 

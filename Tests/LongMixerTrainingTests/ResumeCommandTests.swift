@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+@testable import LongMixerTraining
+import LongMixerCore
+
+/// `longmixer train` stopped by SIGKILL or SIGINT at a random step and resumed with `--resume` ends with
+/// the weights of a run that never stopped, byte for byte; `--resume` refuses what does not fit.
+@Suite("longmixer train --resume (CLI)", .serialized)
+struct ResumeCommandTests {
+    static let tiny = ["--task", "adding", "--length", "16", "--dimensions", "8", "--hidden", "8", "--batch-size", "4",
+                       "--train-size", "64", "--val-size", "16", "--test-size", "16", "--threads", "1"]
+    static let run = tiny + ["--steps", "200", "--eval-interval", "50", "--checkpoint-interval", "7", "--log-interval", "1"]
+
+    /// The metrics without times and throughput.
+    static func metrics(_ run: URL) throws -> [MetricsRecord] {
+        try readJSONLines(MetricsRecord.self, from: run.appendingPathComponent("metrics.jsonl")).map {
+            var r = $0
+            r.elapsedSeconds = 0
+            r.samplesPerSecond = nil
+            return r
+        }
+    }
+
+    /// Starts a run whose stdout is a pipe of one page, reads its JSON progress until step `step`,
+    /// then sends `signal`. The child blocks on the full pipe a few steps later, so it cannot finish
+    /// before the signal arrives however the machine schedules it. Returns the exit status and reason.
+    static func interrupt(_ arguments: [String], in directory: URL, atStep step: Int, with signal: Int32) throws -> (Int32, Process.TerminationReason, String) {
+        let process = Process()
+        process.executableURL = TrainCommandTests.executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        let out = Pipe()
+        _ = fcntl(out.fileHandleForWriting.fileDescriptor, 1031 /* F_SETPIPE_SZ */, 4096)
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var pending = Data(), seen = 0, signalled = false, text = ""
+        while true {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                text += line + "\n"
+                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                   object["event"] as? String == "progress", let s = object["step"] as? Int { seen = s }
+            }
+            if seen >= step && !signalled {
+                kill(process.processIdentifier, signal)
+                signalled = true
+                if signal == SIGKILL { break }
+            }
+        }
+        process.waitUntilExit()
+        return (process.terminationStatus, process.terminationReason, text)
+    }
+
+    @Test(arguments: [SIGKILL, SIGINT])
+    func stoppedAtARandomStepAndResumedEndsIdentical(signal: Int32) throws {
+        let dir = try TrainCommandTests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let reference = try TrainCommandTests.run(["train", "--quiet", "--output", "reference"] + Self.run, in: dir)
+        try #require(reference.status == 0, "\(reference.stderr)")
+
+        let step = Int.random(in: 10...150)
+        let (status, reason, output) = try Self.interrupt(["train", "--json", "--output", "run"] + Self.run, in: dir, atStep: step, with: signal)
+        let run = dir.appendingPathComponent("run")
+        #expect(!FileManager.default.fileExists(atPath: run.appendingPathComponent("summary.json").path), "signal \(signal) at step \(step) came too late")
+        if signal == SIGKILL {
+            #expect(reason == .uncaughtSignal && status == SIGKILL)
+        } else {
+            // A checkpoint at the step where it stopped, announced as an event.
+            #expect(reason == .exit && status == 128 + SIGINT, "status \(status)")
+            #expect(output.contains("\"event\":\"checkpoint\""))
+        }
+        let stoppedAt = CheckpointStore(runDirectory: run).list(.last).first?.step ?? 0
+        #expect(stoppedAt >= (signal == SIGKILL ? step - 7 : step) && stoppedAt < 200, "signal \(signal) at step \(step): newest checkpoint \(stoppedAt)")
+
+        let resumed = try TrainCommandTests.run(["train", "--resume", "run"], in: dir)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("resuming after step \(stoppedAt)"), "\(resumed.stdout)")
+        let same = try Data(contentsOf: run.appendingPathComponent("model.safetensors"))
+            == Data(contentsOf: dir.appendingPathComponent("reference/model.safetensors"))
+        #expect(same, "signal \(signal) at step \(step), resumed from \(stoppedAt): the final weights differ")
+        #expect(try Self.metrics(run) == Self.metrics(dir.appendingPathComponent("reference")))
+    }
+
+    @Test func resumeRefusesWhatDoesNotFit() throws {
+        let dir = try TrainCommandTests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let trained = try TrainCommandTests.run(["train", "--quiet", "--output", "done"] + Self.tiny + ["--steps", "4"], in: dir)
+        try #require(trained.status == 0, "\(trained.stderr)")
+        // An unfinished run: remove its summary, so only the configuration checks stand in the way.
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("done"), to: dir.appendingPathComponent("open"))
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("open/summary.json"))
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        let cases: [([String], String)] = [
+            (["--resume", "open", "--length", "32"], "--length 32 (the run has 16)"),
+            (["--resume", "open", "--model", "transformer", "--task", "order"], "--task order (the run has adding), --model transformer (the run has paramixer)"),
+            (["--resume", "open", "--output", "elsewhere"], "--output: does not go with --resume"),
+            (["--resume", "open", "--preset", "paramixer-adding"], "--preset: does not go with --resume"),
+            (["--resume", "done"], "the run is complete"),
+            (["--resume", "empty"], "has no config.json"),
+            (["--resume", "missing"], "is not a folder"),
+        ]
+        for (arguments, needle) in cases {
+            let r = try TrainCommandTests.run(["train"] + arguments, in: dir)
+            #expect(r.status == 2 && r.stderr.hasPrefix("error: ") && r.stderr.contains(needle), "\(arguments): \(r.status) \(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1 && r.stdout.isEmpty, "\(arguments): \(r.stderr)")
+        }
+        // The same values as stored are no contradiction.
+        let r = try TrainCommandTests.run(["train", "--resume", "open", "--length", "16", "--quiet"], in: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+}
