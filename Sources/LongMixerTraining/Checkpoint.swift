@@ -34,6 +34,21 @@ public struct TrainingProgress: Codable, Equatable, Sendable {
     public var stopReason: String?
 
     public init() {}
+
+    /// The clock readings stay out of `state.json` (they go to `clock.json`), so the same seed and
+    /// thread count give byte-identical checkpoint records.
+    enum CodingKeys: String, CodingKey {
+        case step, samplesSeen, windowLoss, windowCorrect, windowSamples, windowWeight, windowNorm, windowSteps
+        case lastTrain, lastValidationStep, lastValidation, bestStep, best, validationPending, stoppedEarly, stopReason
+    }
+}
+
+/// `clock.json` of a checkpoint: what differs between two runs of the same seed (times, and the
+/// length of the metrics log, whose lines hold times). Only the reports depend on it: without it a
+/// run resumes with its times from zero and its log cut after the checkpoint's step.
+struct CheckpointClock: Codable {
+    var trainingSeconds = 0.0, elapsedSeconds = 0.0, windowSeconds = 0.0
+    var metricsBytes: UInt64?
 }
 
 /// A module random stream as stored: its four state words in hex and its counter.
@@ -55,13 +70,31 @@ public struct CheckpointRecord: Codable, Equatable, Sendable {
     public var model: String?
     public var progress: TrainingProgress
     public var randomStreams: [String: RandomStreamState] = [:]
-    /// Bytes of `metrics.jsonl` when the checkpoint was written: a resumed run cuts the log there.
-    public var metricsBytes: UInt64 = 0
+    /// Bytes of `metrics.jsonl` when the checkpoint was written: a resumed run cuts the log there
+    /// (in `clock.json`; nil when it could not be read).
+    public var metricsBytes: UInt64? = 0
     public var weightsChecksum: String = ""
     public var optimizerChecksum: String?
     /// FNV-1a of this record's JSON with `digest` empty, so a damaged `state.json` is refused like
     /// damaged weights.
     public var digest: String = ""
+
+    enum CodingKeys: String, CodingKey {
+        case format, kind, step, task, model, progress, randomStreams, weightsChecksum, optimizerChecksum, digest
+    }
+
+    var clock: CheckpointClock {
+        get {
+            CheckpointClock(trainingSeconds: progress.trainingSeconds, elapsedSeconds: progress.elapsedSeconds,
+                            windowSeconds: progress.windowSeconds, metricsBytes: metricsBytes)
+        }
+        set {
+            progress.trainingSeconds = newValue.trainingSeconds
+            progress.elapsedSeconds = newValue.elapsedSeconds
+            progress.windowSeconds = newValue.windowSeconds
+            metricsBytes = newValue.metricsBytes
+        }
+    }
 
     public init(kind: CheckpointKind, step: Int, task: String?, model: String?, progress: TrainingProgress) {
         self.kind = kind
@@ -142,8 +175,8 @@ public struct LoadedCheckpoint {
 
 /// The `checkpoints/` folder of a run directory:
 ///
-///     checkpoints/step-<n>/  model.safetensors, optimizer.safetensors, state.json   (the newest two)
-///     checkpoints/best-<n>/  model.safetensors, state.json                          (the best so far)
+///     checkpoints/step-<n>/  model.safetensors, optimizer.safetensors, state.json, clock.json  (the newest two)
+///     checkpoints/best-<n>/  model.safetensors, state.json, clock.json                        (the best so far)
 ///
 /// A checkpoint is written into a hidden `.partial-…` folder, every file flushed to disk, then the
 /// folder renamed into place and the parent flushed: a checkpoint folder is complete or absent. A
@@ -197,6 +230,7 @@ public struct CheckpointStore {
                                                                            to: partial.appendingPathComponent("optimizer.safetensors"))
             }
             try SafeTensors.writeAtomically(try record.encoded(), to: partial.appendingPathComponent("state.json"))
+            try SafeTensors.writeAtomically(try CheckpointRecord.encoder().encode(record.clock), to: partial.appendingPathComponent("clock.json"))
         } catch let e as SafeTensorsError { throw failure(e.description) } catch let e as EncodingError { throw failure("\(e)") }
         // The same step again (a run resumed from an older checkpoint because this one was damaged): replace it.
         if fm.fileExists(atPath: final.path) {
@@ -250,7 +284,12 @@ public struct CheckpointStore {
         do {
             let stateURL = url.appendingPathComponent("state.json")
             guard let data = FileManager.default.contents(atPath: stateURL.path) else { throw CheckpointDamage("state.json is missing or unreadable") }
-            let record = try CheckpointRecord.decode(data)
+            var record = try CheckpointRecord.decode(data)
+            record.metricsBytes = nil
+            if let clock = FileManager.default.contents(atPath: url.appendingPathComponent("clock.json").path),
+               let decoded = try? JSONDecoder().decode(CheckpointClock.self, from: clock) {
+                record.clock = decoded
+            }
             guard url.lastPathComponent == "\(record.kind.prefix)\(record.step)" else {
                 throw CheckpointDamage("state.json describes the \(record.kind.rawValue) checkpoint of step \(record.step), not this folder")
             }

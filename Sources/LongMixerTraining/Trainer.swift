@@ -233,7 +233,9 @@ public final class Trainer {
             } else {
                 store.removeCheckpoints(after: 0)
             }
-            log = try JSONLinesWriter(url: dir.metricsURL, keeping: restored?.last.record.metricsBytes ?? 0)
+            let step = restored?.last.record.step ?? 0
+            let keeping = restored.map { $0.last.record.metricsBytes ?? Self.metricsBytes(dir.metricsURL, through: step) } ?? 0
+            log = try JSONLinesWriter(url: dir.metricsURL, keeping: keeping)
             reporter.report(.resumed(step: s.step, checkpoint: restored?.last.url))
         } else if let dir = runDirectory {
             if let resolvedConfiguration { try dir.writeJSON(resolvedConfiguration, to: "config.json") }
@@ -449,6 +451,18 @@ public final class Trainer {
                             remedy: CheckpointStore.damagedRemedy)
         }
         return (last, best)
+    }
+
+    /// The length of the lines of `metrics.jsonl` up to the train and validation records of `step`
+    /// (where a checkpoint of that step left the log, when its clock.json is lost).
+    static func metricsBytes(_ url: URL, through step: Int) -> UInt64 {
+        guard let data = FileManager.default.contents(atPath: url.path) else { return 0 }
+        var kept: UInt64 = 0
+        for line in data.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast() {
+            guard let r = try? JSONDecoder().decode(MetricsRecord.self, from: Data(line)), r.step <= step, r.split != .test else { break }
+            kept += UInt64(line.count + 1)
+        }
+        return kept
     }
 
     /// A non-finite loss or gradient norm (turned into `TrainingError.diverged` by `run`).

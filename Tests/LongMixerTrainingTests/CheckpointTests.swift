@@ -104,7 +104,9 @@ struct CheckpointTests {
             defer { try? FileManager.default.removeItem(at: url) }
             let resumed = try resume(url)
             #expect(try bytes(url, "model.safetensors") == bytes(reference, "model.safetensors"), "stopped at \(stop)")
-            #expect(try bytes(url, "checkpoints/step-40/optimizer.safetensors") == bytes(reference, "checkpoints/step-40/optimizer.safetensors"))
+            for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+                #expect(try bytes(url, "checkpoints/step-40/\(file)") == bytes(reference, "checkpoints/step-40/\(file)"), "\(file)")
+            }
             #expect(try metrics(url) == metrics(reference), "stopped at \(stop)")
             #expect(resumed.test == summary.test && resumed.testLast == summary.testLast && resumed.bestStep == summary.bestStep)
         }
@@ -139,6 +141,7 @@ struct CheckpointTests {
         try log.seekToEnd()
         try log.write(contentsOf: Data("{\"step\":21,\"split\":\"train\"}\n{\"step\":22,\"spl".utf8))
         try log.close()
+        try FileManager.default.removeItem(at: url.appendingPathComponent("checkpoints/step-20/clock.json"))   // the log is cut by its steps
         let partial = url.appendingPathComponent("checkpoints/.partial-last-30-99999")
         try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
         try Data("half".utf8).write(to: partial.appendingPathComponent("model.safetensors"))

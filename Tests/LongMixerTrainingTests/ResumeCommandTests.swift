@@ -84,6 +84,11 @@ struct ResumeCommandTests {
             == Data(contentsOf: dir.appendingPathComponent("reference/model.safetensors"))
         #expect(same, "signal \(signal) at step \(step), resumed from \(stoppedAt): the final weights differ")
         #expect(try Self.metrics(run) == Self.metrics(dir.appendingPathComponent("reference")))
+        // The final checkpoint too, byte for byte, but for its clock.
+        for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let path = "checkpoints/step-200/\(file)"
+            #expect(try Data(contentsOf: run.appendingPathComponent(path)) == Data(contentsOf: dir.appendingPathComponent("reference/\(path)")), "\(path)")
+        }
     }
 
     @Test func resumeRefusesWhatDoesNotFit() throws {
