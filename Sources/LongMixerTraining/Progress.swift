@@ -186,6 +186,9 @@ public final class LiveReporter: TrainingReporter {
         live = true
     }
 
+    /// Prints `line` under the live line (which is cleared first).
+    public func printLine(_ line: String) { permanent(line) }
+
     private func permanent(_ line: String) {
         write((live ? "\r\u{1B}[K" : "") + line + "\n")
         live = false

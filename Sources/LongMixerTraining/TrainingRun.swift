@@ -157,7 +157,30 @@ public enum TrainingRun {
         default: break
         }
         let trainer = try makeTrainer(c, parts, runDirectory: runDirectory, reporter: reporter)
-        return try finishing(runDirectory) { try trainer.run(resolvedConfiguration: record) }
+        return try withReport(runDirectory) {
+            try finishing(runDirectory) { try trainer.run(resolvedConfiguration: record) }
+        }
+    }
+
+    /// Runs `body`, then writes the run's report (also when it stopped with a checkpoint to resume from).
+    static func withReport<T>(_ runDirectory: RunDirectory, _ body: () throws -> T) throws -> T {
+        func report() {
+            // The run itself is done: a report that cannot be written is a warning, not a failure.
+            do { try RunReport.write(runDirectory.url) } catch {
+                FileHandle.standardError.write(Data("warning: the report was not written: \(error)\n".utf8))
+            }
+        }
+        do {
+            let result = try body()
+            report()
+            return result
+        } catch let e as TrainingInterrupted {
+            report()
+            throw e
+        } catch let e as TrainingError {
+            if case .diverged = e { report() }
+            throw e
+        }
     }
 
     /// Continues the run in `url` from its newest intact checkpoint (from the start when it has none
@@ -191,7 +214,7 @@ public enum TrainingRun {
         let runDirectory = RunDirectory(url: url)
         if let summary = parts.data.summary { announce(summary) }
         let trainer = try makeTrainer(stored.configuration, parts, runDirectory: runDirectory, reporter: reporter)
-        return try finishing(runDirectory) { try trainer.run(resume: true) }
+        return try withReport(runDirectory) { try finishing(runDirectory) { try trainer.run(resume: true) } }
     }
 
     static func encodeSorted(_ value: any Encodable) throws -> Data {

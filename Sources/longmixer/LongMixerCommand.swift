@@ -13,6 +13,8 @@ struct LongMixerCommand: ParsableCommand {
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
             TrainCommand.self,
+            EvaluateCommand.self,
+            ReportCommand.self,
             PresetsCommand.self,
             GenerateCommand.self,
             DataCommand.self,

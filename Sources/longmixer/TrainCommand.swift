@@ -220,11 +220,7 @@ struct TrainCommand: ParsableCommand {
     var reporter: TrainingReporter {
         if json { return JSONReporter() }
         if quiet { return FinalLineReporter() }
-        if isatty(STDOUT_FILENO) == 1 {
-            var size = winsize()
-            let columns = ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : ProgressText.columns
-            return LiveReporter(columns: columns)
-        }
+        if isatty(STDOUT_FILENO) == 1 { return LiveReporter(columns: terminalColumns()) }
         return ConsoleReporter()
     }
 
@@ -250,6 +246,12 @@ struct TrainCommand: ParsableCommand {
         try TrainingRun.run(configuration, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
                             announce: announce)
     }
+}
+
+/// The width of the terminal on standard output (the widest progress line when it cannot be told).
+func terminalColumns() -> Int {
+    var size = winsize()
+    return ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : ProgressText.columns
 }
 
 /// Prints only the `finished` line.

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 @testable import LongMixerTraining
 import LongMixerCore
@@ -9,7 +12,7 @@ import LongMixerCore
 struct ResumeCommandTests {
     static let tiny = ["--task", "adding", "--length", "16", "--dimensions", "8", "--hidden", "8", "--batch-size", "4",
                        "--train-size", "64", "--val-size", "16", "--test-size", "16", "--threads", "1"]
-    static let run = tiny + ["--steps", "200", "--eval-interval", "50", "--checkpoint-interval", "7", "--log-interval", "1"]
+    static let run = tiny + ["--steps", "120", "--eval-interval", "30", "--checkpoint-interval", "7", "--log-interval", "1"]
 
     /// The metrics without times and throughput.
     static func metrics(_ run: URL) throws -> [MetricsRecord] {
@@ -63,7 +66,7 @@ struct ResumeCommandTests {
         let reference = try TrainCommandTests.run(["train", "--quiet", "--output", "reference"] + Self.run, in: dir)
         try #require(reference.status == 0, "\(reference.stderr)")
 
-        let step = Int.random(in: 10...150)
+        let step = Int.random(in: 10...90)
         let (status, reason, output) = try Self.interrupt(["train", "--json", "--output", "run"] + Self.run, in: dir, atStep: step, with: signal)
         let run = dir.appendingPathComponent("run")
         #expect(!FileManager.default.fileExists(atPath: run.appendingPathComponent("summary.json").path), "signal \(signal) at step \(step) came too late")
@@ -75,7 +78,7 @@ struct ResumeCommandTests {
             #expect(output.contains("\"event\":\"checkpoint\""))
         }
         let stoppedAt = CheckpointStore(runDirectory: run).list(.last).first?.step ?? 0
-        #expect(stoppedAt >= (signal == SIGKILL ? step - 7 : step) && stoppedAt < 200, "signal \(signal) at step \(step): newest checkpoint \(stoppedAt)")
+        #expect(stoppedAt >= (signal == SIGKILL ? step - 7 : step) && stoppedAt < 120, "signal \(signal) at step \(step): newest checkpoint \(stoppedAt)")
 
         let resumed = try TrainCommandTests.run(["train", "--resume", "run"], in: dir)
         #expect(resumed.status == 0, "\(resumed.stderr)")
@@ -86,7 +89,7 @@ struct ResumeCommandTests {
         #expect(try Self.metrics(run) == Self.metrics(dir.appendingPathComponent("reference")))
         // The final checkpoint too, byte for byte, but for its clock.
         for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-            let path = "checkpoints/step-200/\(file)"
+            let path = "checkpoints/step-120/\(file)"
             #expect(try Data(contentsOf: run.appendingPathComponent(path)) == Data(contentsOf: dir.appendingPathComponent("reference/\(path)")), "\(path)")
         }
     }
@@ -117,5 +120,73 @@ struct ResumeCommandTests {
         // The same values as stored are no contradiction.
         let r = try TrainCommandTests.run(["train", "--resume", "open", "--length", "16", "--quiet"], in: dir)
         #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    /// Counts the `<path>` elements of an SVG; nil when it is not well-formed XML.
+    final class PathCounter: NSObject, XMLParserDelegate {
+        var paths = 0, root: String?
+        func parser(_ parser: XMLParser, didStartElement element: String, namespaceURI: String?, qualifiedName: String?,
+                    attributes: [String: String] = [:]) {
+            if root == nil { root = element }
+            if element == "path" { paths += 1 }
+        }
+        static func count(_ url: URL) throws -> Int? {
+            let parser = XMLParser(data: try Data(contentsOf: url))
+            let counter = PathCounter()
+            parser.delegate = counter
+            return parser.parse() && counter.root == "svg" ? counter.paths : nil
+        }
+    }
+
+    @Test func trainInterruptResumeEvaluateReport() throws {
+        let dir = try TrainCommandTests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A preset shrunk to 50 steps (one epoch of 2,000 sequences at N = 20).
+        let train = ["train", "--preset", "paramixer-adding", "--scale", "0.02", "--checkpoint-interval", "5", "--threads", "1", "--output", "run"]
+        let (status, _, _) = try Self.interrupt(train + ["--json", "--log-interval", "1"], in: dir, atStep: 10, with: SIGINT)
+        #expect(status == 128 + SIGINT)
+        let run = dir.appendingPathComponent("run")
+        #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("report.md").path), "a stopped run has its report")
+        let resumed = try TrainCommandTests.run(["train", "--resume", "run", "--quiet"], in: dir)
+        #expect(resumed.status == 0 && resumed.stdout.hasPrefix("done: 50 steps"), "\(resumed.stdout) \(resumed.stderr)")
+
+        let best = try TrainCommandTests.run(["evaluate", "run"], in: dir)
+        let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: run.appendingPathComponent("summary.json")))
+        #expect(best.status == 0 && best.stdout.hasPrefix("test, best weights (step \(summary.bestStep!)): ")
+                && best.stdout.contains(String(format: "loss %.5f", summary.test.loss)), "\(best.stdout) \(best.stderr)")
+        let last = try TrainCommandTests.run(["evaluate", "run", "--checkpoint", "last", "--split", "validation", "--json"], in: dir)
+        let object = try JSONSerialization.jsonObject(with: Data(last.stdout.utf8)) as? [String: Any]
+        #expect(object?["step"] as? Int == 50 && object?["split"] as? String == "validation", "\(last.stdout) \(last.stderr)")
+        #expect(((object?["result"] as? [String: Any])?["loss"] as? Double).map { abs($0 - summary.validation.loss) < 1e-12 } == true)
+
+        let report = try TrainCommandTests.run(["report", "run"], in: dir)
+        #expect(report.status == 0, "\(report.stderr)")
+        let files = ["config.json", "metrics.jsonl", "metrics.csv", "model.safetensors", "summary.json", "report.md",
+                     "checkpoints/step-50/model.safetensors", "checkpoints/step-50/optimizer.safetensors", "checkpoints/step-50/state.json",
+                     "checkpoints/step-45/state.json", "checkpoints/best-\(summary.bestStep!)/model.safetensors"]
+            + RunReport.plotNames.map { "plots/\($0)" }
+        for file in files { #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent(file).path), "no \(file)") }
+        for plot in RunReport.plotNames {
+            #expect(try PathCounter.count(run.appendingPathComponent("plots/\(plot)")) == 2, "\(plot): train and validation curves")
+        }
+        let markdown = try String(contentsOf: run.appendingPathComponent("report.md"), encoding: .utf8)
+        for needle in ["test, best weights", "test, last weights", "## Time and throughput", "](plots/loss-steps.svg)", "| training.epochs | 1 |"] {
+            #expect(markdown.contains(needle), "report.md lacks \(needle)")
+        }
+        let csv = try String(contentsOf: run.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(csv.count == 1 + (try readJSONLines(MetricsRecord.self, from: run.appendingPathComponent("metrics.jsonl")).count))
+
+        // A bit flipped in the newest checkpoint: evaluate warns and scores the previous one; with both damaged, one error.
+        let newest = run.appendingPathComponent("checkpoints/step-50/model.safetensors")
+        var bytes = try Data(contentsOf: newest)
+        bytes[bytes.count - 2] ^= 0x04
+        try bytes.write(to: newest)
+        let fallback = try TrainCommandTests.run(["evaluate", "run", "--checkpoint", "last"], in: dir)
+        #expect(fallback.status == 0 && fallback.stdout.contains("passing over checkpoint step-50") && fallback.stdout.contains("checksum")
+                && fallback.stdout.contains("last weights (step 45)"), "\(fallback.stdout) \(fallback.stderr)")
+        let older = run.appendingPathComponent("checkpoints/step-45/model.safetensors")
+        try Data(contentsOf: older).prefix(64).write(to: older)
+        let refused = try TrainCommandTests.run(["evaluate", "run", "--checkpoint", "last"], in: dir)
+        #expect(refused.status == 2 && refused.stderr.hasPrefix("error: checkpoint (") && refused.stderr.contains("step-50"), "\(refused.stderr)")
     }
 }
