@@ -158,6 +158,9 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for data, initialisation and dropout (default 42).")
     var seed: UInt64?
 
+    @Option(help: ArgumentHelp("Train once per seed (e.g. 1,2,3) into <output>/seed-<n> and report the test metric's mean ± standard deviation.", valueName: "list"))
+    var seeds: String?
+
     @Option(parsing: .unconditional, help: "Generated tasks: training sequences (default 100000).")
     var trainSize: Int?
 
@@ -237,12 +240,29 @@ struct TrainCommand: ParsableCommand {
                 throw UserError(what: flag, why: "does not go with --resume (the run continues in its own directory with its stored configuration)",
                                 remedy: "drop it")
             }
-            try TrainingRun.resume(URL(fileURLWithPath: resume), settings: settings,
-                                   threadsGiven: threadOptions.threads != nil || RuntimeOptions.environment.threads != nil,
-                                   reporter: reporter, announce: announce)
+            if seeds != nil { throw UserError(what: "--seeds", why: "does not go with --resume (a sweep resumes with its own seeds)", remedy: "drop it") }
+            let url = URL(fileURLWithPath: resume)
+            let threadsGiven = threadOptions.threads != nil || RuntimeOptions.environment.threads != nil
+            if SeedSweep.isSweep(url) {
+                let record = try SeedSweep.resume(url, settings: settings, threadsGiven: threadsGiven, reporter: reporter, announce: announce)
+                if !json { print(SeedSweep.line(record, folder: url.standardizedFileURL)) }
+            } else {
+                try TrainingRun.resume(url, settings: settings, threadsGiven: threadsGiven, reporter: reporter, announce: announce)
+            }
             return
         }
         let configuration = try RunConfiguration.resolve(settings, preset: preset, scale: scale)
+        if let seeds {
+            if seed != nil { throw UserError(what: "--seed", why: "and --seeds both set the seed", remedy: "give one") }
+            let list = seeds.split(separator: ",", omittingEmptySubsequences: false).map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            guard !list.isEmpty, list.allSatisfy({ $0 != nil }) else {
+                throw UserError(what: "--seeds", value: seeds, why: "must be a comma-separated list of non-negative integers", remedy: "e.g. --seeds 1,2,3")
+            }
+            let (record, folder) = try SeedSweep.run(configuration, seeds: list.map { $0! }, output: output.map { URL(fileURLWithPath: $0) },
+                                                     overwrite: overwrite, reporter: reporter, announce: announce)
+            if !json { print(SeedSweep.line(record, folder: folder)) }
+            return
+        }
         try TrainingRun.run(configuration, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
                             announce: announce)
     }

@@ -189,4 +189,37 @@ struct ResumeCommandTests {
         let refused = try TrainCommandTests.run(["evaluate", "run", "--checkpoint", "last"], in: dir)
         #expect(refused.status == 2 && refused.stderr.hasPrefix("error: checkpoint (") && refused.stderr.contains("step-50"), "\(refused.stderr)")
     }
+
+    @Test func seedsReportMeanAndStandardDeviation() throws {
+        let dir = try TrainCommandTests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try TrainCommandTests.run(["train", "--quiet", "--output", "sweep", "--seeds", "3,1,2"] + Self.tiny + ["--steps", "10"], in: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        let sweep = dir.appendingPathComponent("sweep")
+        func testAccuracy(_ seed: Int) throws -> Double {
+            try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: sweep.appendingPathComponent("seed-\(seed)/summary.json"))).test.accuracy
+        }
+        let values = try [3, 1, 2].map(testAccuracy)
+        let mean = values.reduce(0, +) / 3
+        let std = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 2).squareRoot()
+        let record = try JSONDecoder().decode(SeedSweep.Record.self, from: Data(contentsOf: sweep.appendingPathComponent("seeds.json")))
+        #expect(record.seeds == [3, 1, 2] && record.results?.map(\.seed) == [3, 1, 2])
+        #expect(abs(record.testMetric!.mean - mean) < 1e-12 && abs(record.testMetric!.standardDeviation - std) < 1e-12)
+        #expect(r.stdout.contains(String(format: "seeds: test accuracy %.4f ± %.4f over 3 seeds", mean, std)), "\(r.stdout)")
+        let configs = try [1, 2, 3].map { try Data(contentsOf: sweep.appendingPathComponent("seed-\($0)/model.safetensors")) }
+        #expect(Set(configs).count == 3, "each seed trains its own model")
+        #expect(FileManager.default.fileExists(atPath: sweep.appendingPathComponent("report.md").path))
+
+        // An unfinished seed is resumed through the sweep's folder; the result stays.
+        try FileManager.default.removeItem(at: sweep.appendingPathComponent("seed-2/summary.json"))
+        let resumed = try TrainCommandTests.run(["train", "--resume", "sweep", "--quiet"], in: dir)
+        #expect(resumed.status == 0 && resumed.stdout.contains(String(format: "%.4f ± %.4f", mean, std)), "\(resumed.stdout) \(resumed.stderr)")
+
+        for (arguments, needle) in [(["--seeds", "1,1"], "different seeds"), (["--seeds", "1,x"], "comma-separated"),
+                                    (["--seeds", "1,2", "--seed", "3"], "--seed")] {
+            let bad = try TrainCommandTests.run(["train", "--output", "bad"] + Self.tiny + ["--steps", "2"] + arguments, in: dir)
+            #expect(bad.status == 2 && bad.stderr.contains(needle), "\(arguments): \(bad.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("bad").path))
+        }
+    }
 }
