@@ -210,6 +210,9 @@ public enum TrainingRun {
         if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
             Parallel.setThreadCount(valid)
         }
+        if let threads = stored.threads, threads != Parallel.threadCount {
+            announce("note: resuming with \(Parallel.threadCount) threads; the run used \(threads), so its numbers will differ from a run that never stopped")
+        }
         let parts = try build(stored.configuration)
         let runDirectory = RunDirectory(url: url)
         if let summary = parts.data.summary { announce(summary) }

@@ -44,6 +44,14 @@ struct TrainCommand: ParsableCommand {
             --task lm: byte-level language model on --corpus, AdamW (β 0.9, 0.98, weight decay 0.01), 5e-4, \
             cosine with 10 % warm-up, batch 16, 1000 steps, --size small.
 
+            The run directory holds config.json, metrics.jsonl (and .csv), checkpoints/ (every \
+            --checkpoint-interval steps, the best by validation, the end), model.safetensors, summary.json and \
+            report.md with plots. Ctrl-C or SIGTERM writes a checkpoint and stops; `train --resume RUN_DIR` \
+            continues from the newest intact checkpoint and ends with the weights of a run that never stopped \
+            (same thread count). The test split is scored with the best and the last weights; `longmixer \
+            evaluate` and `longmixer report` work on any run directory. --seeds 1,2,3 trains once per seed and \
+            reports the test metric's mean ± standard deviation. On a terminal progress is one live line.
+
             Models: \(ModelRegistry.entries.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
 
             Examples:
@@ -54,6 +62,8 @@ struct TrainCommand: ParsableCommand {
                 (N = 8192: 99.7 % test accuracy after 5000 steps, 200,000 sequences, ≈ 2 h on 2 cores)
               longmixer train --preset paramixer-adding --length 1024 --epochs 5 --output runs/adding-1k
               longmixer train --task lm --model permuteformer --corpus data/shakespeare --length 256 --size tiny --steps 1000
+              longmixer train --resume runs/adding-1k
+              longmixer train --task adding --length 1024 --seeds 1,2,3 --output runs/adding-seeds
             """)
 
     // MARK: What to train
