@@ -248,6 +248,30 @@ public struct RunDirectory: Sendable {
         return result
     }
 
+    /// An exclusive lock on the run directory (on its marker) while a run writes into it, released
+    /// when the lock is dropped or the process ends.
+    public final class Lock {
+        let descriptor: Int32
+        init(_ descriptor: Int32) { self.descriptor = descriptor }
+        deinit { close(descriptor) }
+    }
+
+    /// Locks the run directory, so a second process resuming the same run is refused instead of
+    /// interleaving its checkpoints with this one's.
+    public func lock() throws -> Lock {
+        let marker = url.appendingPathComponent(Self.markerName).path
+        let fd = open(marker, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw UserError(.runtime, what: "run directory", value: url.path, why: "cannot open its marker (\(String(cString: strerror(errno))))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw UserError(what: "run directory", value: url.path, why: "is in use by another longmixer process",
+                            remedy: "wait for it to end, or stop it (Ctrl-C writes a checkpoint) and resume then")
+        }
+        return Lock(fd)
+    }
+
     init(url: URL, replaced: URL? = nil) {
         self.url = url
         self.replaced = replaced

@@ -419,6 +419,12 @@ public final class Trainer {
                                 why: "holds a \(c.record.model ?? "?") model for the \(c.record.task ?? "?") task, not \(modelName ?? "?") for \(task ?? "?")",
                                 remedy: "resume the run directory it came from")
             }
+            // Same names and shapes can still be another model (positions, decay, activation): compare the configurations.
+            if let stored = c.weightsMetadata[StoredConfiguration.metadataKey], let used = weightsMetadata[StoredConfiguration.metadataKey],
+               stored != used {
+                throw UserError(what: "checkpoint", value: c.url.path, why: "was written for another model configuration than config.json describes",
+                                remedy: "resume the run directory it came from")
+            }
         }
         let (last, refused) = store.newestIntact(.last) { c in
             try fits(c)

@@ -145,6 +145,8 @@ public enum TrainingRun {
         let inputs = [c.data.corpus].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
         _ = try makeSchedule(c, parts)   // refused before the run directory exists
         let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: inputs)
+        let lock = try runDirectory.lock()
+        defer { withExtendedLifetime(lock) {} }
         if let summary = parts.data.summary { announce(summary) }
         announce(String(format: "estimated peak memory %.2f GiB", parts.memory.gibibytes))
         var record = RunRecord(command: command, startedAt: ISO8601DateFormatter().string(from: Date()), configuration: c,
@@ -207,6 +209,9 @@ public enum TrainingRun {
             throw UserError(what: "--resume", value: url.path, why: "the run is complete (it has summary.json)",
                             remedy: "evaluate it with `longmixer evaluate \(url.path)`, or start a new run")
         }
+        let runDirectory = RunDirectory(url: url)
+        let lock = try runDirectory.lock()
+        defer { withExtendedLifetime(lock) {} }
         if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
             Parallel.setThreadCount(valid)
         }
@@ -214,7 +219,6 @@ public enum TrainingRun {
             announce("note: resuming with \(Parallel.threadCount) threads; the run used \(threads), so its numbers will differ from a run that never stopped")
         }
         let parts = try build(stored.configuration)
-        let runDirectory = RunDirectory(url: url)
         if let summary = parts.data.summary { announce(summary) }
         let trainer = try makeTrainer(stored.configuration, parts, runDirectory: runDirectory, reporter: reporter)
         return try withReport(runDirectory) { try finishing(runDirectory) { try trainer.run(resume: true) } }

@@ -56,7 +56,7 @@ struct CheckpointTests {
         let trainer = try Trainer(model: model, optimizer: optimizer, objective: SyntheticTask.order.objective, train: data.train,
                                   validation: data.validation, test: data.test, configuration: configuration, runDirectory: dir,
                                   reporter: reporter, schedule: schedule)
-        trainer.weightsMetadata = ["task": "order", "model": "tiny"]
+        trainer.weightsMetadata = ["task": "order", "model": "tiny", StoredConfiguration.metadataKey: "{\"positions\":\"none\"}"]
         return (trainer, model)
     }
 
@@ -203,6 +203,11 @@ struct CheckpointTests {
         t.weightsMetadata["task"] = "adding"
         let error = #expect(throws: UserError.self) { try t.run(resume: true) }
         #expect(error?.description.contains("for the order task") == true, "\(String(describing: error))")
+        // The same names and shapes from another configuration.
+        let (u, _) = try trainer(RunDirectory(url: url), reporter: SilentReporter())
+        u.weightsMetadata[StoredConfiguration.metadataKey] = "{\"positions\":\"learned\"}"
+        let other = #expect(throws: UserError.self) { try u.run(resume: true) }
+        #expect(other?.description.contains("another model configuration") == true, "\(String(describing: other))")
     }
 
     @Test("a diverged run stops with one message naming the step and the checkpoint it kept")

@@ -85,6 +85,19 @@ struct ProgressOutputTests {
         #expect(both.status == 2 && both.stderr.contains("--quiet"))
     }
 
+    @Test func divergenceIsOneLineWithAdviceForTheConfiguration() throws {
+        let dir = try TrainCommandTests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = ["train", "--task", "adding", "--length", "16", "--dimensions", "8", "--hidden", "8", "--batch-size", "4", "--threads", "1",
+                    "--steps", "50", "--optimizer", "sgd", "--learning-rate", "10", "--train-size", "64", "--val-size", "8", "--test-size", "8"]
+        for (extra, advice) in [(["--clip-norm", "0"], "clip gradients (--clip-norm 1)"), ([], "--clip-norm (now 1.0)")] {
+            let r = try TrainCommandTests.run(base + extra + ["--output", "run\(extra.count)"], in: dir)
+            let lines = r.stderr.split(separator: "\n")
+            #expect(r.status == 1 && lines.count == 1 && lines[0].hasPrefix("error: training diverged: ") && lines[0].contains(" at step ")
+                    && lines[0].contains("the last good checkpoint is kept in ") && lines[0].contains(advice), "\(r.stderr)")
+        }
+    }
+
     @Test func progressLinesFitOneHundredColumns() {
         // The widest values: seven-digit steps, a language model's bits per byte, the gradient norm, hours.
         let line = ProgressText.progressLine(step: 1_234_567, total: 9_999_999, epoch: 12345, loss: 123.456789, accuracy: 0.123456,

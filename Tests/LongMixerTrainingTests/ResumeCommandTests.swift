@@ -117,6 +117,12 @@ struct ResumeCommandTests {
             #expect(r.status == 2 && r.stderr.hasPrefix("error: ") && r.stderr.contains(needle), "\(arguments): \(r.status) \(r.stderr)")
             #expect(r.stderr.split(separator: "\n").count == 1 && r.stdout.isEmpty, "\(arguments): \(r.stderr)")
         }
+        // A run another process holds.
+        let marker = open(dir.appendingPathComponent("open/\(RunDirectory.markerName)").path, O_RDWR)
+        try #require(marker >= 0 && flock(marker, LOCK_EX | LOCK_NB) == 0)
+        let busy = try TrainCommandTests.run(["train", "--resume", "open"], in: dir)
+        close(marker)
+        #expect(busy.status == 2 && busy.stderr.contains("is in use by another longmixer process"), "\(busy.stderr)")
         // The same values as stored are no contradiction.
         let r = try TrainCommandTests.run(["train", "--resume", "open", "--length", "16", "--quiet"], in: dir)
         #expect(r.status == 0, "\(r.stderr)")
