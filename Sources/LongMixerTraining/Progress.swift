@@ -124,7 +124,7 @@ public enum ProgressText {
     }
 
     /// The permanent line of an event (nil: the event has none).
-    static func line(_ event: TrainingEvent) -> String? {
+    public static func line(_ event: TrainingEvent) -> String? {
         switch event {
         case .started(let total, let parameters, let samples, let dir):
             return "training: \(total) steps over \(samples) training sequences, \(parameters) parameters"

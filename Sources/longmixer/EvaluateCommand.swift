@@ -37,7 +37,7 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         do { try threadOptions.apply() } catch let e as ValidationError { throw CommandError(e.message) }
         let live = json || isatty(STDOUT_FILENO) != 1 ? nil : LiveReporter(columns: terminalColumns())
-        let reporter: TrainingReporter = live ?? (json ? SilentReporter() as TrainingReporter : ConsoleReporter())
+        let reporter: TrainingReporter = live ?? (json ? WarningReporter() as TrainingReporter : ConsoleReporter())
         let o = try RunEvaluation.evaluate(URL(fileURLWithPath: runDirectory), split: split, checkpoint: checkpoint,
                                            threadsGiven: threadOptions.threads != nil || RuntimeOptions.environment.threads != nil,
                                            reporter: reporter)

@@ -284,11 +284,22 @@ func terminalColumns() -> Int {
     return ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : ProgressText.columns
 }
 
-/// Prints only the `finished` line.
+/// Prints only the `finished` line (and warnings, on standard error).
 final class FinalLineReporter: TrainingReporter {
     let console = ConsoleReporter()
+    let warnings = WarningReporter()
     func report(_ event: TrainingEvent) {
         if case .finished = event { console.report(event) }
+        warnings.report(event)
+    }
+}
+
+/// Prints only warnings (a damaged checkpoint passed over), on standard error.
+final class WarningReporter: TrainingReporter {
+    func report(_ event: TrainingEvent) {
+        if case .checkpointRefused = event, let line = ProgressText.line(event) {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
     }
 }
 
