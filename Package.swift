@@ -56,7 +56,9 @@ let package = Package(
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
         .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
-        .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),
+        // CLongMixerProcess: the SIGINT/SIGTERM flag a run polls to write a checkpoint before it stops.
+        .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "CLongMixerProcess"],
+                swiftSettings: settings),
         // Benchmark suites and the PyTorch side-by-side runs (the CLI's `bench`), apart from training.
         .target(name: "LongMixerBenchmarks", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining"],
                 swiftSettings: settings),

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -141,4 +142,35 @@ pid_t longmixer_spawn(const char *path, char *const argv[], char *const envp[], 
         return -e;
     }
     return pid;
+}
+
+// A signal handler may only touch a volatile sig_atomic_t; the training loop polls it between steps.
+static volatile sig_atomic_t stop_signal = 0;
+
+static void record_stop_signal(int signal_number) {
+    if (stop_signal == 0) stop_signal = signal_number;
+}
+
+int longmixer_catch_stop_signals(void) {
+    struct sigaction action = {0};
+    action.sa_handler = record_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESETHAND | SA_RESTART;
+    stop_signal = 0;
+    if (sigaction(SIGINT, &action, NULL) != 0 || sigaction(SIGTERM, &action, NULL) != 0) return -errno;
+    // A process can inherit them blocked (some launchers block signals in the thread that spawns):
+    // unblocked here, in the calling thread, they reach the handler.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    return pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL) == 0 ? 0 : -errno;
+}
+
+int longmixer_stop_signal(void) { return stop_signal; }
+
+void longmixer_release_stop_signals(void) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    stop_signal = 0;
 }

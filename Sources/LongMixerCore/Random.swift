@@ -18,6 +18,15 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable {
         s0 = splitMix(); s1 = splitMix(); s2 = splitMix(); s3 = splitMix()
     }
 
+    /// Where the stream stands (the four state words), for a checkpoint to save and restore.
+    public var state: [UInt64] {
+        get { [s0, s1, s2, s3] }
+        set {
+            check(newValue.count == 4 && newValue != [0, 0, 0, 0], "RandomGenerator.state: four words, not all zero, got \(newValue)")
+            s0 = newValue[0]; s1 = newValue[1]; s2 = newValue[2]; s3 = newValue[3]
+        }
+    }
+
     func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     public mutating func next() -> UInt64 {

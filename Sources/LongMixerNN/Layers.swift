@@ -72,16 +72,16 @@ public final class LayerNorm: Module, UnaryLayer {
 /// Inverted dropout with its own seeded stream; identity in eval mode.
 public final class Dropout: Module, UnaryLayer {
     public let probability: Float
-    private var generator: RandomGenerator
+    let random: RandomStream
 
     public init(probability: Float, generator: inout RandomGenerator) {
         check(probability >= 0 && probability < 1, "Dropout: probability \(probability) outside [0, 1)")
         self.probability = probability
-        self.generator = generator.split()
+        random = RandomStream(generator.split())
     }
 
     public func callAsFunction(_ x: Variable) -> Variable {
-        dropout(x, probability: probability, training: isTraining, generator: &generator)
+        dropout(x, probability: probability, training: isTraining, generator: &random.generator)
     }
 }
 

@@ -13,6 +13,16 @@ public final class Buffer {
     public init(_ value: Tensor) { self.value = value }
 }
 
+/// A random stream a module draws from while it trains (dropout masks, redrawn features). A
+/// reference found by reflection like a `Buffer`, so a checkpoint can save where every stream stands
+/// and a resumed run draws the same numbers as one that never stopped. `count` is the owner's
+/// position counter that goes with the stream (FAVOR+: passes since the last redraw; else 0).
+public final class RandomStream {
+    public var generator: RandomGenerator
+    public var count = 0
+    public init(_ generator: RandomGenerator) { self.generator = generator }
+}
+
 /// Base class of layers and models (mlx-swift style). Parameters, buffers and sub-modules are
 /// found by reflection over stored properties, so names are the property names joined with dots
 /// (`blocks.0.mixer.query.weight`); arrays of modules get their index as a path component.
@@ -39,6 +49,11 @@ open class Module {
     /// Buffers held directly by this module.
     open func localBuffers() -> [(String, Buffer)] {
         reflectedMembers().compactMap { name, value in (value as? Buffer).map { (name, $0) } }
+    }
+
+    /// Random streams held directly by this module.
+    open func localRandomStreams() -> [(String, RandomStream)] {
+        reflectedMembers().compactMap { name, value in (value as? RandomStream).map { (name, $0) } }
     }
 
     private func reflectedMembers() -> [(String, Any)] {
@@ -78,6 +93,15 @@ open class Module {
         var out = localBuffers()
         for (name, child) in namedChildren() {
             out += child.namedBuffers().map { ("\(name).\($0.0)", $0.1) }
+        }
+        return out
+    }
+
+    /// Every random stream with its dotted path, depth-first in declaration order.
+    public func namedRandomStreams() -> [(String, RandomStream)] {
+        var out = localRandomStreams()
+        for (name, child) in namedChildren() {
+            out += child.namedRandomStreams().map { ("\(name).\($0.0)", $0.1) }
         }
         return out
     }

@@ -13,12 +13,10 @@ extension Module {
     }
 
     /// Saves `stateDictionary()` to `url` as safetensors (atomically).
-    /// The metadata also records `SafeTensors.checksum` of the tensors, which loading verifies.
-    public func saveWeights(to url: URL, metadata: [String: String] = [:]) throws {
-        let state = stateDictionary()
-        var metadata = metadata
-        metadata[SafeTensors.checksumKey] = SafeTensors.checksum(state)
-        try SafeTensors.save(state, to: url, metadata: metadata)
+    /// The metadata also records `SafeTensors.checksum` of the tensors, which loading verifies; returns it.
+    @discardableResult
+    public func saveWeights(to url: URL, metadata: [String: String] = [:]) throws -> String {
+        try SafeTensors.saveWithChecksum(stateDictionary(), to: url, metadata: metadata)
     }
 
     /// Loads parameters and buffers from the safetensors file at `url` (after verifying the checksum

@@ -24,6 +24,61 @@ public protocol Optimizer: AnyObject {
     func step()
     /// Drops every parameter's gradient (`grad = nil`, PyTorch's `set_to_none=True`).
     func zeroGradients()
+    /// What the next steps depend on besides the parameters (moments, momentum buffers, step
+    /// counts) as named tensors indexed like the parameter list: what a checkpoint saves.
+    func stateDictionary() -> [String: NamedTensor]
+    /// Puts a `stateDictionary()` back, after checking every tensor against the parameters (names,
+    /// shapes, finite values); nothing changes unless all of it fits.
+    func loadStateDictionary(_ tensors: [String: NamedTensor]) throws
+}
+
+/// Checks and splits an optimizer state dictionary: `perParameter` names the tensors kept per
+/// parameter (`exp_avg` → `exp_avg.3`), `counts` an optional int tensor of one value per parameter.
+fileprivate func readOptimizerState(_ tensors: [String: NamedTensor], owner: String, parameters: [Parameter],
+                                    perParameter: [String], counts: String?) throws -> (buffers: [String: [Tensor?]], counts: [Int]) {
+    func refuse(_ what: String, _ value: String? = nil, _ why: String) -> UserError {
+        UserError(what: "\(owner) state: \(what)", value: value, why: why,
+                  remedy: "the checkpoint is damaged or was written for another model or optimizer")
+    }
+    var buffers = Dictionary(uniqueKeysWithValues: perParameter.map { ($0, [Tensor?](repeating: nil, count: parameters.count)) })
+    var stepCounts = [Int](repeating: 0, count: parameters.count)
+    for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) {
+        if name == counts {
+            guard let t = tensor.intTensor, t.shape == [parameters.count] else {
+                throw refuse(name, "\(tensor.kindName) \(tensor.shape)", "must be \(parameters.count) integers, one per parameter")
+            }
+            guard let bad = t.scalars.first(where: { $0 < 0 }) else { stepCounts = t.scalars.map(Int.init); continue }
+            throw refuse(name, String(bad), "a step count cannot be negative")
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let kind = perParameter.first(where: { $0 == parts[0] }), let i = Int(parts[1]),
+              i >= 0 && i < parameters.count else {
+            throw refuse(name, nil, "is not a tensor of this optimizer over \(parameters.count) parameters")
+        }
+        guard let t = tensor.floatTensor, t.shape == parameters[i].value.shape else {
+            throw refuse(name, "\(tensor.kindName) \(tensor.shape)", "parameter \(i) has shape \(parameters[i].value.shape)")
+        }
+        let p = t.pointer
+        for j in 0..<t.count where !p[j].isFinite { throw refuse(name, "\(p[j])", "is not a finite number") }
+        buffers[kind]![i] = t
+    }
+    if counts != nil {
+        // A parameter has been updated (count > 0) exactly when it has every buffer.
+        for i in 0..<parameters.count {
+            let present = perParameter.filter { buffers[$0]![i] != nil }
+            guard present.isEmpty == (stepCounts[i] == 0) && (present.isEmpty || present.count == perParameter.count) else {
+                throw refuse("parameter \(i)", nil, "has \(stepCounts[i]) steps but buffers \(present)")
+            }
+        }
+    }
+    return (buffers, stepCounts)
+}
+
+/// The present entries of `buffers` as `<name>.<index>` float tensors.
+fileprivate func namedBuffers(_ name: String, _ buffers: [Tensor?]) -> [String: NamedTensor] {
+    var out: [String: NamedTensor] = [:]
+    for (i, b) in buffers.enumerated() { if let b { out["\(name).\(i)"] = .float(b) } }
+    return out
 }
 
 /// Elements per `parallelFor` piece in the update loops (below this, updates run inline).
@@ -120,6 +175,13 @@ public final class SGD: Optimizer {
     }
 
     public func zeroGradients() { for p in parameters { p.grad = nil } }
+
+    public func stateDictionary() -> [String: NamedTensor] { namedBuffers("momentum_buffer", momentumBuffers) }
+
+    public func loadStateDictionary(_ tensors: [String: NamedTensor]) throws {
+        let read = try readOptimizerState(tensors, owner: "SGD", parameters: parameters, perParameter: ["momentum_buffer"], counts: nil)
+        momentumBuffers = read.buffers["momentum_buffer"]!
+    }
 }
 
 // MARK: - Adam and AdamW
@@ -262,6 +324,23 @@ public class Adam: Optimizer {
     }
 
     public func zeroGradients() { for p in parameters { p.grad = nil } }
+
+    public func stateDictionary() -> [String: NamedTensor] {
+        var out = namedBuffers("exp_avg", state.firstMoments).merging(namedBuffers("exp_avg_sq", state.secondMoments)) { a, _ in a }
+        out["step"] = .int(IntTensor(shape: [parameters.count], scalars: state.steps.map { Int32(clamping: $0) }))
+        return out
+    }
+
+    public func loadStateDictionary(_ tensors: [String: NamedTensor]) throws {
+        let read = try readOptimizerState(tensors, owner: name, parameters: parameters, perParameter: ["exp_avg", "exp_avg_sq"], counts: "step")
+        if let negative = read.buffers["exp_avg_sq"]!.compactMap({ $0 }).first(where: { $0.scalars.contains { $0 < 0 } }) {
+            throw UserError(what: "\(name) state: exp_avg_sq", value: "\(negative.scalars.min()!)", why: "a second moment cannot be negative",
+                            remedy: "the checkpoint is damaged or was written for another model or optimizer")
+        }
+        state.firstMoments = read.buffers["exp_avg"]!
+        state.secondMoments = read.buffers["exp_avg_sq"]!
+        state.steps = read.counts
+    }
 }
 
 /// Adam with decoupled weight decay (θ ← θ·(1 − γλ) before the Adam update), as `torch.optim.AdamW`.

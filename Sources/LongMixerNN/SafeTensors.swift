@@ -408,7 +408,9 @@ public enum SafeTensors {
 
     // MARK: Atomic file write
 
-    static func writeAtomically(_ data: Data, to url: URL) throws {
+    /// Writes `data` to a temporary file beside `url`, flushes it to disk, renames it over `url` and
+    /// flushes the folder: a reader sees the old file or the new one, never a part (also after a crash).
+    public static func writeAtomically(_ data: Data, to url: URL) throws {
         let path = url.path
         let directory = url.deletingLastPathComponent().path
         var template = Array("\(directory)/.\(url.lastPathComponent).tmp-XXXXXX".utf8CString)
@@ -453,6 +455,21 @@ public enum SafeTensors {
 
 // MARK: - Content checksum
 
+/// FNV-1a, 64 bits: the checksum of weights files and checkpoint records.
+public struct FNV1a {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init() {}
+    public mutating func mix(_ bytes: UnsafeRawBufferPointer) {
+        for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
+    }
+    public mutating func mix(_ data: Data) { data.withUnsafeBytes { mix($0) } }
+    /// 16 hex digits.
+    public var hex: String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
 extension SafeTensors {
     /// Metadata key of the checksum `Module.saveWeights` records. The format has none of its own, so a
     /// flipped bit in a weight would otherwise load as a different, equally valid-looking model.
@@ -461,10 +478,8 @@ extension SafeTensors {
     /// FNV-1a (64 bits) over every tensor in name order: its name, kind, shape and data, as 16 hex
     /// digits. Names and shapes are included so swapped or renamed entries change it too.
     public static func checksum(_ tensors: [String: NamedTensor]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ bytes: UnsafeRawBufferPointer) {
-            for b in bytes { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        }
+        var hash = FNV1a()
+        func mix(_ bytes: UnsafeRawBufferPointer) { hash.mix(bytes) }
         func mix(_ value: Int) { withUnsafeBytes(of: Int64(value).littleEndian) { mix($0) } }
         for name in tensors.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
             var utf8 = Array(name.utf8)
@@ -480,8 +495,17 @@ extension SafeTensors {
             case .int(let t): t.scalars.withUnsafeBytes { mix($0) }
             }
         }
-        let hex = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        return hash.hex
+    }
+
+    /// `save` with `checksum(tensors)` recorded in the metadata (what loading verifies); returns it.
+    @discardableResult
+    public static func saveWithChecksum(_ tensors: [String: NamedTensor], to url: URL, metadata: [String: String] = [:]) throws -> String {
+        let sum = checksum(tensors)
+        var metadata = metadata
+        metadata[checksumKey] = sum
+        try save(tensors, to: url, metadata: metadata)
+        return sum
     }
 
     /// Throws when `metadata` records a checksum that `tensors` do not match (files without one —

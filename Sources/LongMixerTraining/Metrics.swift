@@ -156,8 +156,9 @@ public func bitsPerByteFromNats(_ nats: Double) -> Double { nats / Foundation.lo
 
 /// Evaluates `model` on every sample of `source` in eval mode without recording gradients, and
 /// restores the model's previous training mode. Loss is the per-sample mean (batches weighted by size).
+/// `progress` sees (batches done, batches in all) after every batch; what it throws stops the evaluation.
 public func evaluate(_ model: some SequenceModel, on source: some BatchSource, objective: TaskObjective,
-                     batchSize: Int) throws -> EvaluationResult {
+                     batchSize: Int, progress: (Int, Int) throws -> Void = { _, _ in }) throws -> EvaluationResult {
     check(batchSize >= 1, "evaluate: batch size must be ≥ 1, got \(batchSize)")
     let wasTraining = model.isTraining
     model.eval()
@@ -165,7 +166,8 @@ public func evaluate(_ model: some SequenceModel, on source: some BatchSource, o
     var lossSum = 0.0, correct = 0, seen = 0, weightSum = 0
     var scores: [Float] = [], labels: [Bool] = []
     try withoutGradient {
-        for index in 0..<source.batchCount(size: batchSize) {
+        let batches = source.batchCount(size: batchSize)
+        for index in 0..<batches {
             let batch = source.batch(at: index, size: batchSize)
             let outputs = model(batch.input)
             let loss = try objective.loss(outputs, batch.targets).value.scalar
@@ -178,6 +180,7 @@ public func evaluate(_ model: some SequenceModel, on source: some BatchSource, o
             }
             seen += batch.size
             weightSum += weight
+            try progress(index + 1, batches)
         }
     }
     let isLanguageModel: Bool
@@ -243,6 +246,8 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     public var perplexity: Double?
     /// Binary tasks, evaluation records: ROC-AUC of the predicted probabilities.
     public var rocAUC: Double?
+    /// Test records: the weights scored, `best` (by validation) or `last`.
+    public var checkpoint: CheckpointKind?
 
     public init(step: Int, epoch: Int, split: Kind, loss: Double, accuracy: Double, elapsedSeconds: Double, samplesSeen: Int,
                 learningRate: Double? = nil, samplesPerSecond: Double? = nil, gradientNorm: Double? = nil,
@@ -277,13 +282,25 @@ public final class JSONLinesWriter {
     private let handle: FileHandle
     private let encoder: JSONEncoder
 
-    /// Creates (or truncates) the file.
-    public init(url: URL) throws {
+    /// Bytes in the file so far.
+    public private(set) var size: UInt64 = 0
+
+    /// Creates the file, or with `keeping` opens it and cuts it to its first `keeping` bytes (a
+    /// resumed run drops what was logged after its checkpoint).
+    public init(url: URL, keeping: UInt64? = nil) throws {
         self.url = url
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw RunDirectoryError.notWritable(url.path, "cannot create the file")
+        if keeping == nil || !FileManager.default.fileExists(atPath: url.path) {
+            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+                throw RunDirectoryError.notWritable(url.path, "cannot create the file")
+            }
         }
         handle = try FileHandle(forWritingTo: url)
+        if let keeping {
+            let end = try handle.seekToEnd()
+            size = min(keeping, end)
+            try handle.truncate(atOffset: size)
+            try handle.seek(toOffset: size)
+        }
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -293,6 +310,7 @@ public final class JSONLinesWriter {
         var data = try encoder.encode(value)
         data.append(0x0A)
         try handle.write(contentsOf: data)
+        size += UInt64(data.count)
     }
 
     deinit { try? handle.close() }

@@ -68,6 +68,8 @@ public struct RunSettings: Codable, Equatable, Sendable {
     public var testSize: Int?
     public var corpus: String?
     public var dataDirectory: String?
+    public var checkpointInterval: Int?
+    public var validationSample: Int?
 
     public init() {}
 
@@ -80,6 +82,7 @@ public struct RunSettings: Codable, Equatable, Sendable {
         take(\.microBatchSize); take(\.epochs); take(\.steps); take(\.clipNorm); take(\.logInterval); take(\.evaluationInterval)
         take(\.targetAccuracy); take(\.trainSize); take(\.validationSize); take(\.testSize); take(\.corpus)
         take(\.dataDirectory)
+        take(\.checkpointInterval); take(\.validationSample)
         return r
     }
 }
@@ -107,6 +110,8 @@ public struct RunConfiguration: Codable, Equatable, Sendable {
     public var data: TaskDataOptions
 
     public static let defaultEvaluationInterval = 250
+    /// Windows a language model's validations during training score (all of them at the end).
+    public static let defaultLanguageModelValidationSample = 200
 }
 
 extension RunConfiguration {
@@ -127,6 +132,7 @@ extension RunConfiguration {
             d.batchSize = 16
             d.steps = 1000
             d.size = .small
+            d.validationSample = defaultLanguageModelValidationSample
         } else {
             d.optimizer = .adam
             d.learningRate = 2e-3
@@ -218,6 +224,8 @@ extension RunConfiguration {
         try positive(merged.steps, "--steps", max: 1 << 32)
         try positive(merged.logInterval, "--log-interval")
         try positive(merged.evaluationInterval, "--eval-interval")
+        try positive(merged.checkpointInterval, "--checkpoint-interval")
+        try positive(merged.validationSample, "--val-sample", max: 1 << 32)
         try positive(merged.trainSize, "--train-size", max: 1 << 32)
         try positive(merged.validationSize, "--val-size", max: 1 << 32)
         try positive(merged.testSize, "--test-size", max: 1 << 32)
@@ -258,7 +266,10 @@ extension RunConfiguration {
         let training = TrainingConfiguration(
             batchSize: merged.batchSize!, evaluationBatchSize: merged.microBatchSize, microBatchSize: merged.microBatchSize,
             epochs: merged.epochs ?? 1, steps: merged.steps, clipNorm: clip, logInterval: merged.logInterval!,
-            evaluationInterval: merged.steps != nil ? merged.evaluationInterval : nil, targetAccuracy: merged.targetAccuracy)
+            evaluationInterval: merged.steps != nil ? merged.evaluationInterval : nil, targetAccuracy: merged.targetAccuracy,
+            // By default a checkpoint comes with every validation (each epoch when training by epochs).
+            checkpointInterval: merged.checkpointInterval ?? (merged.steps != nil ? merged.evaluationInterval : nil),
+            validationSample: merged.validationSample)
         let data: TaskDataOptions
         if task.dataOptions.contains(.corpus) {
             data = TaskDataOptions(length: length, seed: merged.seed!, corpus: merged.corpus,
@@ -334,6 +345,56 @@ extension RunConfiguration {
         r.testSize = scaled(r.testSize, minimum: 1)
         if let w = r.warmupSteps { r.warmupSteps = Int((Double(w) * scale).rounded()) }
         return r
+    }
+
+    /// The settings given with `--resume` that differ from this (stored) configuration, as
+    /// `--flag (given value; the run has stored value)`: a resumed run continues the stored run as it was.
+    public func contradictions(with s: RunSettings) -> [String] {
+        var out: [String] = []
+        func compare<T: Equatable>(_ flag: String, _ given: T?, _ stored: T?) {
+            guard let given, given != stored else { return }
+            out.append("\(flag) \(given) (the run has \(stored.map { "\($0)" } ?? "none"))")
+        }
+        compare("--task", s.task?.lowercased(), task)
+        compare("--model", s.model?.lowercased(), model)
+        compare("--length", s.length, length)
+        compare("--seed", s.seed, seed)
+        compare("--size", s.size, size)
+        compare("--optimizer", s.optimizer, optimizer)
+        compare("--learning-rate", s.learningRate, learningRate)
+        compare("--schedule", s.schedule, schedule)
+        compare("--warmup-steps", s.warmupSteps, warmupSteps)
+        compare("--weight-decay", s.weightDecay, weightDecay)
+        compare("--head-lr-scale", s.headLearningRateScale, headLearningRateScale)
+        compare("--batch-size", s.batchSize, training.batchSize)
+        compare("--micro-batch-size", s.microBatchSize, training.microBatchSize)
+        compare("--epochs", s.epochs, training.steps == nil ? training.epochs : nil)
+        compare("--steps", s.steps, training.steps)
+        compare("--clip-norm", s.clipNorm, training.clipNorm ?? 0)
+        compare("--log-interval", s.logInterval, training.logInterval)
+        compare("--eval-interval", s.evaluationInterval, training.evaluationInterval)
+        compare("--target-accuracy", s.targetAccuracy, training.targetAccuracy)
+        compare("--checkpoint-interval", s.checkpointInterval, training.checkpointInterval)
+        compare("--val-sample", s.validationSample, training.validationSample)
+        compare("--train-size", s.trainSize, data.splitSizes?.train)
+        compare("--val-size", s.validationSize, data.splitSizes?.validation ?? data.validationLimit)
+        compare("--test-size", s.testSize, data.splitSizes?.test ?? data.testLimit)
+        compare("--corpus", s.corpus, data.corpus)
+        let given = s.modelOptions, stored = modelOptions
+        compare("--dimensions", given.dimensions, stored.dimensions)
+        compare("--layers", given.layers, stored.layers)
+        compare("--hidden", given.hidden, stored.hidden)
+        compare("--heads", given.heads, stored.heads)
+        compare("--feed-forward", given.feedForward, stored.feedForward)
+        compare("--dropout", given.dropout, stored.dropout)
+        compare("--dropout1", given.dropout1, stored.dropout1)
+        compare("--dropout2", given.dropout2, stored.dropout2)
+        compare("--protocol", given.linkProtocol, stored.linkProtocol)
+        compare("--factor-rule", given.factorRule, stored.factorRule)
+        compare("--residual", given.residual, stored.residual)
+        compare("--pooling", given.pooling, stored.pooling)
+        compare("--positions", given.positions, stored.positions)
+        return out
     }
 
     /// The model side of the task at this configuration's length.

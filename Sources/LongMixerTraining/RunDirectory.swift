@@ -27,6 +27,7 @@ public enum RunDirectoryError: Error, CustomStringConvertible, Equatable {
 ///     .longmixer-run     marker: this folder is a LongMixer run directory (written first)
 ///     config.json        the resolved configuration (written at the start)
 ///     metrics.jsonl      one JSON object per logged step / evaluation (appended as training goes)
+///     checkpoints/       periodic, best and final checkpoints (`CheckpointStore`)
 ///     model.safetensors  final weights
 ///     summary.json       final metrics, wall-clock time, samples seen
 ///
@@ -234,16 +235,41 @@ public struct RunDirectory: Sendable {
     }
 
     /// Runs `body` (the training run, which writes the weights), then commits the replacement; if
-    /// `body` throws, rolls it back and rethrows.
+    /// `body` throws, rolls it back and rethrows, unless `keepingOn` says the error leaves a run worth
+    /// keeping (one that stopped with a checkpoint to resume from), which is committed.
     @discardableResult
-    public func finishing<T>(_ body: () throws -> T) throws -> T {
+    public func finishing<T>(keepingOn: (Error) -> Bool = { _ in false }, _ body: () throws -> T) throws -> T {
         let result: T
         do { result = try body() } catch {
-            rollBackReplacement()
+            if keepingOn(error) { try commitReplacement() } else { rollBackReplacement() }
             throw error
         }
         try commitReplacement()
         return result
+    }
+
+    /// An exclusive lock on the run directory (on its marker) while a run writes into it, released
+    /// when the lock is dropped or the process ends.
+    public final class Lock {
+        let descriptor: Int32
+        init(_ descriptor: Int32) { self.descriptor = descriptor }
+        deinit { close(descriptor) }
+    }
+
+    /// Locks the run directory, so a second process resuming the same run is refused instead of
+    /// interleaving its checkpoints with this one's.
+    public func lock() throws -> Lock {
+        let marker = url.appendingPathComponent(Self.markerName).path
+        let fd = open(marker, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw UserError(.runtime, what: "run directory", value: url.path, why: "cannot open its marker (\(String(cString: strerror(errno))))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw UserError(what: "run directory", value: url.path, why: "is in use by another longmixer process",
+                            remedy: "wait for it to end, or stop it (Ctrl-C writes a checkpoint) and resume then")
+        }
+        return Lock(fd)
     }
 
     init(url: URL, replaced: URL? = nil) {

@@ -22,38 +22,64 @@ public struct RunRecord: Encodable {
     public var model: String
 }
 
+/// What `config.json` is read back as, to resume or evaluate a run.
+public struct StoredRunRecord: Decodable {
+    public var configuration: RunConfiguration
+    public var threads: Int?
+
+    /// Reads `config.json` of the run directory `url`; one usage error when it is not a run's.
+    public static func read(_ url: URL, option: String) throws -> StoredRunRecord {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw UserError(what: option, value: url.path, why: "is not a folder", remedy: "name the run directory of a training run")
+        }
+        let configURL = url.appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: configURL.path) else {
+            throw UserError(what: option, value: url.path, why: "has no config.json, so it is not a training run's directory",
+                            remedy: "name the run directory of a training run")
+        }
+        do { return try JSONDecoder().decode(StoredRunRecord.self, from: data) } catch {
+            throw UserError(what: option, value: configURL.path, why: "is not the configuration of a training run (\(jsonProblem(error)))",
+                            remedy: "name the run directory of a `longmixer train` run")
+        }
+    }
+}
+
 /// One training run of any model on any task: data, model, optimiser, schedule, run directory and
 /// trainer, built from a `RunConfiguration` in that order (the run directory only once everything
 /// that can be refused has been checked).
 public enum TrainingRun {
-    /// Builds and runs the training; `reporter` sees progress, `announce` the data summary line.
-    @discardableResult
-    public static func run(_ c: RunConfiguration, command: [String] = CommandLine.arguments, output: URL?, overwrite: Bool,
-                           reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
+    /// The task, model and data a configuration builds (the same for training, resuming and evaluating).
+    public struct Parts {
+        public let task: any Task
+        public let entry: ModelEntry
+        public let data: TaskData
+        public let built: BuiltModel
+        public let memory: MemoryEstimate
+        /// The model configuration as the weights metadata records it.
+        public let weightsMetadata: [String: String]
+    }
+
+    /// Builds the task's data and the model (initial weights from the seed); refuses what cannot fit in memory.
+    public static func build(_ c: RunConfiguration) throws -> Parts {
         let task = try TaskRegistry.task(c.task)
         let entry = try ModelRegistry.entry(c.model)
         let memory = try MemoryEstimate(c)
         try memory.check()
         let trainSamples = c.training.steps.map { $0 * c.training.batchSize }
         let data = try task.makeData(c.data, trainSamples: trainSamples)
-        let totalSteps = c.training.totalSteps(trainCount: data.train.count)
-        // The default warm-up (10 % of an LM run) always fits the run; a given one is checked.
-        let warmup = c.warmupSteps ?? (c.schedule == .constant || !task.isCausal ? 0 : min(max(1, totalSteps / 10), totalSteps - 1))
-        guard warmup == 0 || warmup < totalSteps else {
-            throw UserError(what: "--warmup-steps", value: String(warmup), why: "must be below the run's \(totalSteps) steps",
-                            remedy: "lower --warmup-steps or train longer")
-        }
-        let schedule: (any LearningRateSchedule)?
-        switch c.schedule {
-        case .constant: schedule = nil
-        case .cosine: schedule = WarmupCosineSchedule(peakLearningRate: c.learningRate, warmupSteps: warmup, totalSteps: totalSteps)
-        case .inverseSqrt: schedule = WarmupInverseSqrtSchedule(peakLearningRate: c.learningRate, warmupSteps: max(warmup, 1))
-        }
-
         var generator = RandomGenerator(seed: c.seed ^ 0x6D6F_6465_6C00_0000)   // "model": independent of the data stream
         let built = try ModelRegistry.build(entry, for: c.modelShape(task), taskName: task.name, options: c.modelOptions,
                                             generator: &generator)
-        let model = built.model
+        let metadata = ["task": task.name, "model": entry.name, "length": String(c.length),
+                        "configuration": String(decoding: try encodeSorted(built.configuration), as: UTF8.self)]
+        return Parts(task: task, entry: entry, data: data, built: built, memory: memory, weightsMetadata: metadata)
+    }
+
+    /// The trainer of a configuration: optimiser and schedule over the built parts.
+    static func makeTrainer(_ c: RunConfiguration, _ parts: Parts, runDirectory: RunDirectory, reporter: TrainingReporter) throws -> Trainer {
+        let task = parts.task, model = parts.built.model
+        let (schedule, warmup) = try makeSchedule(c, parts)
         // The LM reference (fairseq) uses β = (0.9, 0.98); the classification references PyTorch's defaults.
         let betas: (Float, Float) = task.isCausal ? (0.9, 0.98) : (0.9, 0.999)
         let optimizer: any Optimizer
@@ -63,30 +89,139 @@ public enum TrainingRun {
         case .sgd: optimizer = SGD(parameters: model.parameters(), learningRate: c.learningRate, momentum: 0.9, weightDecay: c.weightDecay)
         }
         if c.headLearningRateScale != 1, let adam = optimizer as? Adam {
-            adam.setLearningRateMultiplier(c.headLearningRateScale, for: built.headParameters)
+            adam.setLearningRateMultiplier(c.headLearningRateScale, for: parts.built.headParameters)
         }
+        let trainer = try Trainer(model: model, optimizer: optimizer, objective: task.objective,
+                                  train: parts.data.train, validation: parts.data.validation, test: parts.data.test,
+                                  configuration: c.training, runDirectory: runDirectory, reporter: reporter, schedule: schedule)
+        trainer.weightsMetadata = parts.weightsMetadata
+        trainer.stopSignal = { StopSignals.received }
+        trainer.divergenceAdvice = divergenceAdvice(c, warmup: warmup)
+        return trainer
+    }
 
-        let directoryURL = output ?? RunDirectory.defaultURL(task: task.name, model: entry.name)
-        // The inputs a replaced run directory must not hold (a corpus inside it would be deleted).
-        let inputs = [c.data.corpus].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
+    /// The learning-rate schedule and its warm-up (the default, 10 % of an LM run, always fits the
+    /// run; a given one is checked against the run's length, known once the data are).
+    static func makeSchedule(_ c: RunConfiguration, _ parts: Parts) throws -> (schedule: (any LearningRateSchedule)?, warmup: Int) {
+        let totalSteps = c.training.totalSteps(trainCount: parts.data.train.count)
+        let warmup = c.warmupSteps ?? (c.schedule == .constant || !parts.task.isCausal ? 0 : min(max(1, totalSteps / 10), totalSteps - 1))
+        guard warmup == 0 || warmup < totalSteps else {
+            throw UserError(what: "--warmup-steps", value: String(warmup), why: "must be below the run's \(totalSteps) steps",
+                            remedy: "lower --warmup-steps or train longer")
+        }
+        switch c.schedule {
+        case .constant: return (nil, warmup)
+        case .cosine: return (WarmupCosineSchedule(peakLearningRate: c.learningRate, warmupSteps: warmup, totalSteps: totalSteps), warmup)
+        case .inverseSqrt: return (WarmupInverseSqrtSchedule(peakLearningRate: c.learningRate, warmupSteps: max(warmup, 1)), warmup)
+        }
+    }
+
+    /// What to change after a divergence, from the options the run has.
+    static func divergenceAdvice(_ c: RunConfiguration, warmup: Int) -> String {
+        var advice = "lower --learning-rate (now \(c.learningRate))"
+        if let clip = c.training.clipNorm { advice += " or --clip-norm (now \(clip))" } else { advice += " or clip gradients (--clip-norm 1)" }
+        if warmup == 0 && c.schedule != .constant { advice += ", or add a warm-up (--warmup-steps)" }
+        return advice
+    }
+
+    /// Runs `body` in the run directory: an interrupted or diverged run that kept a checkpoint is a
+    /// run to resume, so a replaced previous run is let go as after a success.
+    static func finishing<T>(_ runDirectory: RunDirectory, _ body: () throws -> T) throws -> T {
+        try runDirectory.finishing(keepingOn: { error in
+            if error is TrainingInterrupted { return true }
+            if case .diverged(_, _, _, .some, _) = error as? TrainingError { return true }
+            return false
+        }) { try StopSignals.catching(body) }
+    }
+
+    /// Builds and runs the training; `reporter` sees progress, `announce` the data summary line.
+    @discardableResult
+    public static func run(_ c: RunConfiguration, command: [String] = CommandLine.arguments, output: URL?, overwrite: Bool,
+                           reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
+        let parts = try build(c)
+        let model = parts.built.model
+        let directoryURL = output ?? RunDirectory.defaultURL(task: parts.task.name, model: parts.entry.name)
+        // The inputs a replaced run directory must not hold (a corpus or data folder inside it would be deleted).
+        let inputs = [c.data.corpus, c.data.dataDirectory].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
+        _ = try makeSchedule(c, parts)   // refused before the run directory exists
         let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: inputs)
-        if let summary = data.summary { announce(summary) }
-        announce(String(format: "estimated peak memory %.2f GiB", memory.gibibytes))
+        let lock = try runDirectory.lock()
+        defer { withExtendedLifetime(lock) {} }
+        if let summary = parts.data.summary { announce(summary) }
+        announce(String(format: "estimated peak memory %.2f GiB", parts.memory.gibibytes))
         var record = RunRecord(command: command, startedAt: ISO8601DateFormatter().string(from: Date()), configuration: c,
-                               threads: Parallel.threadCount, parameterCount: model.parameterCount, data: data.summary,
-                               task: task.name, model: entry.name)
-        switch built.configuration {
+                               threads: Parallel.threadCount, parameterCount: model.parameterCount, data: parts.data.summary,
+                               task: parts.task.name, model: parts.entry.name)
+        switch parts.built.configuration {
         case let p as ParamixerConfiguration: record.paramixer = p
         case let e as EncoderConfiguration: record.encoder = e
         case let l as LanguageModelConfiguration: record.languageModel = l
         default: break
         }
-        let trainer = try Trainer(model: model, optimizer: optimizer, objective: task.objective,
-                                  train: data.train, validation: data.validation, test: data.test,
-                                  configuration: c.training, runDirectory: runDirectory, reporter: reporter, schedule: schedule)
-        trainer.weightsMetadata = ["task": task.name, "model": entry.name, "length": String(c.length),
-                                   "configuration": String(decoding: try encodeSorted(built.configuration), as: UTF8.self)]
-        return try runDirectory.finishing { try trainer.run(resolvedConfiguration: record) }
+        let trainer = try makeTrainer(c, parts, runDirectory: runDirectory, reporter: reporter)
+        return try withReport(runDirectory) {
+            try finishing(runDirectory) { try trainer.run(resolvedConfiguration: record) }
+        }
+    }
+
+    /// Runs `body`, then writes the run's report (also when it stopped with a checkpoint to resume from).
+    static func withReport<T>(_ runDirectory: RunDirectory, _ body: () throws -> T) throws -> T {
+        func report() {
+            // The run itself is done: a report that cannot be written is a warning, not a failure.
+            do { try RunReport.write(runDirectory.url) } catch {
+                FileHandle.standardError.write(Data("warning: the report was not written: \(error)\n".utf8))
+            }
+        }
+        do {
+            let result = try body()
+            report()
+            return result
+        } catch let e as TrainingInterrupted {
+            report()
+            throw e
+        } catch let e as TrainingError {
+            if case .diverged = e { report() }
+            throw e
+        }
+    }
+
+    /// Continues the run in `url` from its newest intact checkpoint (from the start when it has none
+    /// yet), with the configuration it stored. `settings` are the options given with `--resume`: any
+    /// that differs from the stored configuration is refused. Unless `threadsGiven`, the stored thread
+    /// count is used (the same count gives the same numbers as an uninterrupted run).
+    @discardableResult
+    public static func resume(_ url: URL, settings: RunSettings = RunSettings(), threadsGiven: Bool = false,
+                              reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
+        let url = url.standardizedFileURL
+        let stored = try StoredRunRecord.read(url, option: "--resume")
+        let contradictions = stored.configuration.contradictions(with: settings)
+        guard contradictions.isEmpty else {
+            throw UserError(what: "--resume", value: url.path,
+                            why: "\(contradictions.joined(separator: ", ")) contradict\(contradictions.count == 1 ? "s" : "") the stored configuration",
+                            remedy: "drop \(contradictions.count == 1 ? "it" : "them") (a resumed run goes on as it was started), or start a new run")
+        }
+        guard FileManager.default.fileExists(atPath: url.appendingPathComponent(RunDirectory.markerName).path) else {
+            throw UserError(what: "--resume", value: url.path, why: "has no \(RunDirectory.markerName) marker, so it is not a run directory this version wrote",
+                            remedy: "start a new run")
+        }
+        let summaryURL = url.appendingPathComponent("summary.json")
+        guard !FileManager.default.fileExists(atPath: summaryURL.path) else {
+            throw UserError(what: "--resume", value: url.path, why: "the run is complete (it has summary.json)",
+                            remedy: "evaluate it with `longmixer evaluate \(url.path)`, or start a new run")
+        }
+        let runDirectory = RunDirectory(url: url)
+        let lock = try runDirectory.lock()
+        defer { withExtendedLifetime(lock) {} }
+        if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
+            Parallel.setThreadCount(valid)
+        }
+        if let threads = stored.threads, threads != Parallel.threadCount {
+            announce("note: resuming with \(Parallel.threadCount) threads; the run used \(threads), so its numbers will differ from a run that never stopped")
+        }
+        let parts = try build(stored.configuration)
+        if let summary = parts.data.summary { announce(summary) }
+        let trainer = try makeTrainer(stored.configuration, parts, runDirectory: runDirectory, reporter: reporter)
+        return try withReport(runDirectory) { try finishing(runDirectory) { try trainer.run(resume: true) } }
     }
 
     static func encodeSorted(_ value: any Encodable) throws -> Data {

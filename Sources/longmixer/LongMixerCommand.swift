@@ -13,6 +13,8 @@ struct LongMixerCommand: ParsableCommand {
         abstract: "Train, evaluate and benchmark efficient long-sequence models (Paramixer, PermuteFormer, …) on CPU.",
         subcommands: [
             TrainCommand.self,
+            EvaluateCommand.self,
+            ReportCommand.self,
             PresetsCommand.self,
             GenerateCommand.self,
             DataCommand.self,
@@ -37,6 +39,10 @@ struct LongMixerCommand: ParsableCommand {
             // HelpCommand), so help still works with a bad variable in the environment.
             if !String(describing: type(of: command)).hasSuffix("HelpCommand") { try RuntimeOptions.checkEnvironment() }
             try command.run()
+        } catch let stop as TrainingInterrupted {
+            // Not a failure: the run stopped as asked, with a checkpoint to continue from. 128 + n, as the shell reports a signal.
+            FileHandle.standardError.write(Data("\(stop)\n".utf8))
+            Foundation.exit(128 + stop.signal)
         } catch let error as UserError {
             fail(error.description, code: error.exitCode)
         } catch let error as TrainingError {

@@ -44,6 +44,14 @@ struct TrainCommand: ParsableCommand {
             --task lm: byte-level language model on --corpus, AdamW (β 0.9, 0.98, weight decay 0.01), 5e-4, \
             cosine with 10 % warm-up, batch 16, 1000 steps, --size small.
 
+            The run directory holds config.json, metrics.jsonl (and .csv), checkpoints/ (every \
+            --checkpoint-interval steps, the best by validation, the end), model.safetensors, summary.json and \
+            report.md with plots. Ctrl-C or SIGTERM writes a checkpoint and stops; `train --resume RUN_DIR` \
+            continues from the newest intact checkpoint and ends with the weights of a run that never stopped \
+            (same thread count). The test split is scored with the best and the last weights; `longmixer \
+            evaluate` and `longmixer report` work on any run directory. --seeds 1,2,3 trains once per seed and \
+            reports the test metric's mean ± standard deviation. On a terminal progress is one live line.
+
             Models: \(ModelRegistry.entries.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
 
             Examples:
@@ -54,6 +62,8 @@ struct TrainCommand: ParsableCommand {
                 (N = 8192: 99.7 % test accuracy after 5000 steps, 200,000 sequences, ≈ 2 h on 2 cores)
               longmixer train --preset paramixer-adding --length 1024 --epochs 5 --output runs/adding-1k
               longmixer train --task lm --model permuteformer --corpus data/shakespeare --length 256 --size tiny --steps 1000
+              longmixer train --resume runs/adding-1k
+              longmixer train --task adding --length 1024 --seeds 1,2,3 --output runs/adding-seeds
             """)
 
     // MARK: What to train
@@ -161,6 +171,9 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed for data, initialisation and dropout (default 42).")
     var seed: UInt64?
 
+    @Option(help: ArgumentHelp("Train once per seed (e.g. 1,2,3) into <output>/seed-<n> and report the test metric's mean ± standard deviation.", valueName: "list"))
+    var seeds: String?
+
     @Option(parsing: .unconditional, help: "Generated tasks: training sequences (default 100000).")
     var trainSize: Int?
 
@@ -179,6 +192,15 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop early once validation accuracy reaches this fraction in (0, 1].")
     var targetAccuracy: Double?
 
+    @Option(parsing: .unconditional, help: "Steps between checkpoints (default: with every validation; each epoch when training by epochs). There is always one at the end and on Ctrl-C / SIGTERM.")
+    var checkpointInterval: Int?
+
+    @Option(name: .customLong("val-sample"), parsing: .unconditional, help: "Validation sequences scored at each validation during training, spread over the split (default: all; 200 windows with --task lm); the final validation scores all.")
+    var validationSample: Int?
+
+    @Option(help: ArgumentHelp("Continue the run in this run directory from its newest intact checkpoint, with its stored configuration (options that contradict it are refused).", valueName: "run-dir"))
+    var resume: String?
+
     // MARK: Output
 
     @OptionGroup var threadOptions: ThreadOptions
@@ -192,6 +214,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print only the final line.")
     var quiet = false
 
+    @Flag(help: "Print one JSON object per event (start, train records, evaluations, checkpoints, end) instead of text.")
+    var json = false
+
     /// The settings given on the command line (nil where an option was not given).
     var settings: RunSettings {
         var s = RunSettings()
@@ -203,8 +228,17 @@ struct TrainCommand: ParsableCommand {
         s.weightDecay = weightDecay; s.headLearningRateScale = headLearningRateScale; s.batchSize = batchSize
         s.microBatchSize = microBatchSize; s.epochs = epochs; s.steps = steps; s.clipNorm = clipNorm; s.logInterval = logInterval
         s.evaluationInterval = evalInterval; s.targetAccuracy = targetAccuracy; s.trainSize = trainSize; s.validationSize = valSize
-        s.testSize = testSize; s.corpus = corpus; s.dataDirectory = dataDir
+        s.testSize = testSize; s.corpus = corpus; s.dataDirectory = dataDir; s.checkpointInterval = checkpointInterval
+        s.validationSample = validationSample
         return s
+    }
+
+    /// Plain lines in a pipe or a file, one live line on a terminal, JSON, or only the final line.
+    var reporter: TrainingReporter {
+        if json { return JSONReporter() }
+        if quiet { return FinalLineReporter() }
+        if isatty(STDOUT_FILENO) == 1 { return LiveReporter(columns: terminalColumns()) }
+        return ConsoleReporter()
     }
 
     func run() throws {
@@ -212,18 +246,64 @@ struct TrainCommand: ParsableCommand {
         if let output, output.trimmingCharacters(in: .whitespaces).isEmpty {
             throw UserError(what: "--output", value: "''", why: "is empty", remedy: "name a run directory")
         }
+        if quiet && json { throw UserError(what: "--quiet", why: "and --json choose different outputs", remedy: "give one") }
+        // Through the same unbuffered handle as the progress lines, so the order holds in a pipe too.
+        let announce: (String) -> Void = { line in if !quiet && !json { FileHandle.standardOutput.write(Data((line + "\n").utf8)) } }
+        if let resume {
+            for (flag, given) in [("--preset", preset != nil), ("--scale", scale != nil), ("--output", output != nil), ("--overwrite", overwrite)] where given {
+                throw UserError(what: flag, why: "does not go with --resume (the run continues in its own directory with its stored configuration)",
+                                remedy: "drop it")
+            }
+            if seeds != nil { throw UserError(what: "--seeds", why: "does not go with --resume (a sweep resumes with its own seeds)", remedy: "drop it") }
+            let url = URL(fileURLWithPath: resume)
+            let threadsGiven = threadOptions.threads != nil || RuntimeOptions.environment.threads != nil
+            if SeedSweep.isSweep(url) {
+                let record = try SeedSweep.resume(url, settings: settings, threadsGiven: threadsGiven, reporter: reporter, announce: announce)
+                if !json { print(SeedSweep.line(record, folder: url.standardizedFileURL)) }
+            } else {
+                try TrainingRun.resume(url, settings: settings, threadsGiven: threadsGiven, reporter: reporter, announce: announce)
+            }
+            return
+        }
         let configuration = try RunConfiguration.resolve(settings, preset: preset, scale: scale)
-        let reporter: TrainingReporter = quiet ? FinalLineReporter() : ConsoleReporter()
+        if let seeds {
+            if seed != nil { throw UserError(what: "--seed", why: "and --seeds both set the seed", remedy: "give one") }
+            let list = seeds.split(separator: ",", omittingEmptySubsequences: false).map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            guard !list.isEmpty, list.allSatisfy({ $0 != nil }) else {
+                throw UserError(what: "--seeds", value: seeds, why: "must be a comma-separated list of non-negative integers", remedy: "e.g. --seeds 1,2,3")
+            }
+            let (record, folder) = try SeedSweep.run(configuration, seeds: list.map { $0! }, output: output.map { URL(fileURLWithPath: $0) },
+                                                     overwrite: overwrite, reporter: reporter, announce: announce)
+            if !json { print(SeedSweep.line(record, folder: folder)) }
+            return
+        }
         try TrainingRun.run(configuration, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
-                            announce: { line in if !quiet { print(line) } })
+                            announce: announce)
     }
 }
 
-/// Prints only the `finished` line.
+/// The width of the terminal on standard output (the widest progress line when it cannot be told).
+func terminalColumns() -> Int {
+    var size = winsize()
+    return ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : ProgressText.columns
+}
+
+/// Prints only the `finished` line (and warnings, on standard error).
 final class FinalLineReporter: TrainingReporter {
     let console = ConsoleReporter()
+    let warnings = WarningReporter()
     func report(_ event: TrainingEvent) {
         if case .finished = event { console.report(event) }
+        warnings.report(event)
+    }
+}
+
+/// Prints only warnings (a damaged checkpoint passed over), on standard error.
+final class WarningReporter: TrainingReporter {
+    func report(_ event: TrainingEvent) {
+        if case .checkpointRefused = event, let line = ProgressText.line(event) {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
     }
 }
 

@@ -94,6 +94,19 @@ struct ModuleTests {
         #expect(d(x).value.scalars == x.value.scalars)
     }
 
+    @Test func randomStreamsAreFoundAndRestoringOneRepeatsItsDraws() {
+        var g = RandomGenerator(seed: 1)
+        let model = Sequential([Dropout(probability: 0.5, generator: &g), Linear(inputDimensions: 4, outputDimensions: 4, generator: &g),
+                                Dropout(probability: 0.5, generator: &g)])
+        #expect(model.namedRandomStreams().map(\.0) == ["0.random", "2.random"])
+        let x = Variable(Tensor(ones: [2, 4]))
+        _ = model(x)
+        let saved = model.namedRandomStreams().map { $0.1.generator.state }
+        let next = model(x).value.scalars
+        for ((_, stream), state) in zip(model.namedRandomStreams(), saved) { stream.generator.state = state }
+        #expect(model(x).value.scalars == next)
+    }
+
     @Test func seededConstructionIsReproducible() {
         var g1 = RandomGenerator(seed: 9), g2 = RandomGenerator(seed: 9)
         let a = Model(generator: &g1), b = Model(generator: &g2)

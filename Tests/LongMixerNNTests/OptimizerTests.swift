@@ -433,3 +433,73 @@ struct InvalidConfigurationTests {
         await #expect(processExitsWith: .failure) { _ = WarmupInverseSqrtSchedule(peakLearningRate: 1, warmupSteps: 0) }
     }
 }
+
+/// A checkpoint's optimizer state: saved, put back into a fresh optimizer, and the next updates equal
+/// those of the optimizer that never stopped; a damaged state is refused whole.
+@Suite("Optimizer state")
+struct OptimizerStateTests {
+    /// Two parameters; `steps` updates with gradients that depend on the step.
+    func parameters() -> [Parameter] {
+        var g = RandomGenerator(seed: 3)
+        return [Parameter(.normal([3, 4], generator: &g)), Parameter(.normal([5], generator: &g))]
+    }
+
+    func update(_ optimizer: Optimizer, _ ps: [Parameter], steps: Range<Int>) {
+        for k in steps {
+            for (i, p) in ps.enumerated() where !(i == 1 && k == 0) {   // parameter 1 has no gradient at step 0
+                p.grad = Tensor(shape: p.value.shape, scalars: p.value.scalars.enumerated().map { Float($0.offset % 3) - 0.7 * Float(k) + $0.element })
+            }
+            optimizer.step()
+            optimizer.zeroGradients()
+        }
+    }
+
+    @Test(arguments: ["adam", "adamw", "sgd"])
+    func restoredOptimizerContinuesIdentically(kind: String) throws {
+        func make(_ ps: [Parameter]) -> Optimizer {
+            switch kind {
+            case "adam": return Adam(parameters: ps, learningRate: 0.01, weightDecay: 0.1)
+            case "adamw": return AdamW(parameters: ps, learningRate: 0.01)
+            default: return SGD(parameters: ps, learningRate: 0.01, momentum: 0.9, weightDecay: 0.1)
+            }
+        }
+        let a = parameters(), b = parameters()
+        let uninterrupted = make(a)
+        update(uninterrupted, a, steps: 0..<6)
+
+        let first = make(b)
+        update(first, b, steps: 0..<3)
+        let saved = try SafeTensors.decode(SafeTensors.encode(first.stateDictionary()))   // through the file format
+        let resumed = make(b)
+        try resumed.loadStateDictionary(saved.tensors)
+        update(resumed, b, steps: 3..<6)
+        for (x, y) in zip(a, b) { #expect(x.value.scalars == y.value.scalars) }
+        if kind != "sgd" { #expect((resumed as! Adam).stepCounts == [6, 5]) }
+    }
+
+    @Test func damagedStateIsRefusedAndChangesNothing() throws {
+        let ps = parameters()
+        let adam = Adam(parameters: ps, learningRate: 0.01)
+        update(adam, ps, steps: 0..<2)
+        let good = adam.stateDictionary()
+        func refuses(_ tensors: [String: NamedTensor], _ needle: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            let fresh = Adam(parameters: ps, learningRate: 0.01)
+            do {
+                try fresh.loadStateDictionary(tensors)
+                Issue.record("accepted a damaged state (\(needle))", sourceLocation: sourceLocation)
+            } catch {
+                #expect("\(error)".contains(needle), "\(error)", sourceLocation: sourceLocation)
+                #expect(fresh.stepCounts == [0, 0], sourceLocation: sourceLocation)
+            }
+        }
+        var t = good; t["exp_avg.0"] = .float(Tensor(zeros: [4, 3]));  refuses(t, "parameter 0 has shape [3, 4]")
+        t = good; t["exp_avg.7"] = good["exp_avg.0"];                  refuses(t, "exp_avg.7")
+        t = good; t["exp_avg.1"] = nil;                                refuses(t, "steps but buffers")
+        t = good; t["step"] = .int(IntTensor(shape: [2], scalars: [2, -1])); refuses(t, "negative")
+        t = good; t["exp_avg_sq.1"] = .float(Tensor(shape: [5], scalars: [1, 1, -1, 1, 1])); refuses(t, "negative")
+        t = good; t["exp_avg.1"] = .float(Tensor(shape: [5], scalars: [1, .nan, 1, 1, 1])); refuses(t, "finite")
+        let fresh = Adam(parameters: ps, learningRate: 0.01)
+        try fresh.loadStateDictionary(good)
+        #expect(fresh.stepCounts == [2, 1])
+    }
+}

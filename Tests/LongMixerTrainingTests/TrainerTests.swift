@@ -100,7 +100,7 @@ struct TrainerTests {
         let (summary, model) = try tinyRun(task: .order, configuration: TrainingConfiguration(batchSize: 50, epochs: 2, logInterval: 10),
                                            sizes: SplitSizes(train: 500, validation: 100, test: 100), directory: dir)
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
-        #expect(names == [RunDirectory.markerName, "config.json", "metrics.jsonl", "model.safetensors", "summary.json"])
+        #expect(names == [RunDirectory.markerName, "config.json", "metrics.jsonl", "model.safetensors", "summary.json", "checkpoints"])
 
         let records = try readJSONLines(MetricsRecord.self, from: dir.appendingPathComponent("metrics.jsonl"))
         let train = records.filter { $0.split == .train }, validation = records.filter { $0.split == .validation }

@@ -17,4 +17,14 @@ pid_t longmixer_spawn(const char *path, char *const argv[], char *const envp[], 
 /// pipe2(fds, O_CLOEXEC) (Glibc's Swift overlay does not export pipe2). Returns 0 or -errno.
 int longmixer_pipe_cloexec(int fds[2]);
 
+/// Catches SIGINT and SIGTERM: the first one is recorded (read it with longmixer_stop_signal) and the
+/// default action is restored, so a second one stops the process at once. Returns 0 or -errno.
+int longmixer_catch_stop_signals(void);
+
+/// The stop signal caught since longmixer_catch_stop_signals (0: none).
+int longmixer_stop_signal(void);
+
+/// Forgets a caught signal and restores the default actions.
+void longmixer_release_stop_signals(void);
+
 #endif

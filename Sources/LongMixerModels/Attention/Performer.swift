@@ -101,9 +101,9 @@ public final class FavorAttention: PerformerAttention {
     public let projection: Buffer
     public let randomFeatures: Int
     public let redrawInterval: Int?
-    private var featureGenerator: RandomGenerator
-    /// Training forward passes since Ω was drawn.
-    public private(set) var passesSinceRedraw = 0
+    /// The stream Ω is redrawn from; its `count` is the training forward passes since Ω was drawn.
+    let featureStream: RandomStream
+    public var passesSinceRedraw: Int { featureStream.count }
     public static let stabilizer: Float = 1e-6
 
     public init(dimensions: Int, heads: Int, featureMultiplier: Int = 1, randomFeatures: Int? = nil, redrawInterval: Int? = nil,
@@ -116,7 +116,7 @@ public final class FavorAttention: PerformerAttention {
         self.redrawInterval = redrawInterval
         var features = RandomGenerator(seed: featureSeed)
         projection = Buffer(Self.drawProjection(features: m, dimensions: f, generator: &features))
-        featureGenerator = features
+        featureStream = RandomStream(features)
         super.init(dimensions: dimensions, heads: heads, featureMultiplier: featureMultiplier, kernelEpsilon: 0, generator: &generator)
     }
 
@@ -135,14 +135,14 @@ public final class FavorAttention: PerformerAttention {
 
     /// Draws a new Ω now (also what the redraw policy calls).
     public func redrawFeatures() {
-        projection.value = Self.drawProjection(features: randomFeatures, dimensions: featuresPerHead, generator: &featureGenerator)
-        passesSinceRedraw = 0
+        projection.value = Self.drawProjection(features: randomFeatures, dimensions: featuresPerHead, generator: &featureStream.generator)
+        featureStream.count = 0
     }
 
     public override func callAsFunction(_ x: Variable, keyMask: Tensor?, positions: [Int]) -> Variable {
         if isTraining, let k = redrawInterval {
             if passesSinceRedraw >= k { redrawFeatures() }
-            passesSinceRedraw += 1
+            featureStream.count += 1
         }
         return super.callAsFunction(x, keyMask: keyMask, positions: positions)
     }
