@@ -43,12 +43,26 @@ public func expectClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float =
 
 /// Runs `body` once per thread count (LongMixer's and OpenBLAS's), restoring the previous count after.
 public func withEachThreadCount(_ counts: [Int] = [1, 2], _ body: (Int) -> Void) {
+    threadCountLock.lock()
+    defer { threadCountLock.unlock() }
     let saved = Parallel.threadCount
     defer { Parallel.setThreadCount(saved) }
     for t in counts {
         Parallel.setThreadCount(t)
         body(t)
     }
+}
+
+/// Held while a test changes the process-wide thread count (tests run concurrently).
+nonisolated(unsafe) let threadCountLock = NSRecursiveLock()
+
+/// Runs `body` while no other test changes the thread count: for comparisons of bits between two
+/// computations, which may differ when a concurrent test switches the thread count between them
+/// (OpenBLAS splits sums by thread).
+public func withSteadyThreadCount<T>(_ body: () throws -> T) rethrows -> T {
+    threadCountLock.lock()
+    defer { threadCountLock.unlock() }
+    return try body()
 }
 
 /// Trait of a test whose expectations are about the 16-lane (AVX-512) kernels: it runs where they run

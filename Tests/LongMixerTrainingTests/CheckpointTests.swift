@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
+import LongMixerTestSupport
 
 /// The tiny model with dropout on its features, so a resumed run must restore a random stream too.
 final class DropoutTinyModel: Module, SequenceModel {
@@ -97,6 +98,10 @@ struct CheckpointTests {
 
     @Test("a run stopped at any step and resumed ends with byte-identical weights, optimizer state and metrics")
     func resumeIsBitwiseIdentical() throws {
+        try withSteadyThreadCount { try resumeIsBitwiseIdenticalSteady() }
+    }
+
+    func resumeIsBitwiseIdenticalSteady() throws {
         let (reference, summary) = try uninterrupted()
         defer { try? FileManager.default.removeItem(at: reference) }
         for stop in [3, 10, 27] {
@@ -133,6 +138,10 @@ struct CheckpointTests {
 
     @Test("what a killed run leaves (log lines after the checkpoint, a partial line, a partial checkpoint) does not change the resumed run")
     func leftoversOfAKill() throws {
+        try withSteadyThreadCount { try leftoversOfAKillSteady() }
+    }
+
+    func leftoversOfAKillSteady() throws {
         let (reference, _) = try uninterrupted()
         defer { try? FileManager.default.removeItem(at: reference) }
         let url = try interrupted(at: 20)

@@ -5,6 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
+import LongMixerTestSupport
 
 /// A tiny sequence model for trainer tests: per-position input map (Embedding or Linear(F, D)),
 /// GELU, flatten, Linear(N·D, C).
@@ -137,6 +138,10 @@ struct TrainerTests {
 
     @Test("two runs with the same seed are identical (metrics and weights)")
     func determinism() throws {
+        try withSteadyThreadCount { try determinismSteady() }
+    }
+
+    func determinismSteady() throws {
         let config = TrainingConfiguration(batchSize: 16, steps: 60, logInterval: 10, evaluationInterval: 30)
         let r1 = RecordingReporter(), r2 = RecordingReporter()
         let (s1, m1) = try tinyRun(task: .adding, configuration: config, reporter: r1)
