@@ -65,12 +65,17 @@ public struct TaskData {
     public var validation: any BatchSource
     public var test: any BatchSource
     public var summary: String?
+    /// How the trainer visits the training split: generated i.i.d. samples in order, stored real
+    /// data in a seeded permutation per epoch.
+    public var trainingOrder: TrainingOrder
 
-    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil) {
+    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil,
+                trainingOrder: TrainingOrder = .sequential) {
         self.train = train
         self.validation = validation
         self.test = test
         self.summary = summary
+        self.trainingOrder = trainingOrder
     }
 }
 
