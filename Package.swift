@@ -44,7 +44,8 @@ let package = Package(
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
-        .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        // Data: -O in debug builds too, so generating and parsing real data sets (and their fuzz tests) stay quick.
+        .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),
         // Benchmark suites and the PyTorch side-by-side runs (the CLI's `bench`), apart from training.

@@ -122,11 +122,18 @@ public struct TokenSequences: Sendable, Equatable {
         offsets.append(ids.count)
     }
 
-    /// Appends bytes as the ids byte + `offset` (at most `limit` of them, from the start).
-    public mutating func append(bytes: some Collection<UInt8>, offset: UInt16, limit: Int = .max) {
-        ids.reserveCapacity(ids.count + min(bytes.count, limit))
-        for b in bytes.prefix(limit) { ids.append(UInt16(b) &+ offset) }
+    /// Appends bytes (or small codes) as the ids byte + `offset`, at most `limit` of them from the start.
+    public mutating func append(bytes: UnsafeBufferPointer<UInt8>, offset: UInt16, limit: Int = .max) {
+        let n = min(bytes.count, limit), start = ids.count
+        ids.append(contentsOf: repeatElement(0, count: n))
+        ids.withUnsafeMutableBufferPointer { out in
+            for i in 0..<n { out[start + i] = UInt16(bytes[i]) &+ offset }
+        }
         offsets.append(ids.count)
+    }
+
+    public mutating func append(bytes: [UInt8], offset: UInt16, limit: Int = .max) {
+        bytes.withUnsafeBufferPointer { append(bytes: $0, offset: offset, limit: limit) }
     }
 
     public mutating func reserveCapacity(sequences: Int, ids total: Int) {
@@ -263,9 +270,11 @@ public struct LabelledSequences: BatchSource, Sendable {
 
     /// "20,000 samples (10,000 per label), 1,234 truncated to 3,998 tokens": the split's line for a summary.
     public func describe(_ noun: String = "samples") -> String {
-        let perLabel = labelCounts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.grouped)" }.joined(separator: ", ")
+        let counts = labelCounts
+        let perLabel = counts.count <= 4 ? "labels " + counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.grouped)" }.joined(separator: ", ")
+            : "\(counts.count) labels"
         let cut = truncatedCount
-        return "\(count.grouped) \(noun) (labels \(perLabel))" + (cut > 0 ? ", \(cut.grouped) truncated to \(format.room.grouped) tokens" : "")
+        return "\(count.grouped) \(noun) (\(perLabel))" + (cut > 0 ? ", \(cut.grouped) truncated to \(format.room.grouped) tokens" : "")
     }
 }
 
