@@ -230,7 +230,7 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
-        ListOpsTask(), TextTask(),
+        ListOpsTask(), TextTask(), RetrievalTask(),
     ]
 
     public static var names: [String] { all.map(\.name) }
