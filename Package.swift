@@ -45,6 +45,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // zlib's raw inflate/deflate and CRC-32: reading data sets straight out of zip archives (wheels).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).
         .target(name: "CLongMixerMemory"),
         // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
@@ -54,7 +56,8 @@ let package = Package(
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
-        .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        // Data: -O in debug builds too, so generating and parsing real data sets (and their fuzz tests) stay quick.
+        .target(name: "LongMixerData", dependencies: ["LongMixerCore", "CZlib"], swiftSettings: coreSettings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         // CLongMixerProcess: the SIGINT/SIGTERM flag a run polls to write a checkpoint before it stops.
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "CLongMixerProcess"],

@@ -65,12 +65,17 @@ public struct TaskData {
     public var validation: any BatchSource
     public var test: any BatchSource
     public var summary: String?
+    /// How the trainer visits the training split: generated i.i.d. samples in order, stored real
+    /// data in a seeded permutation per epoch.
+    public var trainingOrder: TrainingOrder
 
-    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil) {
+    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil,
+                trainingOrder: TrainingOrder = .sequential) {
         self.train = train
         self.validation = validation
         self.test = test
         self.summary = summary
+        self.trainingOrder = trainingOrder
     }
 }
 
@@ -96,6 +101,8 @@ public protocol Task: Sendable {
     var dataOptions: Set<TaskDataOption> { get }
     /// Shortest sequence the task can be posed at.
     var minimumLength: Int { get }
+    /// N when none is given (nil: the run's default); real-data tasks use their reference length.
+    var defaultLength: Int? { get }
     /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
     /// random windows; generated tasks ignore it).
     func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData
@@ -103,6 +110,7 @@ public protocol Task: Sendable {
 
 extension Task {
     public var layout: InputLayout { .sequence }
+    public var defaultLength: Int? { nil }
 }
 
 /// What the data directory holds for a task.
@@ -129,9 +137,24 @@ public protocol PreparableTask: Task {
     /// renamed into place at the end, so an interrupted run never leaves data that look ready.
     /// `log` receives progress lines.
     func prepare(into dataDirectory: URL, seed: UInt64, log: (String) -> Void) throws
+    /// Generated data: the reference's samples per split, which `data prepare --train-size` etc.
+    /// may change (nil: the splits have fixed sizes, e.g. data obtained from a package).
+    var defaultSplitSizes: SplitSizes? { get }
+    /// Prepares `sizes` samples per split instead of `defaultSplitSizes` (nil: those).
+    func prepare(into dataDirectory: URL, seed: UInt64, sizes: SplitSizes?, log: (String) -> Void) throws
 }
 
 extension PreparableTask {
+    public var defaultSplitSizes: SplitSizes? { nil }
+
+    public func prepare(into dataDirectory: URL, seed: UInt64, sizes: SplitSizes?, log: (String) -> Void) throws {
+        if sizes != nil {
+            throw UserError(what: "--train-size", why: "the \(name) task's splits have fixed sizes",
+                            remedy: "drop --train-size, --val-size and --test-size here; cap the splits when training instead")
+        }
+        try prepare(into: dataDirectory, seed: seed, log: log)
+    }
+
     /// The data directory of `options`, or a runtime error naming the command that prepares it.
     public func readyDataDirectory(_ options: TaskDataOptions) throws -> URL {
         let directory = URL(fileURLWithPath: options.dataDirectory ?? TaskDataOptions.defaultDataDirectory)
@@ -207,6 +230,7 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
+        ListOpsTask(), TextTask(), RetrievalTask(),
     ]
 
     public static var names: [String] { all.map(\.name) }

@@ -119,7 +119,7 @@ extension RunConfiguration {
     /// ≥ 99 % test accuracy in a few minutes on 2 cores), and the reference's LM optimiser for `lm`.
     static func defaults(task: any Task, family: ModelFamily) -> RunSettings {
         var d = RunSettings()
-        d.length = 1024
+        d.length = task.defaultLength ?? 1024
         d.seed = 42
         d.clipNorm = 1
         d.logInterval = 50

@@ -150,9 +150,11 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
 /// best, at the end, and on SIGINT/SIGTERM when `stopSignal` reports one), `model.safetensors` (the
 /// last weights) and `summary.json`; `run(resume: true)` continues from the newest intact checkpoint.
 ///
-/// Batches are taken in order (batch k of the epoch is samples k·B ..< (k+1)·B): the synthetic
-/// samples are i.i.d. by construction, as in the reference's `shuffle=False` loader. A run is a
-/// pure function of the model's initial weights, the data seeds and the configuration (and the
+/// Batches are taken in order (batch k of the epoch is samples k·B ..< (k+1)·B) by default: the
+/// synthetic samples are i.i.d. by construction, as in the reference's `shuffle=False` loader. With
+/// `trainingOrder` `.shuffled`, batch k takes positions k·B ..< (k+1)·B of the epoch's seeded
+/// permutation instead. A run is a pure function of the model's initial weights, the data seeds and
+/// the configuration (and the
 /// thread count), so a resumed run ends with the weights of one that never stopped.
 public final class Trainer {
     public let model: any SequenceModel
@@ -172,6 +174,11 @@ public final class Trainer {
     public var stopSignal: () -> Int32 = { 0 }
     /// What a diverged run's message advises (the caller knows the options that were given).
     public var divergenceAdvice = "lower the learning rate or enable gradient clipping"
+    /// The order of the training samples in each epoch (the task's `TaskData.trainingOrder`).
+    public var trainingOrder: TrainingOrder = .sequential
+    /// The seeded permutation of the current epoch (shuffled order only; a pure function of the step,
+    /// so a resumed run takes the same samples).
+    private var epochOrder: EpochOrder?
 
     public init(model: any SequenceModel, optimizer: any Optimizer, objective: TaskObjective,
                 train: any BatchSource, validation: any BatchSource, test: any BatchSource,
@@ -483,7 +490,13 @@ public final class Trainer {
         // The step's samples, in pieces of at most `microBatchSize` (one piece by default).
         let first = batchIndex * c.batchSize, end = min(first + c.batchSize, train.count)
         let pieceSize = c.microBatchSize ?? c.batchSize
-        let pieces = stride(from: first, to: end, by: pieceSize).map { train.batch(indices: $0..<min($0 + pieceSize, end)) }
+        if case .shuffled(let seed) = trainingOrder, epochOrder == nil { epochOrder = EpochOrder(count: train.count, seed: seed) }
+        let epochIndex = s.step / batchesPerEpoch
+        let pieces = stride(from: first, to: end, by: pieceSize).map { start -> Batch in
+            let positions = start..<min(start + pieceSize, end)
+            guard epochOrder != nil else { return train.batch(indices: positions) }
+            return train.batch(samples: epochOrder!.samples(epoch: epochIndex, positions: positions))
+        }
         let pieceWeights = pieces.map { objective.weight($0.targets, batchSize: $0.size) }
         let batchWeight = pieceWeights.reduce(0, +)
         let batchSize = end - first

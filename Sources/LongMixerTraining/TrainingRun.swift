@@ -95,6 +95,7 @@ public enum TrainingRun {
                                   train: parts.data.train, validation: parts.data.validation, test: parts.data.test,
                                   configuration: c.training, runDirectory: runDirectory, reporter: reporter, schedule: schedule)
         trainer.weightsMetadata = parts.weightsMetadata
+        trainer.trainingOrder = parts.data.trainingOrder
         trainer.stopSignal = { StopSignals.received }
         trainer.divergenceAdvice = divergenceAdvice(c, warmup: warmup)
         return trainer

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import LongMixerCore
 
@@ -188,6 +189,24 @@ struct GradientCheckTests {
         expectGradients([bceLogits]) { binaryCrossEntropy(logits: $0[0], targets: bceTargets) }
         let p = randomVariable([3, 2], seed: 38), t = randomVariable([3, 2], seed: 39)
         expectGradients([p, t]) { meanSquaredError($0[0], $0[1]) }
+    }
+
+    @Test("binary cross-entropy keeps its targets for backward (a temporary target tensor was read after being freed)")
+    func binaryCrossEntropyOwnsItsTargets() throws {
+        let logits = Variable(Tensor(shape: [4, 1], scalars: [0.5, -1, 2, 0]), requiresGradient: true)
+        // The targets are a temporary, as the trainer builds them from class labels.
+        let loss = binaryCrossEntropy(logits: logits, targets: Tensor(shape: [4, 1], scalars: [1, 0, 0, 1]))
+        // Reuse of freed memory: allocate tensors of the same size filled with a large value.
+        let churn = (0..<256).map { _ in Tensor(repeating: 1e30, shape: [4, 1]) }
+        try loss.backward()
+        let x: [Float] = [0.5, -1, 2, 0], t: [Float] = [1, 0, 0, 1]
+        let expected: [Float] = (0..<4).map { i in
+            let sigmoid = Float(1 / (1 + Foundation.exp(-Double(x[i]))))
+            return (sigmoid - t[i]) / 4
+        }
+        let grad = try #require(logits.grad).scalars
+        for (g, e) in zip(grad, expected) { #expect(abs(g - e) < 1e-6) }
+        #expect(churn.count == 256)
     }
 
     @Test func composedNetwork() {
