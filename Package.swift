@@ -21,7 +21,8 @@ let wideFlags: [SwiftSetting] = []
 #endif
 // The SIMD kernels are 10–50× slower unoptimised, which would make debug-built tests crawl:
 // Core is compiled with -O in debug builds too (still with -enable-testing for @testable), and so is NN:
-// its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short.
+// its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short;
+// and so is Data: its generators and file readers run over thousands of samples and mutated files in the tests.
 let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
@@ -35,6 +36,9 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // zlib (gzip, PNG) and liblzma (.xz) for reading the tasks' data files.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CLZMA", path: "Sources/CLZMA"),
         // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).
         .target(name: "CLongMixerMemory"),
         // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
@@ -44,7 +48,7 @@ let package = Package(
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
-        .target(name: "LongMixerData", dependencies: ["LongMixerCore"], swiftSettings: settings),
+        .target(name: "LongMixerData", dependencies: ["LongMixerCore", "CZlib", "CLZMA"], swiftSettings: coreSettings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),
         // Benchmark suites and the PyTorch side-by-side runs (the CLI's `bench`), apart from training.

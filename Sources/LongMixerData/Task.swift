@@ -25,6 +25,14 @@ public enum InputLayout: Equatable, Sendable {
     case pair
 }
 
+extension InputLayout {
+    /// N when the layout fixes it (a grid: prefix + W·H + suffix).
+    public var fixedLength: Int? {
+        if case .grid(let w, let h, let prefix, let suffix) = self { return prefix + w * h + suffix }
+        return nil
+    }
+}
+
 /// The data options of a run that a task reads (the rest of the run configuration is the model's
 /// and the trainer's).
 public struct TaskDataOptions: Codable, Equatable, Sendable {
@@ -96,6 +104,8 @@ public protocol Task: Sendable {
     var dataOptions: Set<TaskDataOption> { get }
     /// Shortest sequence the task can be posed at.
     var minimumLength: Int { get }
+    /// N when `--length` is not given (nil: the run's default). A grid task's N is its layout's.
+    var defaultLength: Int? { get }
     /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
     /// random windows; generated tasks ignore it).
     func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData
@@ -103,6 +113,7 @@ public protocol Task: Sendable {
 
 extension Task {
     public var layout: InputLayout { .sequence }
+    public var defaultLength: Int? { layout.fixedLength }
 }
 
 /// What the data directory holds for a task.
@@ -129,9 +140,35 @@ public protocol PreparableTask: Task {
     /// renamed into place at the end, so an interrupted run never leaves data that look ready.
     /// `log` receives progress lines.
     func prepare(into dataDirectory: URL, seed: UInt64, log: (String) -> Void) throws
+    /// The `data prepare` options the task reads besides the seed (generated tasks: the split sizes).
+    var preparationOptions: Set<TaskDataOption> { get }
+    /// `prepare(into:seed:log:)` with those options.
+    func prepare(into dataDirectory: URL, options: DataPreparation, log: (String) -> Void) throws
+}
+
+/// What `longmixer data prepare` passes to a task.
+public struct DataPreparation: Equatable, Sendable {
+    public var seed: UInt64
+    /// Generated data: samples per split (nil: the task's own sizes).
+    public var trainSize: Int?
+    public var validationSize: Int?
+    public var testSize: Int?
+
+    public init(seed: UInt64 = 42, trainSize: Int? = nil, validationSize: Int? = nil, testSize: Int? = nil) {
+        self.seed = seed
+        self.trainSize = trainSize
+        self.validationSize = validationSize
+        self.testSize = testSize
+    }
 }
 
 extension PreparableTask {
+    public var preparationOptions: Set<TaskDataOption> { [] }
+
+    public func prepare(into dataDirectory: URL, options: DataPreparation, log: (String) -> Void) throws {
+        try prepare(into: dataDirectory, seed: options.seed, log: log)
+    }
+
     /// The data directory of `options`, or a runtime error naming the command that prepares it.
     public func readyDataDirectory(_ options: TaskDataOptions) throws -> URL {
         let directory = URL(fileURLWithPath: options.dataDirectory ?? TaskDataOptions.defaultDataDirectory)
