@@ -21,8 +21,7 @@ let wideFlags: [SwiftSetting] = []
 #endif
 // The SIMD kernels are 10–50× slower unoptimised, which would make debug-built tests crawl:
 // Core is compiled with -O in debug builds too (still with -enable-testing for @testable), and so is NN:
-// its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short;
-// and so is Data: its generators and file readers run over thousands of samples and mutated files in the tests.
+// its safetensors parser and module reflection run ~2× faster, which keeps the checkpoint fuzz test short.
 let coreSettings: [SwiftSetting] = cpuFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
@@ -48,6 +47,7 @@ let package = Package(
         .target(name: "LongMixerWideKernels", dependencies: ["CLongMixerMemory", "CLongMixerGather"], swiftSettings: wideFlags + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
+        // Data: -O in debug builds too, so generating and parsing real data sets (and their fuzz tests) stay quick.
         .target(name: "LongMixerData", dependencies: ["LongMixerCore", "CZlib", "CLZMA"], swiftSettings: coreSettings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData"], swiftSettings: settings),

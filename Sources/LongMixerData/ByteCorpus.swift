@@ -242,6 +242,11 @@ public struct ByteWindows: BatchSource, @unchecked Sendable {
     public func batch(indices: Range<Int>) -> Batch {
         check(indices.lowerBound >= 0 && indices.upperBound <= count && !indices.isEmpty,
               "ByteWindows.batch: indices \(indices) outside 0..<\(count)")
+        return batch(samples: Array(indices))
+    }
+
+    public func batch(samples indices: [Int]) -> Batch {
+        check(!indices.isEmpty && indices.allSatisfy { $0 >= 0 && $0 < count }, "ByteWindows.batch: samples outside 0..<\(count)")
         let b = indices.count, n = length
         var input = [Int32](repeating: 0, count: b * n), targets = [Int32](repeating: 0, count: b * n)
         corpus.bytes.withUnsafeBufferPointer { bytes in

@@ -30,6 +30,8 @@ public protocol BatchSource {
     var length: Int { get }
     /// The samples `indices` (a sub-range of 0..<count) as one batch, in order.
     func batch(indices: Range<Int>) -> Batch
+    /// The samples `samples` (each in 0..<count) as one batch, in that order (a shuffled epoch).
+    func batch(samples: [Int]) -> Batch
 }
 
 extension BatchSource {
@@ -294,7 +296,18 @@ public struct SyntheticDataset: BatchSource, Sendable {
     public func batch(indices: Range<Int>) -> Batch {
         check(!indices.isEmpty && indices.lowerBound >= 0 && indices.upperBound <= count,
                      "batch: indices \(indices) are outside the \(count) samples of the \(split.rawValue) split")
-        let b = indices.count, n = length, first = indices.lowerBound
+        return rows(indices.count) { indices.lowerBound + $0 }
+    }
+
+    public func batch(samples: [Int]) -> Batch {
+        check(!samples.isEmpty && samples.allSatisfy { $0 >= 0 && $0 < count },
+              "batch: samples outside the \(count) samples of the \(split.rawValue) split")
+        return rows(samples.count) { samples[$0] }
+    }
+
+    /// A batch of `b` rows, row r holding sample `sample(r)`.
+    private func rows(_ b: Int, sample: (Int) -> Int) -> Batch {
+        let n = length
         // Samples are independent, so rows are generated in parallel; each row is a pure function
         // of its index, so the result does not depend on the thread count.
         let grain = max(1, 8192 / n)
@@ -305,7 +318,7 @@ public struct SyntheticDataset: BatchSource, Sendable {
             x.withUnsafeMutablePointer { xp in
                 y.withUnsafeMutablePointer { yp in
                     parallelFor(b, grain: grain) { rows in
-                        for r in rows { yp[r] = generate(first + r, features: xp + r * 2 * n, tokens: nil).target }
+                        for r in rows { yp[r] = generate(sample(r), features: xp + r * 2 * n, tokens: nil).target }
                     }
                 }
             }
@@ -317,7 +330,7 @@ public struct SyntheticDataset: BatchSource, Sendable {
                 labels.withUnsafeMutableBufferPointer { lp in
                     let t = tp.baseAddress!, l = lp.baseAddress!
                     parallelFor(b, grain: grain) { rows in
-                        for r in rows { l[r] = Int32(generate(first + r, features: nil, tokens: t + r * n).label) }
+                        for r in rows { l[r] = Int32(generate(sample(r), features: nil, tokens: t + r * n).label) }
                     }
                 }
             }

@@ -73,12 +73,17 @@ public struct TaskData {
     public var validation: any BatchSource
     public var test: any BatchSource
     public var summary: String?
+    /// How the trainer visits the training split: generated i.i.d. samples in order, stored real
+    /// data in a seeded permutation per epoch.
+    public var trainingOrder: TrainingOrder
 
-    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil) {
+    public init(train: any BatchSource, validation: any BatchSource, test: any BatchSource, summary: String? = nil,
+                trainingOrder: TrainingOrder = .sequential) {
         self.train = train
         self.validation = validation
         self.test = test
         self.summary = summary
+        self.trainingOrder = trainingOrder
     }
 }
 
@@ -104,7 +109,8 @@ public protocol Task: Sendable {
     var dataOptions: Set<TaskDataOption> { get }
     /// Shortest sequence the task can be posed at.
     var minimumLength: Int { get }
-    /// N when `--length` is not given (nil: the run's default). A grid task's N is its layout's.
+    /// N when none is given (nil: the run's default); real-data tasks use their reference length, a
+    /// grid task its layout's.
     var defaultLength: Int? { get }
     /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
     /// random windows; generated tasks ignore it).
@@ -140,33 +146,22 @@ public protocol PreparableTask: Task {
     /// renamed into place at the end, so an interrupted run never leaves data that look ready.
     /// `log` receives progress lines.
     func prepare(into dataDirectory: URL, seed: UInt64, log: (String) -> Void) throws
-    /// The `data prepare` options the task reads besides the seed (generated tasks: the split sizes).
-    var preparationOptions: Set<TaskDataOption> { get }
-    /// `prepare(into:seed:log:)` with those options.
-    func prepare(into dataDirectory: URL, options: DataPreparation, log: (String) -> Void) throws
-}
-
-/// What `longmixer data prepare` passes to a task.
-public struct DataPreparation: Equatable, Sendable {
-    public var seed: UInt64
-    /// Generated data: samples per split (nil: the task's own sizes).
-    public var trainSize: Int?
-    public var validationSize: Int?
-    public var testSize: Int?
-
-    public init(seed: UInt64 = 42, trainSize: Int? = nil, validationSize: Int? = nil, testSize: Int? = nil) {
-        self.seed = seed
-        self.trainSize = trainSize
-        self.validationSize = validationSize
-        self.testSize = testSize
-    }
+    /// Generated data: the reference's samples per split, which `data prepare --train-size` etc.
+    /// may change (nil: the splits have fixed sizes, e.g. data obtained from a package).
+    var defaultSplitSizes: SplitSizes? { get }
+    /// Prepares `sizes` samples per split instead of `defaultSplitSizes` (nil: those).
+    func prepare(into dataDirectory: URL, seed: UInt64, sizes: SplitSizes?, log: (String) -> Void) throws
 }
 
 extension PreparableTask {
-    public var preparationOptions: Set<TaskDataOption> { [] }
+    public var defaultSplitSizes: SplitSizes? { nil }
 
-    public func prepare(into dataDirectory: URL, options: DataPreparation, log: (String) -> Void) throws {
-        try prepare(into: dataDirectory, seed: options.seed, log: log)
+    public func prepare(into dataDirectory: URL, seed: UInt64, sizes: SplitSizes?, log: (String) -> Void) throws {
+        if sizes != nil {
+            throw UserError(what: "--train-size", why: "the \(name) task's splits have fixed sizes",
+                            remedy: "drop --train-size, --val-size and --test-size here; cap the splits when training instead")
+        }
+        try prepare(into: dataDirectory, seed: seed, log: log)
     }
 
     /// The data directory of `options`, or a runtime error naming the command that prepares it.
@@ -244,6 +239,7 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
+        ListOpsTask(),
     ]
 
     public static var names: [String] { all.map(\.name) }

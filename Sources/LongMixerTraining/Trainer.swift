@@ -192,9 +192,11 @@ extension String {
 /// on a target validation accuracy, a final validation and test evaluation, and the run directory's
 /// files (`config.json`, `metrics.jsonl`, `model.safetensors`, `summary.json`).
 ///
-/// Batches are taken in order (batch k of the epoch is samples k·B ..< (k+1)·B): the synthetic
-/// samples are i.i.d. by construction, as in the reference's `shuffle=False` loader. A run is a
-/// pure function of the model's initial weights, the data seeds and the configuration.
+/// Batches are taken in order (batch k of the epoch is samples k·B ..< (k+1)·B) by default: the
+/// synthetic samples are i.i.d. by construction, as in the reference's `shuffle=False` loader. With
+/// `trainingOrder` `.shuffled`, batch k takes positions k·B ..< (k+1)·B of the epoch's seeded
+/// permutation instead. A run is a pure function of the model's initial weights, the data seeds and
+/// the configuration.
 public final class Trainer {
     public let model: any SequenceModel
     public let optimizer: any Optimizer
@@ -209,6 +211,8 @@ public final class Trainer {
     public let schedule: (any LearningRateSchedule)?
     /// Key–value pairs stored in the safetensors header of the final weights.
     public var weightsMetadata: [String: String] = [:]
+    /// The order of the training samples in each epoch (the task's `TaskData.trainingOrder`).
+    public var trainingOrder: TrainingOrder = .sequential
 
     public init(model: any SequenceModel, optimizer: any Optimizer, objective: TaskObjective,
                 train: any BatchSource, validation: any BatchSource, test: any BatchSource,
@@ -279,6 +283,8 @@ public final class Trainer {
             return r
         }
 
+        var shuffledOrder: EpochOrder? = nil
+        if case .shuffled(let seed) = trainingOrder { shuffledOrder = EpochOrder(count: train.count, seed: seed) }
         model.train()
         training: while step < totalSteps {
             let batchIndex = step % batchesPerEpoch
@@ -286,7 +292,11 @@ public final class Trainer {
             // The step's samples, in pieces of at most `microBatchSize` (one piece by default).
             let first = batchIndex * c.batchSize, end = min(first + c.batchSize, train.count)
             let pieceSize = c.microBatchSize ?? c.batchSize
-            let pieces = stride(from: first, to: end, by: pieceSize).map { train.batch(indices: $0..<min($0 + pieceSize, end)) }
+            let pieces = stride(from: first, to: end, by: pieceSize).map { start -> Batch in
+                let positions = start..<min(start + pieceSize, end)
+                guard shuffledOrder != nil else { return train.batch(indices: positions) }
+                return train.batch(samples: shuffledOrder!.samples(epoch: step / batchesPerEpoch, positions: positions))
+            }
             let pieceWeights = pieces.map { objective.weight($0.targets, batchSize: $0.size) }
             let batchWeight = pieceWeights.reduce(0, +)
             let batchSize = end - first

@@ -84,6 +84,7 @@ public enum TrainingRun {
         let trainer = try Trainer(model: model, optimizer: optimizer, objective: task.objective,
                                   train: data.train, validation: data.validation, test: data.test,
                                   configuration: c.training, runDirectory: runDirectory, reporter: reporter, schedule: schedule)
+        trainer.trainingOrder = data.trainingOrder
         trainer.weightsMetadata = ["task": task.name, "model": entry.name, "length": String(c.length),
                                    "configuration": String(decoding: try encodeSorted(built.configuration), as: UTF8.self)]
         return try runDirectory.finishing { try trainer.run(resolvedConfiguration: record) }

@@ -30,6 +30,13 @@ struct DataPrepareCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed of generated data (default 42): the same seed gives the same bytes.")
     var seed: UInt64 = 42
 
+    @Option(help: "Generated data: training samples (default: the reference's).")
+    var trainSize: Int?
+    @Option(help: "Generated data: validation samples (default: the reference's).")
+    var valSize: Int?
+    @Option(help: "Generated data: test samples (default: the reference's).")
+    var testSize: Int?
+
     @OptionGroup var data: DataDirectoryOption
 
     func run() throws {
@@ -46,7 +53,12 @@ struct DataPrepareCommand: ParsableCommand {
             print("\(preparable.name): already prepared: \(state.description)")
             return
         }
-        try preparable.prepare(into: directory, seed: seed) { print($0) }
+        var sizes: SplitSizes? = nil
+        if trainSize != nil || valSize != nil || testSize != nil {
+            let defaults = preparable.defaultSplitSizes ?? SplitSizes()    // fixed splits refuse any size
+            sizes = SplitSizes(train: trainSize ?? defaults.train, validation: valSize ?? defaults.validation, test: testSize ?? defaults.test)
+        }
+        try preparable.prepare(into: directory, seed: seed, sizes: sizes) { print($0) }
         print("\(preparable.name): \(preparable.dataState(in: directory).description)")
     }
 }

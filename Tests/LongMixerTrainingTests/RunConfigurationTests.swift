@@ -104,7 +104,7 @@ struct RunConfigurationTests {
         expectRefused(settings { $0.task = "lm"; $0.model = "favor" }, naming: "--model")                // no causal form
         expectRefused(settings { $0.task = "lm"; $0.model = "paramixer" }, naming: "--model")
         expectRefused(settings { $0.task = "adding"; $0.model = "bert" }, naming: "--model")
-        expectRefused(settings { $0.task = "listops" }, naming: "--task")
+        expectRefused(settings { $0.task = "no-such-task" }, naming: "--task")
         expectRefused(RunSettings(), naming: "--task")
     }
 
@@ -113,7 +113,9 @@ struct RunConfigurationTests {
         expectRefused(settings { $0.task = "order" }, preset: "paramixer-adding", naming: "--task")
         expectRefused(settings { $0.model = "performer" }, preset: "paramixer-adding", naming: "--model")
         expectRefused(settings { $0.length = 1000 }, preset: "paramixer-adding", naming: "--length")
-        expectRefused(RunSettings(), preset: "lra-listops-permuteformer", naming: "--preset")   // no data yet
+        expectRefused(RunSettings(), preset: "paramixer-genome", naming: "--preset")   // no such task yet
+        // A preset whose task exists resolves; missing data stop the run when it starts (`data prepare`).
+        #expect(throws: Never.self) { _ = try RunConfiguration.resolve(RunSettings(), preset: "lra-listops-permuteformer") }
     }
 
     @Test func outOfRangeValuesAreRefused() {

@@ -178,6 +178,28 @@ struct TrainCommandTests {
         }
     }
 
+    @Test func listopsPreparedThenTrained() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // Without data: one line naming the command that prepares them, for a task and for a preset.
+        for arguments in [["--task", "listops", "--model", "transformer"], ["--preset", "lra-listops-permuteformer", "--scale", "0.05"]] {
+            let r = try Self.run(["train", "--quiet", "--output", "run", "--data-dir", "d"] + arguments, in: dir)
+            #expect(r.status != 0 && r.stderr.hasPrefix("error: listops data") && r.stderr.contains("run `longmixer data prepare listops --data-dir d`")
+                    && r.stderr.split(separator: "\n").count == 1, "\(arguments): \(r.stderr)")
+        }
+        let prepare = try Self.run(["data", "prepare", "listops", "--seed", "4", "--train-size", "24", "--val-size", "8", "--test-size", "8",
+                                    "--data-dir", "d"], in: dir)
+        #expect(prepare.status == 0 && prepare.stdout.contains("40 kept"), "\(prepare.stdout)\(prepare.stderr)")
+        let list = try Self.run(["data", "list", "--data-dir", "d"], in: dir)
+        #expect(list.stdout.contains("generated with seed 4: 24 / 8 / 8 trees"), "\(list.stdout)")
+        try trains(["--task", "listops", "--model", "transformer", "--data-dir", dir.appendingPathComponent("d").path, "--steps", "3", "--batch-size", "8", "--length", "600",
+                    "--dimensions", "16", "--heads", "2", "--layers", "1", "--feed-forward", "32"],
+                   task: "listops", model: "transformer", family: "encoder")
+        // Sizes where the splits are fixed, and a task without data to prepare, are refused.
+        let order = try Self.run(["data", "prepare", "order"], in: dir)
+        #expect(order.status == 2 && order.stderr.contains("has no data to prepare"), "\(order.stderr)")
+    }
+
     @Test func presetsAreListed() throws {
         let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
         #expect(r.status == 0)

@@ -279,3 +279,45 @@ struct BinaryObjectiveTests {
         #expect(throws: TrainingError.self) { try objective.loss(Variable(Tensor(zeros: [4, 2])), targets) }
     }
 }
+
+/// A training split that records the samples of every batch it is asked for.
+final class RecordingSource: BatchSource {
+    let inner: SyntheticDataset
+    var visited: [[Int]] = []
+    init(_ inner: SyntheticDataset) { self.inner = inner }
+    var count: Int { inner.count }
+    var length: Int { inner.length }
+    func batch(indices: Range<Int>) -> Batch { visited.append(Array(indices)); return inner.batch(indices: indices) }
+    func batch(samples: [Int]) -> Batch { visited.append(samples); return inner.batch(samples: samples) }
+}
+
+@Suite("Trainer: training order")
+struct TrainingOrderTests {
+    func visits(_ order: TrainingOrder, steps: Int, microBatch: Int? = nil) throws -> [[Int]] {
+        let data = try SyntheticDataset.splits(task: .order, length: 8, sizes: SplitSizes(train: 50, validation: 10, test: 10), seed: 3)
+        let source = RecordingSource(data.train)
+        let model = TinyModel(task: .order, length: 8, seed: 3)
+        let trainer = try Trainer(model: model, optimizer: Adam(parameters: model.parameters(), learningRate: 1e-2), objective: SyntheticTask.order.objective,
+                                  train: source, validation: data.validation, test: data.test,
+                                  configuration: TrainingConfiguration(batchSize: 20, microBatchSize: microBatch, steps: steps, logInterval: 100))
+        trainer.trainingOrder = order
+        try trainer.run()
+        return source.visited
+    }
+
+    @Test("sequential: batch k is samples k·B ..< (k+1)·B, as before")
+    func sequential() throws {
+        #expect(try visits(.sequential, steps: 4) == [Array(0..<20), Array(20..<40), Array(40..<50), Array(0..<20)])
+    }
+
+    @Test("shuffled: each epoch visits its seeded permutation once, in batches; micro-batches split the same order")
+    func shuffled() throws {
+        let v = try visits(.shuffled(seed: 11), steps: 6)
+        let epoch0 = EpochOrder.permutation(count: 50, seed: 11, epoch: 0), epoch1 = EpochOrder.permutation(count: 50, seed: 11, epoch: 1)
+        let ranges: [Range<Int>] = [0..<20, 20..<40, 40..<50]
+        let expected: [[Int]] = ranges.map { Array(epoch0[$0]) } + ranges.map { Array(epoch1[$0]) }
+        #expect(v == expected)
+        #expect(epoch0 != epoch1 && epoch0.sorted() == Array(0..<50))
+        #expect(try visits(.shuffled(seed: 11), steps: 3, microBatch: 10).flatMap { $0 } == epoch0)
+    }
+}
