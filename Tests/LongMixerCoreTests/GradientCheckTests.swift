@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import LongMixerCore
 
@@ -188,6 +189,22 @@ struct GradientCheckTests {
         expectGradients([bceLogits]) { binaryCrossEntropy(logits: $0[0], targets: bceTargets) }
         let p = randomVariable([3, 2], seed: 38), t = randomVariable([3, 2], seed: 39)
         expectGradients([p, t]) { meanSquaredError($0[0], $0[1]) }
+    }
+
+    @Test func binaryCrossEntropyKeepsItsTargets() throws {
+        // The targets tensor is a temporary of the caller: the pullback must not read it after it is freed.
+        let logits = Variable(Tensor(shape: [64, 1], scalars: (0..<64).map { Float($0 % 7) - 3 }), requiresGradient: true)
+        func loss() -> Variable { binaryCrossEntropy(logits: logits, targets: Tensor(shape: [64, 1], scalars: (0..<64).map { Float($0 % 2) })) }
+        let l = loss()
+        var clutter: [Tensor] = []
+        for _ in 0..<64 { clutter.append(Tensor(repeating: 1e30, shape: [64, 1])) }   // reuses freed memory
+        try l.backward()
+        let expected: [Float] = (0..<64).map { i in
+            let x = Float(i % 7) - 3, t = Float(i % 2)
+            return (1 / (1 + Foundation.exp(-x)) - t) / 64
+        }
+        let grad = try #require(logits.grad).scalars
+        #expect(zip(grad, expected).allSatisfy { abs($0 - $1) < 1e-6 }, "\(clutter.count) \(grad.prefix(4))")
     }
 
     @Test func composedNetwork() {

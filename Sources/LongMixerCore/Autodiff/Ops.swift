@@ -392,6 +392,9 @@ public func binaryCrossEntropy(logits: Variable, targets: Tensor) -> Variable {
     return makeResult(Tensor(scalar: Float(total / Double(n))), [logits]) { g in
         var dx = Tensor(uninitializedShape: logits.shape)
         let s = g.scalar / Float(n)
+        // The pointers are taken again here: the closure must hold the tensors (a caller's temporary
+        // targets tensor is freed once this function returns).
+        let x = logits.value.pointer, t = targets.pointer
         dx.withUnsafeMutablePointer { d in
             for i in 0..<n { d[i] = s * (SigmoidFunction.apply(x[i]) - t[i]) }
         }
