@@ -289,3 +289,46 @@ public final class LabelledStoreWriter {
         finished = true
     }
 }
+
+/// A prepared task's three splits as store files (`train.lmstore`, `validation.lmstore`, `test.lmstore`)
+/// in its folder.
+public enum SplitStores {
+    public static func fileName(_ split: DataSplit) -> String { "\(split.rawValue).lmstore" }
+
+    /// Whether the three files are in `folder`, with one line about them (`noun`: what a record is).
+    public static func state(_ folder: URL, noun: String) -> PreparedDataState {
+        var parts: [String] = []
+        var bytes = 0
+        var description = ""
+        for split in DataSplit.allCases {
+            let url = folder.appendingPathComponent(fileName(split))
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                return PreparedDataState(isReady: false, description: "\(folder.path) has no \(fileName(split))")
+            }
+            do {
+                let (header, metadata) = try LabelledStore.inspect(url)
+                parts.append("\(header.count.grouped) \(split.rawValue)")
+                bytes += header.fileSize
+                description = metadata.description
+            } catch {
+                return PreparedDataState(isReady: false, description: "\(error)")
+            }
+        }
+        return PreparedDataState(isReady: true, description: "\(folder.path): \(parts.joined(separator: ", ")) \(noun), "
+                                 + "\(PreparedFiles.megabytes(bytes)) (\(description))")
+    }
+
+    /// The three stores in `folder`, read and verified.
+    public static func load(_ folder: URL) throws -> [LabelledStore] {
+        try DataSplit.allCases.map { try LabelledStore(contentsOf: folder.appendingPathComponent(fileName($0))) }
+    }
+
+    /// The first `limit` records (all when nil) of a store as token sequences: each byte + `offset`.
+    public static func sequences(_ store: LabelledStore, limit: Int?, offset: UInt16, format: SequenceFormat) -> LabelledSequences {
+        let n = min(limit ?? store.count, store.count)
+        var documents = TokenSequences()
+        documents.reserveCapacity(sequences: n, ids: store.offsets[n])
+        for i in 0..<n { store.withRecord(i) { documents.append(bytes: $0, offset: offset) } }
+        return LabelledSequences(documents: documents, labels: store.labels[0..<n].map { Int32($0) }, format: format)
+    }
+}

@@ -135,7 +135,7 @@ public enum PathfinderRelease {
         log("reading \(n) images listed under \(root.path)")
         var counts: [Int] = []
         for (s, split) in DataSplit.allCases.enumerated() {
-            let writer = try LabelledStoreWriter(url: destination.appendingPathComponent(PreparedSplits.fileName(split)), width: size, height: size,
+            let writer = try LabelledStoreWriter(url: destination.appendingPathComponent(SplitStores.fileName(split)), width: size, height: size,
                                                  classNames: PathfinderGenerator.classNames, description: description)
             let part = Array(entries[cuts[s]..<cuts[s + 1]])
             let block = 4096

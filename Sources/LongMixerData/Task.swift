@@ -240,6 +240,12 @@ public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
         ListOpsTask(),
+        PathfinderTask.pathfinder,
+        PathfinderTask.pathfinderEasy,
+        PathfinderTask.pathfinderIntermediate,
+        PathfinderTask.pathX,
+        ImageTask(),
+        GenomeTask(),
     ]
 
     public static var names: [String] { all.map(\.name) }

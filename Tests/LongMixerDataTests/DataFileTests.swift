@@ -265,7 +265,7 @@ struct DataFileTests {
         #expect(counts == [9, 1, 2])
         var index = 0
         for split in DataSplit.allCases {
-            let store = try LabelledStore(contentsOf: out.appendingPathComponent(PreparedSplits.fileName(split)))
+            let store = try LabelledStore(contentsOf: out.appendingPathComponent(SplitStores.fileName(split)))
             for i in 0..<store.count {
                 #expect(store.record(i) == expected[index].pixels && Int(store.labels[i]) == expected[index].label)
                 index += 1
