@@ -60,7 +60,8 @@ public enum Decompression {
         guard !data.isEmpty else { throw dataFileError(name, "holds no \(kind) data") }
         guard data.count <= Int(UInt32.max) else { throw dataFileError(name, "is larger than 4 GiB") }
         var output = Data()
-        let chunk = min(max(expectedSize ?? data.count * 4, 1 << 16), 1 << 24)
+        // Deflate expands at most about 1032:1, so a tiny stream never gets a huge buffer.
+        let chunk = min(max(min(expectedSize ?? data.count * 4, data.count * 1032), 1 << 16), 1 << 24)
         var buffer = [UInt8](repeating: 0, count: chunk)
         return try data.withUnsafeBytes { (input: UnsafeRawBufferPointer) -> Data in
             let base = input.bindMemory(to: UInt8.self).baseAddress!

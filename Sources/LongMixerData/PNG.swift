@@ -37,6 +37,9 @@ public enum PNGDecoder {
         while at < bytes.count {
             guard at + 12 <= bytes.count else { throw dataFileError(name, "is truncated (a chunk header is cut off)") }
             let length = u32(at)
+            guard bytes[at + 4..<at + 8].allSatisfy({ ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7A }) else {
+                throw dataFileError(name, "has a malformed chunk at byte \(at) (its type is not four letters)")
+            }
             let type = String(decoding: bytes[at + 4..<at + 8], as: UTF8.self)
             guard length <= bytes.count - at - 12 else { throw dataFileError(name, "is truncated (chunk \(type) is cut off)") }
             let body = at + 8..<at + 8 + length

@@ -77,6 +77,24 @@ enum DataFixtures {
         T
         """
 
+    /// `rows` as NumPy's `np.save` writes a 2-D '<U' array.
+    static func numpyStrings(_ rows: [[String]]) -> Data {
+        let width = rows.flatMap { $0 }.map { $0.unicodeScalars.count }.max()!
+        var header = "{'descr': '<U\(width)', 'fortran_order': False, 'shape': (\(rows.count), \(rows[0].count)), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
+        out += Array(header.utf8)
+        for row in rows {
+            for field in row {
+                var scalars = field.unicodeScalars.map(\.value)
+                scalars += [UInt32](repeating: 0, count: width - scalars.count)
+                for v in scalars { out += [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24)] }
+            }
+        }
+        return Data(out)
+    }
+
     static func scratch() throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-data-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -252,7 +270,7 @@ struct DataFileTests {
             }
             let url = root.appendingPathComponent("metadata/\(batch).npy")
             if batch == 1 {
-                try numpyStrings(rows).write(to: url)
+                try DataFixtures.numpyStrings(rows).write(to: url)
             } else {
                 try Data(rows.map { $0.joined(separator: " ") + "\n" }.joined().utf8).write(to: url)
             }
@@ -278,24 +296,6 @@ struct DataFileTests {
         #expect(throws: UserError.self) { try PathfinderRelease.parseMetadata(Data("a b 0\n".utf8), name: "m") }
         try fm.removeItem(at: root.appendingPathComponent("imgs/10/sample_2.png"))
         #expect(throws: UserError.self) { try PathfinderRelease.convert(root: root, size: 4, destination: out, description: "") { _ in } }
-    }
-
-    /// `rows` as NumPy's `np.save` writes a 2-D '<U' array.
-    func numpyStrings(_ rows: [[String]]) -> Data {
-        let width = rows.flatMap { $0 }.map { $0.unicodeScalars.count }.max()!
-        var header = "{'descr': '<U\(width)', 'fortran_order': False, 'shape': (\(rows.count), \(rows[0].count)), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
-        out += Array(header.utf8)
-        for row in rows {
-            for field in row {
-                var scalars = field.unicodeScalars.map(\.value)
-                scalars += [UInt32](repeating: 0, count: width - scalars.count)
-                for v in scalars { out += [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24)] }
-            }
-        }
-        return Data(out)
     }
 }
 
