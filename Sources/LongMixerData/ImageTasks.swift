@@ -119,12 +119,16 @@ public struct PathfinderTask: PreparableTask {
                 let writer = try LabelledStoreWriter(url: staging.appendingPathComponent(SplitStores.fileName(split)), width: side, height: side,
                                                      classNames: PathfinderGenerator.classNames,
                                                      description: "\(title), generated with seed \(seed)")
-                var reported = 0
+                var reported = 0, reportedAt = clock.now
+                let splitStart = clock.now
                 try generator.generate(count: count, split: split, seed: seed, into: writer) { done in
-                    if done == count || done - reported >= max(count / 10, 1) {
-                        reported = done
-                        log("\(name): \(split.rawValue) \(done.grouped) / \(count.grouped) (\(seconds(clock.now - start)))")
-                    }
+                    // Every tenth of the split, and at least every minute, with the time left.
+                    guard done == count || done - reported >= max(count / 10, 1) || clock.now - reportedAt > .seconds(60) else { return }
+                    reported = done
+                    reportedAt = clock.now
+                    let elapsed = clock.now - splitStart
+                    let left = done < count ? ", about \(seconds(elapsed * (Double(count - done) / Double(done)))) left" : ""
+                    log("\(name): \(split.rawValue) \(done.grouped) / \(count.grouped) (\(seconds(clock.now - start))\(left))")
                 }
                 try writer.finish()
             }

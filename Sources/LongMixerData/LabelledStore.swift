@@ -299,7 +299,7 @@ public enum SplitStores {
     public static func state(_ folder: URL, noun: String) -> PreparedDataState {
         var parts: [String] = []
         var bytes = 0
-        var description = ""
+        var descriptions: [String] = []
         for split in DataSplit.allCases {
             let url = folder.appendingPathComponent(fileName(split))
             guard FileManager.default.fileExists(atPath: url.path) else {
@@ -309,13 +309,16 @@ public enum SplitStores {
                 let (header, metadata) = try LabelledStore.inspect(url)
                 parts.append("\(header.count.grouped) \(split.rawValue)")
                 bytes += header.fileSize
-                description = metadata.description
+                descriptions.append(metadata.description)
             } catch {
                 return PreparedDataState(isReady: false, description: "\(error)")
             }
         }
+        // One origin line, or one per split where they differ (genomes).
+        let origin = Set(descriptions).count == 1 ? descriptions[0]
+            : zip(DataSplit.allCases, descriptions).map { "\($0.rawValue): \($1)" }.joined(separator: "; ")
         return PreparedDataState(isReady: true, description: "\(folder.path): \(parts.joined(separator: ", ")) \(noun), "
-                                 + "\(PreparedFiles.megabytes(bytes)) (\(description))")
+                                 + "\(PreparedFiles.megabytes(bytes)) (\(origin))")
     }
 
     /// The three stores in `folder`, read and verified.

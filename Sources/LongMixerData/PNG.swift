@@ -96,16 +96,8 @@ public enum PNGDecoder {
                     let a = i >= stride ? Int(rows[y * rowBytes + i - stride]) : 0
                     let b = y > 0 ? Int(rows[(y - 1) * rowBytes + i]) : 0
                     let c = (i >= stride && y > 0) ? Int(rows[(y - 1) * rowBytes + i - stride]) : 0
-                    let predicted: Int
-                    switch filter {
-                    case 0: predicted = 0
-                    case 1: predicted = a
-                    case 2: predicted = b
-                    case 3: predicted = (a + b) / 2
-                    case 4:
-                        let p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c)
-                        predicted = pa <= pb && pa <= pc ? a : (pb <= pc ? b : c)
-                    default: throw dataFileError(name, "has an unknown row filter \(filter) in row \(y)")
+                    guard let predicted = prediction(filter: filter, left: a, up: b, upLeft: c) else {
+                        throw dataFileError(name, "has an unknown row filter \(filter) in row \(y)")
                     }
                     rows[y * rowBytes + i] = UInt8(truncatingIfNeeded: x + predicted)
                 }
@@ -135,6 +127,22 @@ public enum PNGDecoder {
             }
         }
         return GrayImage(width: width, height: height, pixels: pixels)
+    }
+
+    /// What a row filter (0 none, 1 sub, 2 up, 3 average, 4 Paeth) predicts a byte from its left,
+    /// upper and upper-left neighbours (nil: no such filter).
+    @inline(__always)
+    static func prediction(filter: UInt8, left a: Int, up b: Int, upLeft c: Int) -> Int? {
+        switch filter {
+        case 0: return 0
+        case 1: return a
+        case 2: return b
+        case 3: return (a + b) / 2
+        case 4:
+            let p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c)
+            return pa <= pb && pa <= pc ? a : (pb <= pc ? b : c)
+        default: return nil
+        }
     }
 
     /// An 8-bit grayscale PNG (filter 0, one IDAT): for tests and for exporting samples to look at.

@@ -816,7 +816,8 @@ public struct PathfinderGenerator: Sendable {
     public func generate(count: Int, split: DataSplit, seed: UInt64, into writer: LabelledStoreWriter,
                          progress: (Int) -> Void = { _ in }) throws {
         let side = parameters.size, pixels = side * side
-        let block = 2048
+        // About 2 MB of images per block: progress reports come every few seconds even for Path-X.
+        let block = max(64, (2 << 20) / pixels)
         var start = 0
         let lock = NSLock()
         while start < count {

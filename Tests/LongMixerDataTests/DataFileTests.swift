@@ -20,16 +20,8 @@ enum DataFixtures {
             let prior = y > 0 ? rows[y - 1] : [UInt8](repeating: 0, count: row.count)
             for i in 0..<row.count {
                 let a = i >= bpp ? Int(row[i - bpp]) : 0, b = Int(prior[i]), c = i >= bpp ? Int(prior[i - bpp]) : 0
-                let predicted: Int
-                switch f {
-                case 1: predicted = a
-                case 2: predicted = b
-                case 3: predicted = (a + b) / 2
-                case 4:
-                    let p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c)
-                    predicted = pa <= pb && pa <= pc ? a : (pb <= pc ? b : c)
-                default: predicted = 0
-                }
+                // An unknown filter byte (a refusal test) encodes as filter 0.
+                let predicted = PNGDecoder.prediction(filter: f, left: a, up: b, upLeft: c) ?? 0
                 raw.append(UInt8(truncatingIfNeeded: Int(row[i]) - predicted))
             }
         }
