@@ -45,8 +45,9 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        // zlib's raw inflate/deflate and CRC-32: reading data sets straight out of zip archives (wheels).
+        // zlib (zip archives, gzip, PNG) and liblzma (.xz) for reading the tasks' data files.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CLZMA", path: "Sources/CLZMA"),
         // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).
         .target(name: "CLongMixerMemory"),
         // Vector gathers as `static inline` C (the PermuteFormer feature permutation).
@@ -57,7 +58,7 @@ let package = Package(
         .target(name: "LongMixerCore", dependencies: ["COpenBLAS", "CLongMixerMemory", "CLongMixerGather", "CLongMixerProcess", "LongMixerWideKernels"], swiftSettings: coreSettings),
         .target(name: "LongMixerNN", dependencies: ["LongMixerCore"], swiftSettings: coreSettings),
         // Data: -O in debug builds too, so generating and parsing real data sets (and their fuzz tests) stay quick.
-        .target(name: "LongMixerData", dependencies: ["LongMixerCore", "CZlib"], swiftSettings: coreSettings),
+        .target(name: "LongMixerData", dependencies: ["LongMixerCore", "CZlib", "CLZMA"], swiftSettings: coreSettings),
         .target(name: "LongMixerModels", dependencies: ["LongMixerNN", "LongMixerData"], swiftSettings: settings),
         // CLongMixerProcess: the SIGINT/SIGTERM flag a run polls to write a checkpoint before it stops.
         .target(name: "LongMixerTraining", dependencies: ["LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "CLongMixerProcess"],

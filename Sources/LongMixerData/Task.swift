@@ -25,6 +25,14 @@ public enum InputLayout: Equatable, Sendable {
     case pair
 }
 
+extension InputLayout {
+    /// N when the layout fixes it (a grid: prefix + W·H + suffix).
+    public var fixedLength: Int? {
+        if case .grid(let w, let h, let prefix, let suffix) = self { return prefix + w * h + suffix }
+        return nil
+    }
+}
+
 /// The data options of a run that a task reads (the rest of the run configuration is the model's
 /// and the trainer's).
 public struct TaskDataOptions: Codable, Equatable, Sendable {
@@ -101,7 +109,8 @@ public protocol Task: Sendable {
     var dataOptions: Set<TaskDataOption> { get }
     /// Shortest sequence the task can be posed at.
     var minimumLength: Int { get }
-    /// N when none is given (nil: the run's default); real-data tasks use their reference length.
+    /// N when none is given (nil: the run's default); real-data tasks use their reference length, a
+    /// grid task its layout's.
     var defaultLength: Int? { get }
     /// The splits. `trainSamples`: samples the run will consume (a corpus task draws that many
     /// random windows; generated tasks ignore it).
@@ -110,7 +119,7 @@ public protocol Task: Sendable {
 
 extension Task {
     public var layout: InputLayout { .sequence }
-    public var defaultLength: Int? { nil }
+    public var defaultLength: Int? { layout.fixedLength }
 }
 
 /// What the data directory holds for a task.
@@ -231,6 +240,12 @@ public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
         ListOpsTask(), TextTask(), RetrievalTask(),
+        PathfinderTask.pathfinder,
+        PathfinderTask.pathfinderEasy,
+        PathfinderTask.pathfinderIntermediate,
+        PathfinderTask.pathX,
+        ImageTask(),
+        GenomeTask(),
     ]
 
     public static var names: [String] { all.map(\.name) }

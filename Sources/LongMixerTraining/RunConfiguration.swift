@@ -205,6 +205,13 @@ extension RunConfiguration {
             merged.steps = nil   // a preset's epochs win over the default step count
         }
         if let scale { merged = try shrink(merged, by: scale, family: family) }
+        if let fixed = task.layout.fixedLength {
+            // An image task's N is its grid's (whatever --scale does to lengths).
+            if let n = settings.length, n != fixed {
+                throw UserError(what: "--length", value: String(n), why: "the \(task.name) task's images give N = \(fixed)", remedy: "drop --length")
+            }
+            merged.length = fixed
+        }
         if let preset, let lengths = preset.lengths, let n = merged.length, !lengths.contains(n), scale == nil {
             throw UserError(what: "--length", value: String(n), why: "preset \(preset.name) reproduces the reference at N = \(lengths.map(String.init).joined(separator: ", "))",
                             remedy: "drop --preset to train at other lengths, or add --scale")

@@ -110,7 +110,7 @@ struct DataListCommand: ParsableCommand {
         _ = try data.checked()
         for t in preparableTasks {
             let state = t.dataState(in: data.url)
-            print("\(t.name.padding(toLength: 15, withPad: " ", startingAt: 0)) \(t.summary)\n"
+            print("\(column(t.name)) \(t.summary)\n"
                   + "                \(state.isReady ? "prepared" : "not prepared (longmixer data prepare \(t.name))"): \(state.description)")
         }
         for d in TextDataset.all {
@@ -125,8 +125,13 @@ struct DataListCommand: ParsableCommand {
             } else {
                 state = "not fetched (longmixer data fetch \(d.name))"
             }
-            print("\(d.name.padding(toLength: 15, withPad: " ", startingAt: 0)) \(d.summary)\n"
+            print("\(column(d.name)) \(d.summary)\n"
                   + "                \(d.requirement), \(d.license)\n                \(state)")
         }
     }
+}
+
+/// A name padded to the listing's first column (never cut: `pathfinder-intermediate` is longer).
+private func column(_ name: String) -> String {
+    name.count >= 15 ? name : name.padding(toLength: 15, withPad: " ", startingAt: 0)
 }

@@ -113,9 +113,13 @@ struct RunConfigurationTests {
         expectRefused(settings { $0.task = "order" }, preset: "paramixer-adding", naming: "--task")
         expectRefused(settings { $0.model = "performer" }, preset: "paramixer-adding", naming: "--model")
         expectRefused(settings { $0.length = 1000 }, preset: "paramixer-adding", naming: "--length")
-        expectRefused(RunSettings(), preset: "paramixer-genome", naming: "--preset")   // no such task yet
+        expectRefused(RunSettings(), preset: "paramixer-longdoc", naming: "--preset")   // no such task yet
         // A preset whose task exists resolves; missing data stop the run when it starts (`data prepare`).
         #expect(throws: Never.self) { _ = try RunConfiguration.resolve(RunSettings(), preset: "lra-listops-permuteformer") }
+        // Image tasks take their grid's N, genomes 16,384 bases after CLS.
+        #expect((try? RunConfiguration.resolve(RunSettings(), preset: "lra-pathfinder-permuteformer-2d"))?.length == 1026)
+        #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-image", scale: 0.1))?.length == 1026)
+        #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-genome"))?.length == 16_385)
     }
 
     @Test func outOfRangeValuesAreRefused() {

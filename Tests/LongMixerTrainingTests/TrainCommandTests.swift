@@ -200,6 +200,50 @@ struct TrainCommandTests {
         #expect(order.status == 2 && order.stderr.contains("has no data to prepare"), "\(order.stderr)")
     }
 
+    @Test func pathfinderPreparedThenTrained() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = try Self.run(["train", "--quiet", "--output", "run", "--data-dir", "d", "--task", "pathfinder", "--model", "permuteformer-2d"], in: dir)
+        #expect(missing.status != 0 && missing.stderr.contains("run `longmixer data prepare pathfinder --data-dir d`")
+                && missing.stderr.split(separator: "\n").count == 1, "\(missing.stderr)")
+        let prepare = try Self.run(["data", "prepare", "pathfinder", "--seed", "3", "--train-size", "32", "--val-size", "8", "--test-size", "8",
+                                    "--data-dir", "d"], in: dir)
+        #expect(prepare.status == 0 && prepare.stdout.contains("32 train, 8 validation, 8 test images"), "\(prepare.stdout)\(prepare.stderr)")
+        let list = try Self.run(["data", "list", "--data-dir", "d"], in: dir)
+        #expect(list.stdout.contains("generated with seed 3"), "\(list.stdout)")
+        let data = dir.appendingPathComponent("d").path
+        try trains(["--task", "pathfinder", "--model", "permuteformer-2d", "--data-dir", data, "--steps", "3", "--batch-size", "8",
+                    "--dimensions", "16", "--heads", "2", "--layers", "1", "--feed-forward", "16"],
+                   task: "pathfinder", model: "permuteformer-2d", family: "encoder")
+        try trains(["--task", "pathfinder", "--model", "paramixer", "--data-dir", data, "--steps", "3", "--batch-size", "8",
+                    "--dimensions", "8", "--hidden", "8"],
+                   task: "pathfinder", model: "paramixer", family: "paramixer")
+        // The grid fixes N.
+        let length = try Self.run(["train", "--quiet", "--output", "run2", "--data-dir", data, "--task", "pathfinder", "--length", "1024"], in: dir)
+        #expect(length.status == 2 && length.stderr.contains("N = 1026"), "\(length.stderr)")
+    }
+
+    @Test func imageFromCIFARBatchesTrained() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // CIFAR-10's binary batches placed in the data folder are used instead of Fashion-MNIST.
+        let cifar = dir.appendingPathComponent("d/cifar-10-batches-bin")
+        try FileManager.default.createDirectory(at: cifar, withIntermediateDirectories: true)
+        for (k, file) in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"].enumerated() {
+            var bytes: [UInt8] = []
+            for i in 0..<4 { bytes += [UInt8((k + i) % 10)] + (0..<3072).map { UInt8(truncatingIfNeeded: $0 * (i + 1) + k) } }
+            try Data(bytes).write(to: cifar.appendingPathComponent(file + ".bin"))
+        }
+        let prepare = try Self.run(["data", "prepare", "image", "--data-dir", "d"], in: dir)
+        #expect(prepare.status == 0 && prepare.stdout.contains("18 train, 2 validation, 4 test images") && prepare.stdout.contains("CIFAR-10"),
+                "\(prepare.stdout)\(prepare.stderr)")
+        try trains(["--task", "image", "--model", "permuteformer-2d", "--data-dir", dir.appendingPathComponent("d").path, "--steps", "3",
+                    "--batch-size", "4", "--dimensions", "16", "--heads", "2", "--layers", "1", "--feed-forward", "16"],
+                   task: "image", model: "permuteformer-2d", family: "encoder")
+        let sizes = try Self.run(["data", "prepare", "genome", "--train-size", "5", "--data-dir", "e"], in: dir)
+        #expect(sizes.status == 2 && sizes.stderr.contains("fixed sizes"), "\(sizes.stderr)")
+    }
+
     @Test func presetsAreListed() throws {
         let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
         #expect(r.status == 0)
