@@ -327,12 +327,12 @@ public enum ListOps {
             guard let tab = line.firstIndex(of: 0x09) else { failure = fail(number, "no tab between the tree and its value"); return false }
             let target = UnsafeBufferPointer(rebasing: line[(tab + 1)...])
             guard target.count == 1, (0x30...0x39).contains(target[0]) else {
-                failure = fail(number, "the value `\(String(decoding: target.prefix(20), as: UTF8.self))` is not a digit 0–9")
+                failure = fail(number, "the value `\(printable(String(decoding: target, as: UTF8.self), limit: 20))` is not a digit 0–9")
                 return false
             }
             codes.removeAll(keepingCapacity: true)
             do { try tokenize(UnsafeBufferPointer(rebasing: line[..<tab]), into: &codes) } catch let e as TokenError {
-                failure = fail(number, "unknown token `\(e.token)`")
+                failure = fail(number, "unknown token `\(printable(e.token))`")
                 return false
             } catch { failure = fail(number, "\(error)"); return false }
             guard let value = evaluate(codes, values: &values, frames: &frames) else { failure = fail(number, "the tokens are not one well-formed tree"); return false }

@@ -101,6 +101,20 @@ enum PreparedFiles {
     }
 }
 
+/// `text` fit for a one-line message: control characters escaped, at most `limit` characters.
+func printable(_ text: String, limit: Int = 40) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars.prefix(limit) {
+        if scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\u{FFFD}" || (0x80..<0xA0).contains(scalar.value)
+            || scalar == "\u{2028}" || scalar == "\u{2029}" || scalar == "\u{85}" {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return text.unicodeScalars.count > limit ? out + "…" : out
+}
+
 /// The lines of a text file (LF or CRLF; a final line without a newline counts), as byte ranges.
 struct TextLines {
     let bytes: Data
