@@ -125,9 +125,12 @@ struct TextLines {
         try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let all = raw.bindMemory(to: UInt8.self)
             var start = 0, number = 0
+            guard let base = all.baseAddress else { return }
             while start < all.count {
-                var end = start
-                while end < all.count && all[end] != 0x0A { end += 1 }
+                var end = all.count
+                if let found = memchr(base + start, 0x0A, all.count - start) {
+                    end = UnsafePointer<UInt8>(found.assumingMemoryBound(to: UInt8.self)) - base
+                }
                 var last = end
                 if last > start && all[last - 1] == 0x0D { last -= 1 }
                 number += 1
