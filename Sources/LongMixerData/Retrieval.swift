@@ -79,7 +79,7 @@ public enum AAN {
             case "0", "0.0": label = 0
             case "1", "1.0": label = 1
             case "label" where number == 1: return true                   // a header some copies carry
-            case let other: failure = fail(number, "unknown label `\(other.prefix(20))` (expected 0 or 1)"); return false
+            case let other: failure = fail(number, "unknown label `\(printable(other, limit: 20))` (expected 0 or 1)"); return false
             }
             for k in 1...2 {
                 let id = String(decoding: fields[k], as: UTF8.self)

@@ -86,7 +86,7 @@ public enum IMDB {
             switch String(decoding: fields[c.label], as: UTF8.self) {
             case "0", "0.0": label = 0
             case "1", "1.0": label = 1
-            case let other: throw fail(record, "unknown label `\(other.prefix(20))` (expected 0 or 1)")
+            case let other: throw fail(record, "unknown label `\(printable(other, limit: 20))` (expected 0 or 1)")
             }
             texts.append(fields[c.text], label: label)
             return true

@@ -72,7 +72,7 @@ public struct ZipArchive {
                 let name = String(decoding: UnsafeRawBufferPointer(rebasing: b[(p + 46)..<(p + 46 + nameLength)]), as: UTF8.self)
                 let e = Entry(name: name, method: UInt16(u16(b, p + 10)), flags: UInt16(u16(b, p + 8)), crc32: UInt32(u32(b, p + 16)),
                               compressedSize: u32(b, p + 20), size: u32(b, p + 24), localHeaderOffset: u32(b, p + 42))
-                guard e.localHeaderOffset + 30 <= cdOffset else { throw failure(path, "member \(name) starts outside the archive") }
+                guard e.localHeaderOffset + 30 <= cdOffset else { throw failure(path, "member \(printable(name)) starts outside the archive") }
                 entries.append(e)
                 p = end
             }
@@ -83,32 +83,34 @@ public struct ZipArchive {
     /// The bytes of member `name`.
     public func extract(_ name: String) throws -> Data {
         guard let e = entries.first(where: { $0.name == name }) else {
-            throw Self.failure(path, "has no member \(name)")
+            throw Self.failure(path, "has no member \(printable(name))")
         }
         return try extract(e)
     }
 
     public func extract(_ e: Entry) throws -> Data {
         let path = self.path
-        guard e.flags & 1 == 0 else { throw Self.failure(path, "member \(e.name) is encrypted") }
-        guard e.method == 0 || e.method == 8 else { throw Self.failure(path, "member \(e.name) uses compression method \(e.method) (only stored and deflated are read)") }
-        guard e.size <= Self.maximumMemberSize else { throw Self.failure(path, "member \(e.name) declares \(e.size) bytes, over the \(Self.maximumMemberSize) this reader inflates") }
+        guard e.flags & 1 == 0 else { throw Self.failure(path, "member \(printable(e.name)) is encrypted") }
+        guard e.method == 0 || e.method == 8 else { throw Self.failure(path, "member \(printable(e.name)) uses compression method \(e.method) (only stored and deflated are read)") }
+        guard e.size <= Self.maximumMemberSize else { throw Self.failure(path, "member \(printable(e.name)) declares \(e.size) bytes, over the \(Self.maximumMemberSize) this reader inflates") }
+        // Deflate expands at most about 1032:1, so a larger declared size is damage (and must not be allocated).
+        guard e.size <= e.compressedSize * 1032 + 64 else { throw Self.failure(path, "member \(printable(e.name)) declares \(e.size) bytes from \(e.compressedSize) compressed") }
         return try bytes.withUnsafeBytes { b -> Data in
             let h = e.localHeaderOffset
-            guard h + 30 <= b.count, Self.u32(b, h) == 0x0403_4B50 else { throw Self.failure(path, "the local header of \(e.name) is damaged") }
+            guard h + 30 <= b.count, Self.u32(b, h) == 0x0403_4B50 else { throw Self.failure(path, "the local header of \(printable(e.name)) is damaged") }
             let start = h + 30 + Self.u16(b, h + 26) + Self.u16(b, h + 28)
-            guard start <= b.count, e.compressedSize <= b.count - start else { throw Self.failure(path, "member \(e.name) runs past the end of the archive") }
+            guard start <= b.count, e.compressedSize <= b.count - start else { throw Self.failure(path, "member \(printable(e.name)) runs past the end of the archive") }
             let input = UnsafeRawBufferPointer(rebasing: b[start..<(start + e.compressedSize)])
             var out = Data(count: e.size)
             if e.method == 0 {
-                guard e.compressedSize == e.size else { throw Self.failure(path, "stored member \(e.name) has two different sizes") }
+                guard e.compressedSize == e.size else { throw Self.failure(path, "stored member \(printable(e.name)) has two different sizes") }
                 out.withUnsafeMutableBytes { o in if e.size > 0 { o.copyMemory(from: input) } }
             } else {
                 let produced = try out.withUnsafeMutableBytes { o in try Self.inflateRaw(input, into: o, member: e.name, path: path) }
-                guard produced == e.size else { throw Self.failure(path, "member \(e.name) inflates to \(produced) bytes, not the declared \(e.size)") }
+                guard produced == e.size else { throw Self.failure(path, "member \(printable(e.name)) inflates to \(produced) bytes, not the declared \(e.size)") }
             }
             let crc = out.withUnsafeBytes { o in UInt32(CZlib.crc32(0, o.bindMemory(to: Bytef.self).baseAddress, uInt(o.count))) }
-            guard crc == e.crc32 else { throw Self.failure(path, "member \(e.name) fails its CRC-32 check") }
+            guard crc == e.crc32 else { throw Self.failure(path, "member \(printable(e.name)) fails its CRC-32 check") }
             return out
         }
     }
@@ -131,9 +133,9 @@ public struct ZipArchive {
             switch status {
             case Z_STREAM_END: break
             case Z_BUF_ERROR where stream.avail_out == 0 && output.count > 0:
-                throw failure(path, "member \(member) inflates to more than its declared \(output.count) bytes")
+                throw failure(path, "member \(printable(member)) inflates to more than its declared \(output.count) bytes")
             default:
-                throw failure(path, "member \(member) is not valid deflate data (\(status == Z_DATA_ERROR ? "corrupt stream" : "truncated stream"))")
+                throw failure(path, "member \(printable(member)) is not valid deflate data (\(status == Z_DATA_ERROR ? "corrupt stream" : "truncated stream"))")
             }
         }
         return output.count - Int(stream.avail_out)
