@@ -93,6 +93,7 @@ class Mixer(nn.Module):
         qk = d if self.kind == "softmax" else d * mixer.get("featureMultiplier", 1)
         self.f = qk // heads
         self.eps = mixer.get("kernelEpsilon", 1e-3)
+        self.attention_dropout = mixer.get("attentionDropout", 0.0)
         self.query, self.key = nn.Linear(d, qk), nn.Linear(d, qk)
         self.value, self.output = nn.Linear(d, d), nn.Linear(d, d)
         if self.kind == "permuteFormer":
@@ -124,7 +125,8 @@ class Mixer(nn.Module):
         n, h = x.shape[1], self.heads
         q, k, v = split_heads(self.query(x), h), split_heads(self.key(x), h), split_heads(self.value(x), h)
         if self.kind == "softmax":
-            return self.output(merge_heads(Fn.scaled_dot_product_attention(q, k, v)))
+            p = self.attention_dropout if self.training else 0.0
+            return self.output(merge_heads(Fn.scaled_dot_product_attention(q, k, v, dropout_p=p)))
         if self.kind == "favor":
             q, k = self.favor_features(q, True), self.favor_features(k, False)
         else:

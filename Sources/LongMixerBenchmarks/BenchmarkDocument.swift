@@ -21,6 +21,17 @@ public enum BenchmarkDocument {
             case .legacyParamixer: return "paramixer"
             }
         }
+        /// The thread counts of the run, as a title shows them.
+        var threads: String {
+            let counts: [Int]
+            switch self {
+            case .model(let r): counts = [r.threads]
+            case .core(let r): counts = Array(Set(r.records.map(\.threads))).sorted()
+            case .legacyAttention(let r): counts = [r.threads]
+            case .legacyParamixer(let r): counts = [r.threads]
+            }
+            return counts.map(String.init).joined(separator: " and ") + (counts == [1] ? " thread" : " threads")
+        }
         var machine: MachineInfo {
             switch self {
             case .model(let r): return r.machine
@@ -73,14 +84,17 @@ public enum BenchmarkDocument {
         }
         var sections: [(anchor: String, title: String, body: String)] = []
         for (file, result) in results {
-            let title = "\(titles[result.kind] ?? result.kind) — \(shortMachine(result.machine)), \(result.machine.date.prefix(10))"
+            let title = "\(titles[result.kind] ?? result.kind) — \(shortMachine(result.machine)), \(result.threads), \(result.machine.date.prefix(10))"
             var body = provenance(result, file: file, linkPrefix: linkPrefix)
             body += tables(result)
             let svg = String(file.dropLast(5)) + ".svg"
             if FileManager.default.fileExists(atPath: directory.appendingPathComponent(svg).path) {
                 body += "\n![\(titles[result.kind] ?? result.kind)](\(linkPrefix)/\(svg))\n"
             }
-            sections.append((anchor(title), title, body))
+            // GitHub numbers repeated anchors: the second is `-1`, the third `-2`.
+            let base = anchor(title)
+            let repeats = sections.filter { $0.anchor == base || $0.anchor.hasPrefix(base + "-") && Int($0.anchor.dropFirst(base.count + 1)) != nil }.count
+            sections.append((repeats == 0 ? base : "\(base)-\(repeats)", title, body))
         }
         var out = header
         out += "\n## Contents\n\n"
@@ -116,7 +130,9 @@ public enum BenchmarkDocument {
           time the arithmetic would take at that rate.
         - Runs on shared machines (load average given per section) are slowed unevenly; compare ratios, and
           absolute times only within a section. Sections marked *best-of* predate the rounds: their figures are
-          the best of a few samples.
+          the best of a few samples, and their training step has no optimizer update.
+        - Commands are shown as they ran; options renamed since: `--threads-list` is `--threads`, `--batch`
+          and `--tokens-per-batch` are `--batch-size`.
 
         """
 
@@ -160,7 +176,7 @@ public enum BenchmarkDocument {
 
     /// For reports written before the instruction set was recorded.
     static func inferredInstructionSet(_ m: MachineInfo) -> String {
-        "OpenBLAS \(m.blasCore) kernels" + (m.cpuModel.contains("avx512f") ? "; CPU has AVX-512" : "; AVX2 + FMA")
+        "not recorded (the CPU has \(m.cpuModel.contains("avx512f") ? "AVX-512" : "AVX2 + FMA"); OpenBLAS ran its \(m.blasCore) kernels)"
     }
 
     static func tables(_ result: Result) -> String {

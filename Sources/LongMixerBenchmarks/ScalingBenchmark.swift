@@ -50,7 +50,7 @@ public enum ScalingBenchmark {
         let heads = spec.options.heads ?? ModelRegistry.withDefaults(spec.options, family: .encoder).heads ?? 1
         let gib = Double(batch) * Double(heads) * Double(length) * Double(length) * 4 / Double(1 << 30)
         guard gib > limitGiB else { return nil }
-        return "N² scores: \(formatNumber(gib, decimals: 1)) GiB > \(formatNumber(limitGiB, decimals: 1)) GiB (--softmax-limit-gib)"
+        return "N² scores \(formatNumber(gib, decimals: 1)) GiB > --softmax-limit-gib \(formatNumber(limitGiB, decimals: 1))"
     }
 
     /// Growth exponents per model over N ≥ `fitFrom`: forward and training time per sequence, and
@@ -143,8 +143,8 @@ public enum ModelBenchTables {
         for r in rows {
             var cells = [r.label, "\(r.length)", "\(r.trainingBatch)"]
             if let skipped = r.skipped {
-                cells += [skipped] + Array(repeating: "", count: headers.count - 4)
-                t.append(cells)
+                // The reason goes last, so that it does not widen the numeric columns.
+                t.append(cells + Array(repeating: "–", count: headers.count - 4) + ["skipped: " + skipped])
                 continue
             }
             let (forward, training) = (r.forwardPerSequence, r.trainingPerSequence)

@@ -89,8 +89,8 @@ public enum TablesBenchmark {
         for r in rows {
             var cells = [r.group, r.label]
             if let skipped = r.skipped {
-                cells += ["–", skipped] + Array(repeating: "", count: headers.count - 4)
-                t.append(cells)
+                // The reason goes last, so that it does not widen the numeric columns.
+                t.append(cells + Array(repeating: "–", count: headers.count - 3) + ["skipped: " + skipped])
                 continue
             }
             let reference = rows.first { $0.group == r.group && $0.label == "transformer" && $0.skipped == nil }

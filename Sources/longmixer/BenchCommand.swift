@@ -53,7 +53,7 @@ struct BenchCoreCommand: ParsableCommand {
 
     @Option(help: """
         Floats per array of the STREAM-like DRAM probe (default 64M = 256 MiB: 64 MiB arrays were sometimes \
-        served partly from cache on this host, which showed up as 2× "DRAM" bandwidth).
+        can be served partly from cache on a shared VM, which shows up as 2× "DRAM" bandwidth).
         """)
     var bandwidthElements: Int = 1 << 26
 
