@@ -51,15 +51,9 @@ struct BenchAttentionCommand: ParsableCommand {
         guard softmaxLimitGiB > 0 else { throw UserError(what: "--softmax-limit-gib", value: String(softmaxLimitGiB), why: "must be > 0") }
         let torch = try torchOptions.checked()
 
-        let start = BenchmarkClock.seconds()
-        let machine = MachineInfo.current()
-        let command = benchCommandLine()
-        print("longmixer bench attention — \(machine.summary)")
-        print("command: \(command)")
-        print("instruction set: \(machine.instructionSet ?? "unknown"); threads \(threads)")
-        let worker = try torch.map { try TorchWorker(interpreter: $0.interpreter, threads: threads) }
-        defer { worker?.close() }
-        if let worker { print("PyTorch \(worker.info.version), CPU capability \(worker.info.capability ?? "unknown")") }
+        let run = try BenchRun(name: "attention", threads: threads, torch: torch)
+        defer { run.worker?.close() }
+        let (machine, command, worker) = (run.machine, run.command, run.worker)
         let specs = AttentionBenchmarkSetup.specs(names, layers: layers)
         let gemmBefore = Roofline.measureGemmRate()
         var rows: [ModelBenchRow] = []
@@ -67,7 +61,7 @@ struct BenchAttentionCommand: ParsableCommand {
             rows += try ModelBenchmark.run(AttentionBenchmarkSetup.shape(length: n, batch: batchSize), specs: specs, rounds: repeats, torch: worker,
                                            skip: { ScalingBenchmark.softmaxSkip($0, length: n, batch: batchSize, limitGiB: softmaxLimitGiB) },
                                            log: progress)
-            progress("N = \(n) done (\(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s)")
+            progress("N = \(n) done (\(run.elapsed))")
         }
         let gemmAfter = Roofline.measureGemmRate()
         let gemm = gemmAfter.gflops > gemmBefore.gflops ? gemmAfter : gemmBefore
@@ -91,6 +85,6 @@ struct BenchAttentionCommand: ParsableCommand {
         let report = ModelBenchReport(benchmark: "attention", command: command, machine: machine, threads: threads, repeats: repeats,
                                       setup: AttentionBenchmarkSetup.setup, torch: worker?.info, gemm: gemm, rows: rows)
         try writeOutputs(report, json: output.json, plot: plotOption.plot.map { ($0, ScalingBenchmark.plot(rows, subtitle: plotSubtitle(machine, threads))) })
-        print("finished in \(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s")
+        print("finished in \(run.elapsed)")
     }
 }

@@ -45,15 +45,9 @@ struct ScalingOptions: ParsableArguments {
         guard softmaxLimitGiB > 0 else { throw UserError(what: "--softmax-limit-gib", value: String(softmaxLimitGiB), why: "must be > 0") }
         let torch = try torchOptions.checked()
 
-        let start = BenchmarkClock.seconds()
-        let machine = MachineInfo.current()
-        let command = benchCommandLine()
-        print("longmixer bench \(name) — \(machine.summary)")
-        print("command: \(command)")
-        print("instruction set: \(machine.instructionSet ?? "unknown"); threads \(threads)")
-        let worker = try torch.map { try TorchWorker(interpreter: $0.interpreter, threads: threads) }
-        defer { worker?.close() }
-        if let worker { print("PyTorch \(worker.info.version), CPU capability \(worker.info.capability ?? "unknown")") }
+        let run = try BenchRun(name: name, threads: threads, torch: torch)
+        defer { run.worker?.close() }
+        let (machine, command, worker) = (run.machine, run.command, run.worker)
         let gemmBefore = Roofline.measureGemmRate()
         var rows: [ModelBenchRow] = []
         for n in lengths {
@@ -62,7 +56,7 @@ struct ScalingOptions: ParsableArguments {
             rows += try ModelBenchmark.run(group, specs: specs, rounds: rounds, torch: worker,
                                            skip: { ScalingBenchmark.softmaxSkip($0, length: n, batch: batch, limitGiB: softmaxLimitGiB) },
                                            log: progress)
-            progress("N = \(n) done (\(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s)")
+            progress("N = \(n) done (\(run.elapsed))")
         }
         let gemmAfter = Roofline.measureGemmRate()
         let gemm = gemmAfter.gflops > gemmBefore.gflops ? gemmAfter : gemmBefore
@@ -71,7 +65,7 @@ struct ScalingOptions: ParsableArguments {
         print("")
         print(table.render())
         print("\nGrowth exponents (time or memory per sequence ∝ N^k):")
-        print(fitTable.render())
+        print(fits.isEmpty ? "  none: fewer than two lengths ≥ --fit-from \(fitFrom)" : fitTable.render())
         print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs")
         if output.markdown { print(""); print(table.render(markdown: true)); print(""); print(fitTable.render(markdown: true)) }
         if output.checkTargets {
@@ -81,7 +75,7 @@ struct ScalingOptions: ParsableArguments {
         let report = ModelBenchReport(benchmark: name, command: command, machine: machine, threads: threads, repeats: rounds,
                                       setup: ScalingBenchmark.setup, torch: worker?.info, gemm: gemm, rows: rows, fits: fits)
         try writeOutputs(report, json: output.json, plot: plotOption.plot.map { ($0, ScalingBenchmark.plot(rows, subtitle: plotSubtitle(machine, threads))) })
-        print("finished in \(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s")
+        print("finished in \(run.elapsed)")
     }
 }
 
@@ -149,21 +143,15 @@ struct BenchTablesCommand: ParsableCommand {
         let rounds = try BenchArguments.atLeast(1, repeats ?? (quick ? 2 : 5), "--repeats")
         let torch = try torchOptions.checked()
 
-        let start = BenchmarkClock.seconds()
-        let machine = MachineInfo.current()
-        let command = benchCommandLine()
-        print("longmixer bench tables — \(machine.summary)")
-        print("command: \(command)")
-        print("instruction set: \(machine.instructionSet ?? "unknown"); threads \(threads)")
-        let worker = try torch.map { try TorchWorker(interpreter: $0.interpreter, threads: threads) }
-        defer { worker?.close() }
-        if let worker { print("PyTorch \(worker.info.version), CPU capability \(worker.info.capability ?? "unknown")") }
+        let run = try BenchRun(name: "tables", threads: threads, torch: torch)
+        defer { run.worker?.close() }
+        let (machine, command, worker) = (run.machine, run.command, run.worker)
         var rows: [ModelBenchRow] = []
         for task in TablesBenchmark.tasks where taskNames.contains(task.preset) {
             let specs = try TablesBenchmark.specs(task).filter { labels.contains($0.label) }
             let group = TablesBenchmark.group(task, batch: batchSize ?? (quick ? task.quickBatch : task.batch))
             rows += try ModelBenchmark.run(group, specs: specs, rounds: rounds, torch: worker, log: progress)
-            progress("\(task.name) done (\(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s)")
+            progress("\(task.name) done (\(run.elapsed))")
         }
         let training = TablesBenchmark.table(rows, training: true, withTorch: worker != nil)
         let inference = TablesBenchmark.table(rows, training: false, withTorch: worker != nil)
@@ -175,8 +163,27 @@ struct BenchTablesCommand: ParsableCommand {
         let report = ModelBenchReport(benchmark: "tables", command: command, machine: machine, threads: threads, repeats: rounds,
                                       setup: TablesBenchmark.setup, torch: worker?.info, rows: rows)
         try writeOutputs(report, json: output.json, plot: nil)
-        print("finished in \(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s")
+        print("finished in \(run.elapsed)")
     }
+}
+
+/// The start of a model benchmark: the machine, the command and the PyTorch worker, printed first.
+struct BenchRun {
+    let start = BenchmarkClock.seconds()
+    let machine = MachineInfo.current()
+    let command = benchCommandLine()
+    let worker: TorchWorker?
+
+    init(name: String, threads: Int, torch: (interpreter: TorchInterpreter, info: TorchInfo)?) throws {
+        print("longmixer bench \(name) — \(machine.summary)")
+        print("command: \(command)")
+        print("instruction set: \(machine.instructionSet ?? "unknown"); threads \(threads)")
+        worker = try torch.map { try TorchWorker(interpreter: $0.interpreter, threads: threads) }
+        if let worker { print("PyTorch \(worker.info.version), CPU capability \(worker.info.capability ?? "unknown")") }
+    }
+
+    /// Seconds since the start, as printed.
+    var elapsed: String { "\(formatNumber(BenchmarkClock.seconds() - start, decimals: 0)) s" }
 }
 
 /// A progress line, flushed at once (runs take minutes).
