@@ -213,13 +213,21 @@ public enum ModelBenchmark {
         }
         log("  \(group.name): \(cases.count) cases, \(rounds) round\(rounds == 1 ? "" : "s") …")
         var wall = [[Double]](repeating: [], count: cases.count), cpu = wall
+        // A PyTorch call that fails ends that model's PyTorch side, not the benchmark: the Swift figures stand.
+        var failedTorchRows = Set<Int>()
         for round in 0..<rounds {
-            for i in (round % 2 == 0 ? Array(cases.indices) : cases.indices.reversed()) {
-                let s = try cases[i].body()
-                wall[i].append(s.wall); cpu[i].append(s.cpu)
+            for i in (round % 2 == 0 ? Array(cases.indices) : cases.indices.reversed()) where !(cases[i].torch && failedTorchRows.contains(cases[i].row)) {
+                do {
+                    let s = try cases[i].body()
+                    wall[i].append(s.wall); cpu[i].append(s.cpu)
+                } catch let e as UserError where cases[i].torch {
+                    failedTorchRows.insert(cases[i].row)
+                    rows[cases[i].row].torchError = e.why
+                    log("  \(group.name): \(rows[cases[i].row].label) on the PyTorch side: \(e.why)")
+                }
             }
         }
-        for (i, c) in cases.enumerated() {
+        for (i, c) in cases.enumerated() where !(c.torch && failedTorchRows.contains(c.row)) {
             let t = CaseTiming(samples: wall[i], cpu: cpu[i])
             switch (c.torch, c.training) {
             case (false, false): rows[c.row].forward = t

@@ -39,14 +39,19 @@ public enum TablesBenchmark {
 
     public static let samplesPerReport = 1000.0
 
-    public static let setup = """
+    /// The setup paragraph with the training batch of each task (`batches` in the order of `tasks`).
+    public static func setup(batches: [(task: String, batch: Int)]) -> String {
+        setup + " Training batches in this run: " + batches.map { "\($0.task) \($0.batch)" }.joined(separator: ", ") + "."
+    }
+
+    static let setup = """
         Shapes of the LRA tasks: Text N = 4096, Retrieval two documents of 4096, Image and Pathfinder 1024; random byte \
         tokens, CLS first. Models: the LRA presets with one layer (one block) — Transformer, Performer, PermuteFormer at \
         the task's LRA width (Text D 512, 8 heads, FFN 2048; Retrieval D 128, 4 heads, FFN 512; Image D 64, 4 heads, FFN 128; \
         Pathfinder D 128, 8 heads, FFN 128), Paramixer with CHORD or CDIL at its preset (Text D 32, H 128, CLS; Image D 32, \
         H 32, FLATTEN; Pathfinder D 64, H 32, FLATTEN; it has no two-document head for Retrieval). Training: full steps \
-        (loss, backward, Adam) at batch 2 (Text, Retrieval) or 16 (Image, Pathfinder), per 1,000 samples. Inference: \
-        one sample's forward pass. Memory: tensor bytes at the peak of a training step and of an inference call.
+        (loss, backward, Adam), reported per 1,000 samples. Inference: one sample's forward pass. Memory: tensor bytes \
+        at the peak of a training step and of an inference call.
         """
 
     /// The task's model shape: byte tokens (vocabulary 259, PAD 0).

@@ -111,7 +111,7 @@ struct BenchTablesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tables",
         abstract: "Training time, inference latency and peak memory on the four LRA task shapes, with ratios to the Transformer (PermuteFormer's Tables 2 and 3).",
-        discussion: TablesBenchmark.setup + """
+        discussion: TablesBenchmark.setup(batches: TablesBenchmark.tasks.map { ($0.name, $0.batch) }) + """
              Ratios to the Transformer are medians of per-round ratios (IQR in parentheses). --quick: batch 1 (Text, \
             Retrieval) or 4 (Image, Pathfinder) and 2 rounds.
             """)
@@ -146,10 +146,11 @@ struct BenchTablesCommand: ParsableCommand {
         let run = try BenchRun(name: "tables", threads: threads, torch: torch)
         defer { run.worker?.close() }
         let (machine, command, worker) = (run.machine, run.command, run.worker)
-        var rows: [ModelBenchRow] = []
+        var rows: [ModelBenchRow] = [], batches: [(task: String, batch: Int)] = []
         for task in TablesBenchmark.tasks where taskNames.contains(task.preset) {
             let specs = try TablesBenchmark.specs(task).filter { labels.contains($0.label) }
             let group = TablesBenchmark.group(task, batch: batchSize ?? (quick ? task.quickBatch : task.batch))
+            batches.append((task.name, group.trainingBatch))
             rows += try ModelBenchmark.run(group, specs: specs, rounds: rounds, torch: worker, log: progress)
             progress("\(task.name) done (\(run.elapsed))")
         }
@@ -161,7 +162,7 @@ struct BenchTablesCommand: ParsableCommand {
         print(inference.render())
         if output.markdown { print(""); print(training.render(markdown: true)); print(""); print(inference.render(markdown: true)) }
         let report = ModelBenchReport(benchmark: "tables", command: command, machine: machine, threads: threads, repeats: rounds,
-                                      setup: TablesBenchmark.setup, torch: worker?.info, rows: rows)
+                                      setup: TablesBenchmark.setup(batches: batches), torch: worker?.info, rows: rows)
         try writeOutputs(report, json: output.json, plot: nil)
         print("finished in \(run.elapsed)")
     }
