@@ -15,9 +15,7 @@ Regenerate the fixtures (from the package root):
 
     python3 Scripts/reference/paramixer_reference.py --out Tests/Fixtures
 
-Time the PyTorch model for comparison with ParamixerBenchmark.model (D = H = 32, 1 block):
-
-    python3 Scripts/reference/paramixer_reference.py --benchmark 1024 16384 --threads 2
+The benchmarks' PyTorch side (Scripts/bench/torch_worker.py) builds its Paramixer from this module.
 
 Each case writes Tests/Fixtures/paramixer_<case>.safetensors with
   input.tokens (int32 [B,N]) or input.features (float32 [B,N,F]),
@@ -79,7 +77,7 @@ def factor_scatter(w, v, offsets):
 
 def factor_shift(w, v, offsets):
     """Same product without the (B,N,L,D) gather: per slot, two in-place addcmul_ on shifted slices
-    (the fastest torch formulation measured in perf-probe section 3). Used only by --benchmark."""
+    (the fastest torch formulation of the product). The benchmark worker uses it."""
     n = v.shape[1]
     out = w[:, :, 0:1] * v if offsets[0] == 0 else torch.zeros_like(v)
     start = 1 if offsets[0] == 0 else 0
@@ -235,54 +233,10 @@ def self_check():
             assert torch.allclose(factor_shift(w, v, off), factor_gather(w, v, off)), (protocol, n, off)
 
 
-def benchmark(lengths, threads, tokens_per_batch=1 << 15):
-    """PyTorch side of ParamixerBenchmark.model: D = H = 32, 1 block, CHORD, FLATTEN, 10 classes,
-    forward and forward + cross-entropy + backward per sequence (best of >= 3 runs after a warm-up)."""
-    import time
-    global FACTOR
-    FACTOR = factor_shift
-    torch.set_num_threads(threads)
-    for n in lengths:
-        cfg = base_config(vocabularySize=16, length=n, embeddingSize=32, hiddenSize=32, outputCount=10)
-        model = ParamixerReference(cfg)
-        batch = max(1, tokens_per_batch // n)
-        x = torch.randint(0, 16, (batch, n))
-        y = torch.randint(0, 10, (batch,))
-
-        def best(fn):
-            fn()
-            times = []
-            while len(times) < 3 or sum(times) < 0.3:
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            return min(times)
-
-        with torch.no_grad():
-            fwd = best(lambda: model(x))
-
-        def step():
-            model.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-
-        fb = best(step)
-        # One JSON object per line: `longmixer bench paramixer --torch` reads these.
-        print(json.dumps({"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
-                          "threads": threads, "length": n, "batch": batch,
-                          "forwardSecondsPerSequence": fwd / batch, "forwardBackwardSecondsPerSequence": fb / batch}),
-              flush=True)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="Tests/Fixtures")
-    parser.add_argument("--benchmark", type=int, nargs="*", metavar="N",
-                        help="time the model at these lengths instead of writing fixtures")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if args.benchmark is not None:
-        benchmark(args.benchmark or [2 ** k for k in range(7, 17)], args.threads)
-        return
     self_check()
     os.makedirs(args.out, exist_ok=True)
     for i, (name, cfg) in enumerate(CASES.items()):

@@ -8,9 +8,9 @@ import LongMixerData
 // compares, a STREAM-like DRAM bandwidth probe, machine information, table printing and JSON output.
 // Used by `longmixer bench core`; model benchmarks reuse the same pieces.
 //
-// This machine is shared and noisy (±30 % between runs, see reference/perf-probe.md), so the figure
-// of record is the *best* sample, and cases that are compared with each other (our GEMM path against
-// raw sgemm) run interleaved, round by round, so that a burst of load hits all of them alike.
+// Benchmarks run on shared machines whose load changes within a run, so cases that are compared with
+// each other (our GEMM path against raw sgemm) run interleaved, round by round, so that a burst of
+// load hits all of them alike; ratios are taken per round.
 
 // MARK: - Clock and timer
 
@@ -227,6 +227,8 @@ public struct MachineInfo: Codable, Sendable {
     public var os: String
     /// /proc/loadavg's 1-minute load at the start: on a shared machine, other work shows up here.
     public var loadAverage: Double?
+    /// The kernels' instruction set, the GEMM behind `BLAS.gemm` and OpenBLAS's kernel set (`Roofline.instructionSetPath`).
+    public var instructionSet: String?
 
     public static func current() -> MachineInfo {
         let formatter = ISO8601DateFormatter()
@@ -236,7 +238,8 @@ public struct MachineInfo: Codable, Sendable {
                            date: formatter.string(from: Date()),
                            os: ProcessInfo.processInfo.operatingSystemVersionString,
                            loadAverage: (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))
-                               .flatMap { $0.split(separator: " ").first }.flatMap { Double($0) })
+                               .flatMap { $0.split(separator: " ").first }.flatMap { Double($0) },
+                           instructionSet: Roofline.instructionSetPath)
     }
 
     /// "model name" (plus family/model) from /proc/cpuinfo; "unknown" elsewhere.
@@ -260,7 +263,7 @@ public struct MachineInfo: Codable, Sendable {
 
     public var summary: String {
         "\(cpuModel), \(logicalCores) logical cores; OpenBLAS core \(blasCore)"
-            // A forced kernel set (this host's environment sets OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU).
+            // A kernel set forced through the environment.
             + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? "")
             + " (\(blasConfig)); \(date)"
             + (loadAverage.map { "; load average \($0)" } ?? "")
@@ -328,14 +331,16 @@ public struct BenchmarkReport: Codable, Sendable {
         self.command = command; self.machine = machine; self.repeats = repeats; self.records = records
     }
 
-    public func writeJSON(to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(self)
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try data.write(to: url)
-    }
+    public func writeJSON(to path: String) throws { try writeBenchmarkJSON(self, to: path) }
+}
+
+/// Writes `value` as pretty, key-sorted JSON (stable diffs of committed results), creating the folder.
+public func writeBenchmarkJSON<T: Encodable>(_ value: T, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    let url = URL(fileURLWithPath: path)
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try encoder.encode(value).write(to: url)
 }
 
 /// A plain-text table with right-aligned numeric columns; `markdown` gives a GitHub table.

@@ -11,7 +11,7 @@ import LongMixerWideKernels
 /// and our row splits change the summation order.
 public enum BLAS {
     /// OpenBLAS 0.3.21 runs mid-sized sgemm at a third of its speed until one large-M-and-N sgemm
-    /// has run in the process (see reference/perf-probe.md §2); one 1024×1024×8 call fixes it.
+    /// has run in the process; one 1024×1024×8 call fixes it.
     nonisolated(unsafe) private static var warmedUp = false
 
     public static func warmUp() {
@@ -169,7 +169,7 @@ public enum BLAS {
     /// This is the one sanctioned exception to "a `parallelFor` body never calls BLAS": a kernel that
     /// parallelises over independent (batch, head) slices wraps its `parallelFor` in this, so each
     /// worker calls single-threaded sgemm and at most `Parallel.threadCount` threads are busy
-    /// (perf-probe §4: per-head parallelism beats BLAS threading on small GEMMs). Nests and may be
+    /// (per-head parallelism beats BLAS threading on small GEMMs). Nests and may be
     /// entered from concurrent threads: the first entry sets 1 thread, the last exit restores.
     /// OpenBLAS's thread count is process-global, so other BLAS callers running meanwhile also run
     /// single-threaded (slower, never wrong).

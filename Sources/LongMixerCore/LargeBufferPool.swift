@@ -7,7 +7,7 @@ import Glibc
 ///
 /// glibc already reuses freed blocks below its mmap threshold (which adapts up to 32 MiB), but
 /// every larger block is a fresh `mmap`: its first touch page-faults once per 4 KiB page
-/// (≈ 26 ms per 64 MiB here), which dominated long-sequence training steps. Large buffers are
+/// (tens of milliseconds per 64 MiB), which dominated long-sequence training steps. Large buffers are
 /// therefore mapped 2 MiB-aligned with transparent huge pages requested (`MADV_HUGEPAGE`, 512×
 /// fewer faults), and kept in a size-classed pool on release so the next step reuses them.
 /// The pool holds at most `capacityBytes` of idle memory, evicting the least recently released
@@ -19,7 +19,7 @@ public enum LargeBufferPool {
     /// Idle bytes kept for reuse: a quarter of physical memory, at least 2 GiB and at most 16 GiB
     /// (`LONGMIXER_POOL_MB` to change, 0 disables). A training step at N = 16 384 frees several GiB
     /// of large activations and gradients; with room for only part of them, every step page-faults the
-    /// rest in again (measured: a quarter of a Performer step's time in the kernel's page clearing).
+    /// rest in again (a Performer step then spends a quarter of its time in the kernel's page clearing).
     nonisolated(unsafe) public static var capacityBytes: Int = {
         if let mb = RuntimeOptions.environment.poolMegabytes { return mb << 20 }
         let quarter = Int(ProcessInfo.processInfo.physicalMemory / 4)

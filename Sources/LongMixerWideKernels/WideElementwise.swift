@@ -20,8 +20,7 @@ extension WideKernels {
             // Ordinary stores up to the first 64-byte boundary of `out`, then whole lines.
             let head = min(end - i, misalignment(out + i))
             if head > 0 { geluPartial(out: out + i, x: x + i, count: head); i += head }
-            // Software prefetch 8 KiB ahead: the hardware prefetcher stops at every 4 KiB page boundary
-            // (1 thread, 16M floats: 2.8–3.1 ms without, 2.5–2.6 with).
+            // Software prefetch 8 KiB ahead: the hardware prefetcher stops at every 4 KiB page boundary.
             while i + 64 <= end {
                 let ahead = x + i + geluPrefetchFloats
                 lm_prefetch(ahead); lm_prefetch(ahead + 16); lm_prefetch(ahead + 32); lm_prefetch(ahead + 48)
@@ -171,7 +170,7 @@ extension WideKernels {
         if streaming { lm_store_fence() }
     }
 
-    /// Rows ahead that `layerNormRows` prefetches (1 thread, 16M floats: 3.4–3.8 ms without, 3.0–3.1 with 2 or 4).
+    /// Rows ahead that `layerNormRows` prefetches (the hardware prefetcher stops at page boundaries; 2 and 4 did equally well).
     static let prefetchRows = 2
 
     /// (μ, 1/√(σ² + ε)) of one row: sum, then squared deviations from μ (no E[x²] − μ² cancellation).

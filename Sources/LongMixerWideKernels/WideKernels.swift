@@ -54,7 +54,7 @@ public enum WideKernels {
             // row of the range re-reads itself (from L1) to keep the loop branch-free.
             let next = row + 1 < rows.upperBound ? xr + n : xr
             // Software prefetch of the row 4 ahead (16 KiB for n = 1024): rows of 4 KiB are one page each,
-            // which the hardware prefetcher does not run across (1 thread, 16M floats: 3.4–3.6 → 3.1 ms).
+            // which the hardware prefetcher does not run across.
             let ahead = x + min(row + softmaxPrefetchRows, rows.upperBound - 1) * n
             let mv = Float16x(repeating: m)
             var acc0 = Float16x(), acc1 = Float16x(), acc2 = Float16x(), acc3 = Float16x()

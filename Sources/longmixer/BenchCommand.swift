@@ -13,8 +13,9 @@ import LongMixerBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: GEMM and memory-bound kernel throughput against the machine's limits.",
-        subcommands: [BenchCoreCommand.self, BenchParamixerCommand.self, BenchAttentionCommand.self, BenchDataCommand.self])
+        abstract: "Benchmarks: kernels against the machine's limits, models against each other and against PyTorch.",
+        subcommands: [BenchTablesCommand.self, BenchScalingCommand.self, BenchCoreCommand.self, BenchAttentionCommand.self,
+                      BenchParamixerCommand.self, BenchDataCommand.self, BenchReportCommand.self])
 }
 
 /// `longmixer bench core`: our GEMM entry points against raw `cblas_sgemm`, and the memory-bound
@@ -27,7 +28,7 @@ struct BenchCoreCommand: ParsableCommand {
             GEMM shapes: linear (with bias) on 4096x128·128x128 and 32768x32·32x32, Tensor.matmul on 1024³, \
             and BLAS.gemm on the dense layers of the attention benchmark (model 512, FFN 2048, 4096 rows): \
             forward x·Wᵀ, input gradient dY·W and weight gradient dYᵀ·X (target: ≥ 130 % of raw at 2 threads \
-            when the packed AVX-512 GEMM runs; LONGMIXER_GEMM=openblas compares OpenBLAS with itself); \
+            when the packed AVX-512 GEMM runs, with --check-targets; LONGMIXER_GEMM=openblas compares OpenBLAS with itself); \
             the raw baseline is cblas_sgemm with the same transposes on preallocated buffers (beta = 0). \
             Memory-bound kernels run on --elements floats (default 16M = 64 MiB per tensor): the kernel on a \
             preallocated output, and the differentiable op, which allocates a fresh output tensor per call. \
@@ -36,16 +37,15 @@ struct BenchCoreCommand: ParsableCommand {
             streaming stores (LONGMIXER_NO_STREAMING=1: ordinary stores). "% DRAM" is relative to the best STREAM \
             copy or triad sample, with ordinary or streaming stores (on --bandwidth-elements floats per array), \
             of the run at the same thread count; "% DRAM ord." against ordinary-store copy/triad only (they also run interleaved with every kernel, so load from \
-            other processes hits both alike); the target (60 %) is judged on the kernel rows at 2 threads. Every figure is the best of --repeats samples; cases that are compared run \
+            other processes hits both alike); with --check-targets the target (60 %) is judged on the kernel rows at 2 threads. Every figure is the best of --repeats samples; cases that are compared run \
             interleaved, round by round. "% DRAM paired" is the median (and interquartile range) over rounds of the \
             kernel's rate divided by the best copy/triad rate of the same round: on a shared VM, a round that \
             loses the second vCPU loses it for both sides of its ratio.
             """)
 
-    @Option(name: .customLong("threads-list"), help: "Comma-separated thread counts to run (each sets LongMixer's and OpenBLAS's threads).")
-    var threadsList: String = "1,2"
+    @OptionGroup var threadOption: BenchThreadsOption
 
-    @Option(help: "Samples per case; the best is reported.")
+    @Option(help: "Samples per case, interleaved round by round; the best is reported, paired ratios are medians over rounds.")
     var repeats: Int = 15
 
     @Option(help: "Floats per tensor for the memory-bound kernels and the bandwidth probe.")
@@ -53,18 +53,14 @@ struct BenchCoreCommand: ParsableCommand {
 
     @Option(help: """
         Floats per array of the STREAM-like DRAM probe (default 64M = 256 MiB: 64 MiB arrays were sometimes \
-        served partly from cache on this host, which showed up as 2× "DRAM" bandwidth).
+        can be served partly from cache on a shared VM, which shows up as 2× "DRAM" bandwidth).
         """)
     var bandwidthElements: Int = 1 << 26
 
     @Option(help: "Row width for softmax and layer norm.")
     var width: Int = 1024
 
-    @Option(help: "Write the results with machine information as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Also print the tables as Markdown.")
-    var markdown = false
+    @OptionGroup var output: BenchOutputOptions
 
     @Option(name: .customLong("sample-ms"), help: ArgumentHelp("""
         Minimum length of one sample of the memory-bound kernels and DRAM probes, in ms (each sample repeats \
@@ -75,31 +71,17 @@ struct BenchCoreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Run only one group: gemm, dense (the dense-layer GEMMs only) or memory, or the memory-bound kernels whose name starts with this (for quick iterations).", visibility: .hidden))
     var only: String?
 
-    func parsedThreads() throws -> [Int] {
-        let parts = threadsList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let values = parts.compactMap { Int($0) }
-        guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 >= 1 }) else {
-            throw ValidationError("--threads-list must be comma-separated positive integers, got '\(threadsList)'")
-        }
-        return values
-    }
-
-    func validate() throws {
-        _ = try parsedThreads()
-        guard repeats >= 1 else { throw ValidationError("--repeats must be ≥ 1, got \(repeats)") }
-        guard bandwidthElements >= 1 << 20 else {
-            throw ValidationError("--bandwidth-elements must be at least 1M floats (beyond the caches), got \(bandwidthElements)")
-        }
-        guard width >= 1, elements >= width, elements % width == 0 else {
-            throw ValidationError("--elements (\(elements)) must be a positive multiple of --width (\(width))")
-        }
-    }
-
     func run() throws {
-        let threadCounts = try parsedThreads()
-        for t in threadCounts { _ = try RuntimeOptions.validatedThreadCount(t, what: "--threads-list") }
+        // Checked here, not in validate(): ArgumentParser rewraps what validate() throws, and these are UserErrors.
+        let threadCounts = try BenchArguments.threads(threadOption.threads, single: false)
+        try BenchArguments.atLeast(1, repeats, "--repeats")
+        try BenchArguments.atLeast(1 << 20, bandwidthElements, "--bandwidth-elements")
+        try BenchArguments.atLeast(1, width, "--width")
+        guard elements >= width, elements % width == 0 else {
+            throw UserError(what: "--elements", value: String(elements), why: "must be a positive multiple of --width (\(width))")
+        }
         let machine = MachineInfo.current()
-        let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let command = benchCommandLine()
         print("longmixer bench core — \(machine.summary)")
         print("command: \(command)")
         print("BLAS.gemm: \(BLAS.packedGemmAvailable ? "packed AVX-512 SGEMM for large products (LONGMIXER_GEMM=openblas to disable)" : "OpenBLAS") — raw: cblas_sgemm, OpenBLAS \(BLAS.coreName) kernels\n")
@@ -114,21 +96,21 @@ struct BenchCoreCommand: ParsableCommand {
             records += suite.run(threads: t)
         }
         print("")
-        let tables = CoreBenchmarkSuite.tables(records)
+        let tables = CoreBenchmarkTables.tables(records, withTargets: output.checkTargets)
         for (title, table) in tables {
             print(title)
             print(table.render())
             print("")
         }
-        if markdown {
+        if output.markdown {
             for (title, table) in tables {
                 print("**\(title)**\n")
                 print(table.render(markdown: true))
                 print("")
             }
         }
-        for line in CoreBenchmarkSuite.targetSummary(records) { print(line) }
-        if let json {
+        if output.checkTargets { for line in CoreBenchmarkTables.targetSummary(records) { print(line) } }
+        if let json = output.json {
             try BenchmarkReport(command: command, machine: machine, repeats: repeats, records: records).writeJSON(to: json)
             print("wrote \(json)")
         }
@@ -140,8 +122,7 @@ final class CoreBenchmarkSuite {
     static let gemmTarget = 85.0
     static let packedGemmTarget = 130.0
     static let memoryTarget = 60.0
-    /// Variant prefix of the STREAM rows with streaming (non-temporal) stores.
-    static let streamingVariant = "streaming stores, "
+    static let streamingVariant = CoreBenchmarkTables.streamingVariant
 
     let elements: Int, width: Int, repeats: Int, only: String?
     /// Minimum seconds per sample of the memory-bound kernels and the DRAM probes.
@@ -328,63 +309,5 @@ final class CoreBenchmarkSuite {
         for i in memoryRecords.indices { memoryRecords[i].percentOfReference = 100 * memoryRecords[i].rate / dram }
         records += dramRecords + [memcpyRecord] + memoryRecords
         return records
-    }
-
-    // MARK: Reporting
-
-    static func tables(_ records: [BenchmarkRecord]) -> [(String, TextTable)] {
-        var gemm = TextTable(headers: ["GEMM (M×K · K×N)", "our entry point", "threads", "ours ms", "ours GFLOP/s",
-                                       "raw ms", "raw GFLOP/s", "ours % of raw", "target"])
-        let gemmOurs = records.filter { $0.group == "gemm" && $0.reference != nil }
-        for r in gemmOurs {
-            guard let raw = records.first(where: { $0.group == "gemm" && $0.name == r.name && $0.threads == r.threads && $0.reference == nil })
-            else { continue }
-            gemm.append([r.name, r.variant, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate),
-                         formatMilliseconds(raw.timing.best), formatNumber(raw.rate),
-                         formatNumber(r.percentOfReference ?? 0),
-                         r.targetPercent.map { "≥ \(formatNumber($0, decimals: 0)) %: \(verdict(r))" } ?? "–"])
-        }
-        gemm.leftAligned = [0, 1]
-
-        var memory = TextTable(headers: ["kernel", "threads", "MB moved", "kernel ms", "kernel GB/s",
-                                         "% DRAM", "target ≥ 60 % (2T)", "% DRAM paired (IQR)", "% DRAM ord.", "op ms (fresh out)", "op GB/s", "op % DRAM"])
-        for r in records where r.group == "memory" && r.variant.hasPrefix("kernel") {
-            guard let op = records.first(where: { $0.group == "memory" && $0.name == r.name && $0.threads == r.threads && $0.variant.hasPrefix("op") })
-            else { continue }
-            // For information: against the best copy/triad with ordinary stores only (the reference before
-            // the kernels used streaming stores).
-            let ordinary = records.filter { $0.group == "dram" && $0.threads == r.threads && !$0.variant.hasPrefix(streamingVariant) }
-                .map(\.rate).max() ?? .nan
-            memory.append([r.name, "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0), formatMilliseconds(r.timing.best),
-                           formatNumber(r.rate), formatNumber(r.percentOfReference ?? 0), verdict(r),
-                           r.pairedPercentOfReference.map { "\(formatNumber($0.median)) (\(formatNumber($0.lower))–\(formatNumber($0.upper)))" } ?? "–",
-                           formatNumber(100 * r.rate / ordinary),
-                           formatMilliseconds(op.timing.best), formatNumber(op.rate), formatNumber(op.percentOfReference ?? 0)])
-        }
-
-        var dram = TextTable(headers: ["DRAM bandwidth (STREAM-like)", "threads", "MB moved", "ms", "GB/s"])
-        for r in records where r.group.hasPrefix("dram") {
-            dram.append(["\(r.name) (\(r.variant))", "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0),
-                         formatMilliseconds(r.timing.best), formatNumber(r.rate)])
-        }
-        return [("GEMM: our path vs raw cblas_sgemm", gemm),
-                ("Memory-bound kernels vs DRAM bandwidth", memory),
-                ("DRAM bandwidth", dram)]
-    }
-
-    static func verdict(_ r: BenchmarkRecord) -> String {
-        guard let met = r.meetsTarget else { return "–" }
-        return met ? "met" : "MISSED"
-    }
-
-    static func targetSummary(_ records: [BenchmarkRecord]) -> [String] {
-        let judged = records.filter { $0.meetsTarget != nil }
-        let missed = judged.filter { $0.meetsTarget == false }
-        var lines = ["targets: \(judged.count - missed.count) of \(judged.count) met"]
-        for r in missed {
-            lines.append("  missed: \(r.group) \(r.name) [\(r.variant)] \(r.threads)T: "
-                         + "\(formatNumber(r.percentOfReference ?? 0)) % of \(r.reference ?? "reference") (target \(formatNumber(r.targetPercent ?? 0, decimals: 0)) %)")
-        }
-        return lines
     }
 }

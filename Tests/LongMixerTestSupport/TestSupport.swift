@@ -2,8 +2,8 @@ import Foundation
 import Testing
 import LongMixerCore
 
-// What every test target shares: one closeness measure, one fixture locator, the thread-count loop
-// and the AVX-512 trait.
+// What every test target shares: one closeness measure, one fixture locator, the thread-count loop,
+// the AVX-512 trait and the runner of the `longmixer` executable.
 
 /// `Tests/Fixtures/<name>` of this package, located from this source file (works from any working directory).
 public func fixtureURL(_ name: String) -> URL {
@@ -68,3 +68,50 @@ public func withSteadyThreadCount<T>(_ body: () throws -> T) rethrows -> T {
 /// Trait of a test whose expectations are about the 16-lane (AVX-512) kernels: it runs where they run
 /// and is reported as skipped elsewhere (a CPU without AVX-512, or LONGMIXER_NO_AVX512=1).
 public let requiresAVX512 = ConditionTrait.enabled(if: CPUFeatures.avx512, "needs the AVX-512 kernels (absent on this CPU, or LONGMIXER_NO_AVX512=1)")
+
+/// What one run of the `longmixer` executable printed and returned.
+public struct CLIResult {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// The `longmixer` executable built beside the test bundle, run end to end.
+public enum LongMixerCLI {
+    /// The executable next to the running test bundle.
+    public static let executable: URL = {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+        return dir.appendingPathComponent("longmixer")
+    }()
+
+    /// Runs `longmixer arguments…` in `directory` (stopped after `timeout` seconds).
+    public static func run(_ arguments: [String], in directory: URL, timeout: Double = 300) throws -> CLIResult {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        // Output goes to files (no pipe can fill up and block the child).
+        let out = directory.appendingPathComponent(".stdout-\(UUID().uuidString)"), err = directory.appendingPathComponent(".stderr-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: out); try? FileManager.default.removeItem(at: err) }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        let outData = try Data(contentsOf: out), errData = try Data(contentsOf: err)
+        return CLIResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// A fresh empty folder under the temporary directory.
+    public static func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}

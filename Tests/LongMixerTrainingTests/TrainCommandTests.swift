@@ -5,48 +5,17 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
+import LongMixerTestSupport
 
 /// End to end through the `longmixer` executable (built beside the test bundle): every model family
 /// on the tasks it serves, a few steps at tiny sizes, the run directory checked; and refusals that
 /// leave nothing behind.
 @Suite("longmixer train (CLI)", .serialized)
 struct TrainCommandTests {
-    struct Result { var status: Int32; var stdout: String; var stderr: String }
-
-    /// The executable next to the running test bundle.
-    static let executable: URL = {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
-        return dir.appendingPathComponent("longmixer")
-    }()
-
-    static func run(_ arguments: [String], in directory: URL) throws -> Result {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        // Output goes to files (no pipe can fill up and block the child).
-        let out = directory.appendingPathComponent(".stdout-\(UUID().uuidString)"), err = directory.appendingPathComponent(".stderr-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: out); try? FileManager.default.removeItem(at: err) }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        let deadline = Date().addingTimeInterval(300)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        let outData = try Data(contentsOf: out), errData = try Data(contentsOf: err)
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
-    }
-
-    static func scratch() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    typealias Result = CLIResult
+    static var executable: URL { LongMixerCLI.executable }
+    static func run(_ arguments: [String], in directory: URL) throws -> Result { try LongMixerCLI.run(arguments, in: directory) }
+    static func scratch() throws -> URL { try LongMixerCLI.scratch() }
 
     /// Trains and checks the run directory: the files, the recorded task/model, finite test metrics.
     func trains(_ arguments: [String], task: String, model: String, family: String,

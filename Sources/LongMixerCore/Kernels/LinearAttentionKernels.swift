@@ -13,7 +13,7 @@ import Foundation
 //
 // Threads: slices are independent. With ≥ 2 slices and ≥ 2 threads they run over `parallelFor` with
 // OpenBLAS held at one thread (`BLAS.withSingleThread`), which beats BLAS threading on these small
-// GEMMs (perf-probe §4). A single slice runs on the calling thread (see `forEachSliceRange`).
+// GEMMs. A single slice runs on the calling thread (see `forEachSliceRange`).
 
 /// Sizes of a linear-attention call: q, k: [B, H, N, F]; v, out: [B, H, N, Dh].
 public struct LinearAttentionSizes: Equatable, Sendable {

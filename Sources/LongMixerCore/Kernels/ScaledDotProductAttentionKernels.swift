@@ -26,10 +26,9 @@ import LongMixerWideKernels
 // 16-lane GEMM of LongMixerWideKernels (`WideKernels.gemm`, 8×32 register tiles, no packing), with every
 // operand of a block pair in L1/L2 (`scaledDotProductAttentionForwardKeyBlocks`, `…BackwardKeyBlocks`):
 // forward per query block over key blocks with an online softmax; backward per key block (dK, dV rows
-// cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). The row-block scheme above streamed K, V,
-// dK and dV (4 MB each per slice at N = 16384, Dh = 64) through L3 for every 16 rows: at N = 16384, 1 thread,
-// its backward ran at 55 GFLOP/s against ≈ 185 now (≈ 210 at N = 4096, ≈ 90 % of the GEMM's in-L1 rate).
-// Otherwise (AVX2, or other head sizes) OpenBLAS with the row blocks above and, on an AVX-512 CPU, 16-lane
+// cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). The row-block scheme above streams K, V,
+// dK and dV (4 MB each per slice at N = 16384, Dh = 64) through L3 for every few rows; this order keeps a
+// block pair's operands in L1/L2, so the GEMMs run near their in-cache rate. Otherwise (AVX2, or other head sizes) OpenBLAS with the row blocks above and, on an AVX-512 CPU, 16-lane
 // softmax rows.
 //
 // Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the 16-lane backward)
@@ -57,8 +56,7 @@ struct ScaledDotProductAttentionPlan {
     /// Rows per block (query rows; keys in the 16-lane backward, whose key-blocked kernels pass their block
     /// sizes). Default (OpenBLAS row blocks), never fewer than 16: 128 up to N = 8192, then fewer (an R×N
     /// float scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so
-    /// taller blocks pack less per FLOP: 128 beat 64 (L2-sized at N = 4096) by 5 % on the backward and 32 by
-    /// 10 % (1 thread, Haswell kernels, N = 4096, Dh = 64), and 256/512 were no faster.
+    /// taller blocks pack less per FLOP, up to the point where the scratch leaves L2.
     let rowBlock: Int
     let blocks: Int
     /// Items per slice (1 unless there are fewer slices than threads).
@@ -241,9 +239,7 @@ func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>,
                                                sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     // 128 keys × 256 rows: each query block streams all of K and V once, so taller blocks stream less per
-    // FLOP. Dh = 64, 1 thread: at N = 4096 64×64 was 10 % slower, 256 keys or 128–256 rows within noise; at
-    // N = 16384 64 rows took 3.9–4.4 s, 128 rows 3.5–3.7 s, 256 rows 3.2 s, 512 rows 3.1 s (the two-pass row
-    // blocks: 4.5–5.2 s on the same loaded machine); the P̃ (128 KB) and output (64 KB) blocks stay in L2.
+    // FLOP, while the P̃ (128 KB) and output (64 KB) blocks still stay in L2.
     let Bc = block > 0 ? block : 128     // keys per block
     let Br = block > 0 ? block : 256     // query rows per block
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Br)
@@ -390,8 +386,7 @@ func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>,
                                                 sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     // 64 keys × 128 query rows: the key block's K, Kᵀ, Vᵀ and dK, dV rows (16 KB each at Dh = 64) stay in L1/L2
-    // with the pair's P and dS (32 KB each). Dh = 64, 1 thread, N = 16384: 7.4–7.6 s (64 × 64: 8.1–8.7 s,
-    // 128 × 128 and 128 × 64: 7.7–8.1 s, 32 × 128: 9.8–10.5 s); N = 4096: 64 × 64–256 within noise.
+    // with the pair's P and dS (32 KB each); smaller blocks pay more per-block overhead, larger ones leave L1.
     let Bc = block > 0 ? block : 64      // keys per block
     let Br = block > 0 ? block : 128     // query rows per block
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: Bc)

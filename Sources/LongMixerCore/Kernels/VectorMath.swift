@@ -3,7 +3,7 @@ import Foundation
 /// SIMD8 transcendental functions used by the hot kernels. Each has a scalar twin used for tails
 /// and by the reference kernels; tests compare both against libm in double precision.
 ///
-/// Avoid `clamped`/`pointwiseMin`/`pointwiseMax` here: they are not inlined (perf-probe §2.4);
+/// Avoid `clamped`/`pointwiseMin`/`pointwiseMax` here: they are not inlined;
 /// `replacing(with:where:)` is.
 public typealias Float8 = SIMD8<Float>
 
@@ -11,7 +11,7 @@ public enum VectorMath {
     /// a·b + c. One fused multiply-add (`vfmadd`) in the default build (`-target-cpu haswell`), where
     /// it halves the instructions and the latency of every polynomial step. With
     /// LONGMIXER_PORTABLE=1 the package defines LONGMIXER_NO_FMA and this is a multiply and an add:
-    /// `addingProduct` without FMA in the target would be an `fmaf` library call (perf-probe §2.3).
+    /// `addingProduct` without FMA in the target would be an `fmaf` library call.
     @_transparent
     public static func multiplyAdd(_ a: Float8, _ b: Float8, _ c: Float8) -> Float8 {
         #if LONGMIXER_NO_FMA

@@ -1,0 +1,66 @@
+import Foundation
+
+/// The tables of `longmixer bench core` from its records (also what `bench report` renders).
+public enum CoreBenchmarkTables {
+    /// Variant prefix of the STREAM rows with streaming (non-temporal) stores.
+    public static let streamingVariant = "streaming stores, "
+
+
+    /// The GEMM, memory-bound and DRAM tables; `withTargets` adds the target columns.
+    public static func tables(_ records: [BenchmarkRecord], withTargets: Bool) -> [(String, TextTable)] {
+        var gemm = TextTable(headers: ["GEMM (M×K · K×N)", "our entry point", "threads", "ours ms", "ours GFLOP/s",
+                                       "raw ms", "raw GFLOP/s", "ours % of raw"] + (withTargets ? ["target"] : []))
+        let gemmOurs = records.filter { $0.group == "gemm" && $0.reference != nil }
+        for r in gemmOurs {
+            guard let raw = records.first(where: { $0.group == "gemm" && $0.name == r.name && $0.threads == r.threads && $0.reference == nil })
+            else { continue }
+            gemm.append([r.name, r.variant, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate),
+                         formatMilliseconds(raw.timing.best), formatNumber(raw.rate),
+                         formatNumber(r.percentOfReference ?? 0)]
+                        + (withTargets ? [r.targetPercent.map { "≥ \(formatNumber($0, decimals: 0)) %: \(verdict(r))" } ?? "–"] : []))
+        }
+        gemm.leftAligned = [0, 1]
+
+        var memory = TextTable(headers: ["kernel", "threads", "MB moved", "kernel ms", "kernel GB/s", "% DRAM"]
+                               + (withTargets ? ["target ≥ 60 % (2T)"] : [])
+                               + ["% DRAM paired (IQR)", "% DRAM ord.", "op ms (fresh out)", "op GB/s", "op % DRAM"])
+        for r in records where r.group == "memory" && r.variant.hasPrefix("kernel") {
+            guard let op = records.first(where: { $0.group == "memory" && $0.name == r.name && $0.threads == r.threads && $0.variant.hasPrefix("op") })
+            else { continue }
+            // For information: against the best copy/triad with ordinary stores only (the reference before
+            // the kernels used streaming stores).
+            let ordinary = records.filter { $0.group == "dram" && $0.threads == r.threads && !$0.variant.hasPrefix(streamingVariant) }
+                .map(\.rate).max() ?? .nan
+            memory.append([r.name, "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0), formatMilliseconds(r.timing.best),
+                           formatNumber(r.rate), formatNumber(r.percentOfReference ?? 0)] + (withTargets ? [verdict(r)] : []) + [
+                           r.pairedPercentOfReference.map { "\(formatNumber($0.median)) (\(formatNumber($0.lower))–\(formatNumber($0.upper)))" } ?? "–",
+                           formatNumber(100 * r.rate / ordinary),
+                           formatMilliseconds(op.timing.best), formatNumber(op.rate), formatNumber(op.percentOfReference ?? 0)])
+        }
+
+        var dram = TextTable(headers: ["DRAM bandwidth (STREAM-like)", "threads", "MB moved", "ms", "GB/s"])
+        for r in records where r.group.hasPrefix("dram") {
+            dram.append(["\(r.name) (\(r.variant))", "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0),
+                         formatMilliseconds(r.timing.best), formatNumber(r.rate)])
+        }
+        return [("GEMM: our path vs raw cblas_sgemm", gemm),
+                ("Memory-bound kernels vs DRAM bandwidth", memory),
+                ("DRAM bandwidth", dram)]
+    }
+
+    public static func verdict(_ r: BenchmarkRecord) -> String {
+        guard let met = r.meetsTarget else { return "–" }
+        return met ? "met" : "MISSED"
+    }
+
+    public static func targetSummary(_ records: [BenchmarkRecord]) -> [String] {
+        let judged = records.filter { $0.meetsTarget != nil }
+        let missed = judged.filter { $0.meetsTarget == false }
+        var lines = ["targets: \(judged.count - missed.count) of \(judged.count) met"]
+        for r in missed {
+            lines.append("  missed: \(r.group) \(r.name) [\(r.variant)] \(r.threads)T: "
+                         + "\(formatNumber(r.percentOfReference ?? 0)) % of \(r.reference ?? "reference") (target \(formatNumber(r.targetPercent ?? 0, decimals: 0)) %)")
+        }
+        return lines
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+import LongMixerCore
+import LongMixerModels
+import LongMixerData
+import LongMixerBenchmarks
+import LongMixerTestSupport
+
+/// The model-benchmark engine, its statistics, tables, plot and report, on tiny shapes (nothing here
+/// asserts a time: benchmarks measure, tests check what is measured and how it is reported).
+@Suite("Model benchmarks")
+struct ModelBenchmarkTests {
+    static let tiny = ModelBenchShape(name: "tiny", shape: ModelTaskShape(input: .tokens(vocabulary: 16, paddingIndex: nil), objective: .classes,
+                                                                          length: 16, outputs: 3),
+                                      forwardBatch: 1, trainingBatch: 2, tokenRange: 0..<16)
+
+    @Test func everyCaseRunsOncePerRoundAndMemoryIsCounted() throws {
+        let specs = [ModelBenchSpec(label: "paramixer-chord", model: "paramixer", options: ModelOptions(pooling: .cls)),
+                     ModelBenchSpec(label: "performer", model: "performer"),
+                     ModelBenchSpec(label: "transformer", model: "transformer")]
+        let rows = try ModelBenchmark.run(Self.tiny, specs: specs, rounds: 3, skip: { $0.label == "transformer" ? "too long" : nil })
+        #expect(rows.map(\.label) == ["paramixer-chord", "performer", "transformer"])
+        #expect(rows[2].skipped == "too long" && rows[2].forward == nil)
+        for r in rows.prefix(2) {
+            let (f, t) = (try #require(r.forward), try #require(r.training))
+            #expect(f.samples.count == 3 && t.samples.count == 3)
+            #expect(f.lowerQuartile <= f.median && f.median <= f.upperQuartile && f.best == f.samples.min())
+            let parameters = try #require(r.parameters)
+            // Inference holds at least the parameters; a training step also their gradients and Adam moments.
+            #expect(try #require(r.inferencePeakBytes) >= 4 * parameters)
+            #expect(try #require(r.trainingPeakBytes) >= 16 * parameters)
+            #expect(try #require(r.forwardFlops) > 0)
+        }
+    }
+
+    /// A model that cannot serve the shape is a skipped row with the registry's reason, not an error.
+    @Test func paramixerHasNoTwoDocumentHead() throws {
+        var pair = Self.tiny
+        pair.shape = ModelTaskShape(input: .tokens(vocabulary: 16, paddingIndex: nil), objective: .binary, length: 8, outputs: 1, pair: true)
+        let rows = try ModelBenchmark.run(pair, specs: [ModelBenchSpec(label: "paramixer", model: "paramixer")], rounds: 1)
+        #expect(rows[0].skipped?.contains("matching head") == true)
+    }
+
+    @Test func pairedRatiosAreMediansOfPerRoundRatios() throws {
+        let q = try #require(pairedRatio([2, 4, 9, 8], [1, 2, 3, 4]))
+        // Per-round ratios 2, 2, 3, 2.
+        #expect(q.median == 2 && q.lower == 2 && q.upper == 3)
+        #expect(pairedRatio(nil, [1]) == nil)
+    }
+
+    @Test func growthExponentsRecoverPowerLaws() throws {
+        let k = try #require(ScalingBenchmark.growthExponent([(128, 3), (1024, 3 * pow(8, 1.5)), (8192, 3 * pow(64, 1.5))]))
+        #expect(abs(k - 1.5) < 1e-9)
+        #expect(ScalingBenchmark.growthExponent([(128, 1)]) == nil)
+        // From rows: time per sequence ∝ N² with the batch halving as N doubles.
+        var rows: [ModelBenchRow] = []
+        for (n, b) in [(512, 4), (1024, 2), (2048, 1)] {
+            var r = ModelBenchRow(group: "N = \(n)", label: "m", model: "transformer", length: n, forwardBatch: b, trainingBatch: b)
+            let perSequence = 1e-9 * Double(n * n)
+            r.forward = CaseTiming(samples: [perSequence * Double(b)])
+            r.training = CaseTiming(samples: [3 * perSequence * Double(b)])
+            r.trainingPeakBytes = 100 * n * b
+            rows.append(r)
+        }
+        let fits = ScalingBenchmark.fits(rows, fitFrom: 1024)
+        #expect(fits.count == 3 && fits.allSatisfy { $0.fromLength == 1024 && $0.toLength == 2048 && $0.points == 2 })
+        #expect(abs(fits.first { $0.quantity == "training" }!.exponent - 2) < 1e-9)
+        #expect(abs(fits.first { $0.quantity == "memory" }!.exponent - 1) < 1e-9)
+    }
+
+    @Test func softmaxIsSkippedBeyondTheScoreBound() {
+        let transformer = ScalingBenchmark.models.first { $0.label == "transformer" }!
+        // Registry default: 2 heads. 2 · 16384² · 4 B = 2 GiB.
+        #expect(ScalingBenchmark.softmaxSkip(transformer, length: 16384, batch: 1, limitGiB: 1) != nil)
+        #expect(ScalingBenchmark.softmaxSkip(transformer, length: 8192, batch: 1, limitGiB: 1) == nil)
+        #expect(ScalingBenchmark.softmaxSkip(ScalingBenchmark.models[0], length: 1 << 20, batch: 1, limitGiB: 1) == nil)
+    }
+
+    /// Every task of the tables has its five models, from the presets with one layer; Retrieval refuses Paramixer.
+    @Test func tablesUseThePresetsWithOneLayer() throws {
+        for task in TablesBenchmark.tasks {
+            let specs = try TablesBenchmark.specs(task)
+            #expect(specs.map(\.label) == TablesBenchmark.modelLabels)
+            #expect(specs.allSatisfy { $0.options.layers == 1 })
+        }
+        let text = try TablesBenchmark.specs(TablesBenchmark.tasks[0])
+        #expect(text[0].options.dimensions == 512 && text[0].options.heads == 8 && text[3].options.linkProtocol == .chord && text[4].options.linkProtocol == .cdil)
+        let retrieval = TablesBenchmark.tasks.first { $0.pair }!
+        let entry = try ModelRegistry.entry("paramixer")
+        #expect(throws: UserError.self) {
+            try ModelRegistry.check(entry, for: TablesBenchmark.shape(retrieval), taskName: "Retrieval", options: ModelOptions())
+        }
+    }
+
+    @Test func plotHasOneLinePerModelPerPanel() throws {
+        var rows: [ModelBenchRow] = []
+        for label in ["a", "b"] {
+            for n in [128, 1024] {
+                var r = ModelBenchRow(group: "N = \(n)", label: label, model: "performer", length: n, forwardBatch: 1, trainingBatch: 1)
+                r.training = CaseTiming(samples: [1e-3 * Double(n)])
+                r.trainingPeakBytes = 1 << 20
+                rows.append(r)
+            }
+        }
+        let svg = ScalingBenchmark.plot(rows, subtitle: "test & <machine>").render()
+        #expect(svg.hasPrefix("<svg") && svg.hasSuffix("</svg>\n"))
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 4)
+        #expect(svg.contains("test &amp; &lt;machine&gt;") && !svg.contains("<machine>"))
+    }
+
+    /// `bench report` renders a table of contents and one section per JSON file; anything else is refused.
+    @Test func reportRendersEachFileAndRefusesOthers() throws {
+        let dir = try LongMixerCLI.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var row = ModelBenchRow(group: "N = 128", label: "performer", model: "performer", length: 128, forwardBatch: 2, trainingBatch: 2)
+        row.forward = CaseTiming(samples: [0.002, 0.003])
+        row.training = CaseTiming(samples: [0.004, 0.006])
+        let report = ModelBenchReport(benchmark: "scaling", command: "longmixer bench scaling --quick", machine: MachineInfo.current(),
+                                      threads: 1, repeats: 2, setup: "tiny", torch: nil, rows: [row])
+        try report.writeJSON(to: dir.appendingPathComponent("scaling-test.json").path)
+        try Data("<svg/>".utf8).write(to: dir.appendingPathComponent("scaling-test.svg"))
+        let text = try BenchmarkDocument.render(directory: dir, linkPrefix: "benchmarks")
+        #expect(text.contains("## Contents") && text.contains("longmixer bench scaling --quick"))
+        #expect(text.contains("](benchmarks/scaling-test.svg)") && text.contains("| performer"))
+        let title = try #require(text.split(separator: "\n").first { $0.hasPrefix("## Scaling") })
+        #expect(text.contains("(#" + title.dropFirst(3).lowercased().replacingOccurrences(of: " ", with: "-").filter { $0.isLetter || $0.isNumber || $0 == "-" } + ")"))
+        try Data("{\"x\": 1}".utf8).write(to: dir.appendingPathComponent("other.json"))
+        #expect(throws: UserError.self) { try BenchmarkDocument.render(directory: dir, linkPrefix: "benchmarks") }
+    }
+}
