@@ -9,7 +9,8 @@ import LongMixerCore
 // PAD 0, BOS 1, EOS 2, byte b ↦ b + 3 (V = 259). Windows never contain PAD, so every target counts.
 //
 // Splits are contiguous byte ranges in corpus order (default 90 / 5 / 5 % train / validation /
-// test), so no text of the evaluation splits is ever seen in training. A window of length N is
+// test), so no text of the evaluation splits is ever seen in training; a WikiText folder
+// (`wiki.{train,valid,test}.raw`) brings its own three splits instead. A window of length N is
 // N + 1 consecutive bytes: input bytes [o, o + N), targets [o + 1, o + N + 1).
 //
 // - Training windows (`ByteWindows.Sampling.random`): window i starts at a uniform offset drawn from
@@ -58,13 +59,42 @@ public final class ByteCorpus: @unchecked Sendable {
     public let files: [String]
     /// Where the corpus was loaded from.
     public let source: String
+    /// Splits the corpus comes with (WikiText's three files), used instead of fractions.
+    public let fixedSplits: (train: Range<Int>, validation: Range<Int>, test: Range<Int>)?
 
-    public init(bytes: [UInt8], files: [String] = [], source: String = "<memory>") throws {
+    /// WikiText's release files in split order: the raw character-level ones, else the tokenised ones.
+    public static let wikiTextFiles = [["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"],
+                                       ["wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"]]
+
+    public init(bytes: [UInt8], files: [String] = [], source: String = "<memory>",
+                fixedSplits: (train: Range<Int>, validation: Range<Int>, test: Range<Int>)? = nil) throws {
         guard !bytes.isEmpty else { throw ByteCorpusError.empty(source) }
+        if let f = fixedSplits {
+            check(f.train.lowerBound == 0 && f.train.upperBound == f.validation.lowerBound && f.validation.upperBound == f.test.lowerBound
+                  && f.test.upperBound == bytes.count, "ByteCorpus: fixed splits \(f) do not tile \(bytes.count) bytes")
+        }
         self.bytes = bytes
         self.files = files
         self.source = source
+        self.fixedSplits = fixedSplits
     }
+
+    /// A WikiText folder (`wiki.{train,valid,test}.raw`, or `.tokens`): its three files are the splits.
+    public convenience init(wikiTextFolder path: String, files names: [String]) throws {
+        var all: [UInt8] = [], bounds: [Int] = [0]
+        for name in names {
+            let file = (path as NSString).appendingPathComponent(name)
+            let b = try Self.read(file)
+            guard !b.isEmpty else { throw ByteCorpusError.empty(file) }
+            all += b
+            bounds.append(all.count)
+        }
+        try self.init(bytes: all, files: names, source: path,
+                      fixedSplits: (bounds[0]..<bounds[1], bounds[1]..<bounds[2], bounds[2]..<bounds[3]))
+    }
+
+    /// Whether `splitRanges` follows the corpus's own files (WikiText) rather than fractions.
+    public var hasFixedSplits: Bool { fixedSplits != nil }
 
     /// Loads a single file, or every `.txt` file under a directory.
     public convenience init(path: String) throws {
@@ -79,6 +109,10 @@ public final class ByteCorpus: @unchecked Sendable {
             let bytes = try Self.read(path)
             guard !bytes.isEmpty else { throw ByteCorpusError.empty(path) }
             try self.init(bytes: bytes, files: [path], source: path)
+            return
+        }
+        if let names = Self.wikiTextFiles.first(where: { set in set.allSatisfy { fm.fileExists(atPath: (path as NSString).appendingPathComponent($0)) } }) {
+            try self.init(wikiTextFolder: path, files: names)
             return
         }
         guard let enumerator = fm.enumerator(atPath: path) else { throw ByteCorpusError.unreadable(path, "cannot list the directory") }
@@ -121,6 +155,7 @@ public final class ByteCorpus: @unchecked Sendable {
     /// Contiguous byte ranges of the three splits: train = [0, ⌊f_train·n⌋), validation the next
     /// ⌊f_validation·n⌋ bytes, test the rest.
     public func splitRanges(fractions: SplitFractions = .standard) -> (train: Range<Int>, validation: Range<Int>, test: Range<Int>) {
+        if let fixedSplits { return fixedSplits }
         let n = bytes.count
         let trainEnd = Int((Double(n) * fractions.train).rounded(.down))
         let validationEnd = trainEnd + Int((Double(n) * fractions.validation).rounded(.down))

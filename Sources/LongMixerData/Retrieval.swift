@@ -106,7 +106,7 @@ public enum AAN {
 }
 
 /// LRA Retrieval as a task (AAN when its files are there, else the IMDB stand-in).
-public struct RetrievalTask: PreparableTask {
+public struct RetrievalTask: ByteDocumentTask {
     /// Where the stand-in's reviews come from.
     public var text: TextTask
 
@@ -116,13 +116,7 @@ public struct RetrievalTask: PreparableTask {
     public var summary: String {
         "LRA Retrieval: do two byte-level documents match? (N 4000 each, side by side; binary); AAN files when present, else same-sentiment pairs of IMDB reviews"
     }
-    public var input: TaskInput { .tokens(vocabulary: ByteText.vocabularySize, paddingIndex: Int(ByteText.padding)) }
-    public var objective: TaskObjective { .binary }
     public var layout: InputLayout { .pair }
-    public var isCausal: Bool { false }
-    public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
-    public var minimumLength: Int { 3 }
-    public var defaultLength: Int? { 4000 }
     public var dataFolder: String { "retrieval" }
     static let pairsFile = "pairs.json"
 

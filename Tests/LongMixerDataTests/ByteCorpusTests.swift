@@ -136,3 +136,30 @@ private func tokens(_ batch: Batch) -> (input: IntTensor, targets: IntTensor)? {
         #expect(!TextDataset.shakespeare.isFetched(in: folder))
     }
 }
+
+@Suite("WikiText folders") struct WikiTextFolderTests {
+    @Test func theThreeFilesAreTheSplits() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-wikitext-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(repeating: 0x61, count: 300).write(to: dir.appendingPathComponent("wiki.train.raw"))
+        try Data(repeating: 0x62, count: 40).write(to: dir.appendingPathComponent("wiki.valid.raw"))
+        try Data(repeating: 0x63, count: 50).write(to: dir.appendingPathComponent("wiki.test.raw"))
+        try Data("ignored".utf8).write(to: dir.appendingPathComponent("notes.txt"))
+        let corpus = try ByteCorpus(path: dir.path)
+        #expect(corpus.hasFixedSplits && corpus.count == 390 && corpus.files == ["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"])
+        let r = corpus.splitRanges()
+        #expect(r.train == 0..<300 && r.validation == 300..<340 && r.test == 340..<390)
+        let w = try corpus.windows(length: 8, seed: 1)
+        // Every validation window reads only valid bytes ('b' + 3), every test window only test bytes.
+        for (source, byte) in [(w.validation, Int32(0x62 + 3)), (w.test, Int32(0x63 + 3)), (w.train, Int32(0x61 + 3))] {
+            guard case .tokens(let x) = source.batch(indices: 0..<source.count).input else { Issue.record("not tokens"); continue }
+            #expect(x.scalars.allSatisfy { $0 == byte })
+        }
+        // The task says so in its data line; an empty split file is an error.
+        let data = try ByteLanguageModelTask().makeData(TaskDataOptions(length: 8, seed: 1, corpus: dir.path), trainSamples: nil)
+        #expect(data.summary?.contains("its own train / valid / test files") == true)
+        try Data().write(to: dir.appendingPathComponent("wiki.valid.raw"))
+        #expect(throws: ByteCorpusError.self) { _ = try ByteCorpus(path: dir.path) }
+    }
+}

@@ -11,6 +11,14 @@ private func decoded(_ s: String) -> String {
 private func text(_ d: ArraySlice<UInt16>) -> String { String(decoding: d.map { UInt8($0 - 3) }, as: UTF8.self) }
 
 @Suite("Retrieval") struct RetrievalTests {
+    @Test func byteDocumentTasksShareTheirShape() {
+        for task in [TextTask(), RetrievalTask()] as [any Task] {
+            #expect(task.defaultLength == 4000 && task.objective == .binary && task.input == .tokens(vocabulary: 259, paddingIndex: 0))
+            #expect(task.dataOptions == [.dataDirectory, .trainSize, .validationSize, .testSize] && !task.isCausal)
+        }
+        #expect(RetrievalTask().layout == .pair && TextTask().layout == .sequence && ListOpsTask().defaultLength == 1999)
+    }
+
     @Test func pythonBytesLiteralsAreDecoded() {
         #expect(decoded("b'a\\nb\\tc'") == "a\nb\tc")
         #expect(decoded("b\"it\\'s \\\"x\\\"\"") == "it's \"x\"")
