@@ -35,7 +35,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        // zlib (gzip, PNG) and liblzma (.xz) for reading the tasks' data files.
+        // zlib (gzip, PNG, zip archives' raw deflate, CRC-32) and liblzma (.xz) for reading data sets.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CLZMA", path: "Sources/CLZMA"),
         // Streaming stores, store fence and prefetch as `static inline` C (Swift has no spelling for them).

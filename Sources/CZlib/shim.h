@@ -1,2 +1,3 @@
-// Debian's zlib1g-dev: gzip members and the zlib streams inside PNG files, and CRC-32.
+// Debian's zlib1g-dev puts zlib.h on the default include path: gzip members, zlib streams (PNG),
+// raw inflate (zip archives) and CRC-32.
 #include <zlib.h>

@@ -58,7 +58,7 @@ public enum ListOps {
     // MARK: Evaluation
 
     /// The operator applied to its arguments (digits 0–9).
-    static func apply(_ op: UInt8, _ args: ArraySlice<UInt8>) -> UInt8 {
+    static func apply(_ op: UInt8, _ args: UnsafeBufferPointer<UInt8>) -> UInt8 {
         switch op {
         case maxCode: return args.max()!
         case minCode: return args.min()!
@@ -80,35 +80,55 @@ public enum ListOps {
         }
     }
 
+    /// Stacks for evaluating trees of up to `capacity` codes, reused across the lines of a file.
+    final class Scratch {
+        private(set) var capacity = 0
+        private(set) var codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        private(set) var values = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        private(set) var ops = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        private(set) var starts = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+
+        func reserve(_ n: Int) {
+            guard n > capacity else { return }
+            codes.deallocate(); values.deallocate(); ops.deallocate(); starts.deallocate()
+            capacity = max(n, 2 * capacity)
+            codes = .allocate(capacity: capacity); values = .allocate(capacity: capacity)
+            ops = .allocate(capacity: capacity); starts = .allocate(capacity: capacity)
+        }
+
+        deinit { codes.deallocate(); values.deallocate(); ops.deallocate(); starts.deallocate() }
+    }
+
     /// The value of a tree's codes, or nil when they are not one well-formed tree (an operator
     /// without arguments or `]`, a stray `]`, or more than one root).
     public static func evaluate(_ codes: [UInt8]) -> UInt8? {
-        var values: [UInt8] = [], frames: [(op: UInt8, start: Int)] = []
-        return evaluate(codes, values: &values, frames: &frames)
+        let scratch = Scratch()
+        scratch.reserve(codes.count)
+        return codes.withUnsafeBufferPointer { evaluate($0, scratch) }
     }
 
-    /// `evaluate(_:)` with caller-owned scratch buffers (reused across the lines of a file).
-    static func evaluate(_ codes: [UInt8], values: inout [UInt8], frames: inout [(op: UInt8, start: Int)]) -> UInt8? {
-        values.removeAll(keepingCapacity: true)
-        frames.removeAll(keepingCapacity: true)
-        for i in 0..<codes.count {
-            let c = codes[i]
+    /// `evaluate(_:)` on `scratch`'s stacks (which hold at least `codes.count` entries).
+    static func evaluate(_ codes: UnsafeBufferPointer<UInt8>, _ scratch: Scratch) -> UInt8? {
+        let values = scratch.values, ops = scratch.ops, starts = scratch.starts
+        var nv = 0, nf = 0
+        for c in codes {
             switch c {
             case 0...9:
-                if frames.isEmpty && !values.isEmpty { return nil }
-                values.append(c)
+                if nf == 0 && nv > 0 { return nil }
+                values[nv] = c; nv += 1
             case close:
-                guard let f = frames.popLast(), values.count > f.start else { return nil }
-                let v = apply(f.op, values[f.start...])
-                values.removeSubrange(f.start...)
-                values.append(v)
+                guard nf > 0, nv > starts[nf - 1] else { return nil }
+                nf -= 1
+                let start = starts[nf]
+                values[start] = apply(ops[nf], UnsafeBufferPointer(start: values + start, count: nv - start))
+                nv = start + 1
             case maxCode...sumModCode:
-                if frames.isEmpty && !values.isEmpty { return nil }
-                frames.append((c, values.count))
+                if nf == 0 && nv > 0 { return nil }
+                ops[nf] = c; starts[nf] = nv; nf += 1
             default: return nil
             }
         }
-        return frames.isEmpty && values.count == 1 ? values[0] : nil
+        return nf == 0 && nv == 1 ? values[0] : nil
     }
 
     // MARK: Generation
@@ -131,7 +151,7 @@ public enum ListOps {
         let op = maxCode + UInt8(rng.nextInt(below: 4))
         codes[slot] = op
         codes.append(close)
-        let v = apply(op, values[start...])
+        let v = values.withUnsafeBufferPointer { apply(op, UnsafeBufferPointer(rebasing: $0[start...])) }
         values.removeSubrange(start...)
         values.append(v)
         return codes.count < limit
@@ -261,31 +281,31 @@ public enum ListOps {
 
     // MARK: Reading
 
-    /// The codes of one source text: whitespace-separated tokens, parentheses dropped, `]` (or `X`) → close.
-    /// Throws the offending token.
-    static func tokenize(_ text: UnsafeBufferPointer<UInt8>, into codes: inout [UInt8]) throws {
-        var i = 0
-        while i < text.count {
-            while i < text.count && (text[i] == 0x20 || text[i] == 0x09) { i += 1 }
-            let start = i
-            while i < text.count && text[i] != 0x20 && text[i] != 0x09 { i += 1 }
-            let n = i - start
-            if n == 0 { break }
-            let first = text[start]
-            if n == 1 {
+    /// The codes of one source text into `out` (room for `text.count` codes): whitespace-separated
+    /// tokens, parentheses dropped, `]` (or `X`) → close. Returns the count; throws the offending token.
+    static func tokenize(_ text: UnsafeBufferPointer<UInt8>, into out: UnsafeMutablePointer<UInt8>) throws -> Int {
+        var i = 0, n = 0
+        let count = text.count
+        while i < count {
+            let first = text[i]
+            if first == 0x20 || first == 0x09 { i += 1; continue }
+            var end = i + 1
+            while end < count && text[end] != 0x20 && text[end] != 0x09 { end += 1 }
+            if end == i + 1 {
                 switch first {
-                case 0x28, 0x29: continue                                         // ( )
-                case 0x30...0x39: codes.append(first - 0x30); continue
-                case 0x5D, 0x58: codes.append(close); continue                    // ] X
+                case 0x28, 0x29: i = end; continue                                    // ( )
+                case 0x30...0x39: out[n] = first - 0x30; n += 1; i = end; continue
+                case 0x5D, 0x58: out[n] = close; n += 1; i = end; continue             // ] X
                 default: break
                 }
             }
-            if first == 0x5B, let code = operatorCode(text, start, n) {
-                codes.append(code)
-                continue
+            guard first == 0x5B, let code = operatorCode(text, i, end - i) else {
+                throw TokenError(token: String(decoding: UnsafeBufferPointer(rebasing: text[i..<min(end, i + 40)]), as: UTF8.self))
             }
-            throw TokenError(token: String(decoding: UnsafeBufferPointer(rebasing: text[start..<min(i, start + 40)]), as: UTF8.self))
+            out[n] = code; n += 1
+            i = end
         }
+        return n
     }
 
     /// The code of the operator token `[MAX`, `[MED`, `[MIN` or `[SM` at text[start ..< start + n].
@@ -305,7 +325,7 @@ public enum ListOps {
     /// Reads a release TSV into token ids (code + 3) and labels: at most `limit` samples. Every line
     /// must hold one well-formed tree and its value 0–9; anything else is an error naming the line.
     public static func read(_ data: Data, path: String, limit: Int? = nil) throws -> (documents: TokenSequences, labels: [Int32]) {
-        var documents = TokenSequences(), labels: [Int32] = [], codes: [UInt8] = []
+        var documents = TokenSequences(), labels: [Int32] = []
         // About 6.4 bytes of text per token in the release's form.
         documents.reserveCapacity(sequences: min(limit ?? 100_000, 100_000), ids: min(data.count / 6, (limit ?? Int.max / 2000) * 2000))
         func fail(_ line: Int, _ why: String) -> UserError {
@@ -313,7 +333,7 @@ public enum ListOps {
                       remedy: "use a file of the release's layout (`Source<TAB>Target` header, one tree and its value per line), or remove the folder and run `longmixer data prepare listops`")
         }
         var failure: UserError?, sawHeader = false
-        var values: [UInt8] = [], frames: [(op: UInt8, start: Int)] = []
+        let scratch = Scratch()
         TextLines(data).forEach { number, line in
             if !sawHeader {
                 sawHeader = true
@@ -324,18 +344,22 @@ public enum ListOps {
                 return true
             }
             if line.isEmpty { return true }
-            guard let tab = line.firstIndex(of: 0x09) else { failure = fail(number, "no tab between the tree and its value"); return false }
+            // The value is the last field (a few bytes from the end of a line of thousands).
+            guard let tab = line.lastIndex(of: 0x09) else { failure = fail(number, "no tab between the tree and its value"); return false }
             let target = UnsafeBufferPointer(rebasing: line[(tab + 1)...])
             guard target.count == 1, (0x30...0x39).contains(target[0]) else {
-                failure = fail(number, "the value `\(String(decoding: target.prefix(20), as: UTF8.self))` is not a digit 0–9")
+                failure = fail(number, "the value `\(printable(String(decoding: target, as: UTF8.self), limit: 20))` is not a digit 0–9")
                 return false
             }
-            codes.removeAll(keepingCapacity: true)
-            do { try tokenize(UnsafeBufferPointer(rebasing: line[..<tab]), into: &codes) } catch let e as TokenError {
-                failure = fail(number, "unknown token `\(e.token)`")
+            let source = UnsafeBufferPointer(rebasing: line[..<tab])
+            scratch.reserve(source.count)
+            let count: Int
+            do { count = try tokenize(source, into: scratch.codes) } catch let e as TokenError {
+                failure = fail(number, "unknown token `\(printable(e.token))`")
                 return false
             } catch { failure = fail(number, "\(error)"); return false }
-            guard let value = evaluate(codes, values: &values, frames: &frames) else { failure = fail(number, "the tokens are not one well-formed tree"); return false }
+            let codes = UnsafeBufferPointer(start: scratch.codes, count: count)
+            guard let value = evaluate(codes, scratch) else { failure = fail(number, "the tokens are not one well-formed tree"); return false }
             let label = target[0] - 0x30
             guard value == label else { failure = fail(number, "the tree's value is \(value) but its label is \(label)"); return false }
             documents.append(bytes: codes, offset: idOffset)

@@ -101,6 +101,20 @@ enum PreparedFiles {
     }
 }
 
+/// `text` fit for a one-line message: control characters escaped, at most `limit` characters.
+func printable(_ text: String, limit: Int = 40) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars.prefix(limit) {
+        if scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\u{FFFD}" || (0x80..<0xA0).contains(scalar.value)
+            || scalar == "\u{2028}" || scalar == "\u{2029}" || scalar == "\u{85}" {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return text.unicodeScalars.count > limit ? out + "…" : out
+}
+
 /// The lines of a text file (LF or CRLF; a final line without a newline counts), as byte ranges.
 struct TextLines {
     let bytes: Data
@@ -111,9 +125,12 @@ struct TextLines {
         try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let all = raw.bindMemory(to: UInt8.self)
             var start = 0, number = 0
+            guard let base = all.baseAddress else { return }
             while start < all.count {
-                var end = start
-                while end < all.count && all[end] != 0x0A { end += 1 }
+                var end = all.count
+                if let found = memchr(base + start, 0x0A, all.count - start) {
+                    end = UnsafePointer<UInt8>(found.assumingMemoryBound(to: UInt8.self)) - base
+                }
                 var last = end
                 if last > start && all[last - 1] == 0x0D { last -= 1 }
                 number += 1

@@ -136,6 +136,12 @@ public struct TokenSequences: Sendable, Equatable {
         bytes.withUnsafeBufferPointer { append(bytes: $0, offset: offset, limit: limit) }
     }
 
+    public mutating func append(contentsOf other: TokenSequences) {
+        let base = ids.count
+        ids += other.ids
+        offsets += other.offsets.dropFirst().map { $0 + base }
+    }
+
     public mutating func reserveCapacity(sequences: Int, ids total: Int) {
         offsets.reserveCapacity(sequences + 1)
         ids.reserveCapacity(total)

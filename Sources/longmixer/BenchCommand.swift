@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: GEMM and memory-bound kernel throughput against the machine's limits.",
-        subcommands: [BenchCoreCommand.self, BenchParamixerCommand.self, BenchAttentionCommand.self])
+        subcommands: [BenchCoreCommand.self, BenchParamixerCommand.self, BenchAttentionCommand.self, BenchDataCommand.self])
 }
 
 /// `longmixer bench core`: our GEMM entry points against raw `cblas_sgemm`, and the memory-bound

@@ -195,9 +195,15 @@ struct TrainCommandTests {
         try trains(["--task", "listops", "--model", "transformer", "--data-dir", dir.appendingPathComponent("d").path, "--steps", "3", "--batch-size", "8", "--length", "600",
                     "--dimensions", "16", "--heads", "2", "--layers", "1", "--feed-forward", "32"],
                    task: "listops", model: "transformer", family: "encoder")
+        // The input side's speed, per task.
+        let bench = try Self.run(["bench", "data", "--data-dir", "d", "--tasks", "order,listops,text", "--batches", "3", "--batch", "4"], in: dir)
+        #expect(bench.status == 0 && bench.stdout.contains("listops      1999") && bench.stdout.contains("text") && bench.stdout.contains("not prepared"),
+                "\(bench.stdout)\(bench.stderr)")
         // Sizes where the splits are fixed, and a task without data to prepare, are refused.
         let order = try Self.run(["data", "prepare", "order"], in: dir)
         #expect(order.status == 2 && order.stderr.contains("has no data to prepare"), "\(order.stderr)")
+        let text = try Self.run(["data", "prepare", "text", "--train-size", "10", "--data-dir", "d"], in: dir)
+        #expect(text.status == 2 && text.stderr.contains("splits have fixed sizes"), "\(text.stderr)")
     }
 
     @Test func pathfinderPreparedThenTrained() throws {

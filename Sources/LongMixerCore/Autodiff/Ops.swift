@@ -386,15 +386,16 @@ public func crossEntropy(logits: Variable, targets: IntTensor, ignoreIndex: Int 
 public func binaryCrossEntropy(logits: Variable, targets: Tensor) -> Variable {
     check(logits.shape == targets.shape, "binaryCrossEntropy: logits \(logits.shape) and targets \(targets.shape) differ")
     let n = logits.value.count
-    let x = logits.value.pointer, t = targets.pointer
+    // The pullback keeps both tensors (not raw pointers into them): the caller's targets are often a
+    // temporary freed before backward runs.
+    let xv = logits.value
     var total: Double = 0
+    let x = xv.pointer, t = targets.pointer
     for i in 0..<n { total += Double(max(x[i], 0) - x[i] * t[i] + Foundation.log1p(Foundation.exp(-abs(x[i])))) }
     return makeResult(Tensor(scalar: Float(total / Double(n))), [logits]) { g in
-        var dx = Tensor(uninitializedShape: logits.shape)
+        var dx = Tensor(uninitializedShape: xv.shape)
         let s = g.scalar / Float(n)
-        // The pointers are taken again here: the closure must hold the tensors (a caller's temporary
-        // targets tensor is freed once this function returns).
-        let x = logits.value.pointer, t = targets.pointer
+        let x = xv.pointer, t = targets.pointer
         dx.withUnsafeMutablePointer { d in
             for i in 0..<n { d[i] = s * (SigmoidFunction.apply(x[i]) - t[i]) }
         }
