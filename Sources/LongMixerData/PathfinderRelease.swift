@@ -28,11 +28,11 @@ public enum PathfinderRelease {
         return try rows.enumerated().map { n, fields in
             guard fields.count >= 4 else { throw dataFileError(name, "row \(n + 1) has \(fields.count) fields; expected at least 4 (folder, file, index, label)") }
             guard let label = Int(fields[3]), label == 0 || label == 1 else {
-                throw dataFileError(name, "row \(n + 1) has label '\(fields[3])'; expected 0 or 1")
+                throw dataFileError(name, "row \(n + 1) has label '\(printable(fields[3]))'; expected 0 or 1")
             }
             let path = fields[0] + "/" + fields[1]
             guard !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else {
-                throw dataFileError(name, "row \(n + 1) names a path outside the data folder: \(path)")
+                throw dataFileError(name, "row \(n + 1) names a path outside the data folder: \(printable(path))")
             }
             return PathfinderReleaseEntry(path: path, label: label)
         }
@@ -62,7 +62,7 @@ public enum PathfinderRelease {
         let itemCharacters: Int, bytesPerCharacter: Int
         if type.hasPrefix("<U"), let n = Int(type.dropFirst(2)) { itemCharacters = n; bytesPerCharacter = 4 }
         else if type.hasPrefix("|S"), let n = Int(type.dropFirst(2)) { itemCharacters = n; bytesPerCharacter = 1 }
-        else { throw dataFileError(name, "holds NumPy type \(type); expected strings (<U or |S)") }
+        else { throw dataFileError(name, "holds NumPy type \(printable(type)); expected strings (<U or |S)") }
         guard (1...4096).contains(itemCharacters) else { throw dataFileError(name, "holds strings of \(itemCharacters) characters") }
         if let order = field("fortran_order"), order.hasPrefix("True") { throw dataFileError(name, "is a Fortran-order NumPy array") }
         guard let shapeText = field("shape"), shapeText.hasPrefix("("), let close = shapeText.firstIndex(of: ")") else {
@@ -71,7 +71,7 @@ public enum PathfinderRelease {
         let dims = shapeText[shapeText.index(after: shapeText.startIndex)..<close].split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard (1...2).contains(dims.count), let rows = Int(dims[0]), rows >= 0, rows <= 1 << 24 else {
-            throw dataFileError(name, "has NumPy shape (\(dims.joined(separator: ", "))); expected (rows, fields)")
+            throw dataFileError(name, "has NumPy shape (\(printable(dims.joined(separator: ", ")))); expected (rows, fields)")
         }
         let columns = dims.count == 2 ? Int(dims[1]) ?? -1 : 1
         guard (1...64).contains(columns) else { throw dataFileError(name, "has \(columns) fields per row") }

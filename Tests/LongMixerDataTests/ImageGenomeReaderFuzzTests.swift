@@ -8,7 +8,7 @@ import LongMixerTestSupport
 /// bit-flipped, overwritten, spliced and random files, and damage inside compressed files (mutated,
 /// then compressed again, so the reader's own parser sees it). Each must either read or throw one
 /// `UserError`: no trap, no other error type.
-@Suite("Image and genome reader fuzz")
+@Suite("Reader fuzz: images, Pathfinder, genomes, stores")
 struct ImageGenomeReaderFuzzTests {
     /// A named reader: parses the bytes and touches what it read.
     struct Reader {
