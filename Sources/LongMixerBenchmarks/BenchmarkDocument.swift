@@ -126,6 +126,9 @@ public enum BenchmarkDocument {
           both sides of a ratio ran seconds apart, so load that slows one round slows both.
         - Memory is the exact number of bytes held in live tensors at the peak of one call, from before the model
           was built: parameters, gradients and Adam moments (training), activations and temporaries.
+        - CPU columns: the best process CPU time of a call (all threads of the side that ran it). On a machine
+          with more runnable threads than cores, wall time also counts waiting for a core, at every thread
+          barrier of a call; CPU time does not, so it shows the cost of short calls better.
         - The roofline is model FLOPs ÷ the `BLAS.gemm` rate measured in the same run ÷ time: the share of the
           time the arithmetic would take at that rate.
         - Runs on shared machines (load average given per section) are slowed unevenly; compare ratios, and
@@ -139,9 +142,13 @@ public enum BenchmarkDocument {
     static func shortMachine(_ m: MachineInfo) -> String {
         let flags = m.cpuModel.contains("avx512f") ? "AVX-512" : (m.cpuModel.contains("avx2") ? "AVX2" : "baseline")
         var family = ""
-        if let range = m.cpuModel.range(of: #"family \d+"#, options: .regularExpression) {
-            let number = Int(m.cpuModel[range].dropFirst(7)) ?? 0
-            family = [23: " Zen 1/2", 25: " Zen 3/4", 26: " Zen 5"][number] ?? ""
+        func number(_ field: String) -> Int? {
+            m.cpuModel.range(of: field + #" \d+"#, options: .regularExpression).flatMap { Int(m.cpuModel[$0].dropFirst(field.count + 1)) }
+        }
+        if let f = number("family") {
+            // AMD family 25 holds Zen 3 and Zen 4; Zen 4's model numbers are 0x10–0x1F, 0x60–0x7F and 0xA0–0xAF.
+            let zen4 = number("model").map { (0x10...0x1F).contains($0) || (0x60...0x7F).contains($0) || (0xA0...0xAF).contains($0) } ?? false
+            family = [23: " Zen 1/2", 25: zen4 ? " Zen 4" : " Zen 3", 26: " Zen 5"][f] ?? ""
         }
         let name = m.cpuModel.split(separator: "(").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? m.cpuModel
         return "\(name)\(family), \(flags), \(m.logicalCores) cores"
@@ -168,7 +175,7 @@ public enum BenchmarkDocument {
             lines.append("Threads: \(r.threads). Setup: Paramixer D = H = 32, one block, CHORD, FLATTEN, 10 classes, random tokens, "
                          + "about 32,768 tokens per batch; training step: forward, loss and backward (no optimizer).")
         }
-        lines.append("Machine: \(m.cpuModel), \(m.logicalCores) logical cores; OpenBLAS core \(m.blasCore); "
+        lines.append("Machine: \(m.cpuModel), \(m.logicalCores) logical cores; "
                      + "instruction set: \(m.instructionSet ?? inferredInstructionSet(m)); \(m.date)"
                      + (m.loadAverage.map { "; load average at the start \($0)" } ?? ""))
         return lines.map { "- " + $0 }.joined(separator: "\n") + "\n"

@@ -88,7 +88,7 @@ public enum TablesBenchmark {
     /// Transformer's (median of per-round ratios, IQR), peak memory and its ratio, and the PyTorch twin.
     public static func table(_ rows: [ModelBenchRow], training: Bool, withTorch: Bool) -> TextTable {
         let unit = training ? "s / 1k samples" : "ms / sample"
-        var headers = ["task", "model", unit, "÷ Transformer (IQR)", "peak MiB", "÷ Transformer"]
+        var headers = ["task", "model", unit, "÷ Transformer (IQR)", "CPU " + unit, "peak MiB", "÷ Transformer"]
         if withTorch { headers += ["torch \(unit)", "torch ÷ Swift (IQR)"] }
         var t = TextTable(headers: headers, leftAligned: [0, 1])
         for r in rows {
@@ -103,6 +103,7 @@ public enum TablesBenchmark {
             let (peak, referencePeak) = training ? (r.trainingPeakBytes, reference?.trainingPeakBytes) : (r.inferencePeakBytes, reference?.inferencePeakBytes)
             cells += [format(mine, row: r, training: training),
                       r.label == "transformer" ? "1" : ratio(pairedRatio(mine?.samples, theirs?.samples)),
+                      format(mine?.bestCPU, row: r, training: training),
                       peak.map { formatNumber(Double($0) / 1_048_576, decimals: 1) } ?? "–",
                       (peak != nil && referencePeak != nil) ? formatNumber(Double(peak!) / Double(referencePeak!), decimals: 2) : "–"]
             if withTorch {
@@ -116,9 +117,12 @@ public enum TablesBenchmark {
     }
 
     /// Seconds per 1,000 samples (training) or milliseconds per sample (inference), from the median call.
-    static func format(_ t: CaseTiming?, row: ModelBenchRow, training: Bool) -> String {
-        guard let t else { return "–" }
-        return training ? formatNumber(t.median / Double(row.trainingBatch) * samplesPerReport, decimals: 1)
-                        : formatNumber(t.median / Double(row.forwardBatch) * 1e3, decimals: 1)
+    static func format(_ t: CaseTiming?, row: ModelBenchRow, training: Bool) -> String { format(t?.median, row: row, training: training) }
+
+    /// The same for the seconds of one call.
+    static func format(_ seconds: Double?, row: ModelBenchRow, training: Bool) -> String {
+        guard let seconds else { return "–" }
+        return training ? formatNumber(seconds / Double(row.trainingBatch) * samplesPerReport, decimals: 1)
+                        : formatNumber(seconds / Double(row.forwardBatch) * 1e3, decimals: 1)
     }
 }

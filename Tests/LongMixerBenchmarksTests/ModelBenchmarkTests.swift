@@ -127,4 +127,46 @@ struct ModelBenchmarkTests {
         try Data("{\"x\": 1}".utf8).write(to: dir.appendingPathComponent("other.json"))
         #expect(throws: UserError.self) { try BenchmarkDocument.render(directory: dir, linkPrefix: "benchmarks") }
     }
+
+    /// A stand-in worker in sh that speaks the protocol: requests and replies alternate over the pipes, and
+    /// its failures come back as errors naming what was asked.
+    static func fakeWorker(in dir: URL, body: String) throws -> TorchInterpreter {
+        let url = dir.appendingPathComponent("fake-python")
+        try Data("#!/bin/sh\n# $1: script, $3: requests pipe, $5: replies pipe\n\(body)\n".utf8).write(to: url)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+        return TorchInterpreter(path: url.path, source: "--python")
+    }
+
+    @Test func torchWorkerAlternatesWithTheSwiftCases() throws {
+        let dir = try LongMixerCLI.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let interpreter = try Self.fakeWorker(in: dir, body: """
+            exec 3<"$3" 4>"$5"
+            while IFS= read -r line <&3; do
+              case "$line" in
+                *hello*) echo '{"ok": true, "version": "fake", "capability": "none"}' >&4 ;;
+                *build*) echo '{"ok": true, "id": 7, "parameters": 1}' >&4 ;;
+                *'"time"'*) echo '{"ok": true, "seconds": 0.5, "cpu": 0.25}' >&4 ;;
+                *drop*) echo '{"ok": true}' >&4 ;;
+                *) echo '{"ok": false, "error": "no such op"}' >&4 ;;
+              esac
+            done
+            """)
+        let worker = try TorchWorker(interpreter: interpreter, threads: 1, script: "worker.py")
+        defer { worker.close() }
+        #expect(worker.info.version == "fake")
+        let e = try #require(throws: UserError.self) { try worker.request(["op": "nonsense"], what: "a test") }
+        #expect(e.why == "no such op" && e.value == "a test")
+        let rows = try ModelBenchmark.run(Self.tiny, specs: [ModelBenchSpec(label: "performer", model: "performer")], rounds: 3, torch: worker)
+        #expect(rows[0].torchForward?.samples == [0.5, 0.5, 0.5] && rows[0].torchTraining?.bestCPU == 0.25)
+        #expect(rows[0].forward?.samples.count == 3 && rows[0].torchError == nil)
+    }
+
+    @Test func aWorkerThatDiesSaysWhy() throws {
+        let dir = try LongMixerCLI.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let interpreter = try Self.fakeWorker(in: dir, body: "echo 'ImportError: no torch here' >&2; exit 3")
+        let e = try #require(throws: UserError.self) { try TorchWorker(interpreter: interpreter, threads: 1, script: "worker.py") }
+        #expect(e.why.contains("exit 3") && e.why.contains("no torch here"))
+    }
 }
