@@ -7,7 +7,8 @@ import LongMixerData
 /// Peak memory of a training run, estimated from its configuration alone (nothing is built), so that
 /// a run that cannot fit is refused before anything is allocated.
 ///
-/// Counted, in floats: parameters with their gradients and the two Adam moments (4 per parameter);
+/// Counted, in floats: parameters with their gradients, the two Adam moments and the copy of the best
+/// weights the trainer keeps for the final test (5 per parameter);
 /// per sequence of a training piece (the micro-batch), every activation a block keeps for the
 /// backward pass and, at the peak of the backward, as many gradients again; one evaluation batch of
 /// activations without gradients; and a fixed allowance for the runtime and BLAS. Arithmetic is in
@@ -65,7 +66,7 @@ public struct MemoryEstimate: Equatable, Sendable {
         activationsPerSequence = acts
         sequencesPerPiece = piece
         let inputs = Double(c.training.batchSize) * n * inputWidth.squareRoot()   // a batch's input tensor, order of magnitude
-        bytes = 4 * (4 * p + 2 * acts * Double(piece) + acts * Double(evaluation) / 2 + inputs) + Self.fixedBytes
+        bytes = 4 * (5 * p + 2 * acts * Double(piece) + acts * Double(evaluation) / 2 + inputs) + Self.fixedBytes
     }
 
     /// MemAvailable of /proc/meminfo (nil where it cannot be read).

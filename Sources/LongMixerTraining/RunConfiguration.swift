@@ -217,58 +217,7 @@ extension RunConfiguration {
                             remedy: "drop --preset to train at other lengths, or add --scale")
         }
 
-        // Ranges, with the option named.
-        let length = merged.length!
-        guard length >= task.minimumLength && length <= 1 << 24 else {
-            throw UserError(what: "--length", value: String(length), why: "must be in \(task.minimumLength)...\(1 << 24) for the \(task.name) task")
-        }
-        func positive(_ v: Int?, _ flag: String, max: Int = 1 << 40) throws {
-            if let v, !(1...max).contains(v) { throw UserError(what: flag, value: String(v), why: "must be in 1...\(max)") }
-        }
-        try positive(merged.batchSize, "--batch-size", max: 1 << 20)
-        try positive(merged.microBatchSize, "--micro-batch-size", max: merged.batchSize ?? 1)
-        try positive(merged.epochs, "--epochs", max: 1 << 20)
-        try positive(merged.steps, "--steps", max: 1 << 32)
-        try positive(merged.logInterval, "--log-interval")
-        try positive(merged.evaluationInterval, "--eval-interval")
-        try positive(merged.checkpointInterval, "--checkpoint-interval")
-        try positive(merged.validationSample, "--val-sample", max: 1 << 32)
-        try positive(merged.trainSize, "--train-size", max: 1 << 32)
-        try positive(merged.validationSize, "--val-size", max: 1 << 32)
-        try positive(merged.testSize, "--test-size", max: 1 << 32)
-        let o = merged.modelOptions
-        try positive(o.dimensions, "--dimensions", max: 1 << 16)
-        try positive(o.layers, "--layers", max: 1024)
-        try positive(o.hidden, "--hidden", max: 1 << 16)
-        try positive(o.heads, "--heads", max: 1024)
-        try positive(o.feedForward, "--feed-forward", max: 1 << 18)
-        for (flag, p) in [("--dropout", o.dropout), ("--dropout1", o.dropout1), ("--dropout2", o.dropout2)] {
-            if let p, !(p >= 0 && p < 1) { throw UserError(what: flag, value: "\(p)", why: "must be in [0, 1)") }
-        }
-        let lr = merged.learningRate!
-        guard lr.isFinite && lr > 0 && lr <= 10 else { throw UserError(what: "--learning-rate", value: "\(lr)", why: "must be in (0, 10]") }
-        let decay = merged.weightDecay!
-        guard decay.isFinite && decay >= 0 && decay <= 10 else { throw UserError(what: "--weight-decay", value: "\(decay)", why: "must be in [0, 10]") }
-        let headScale = merged.headLearningRateScale ?? 1
-        guard headScale.isFinite && headScale > 0 && headScale <= 1e4 else {
-            throw UserError(what: "--head-lr-scale", value: "\(headScale)", why: "must be in (0, 10000]")
-        }
-        if headScale != 1 && merged.optimizer == .sgd {
-            throw UserError(what: "--head-lr-scale", value: "\(headScale)", why: "scales Adam's per-parameter steps", remedy: "use --optimizer adam or adamw")
-        }
-        if let w = merged.warmupSteps, w < 0 { throw UserError(what: "--warmup-steps", value: String(w), why: "must be ≥ 0") }
-        if merged.schedule == .constant, let w = settings.warmupSteps, w > 0 {
-            throw UserError(what: "--warmup-steps", value: String(w), why: "the constant schedule has no warm-up", remedy: "use --schedule cosine or inverse-sqrt")
-        }
-        let clip: Float?
-        switch merged.clipNorm! {
-        case 0: clip = nil
-        case let c where c > 0 && c.isFinite: clip = c
-        case let c: throw UserError(what: "--clip-norm", value: "\(c)", why: "must be > 0, or 0 to turn clipping off")
-        }
-        if let t = merged.targetAccuracy, !(t > 0 && t <= 1) {
-            throw UserError(what: "--target-accuracy", value: "\(t)", why: "must be in (0, 1]")
-        }
+        let (length, lr, decay, headScale, clip) = try checkRanges(merged, given: settings, task: task)
 
         let training = TrainingConfiguration(
             batchSize: merged.batchSize!, evaluationBatchSize: merged.microBatchSize, microBatchSize: merged.microBatchSize,
@@ -298,6 +247,66 @@ extension RunConfiguration {
         // The model options against the model (unknown combinations, sizes the family refuses).
         try ModelRegistry.check(entry, for: configuration.modelShape(task), taskName: task.name, options: settings.modelOptions)
         return configuration
+    }
+
+    /// Checks every numeric value of `merged` (the resolved settings) against its documented range, naming
+    /// the option; `given` is what the command line said (a warm-up only it gave is refused for the
+    /// constant schedule). Returns the values resolve goes on with.
+    static func checkRanges(_ merged: RunSettings, given settings: RunSettings, task: any Task) throws
+        -> (length: Int, learningRate: Float, weightDecay: Float, headScale: Float, clip: Float?) {
+        guard let length = merged.length, let lr = merged.learningRate, let decay = merged.weightDecay,
+              let clipNorm = merged.clipNorm else {
+            throw UserError(what: "configuration", why: "lacks a length, learning rate, weight decay or clip norm")
+        }
+        guard length >= task.minimumLength && length <= 1 << 24 else {
+            throw UserError(what: "--length", value: String(length), why: "must be in \(task.minimumLength)...\(1 << 24) for the \(task.name) task")
+        }
+        func positive(_ v: Int?, _ flag: String, max: Int = 1 << 40) throws {
+            if let v, !(1...max).contains(v) { throw UserError(what: flag, value: String(v), why: "must be in 1...\(max)") }
+        }
+        try positive(merged.batchSize, "--batch-size", max: 1 << 20)
+        try positive(merged.microBatchSize, "--micro-batch-size", max: merged.batchSize ?? 1)
+        try positive(merged.epochs, "--epochs", max: 1 << 20)
+        try positive(merged.steps, "--steps", max: 1 << 32)
+        try positive(merged.logInterval, "--log-interval")
+        try positive(merged.evaluationInterval, "--eval-interval")
+        try positive(merged.checkpointInterval, "--checkpoint-interval")
+        try positive(merged.validationSample, "--val-sample", max: 1 << 32)
+        try positive(merged.trainSize, "--train-size", max: 1 << 32)
+        try positive(merged.validationSize, "--val-size", max: 1 << 32)
+        try positive(merged.testSize, "--test-size", max: 1 << 32)
+        let o = merged.modelOptions
+        try positive(o.dimensions, "--dimensions", max: 1 << 16)
+        try positive(o.layers, "--layers", max: 1024)
+        try positive(o.hidden, "--hidden", max: 1 << 16)
+        try positive(o.heads, "--heads", max: 1024)
+        try positive(o.feedForward, "--feed-forward", max: 1 << 18)
+        for (flag, p) in [("--dropout", o.dropout), ("--dropout1", o.dropout1), ("--dropout2", o.dropout2)] {
+            if let p, !(p >= 0 && p < 1) { throw UserError(what: flag, value: "\(p)", why: "must be in [0, 1)") }
+        }
+        guard lr.isFinite && lr > 0 && lr <= 10 else { throw UserError(what: "--learning-rate", value: "\(lr)", why: "must be in (0, 10]") }
+        guard decay.isFinite && decay >= 0 && decay <= 10 else { throw UserError(what: "--weight-decay", value: "\(decay)", why: "must be in [0, 10]") }
+        let headScale = merged.headLearningRateScale ?? 1
+        guard headScale.isFinite && headScale > 0 && headScale <= 1e4 else {
+            throw UserError(what: "--head-lr-scale", value: "\(headScale)", why: "must be in (0, 10000]")
+        }
+        if headScale != 1 && merged.optimizer == .sgd {
+            throw UserError(what: "--head-lr-scale", value: "\(headScale)", why: "scales Adam's per-parameter steps", remedy: "use --optimizer adam or adamw")
+        }
+        if let w = merged.warmupSteps, w < 0 { throw UserError(what: "--warmup-steps", value: String(w), why: "must be ≥ 0") }
+        if merged.schedule == .constant, let w = settings.warmupSteps, w > 0 {
+            throw UserError(what: "--warmup-steps", value: String(w), why: "the constant schedule has no warm-up", remedy: "use --schedule cosine or inverse-sqrt")
+        }
+        let clip: Float?
+        switch clipNorm {
+        case 0: clip = nil
+        case let c where c > 0 && c.isFinite: clip = c
+        case let c: throw UserError(what: "--clip-norm", value: "\(c)", why: "must be > 0, or 0 to turn clipping off")
+        }
+        if let t = merged.targetAccuracy, !(t > 0 && t <= 1) {
+            throw UserError(what: "--target-accuracy", value: "\(t)", why: "must be in (0, 1]")
+        }
+        return (length, lr, decay, headScale, clip)
     }
 
     /// Refuses every given setting that the task or the model does not read.
@@ -352,6 +361,35 @@ extension RunConfiguration {
         r.testSize = scaled(r.testSize, minimum: 1)
         if let w = r.warmupSteps { r.warmupSteps = Int((Double(w) * scale).rounded()) }
         return r
+    }
+
+    /// Checks a configuration read back from a run's `config.json` as `resolve` checks a command line:
+    /// every value in its range, so a hand-edited or damaged file is one error, not a trap or an
+    /// allocation that cannot succeed. The error names the option whose range was left.
+    public func checkStored() throws {
+        let task = try TaskRegistry.task(self.task)
+        _ = try ModelRegistry.entry(model)
+        var s = RunSettings()
+        s.length = length; s.seed = seed; s.modelOptions = modelOptions; s.size = size; s.optimizer = optimizer
+        s.learningRate = learningRate; s.schedule = schedule; s.warmupSteps = warmupSteps; s.weightDecay = weightDecay
+        s.headLearningRateScale = headLearningRateScale; s.batchSize = training.batchSize
+        s.microBatchSize = training.microBatchSize; s.epochs = training.epochs; s.steps = training.steps
+        s.clipNorm = training.clipNorm ?? 0; s.logInterval = training.logInterval
+        s.evaluationInterval = training.evaluationInterval; s.targetAccuracy = training.targetAccuracy
+        s.checkpointInterval = training.checkpointInterval; s.validationSample = training.validationSample
+        s.trainSize = data.splitSizes?.train ?? data.trainLimit
+        s.validationSize = data.splitSizes?.validation ?? data.validationLimit
+        s.testSize = data.splitSizes?.test ?? data.testLimit
+        _ = try Self.checkRanges(s, given: RunSettings(), task: task)
+        if let e = training.evaluationBatchSize, !(1...(1 << 20)).contains(e) {
+            throw UserError(what: "--micro-batch-size", value: String(e), why: "must be in 1...\(1 << 20)")
+        }
+        if let clip = training.clipNorm, !(clip > 0 && clip.isFinite) {
+            throw UserError(what: "--clip-norm", value: "\(clip)", why: "must be > 0, or 0 to turn clipping off")
+        }
+        guard data.length == length, data.seed == seed else {
+            throw UserError(what: "--length", value: String(data.length), why: "the data's length and seed must be the run's (\(length), \(seed))")
+        }
     }
 
     /// The settings given with `--resume` that differ from this (stored) configuration, as

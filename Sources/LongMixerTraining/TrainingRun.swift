@@ -38,10 +38,18 @@ public struct StoredRunRecord: Decodable {
             throw UserError(what: option, value: url.path, why: "has no config.json, so it is not a training run's directory",
                             remedy: "name the run directory of a training run")
         }
-        do { return try JSONDecoder().decode(StoredRunRecord.self, from: data) } catch {
+        let record: StoredRunRecord
+        do { record = try JSONDecoder().decode(StoredRunRecord.self, from: data) } catch {
             throw UserError(what: option, value: configURL.path, why: "is not the configuration of a training run (\(jsonProblem(error)))",
                             remedy: "name the run directory of a `longmixer train` run")
         }
+        do { try record.configuration.checkStored() } catch let e as UserError {
+            let field = e.what.hasPrefix("--") ? String(e.what.dropFirst(2)) : e.what
+            throw UserError(what: option, value: configURL.path,
+                            why: "its \(field)\(e.value.map { " (\($0))" } ?? "") is invalid: \(e.why)",
+                            remedy: "restore the file the run wrote, or start a new run")
+        }
+        return record
     }
 }
 

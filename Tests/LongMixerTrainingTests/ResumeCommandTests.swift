@@ -117,6 +117,37 @@ struct ResumeCommandTests {
             #expect(r.status == 2 && r.stderr.hasPrefix("error: ") && r.stderr.contains(needle), "\(arguments): \(r.status) \(r.stderr)")
             #expect(r.stderr.split(separator: "\n").count == 1 && r.stdout.isEmpty, "\(arguments): \(r.stderr)")
         }
+        // A hand-edited config.json is checked as a command line is: one line naming the field, for
+        // --resume and for evaluate, before anything is built.
+        let edits: [([String], Any, String)] = [
+            (["modelOptions", "layers"], 1_000_000_000_000, "its layers (1000000000000) is invalid: must be in 1...1024"),
+            (["modelOptions", "dimensions"], 1_000_000_000, "its dimensions (1000000000) is invalid"),
+            (["training", "batchSize"], 100_000_000, "its batch-size (100000000) is invalid"),
+            (["length"], Int.max, "its length (\(Int.max)) is invalid"),
+            (["learningRate"], -1, "its learning-rate (-1.0) is invalid"),
+            (["task"], "nonsense", "its task"),
+        ]
+        for (path, value, needle) in edits {
+            let name = "edited-\(path.last!)"
+            try FileManager.default.copyItem(at: dir.appendingPathComponent("open"), to: dir.appendingPathComponent(name))
+            let configURL = dir.appendingPathComponent("\(name)/config.json")
+            var record = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+            var configuration = try #require(record["configuration"] as? [String: Any])
+            if path.count == 1 { configuration[path[0]] = value } else {
+                var inner = configuration[path[0]] as? [String: Any] ?? [:]
+                inner[path[1]] = value
+                configuration[path[0]] = inner
+            }
+            record["configuration"] = configuration
+            let edited = try JSONSerialization.data(withJSONObject: record)
+            try edited.write(to: configURL)
+            for arguments in [["train", "--resume", name], ["evaluate", name]] {
+                let r = try TrainCommandTests.run(arguments, in: dir)
+                #expect(r.status == 2 && r.stderr.hasPrefix("error: ") && r.stderr.contains(needle), "\(arguments): \(r.status) \(r.stderr)")
+                #expect(r.stderr.split(separator: "\n").count == 1, "\(arguments): \(r.stderr)")
+            }
+            #expect(try Data(contentsOf: configURL) == edited, "the refused run's config.json was rewritten")
+        }
         // A run another process holds.
         let marker = open(dir.appendingPathComponent("open/\(RunDirectory.markerName)").path, O_RDWR)
         try #require(marker >= 0 && flock(marker, LOCK_EX | LOCK_NB) == 0)

@@ -113,13 +113,13 @@ struct RunConfigurationTests {
         expectRefused(settings { $0.task = "order" }, preset: "paramixer-adding", naming: "--task")
         expectRefused(settings { $0.model = "performer" }, preset: "paramixer-adding", naming: "--model")
         expectRefused(settings { $0.length = 1000 }, preset: "paramixer-adding", naming: "--length")
-        expectRefused(RunSettings(), preset: "paramixer-longdoc", naming: "--preset")   // no such task yet
         // A preset whose task exists resolves; missing data stop the run when it starts (`data prepare`).
         #expect(throws: Never.self) { _ = try RunConfiguration.resolve(RunSettings(), preset: "lra-listops-permuteformer") }
         // Image tasks take their grid's N, genomes 16,384 bases after CLS.
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "lra-pathfinder-permuteformer-2d"))?.length == 1026)
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-image", scale: 0.1))?.length == 1026)
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-genome"))?.length == 16_385)
+        #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-longdoc"))?.length == 16_385)
     }
 
     @Test func outOfRangeValuesAreRefused() {
@@ -192,5 +192,18 @@ struct MemoryEstimateTests {
         }
         let lm = try MemoryEstimate(configuration { $0.task = "lm"; $0.corpus = "c.txt" })
         #expect(lm.bytes.isFinite && lm.parameters > 1e6)
+    }
+
+    /// The parameter count behind the estimate (weights, gradients, Adam moments and the best weights the
+    /// trainer keeps: 5 floats each) is never below the built model's, and not far above it (the encoders'
+    /// count includes a position table whether or not the mixer reads one).
+    @Test(arguments: ["paramixer", "transformer", "permuteformer", "favor"])
+    func parameterCountMatchesTheBuiltModel(model: String) throws {
+        let c = try configuration { $0.task = "order"; $0.model = model; $0.length = 256; $0.trainSize = 8; $0.validationSize = 8; $0.testSize = 8 }
+        let estimate = try MemoryEstimate(c)
+        let parts = try TrainingRun.build(c)
+        let built = Double(parts.built.model.parameters().reduce(0) { $0 + $1.value.count })
+        #expect(estimate.parameters >= built && estimate.parameters <= 1.6 * built, "\(model): estimated \(estimate.parameters), built \(built)")
+        #expect(estimate.bytes >= 20 * built + MemoryEstimate.fixedBytes)
     }
 }
