@@ -134,6 +134,10 @@ public enum BenchmarkDocument {
         - Runs on shared machines (load average given per section) are slowed unevenly; compare ratios, and
           absolute times only within a section. Sections marked *best-of* predate the rounds: their figures are
           the best of a few samples, and their training step has no optimizer update.
+        - Load hurts the sides unequally: PyTorch's Paramixer reference runs hundreds of small multi-threaded
+          ops per step, each ending at a thread barrier, so on an overloaded machine its time grows far more
+          than ours. The Paramixer `torch ÷ Swift` ratios of a section with a load average above the core
+          count overstate what an idle machine gives (compare the idle Zen 5 sections).
         - Commands are shown as they ran; options renamed since: `--threads-list` is `--threads`, `--batch`
           and `--tokens-per-batch` are `--batch-size`.
 
