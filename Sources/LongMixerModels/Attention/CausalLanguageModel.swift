@@ -223,17 +223,14 @@ public final class CausalLanguageModel: SequenceStack {
     public init(configuration: LanguageModelConfiguration, generator: inout RandomGenerator) throws {
         try configuration.validate()
         self.configuration = configuration
-        let c = configuration, d = c.dimensions
+        let c = configuration
         // Draw order: embedding, its dropout, the blocks, their fairseq re-initialisation, the untied projection.
         let input = LanguageModelInput(configuration: c, generator: &generator)
-        var blocks: [EncoderBlock] = []
-        for _ in 0..<c.layers {
-            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
-            guard mixer is any CausalSequenceMixer else {
-                throw AttentionConfigurationError(message: "the language model needs a causal mixer, got \(c.mixer.kind.rawValue)")
-            }
-            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
-                                       layerNormEpsilon: Self.layerNormEpsilon, activation: c.activation, generator: &generator))
+        let blocks = EncoderBlock.layers(c.layers, dimensions: c.dimensions, heads: c.heads, feedForwardDimensions: c.feedForwardDimensions,
+                                         mixer: c.mixer, dropout: c.dropout, layerNormEpsilon: Self.layerNormEpsilon,
+                                         activation: c.activation, generator: &generator)
+        guard blocks.allSatisfy({ $0.mixer is any CausalSequenceMixer }) else {
+            throw AttentionConfigurationError(message: "the language model needs a causal mixer, got \(c.mixer.kind.rawValue)")
         }
         for block in blocks { Self.fairseqInitialize(block, generator: &generator) }
         self.blocks = blocks

@@ -75,6 +75,17 @@ public final class EncoderBlock: Module, SequenceBlock {
          ("intermediate", intermediate), ("output", output), ("activation", activation), ("dropout", dropout)]
     }
 
+    /// `layers` blocks, each around its own mixer of `configuration`, drawn mixer first, then the block.
+    static func layers(_ layers: Int, dimensions d: Int, heads: Int, feedForwardDimensions: Int, mixer configuration: MixerConfiguration,
+                       dropout: Float, layerNormEpsilon: Float, activation: Activation.Kind = .gelu,
+                       generator: inout RandomGenerator) -> [EncoderBlock] {
+        (0..<layers).map { _ in
+            let mixer = configuration.kind.makeMixer(dimensions: d, heads: heads, configuration: configuration, generator: &generator)
+            return EncoderBlock(dimensions: d, feedForwardDimensions: feedForwardDimensions, mixer: mixer, dropout: dropout,
+                                layerNormEpsilon: layerNormEpsilon, activation: activation, generator: &generator)
+        }
+    }
+
     /// The block in a stack: the mixer sees the key mask.
     public func callAsFunction(_ x: Variable, context: BlockContext) -> Variable { callAsFunction(x, keyMask: context.keyMask) }
 
@@ -317,14 +328,10 @@ public final class EncoderClassifier: SequenceStack {
     public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
         try configuration.validate()
         self.configuration = configuration
-        let c = configuration, d = c.dimensions
+        let c = configuration
         let input = EncoderInput(configuration: c, generator: &generator)
-        var blocks: [EncoderBlock] = []
-        for _ in 0..<c.layers {
-            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
-            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
-                                       layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
-        }
+        let blocks = EncoderBlock.layers(c.layers, dimensions: c.dimensions, heads: c.heads, feedForwardDimensions: c.feedForwardDimensions,
+                                         mixer: c.mixer, dropout: c.dropout, layerNormEpsilon: c.layerNormEpsilon, generator: &generator)
         self.blocks = blocks
         output = EncoderOutput(configuration: c, generator: &generator)
         super.init(inputStage: input, blocks: blocks, blockPrefix: "blocks", outputStage: output)
