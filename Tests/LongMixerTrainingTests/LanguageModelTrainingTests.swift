@@ -156,6 +156,17 @@ private struct TestRunConfiguration: Codable {
         try JSONEncoder().encode(TestRunConfiguration(model: "permuteformer", languageModel: other)).write(to: folder.appendingPathComponent("config.json"))
         #expect(throws: LanguageModelRunError.self) { try CausalLanguageModel.load(runDirectory: folder) }
         #expect(throws: LanguageModelRunError.self) { try model.sampleBytes(prompt: [], count: 3) }
+        // A hand-written configuration whose vocabulary lacks the prompt's bytes (or every byte) is refused, not a trap.
+        var narrow = try LanguageModelConfiguration.preset("tiny")
+        narrow.vocabularySize = 50
+        var g = RandomGenerator(seed: 2)
+        #expect(throws: LanguageModelRunError("prompt token 119 is outside the model's vocabulary 0..<50")) {
+            try CausalLanguageModel(configuration: narrow, generator: &g).sampleBytes(prompt: ByteCorpus.tokens("the"), count: 3)
+        }
+        narrow.vocabularySize = 3
+        #expect(throws: LanguageModelRunError.self) {
+            try CausalLanguageModel(configuration: narrow, generator: &g).sampleBytes(prompt: [1], count: 3)
+        }
         #expect(try ModelRegistry.entry("paramixer").causalMixer == nil)
         #expect(try ModelRegistry.entry("Decay-Only").causalMixer == .causalDecayPerformer)
     }

@@ -19,10 +19,6 @@ import LongMixerData
 /// - block (fairseq decoder layer, `decoder_normalize_before = True`): x + Drop(Out(Attn(LN x))),
 ///   x + Drop(FC₂(ReLU(FC₁(LN x)))), the encoder's pre-LN `EncoderBlock` around a causal mixer
 ///   (LayerNorm ε 1e-5, ReLU); a final LayerNorm after the last block.
-/// - the model is a `SequenceStack`: input stage (embedding, positions), the blocks, output stage
-///   (final LayerNorm, projection to the vocabulary at every position); parameter names as before
-///   the stack (`embedding`, `blocks.<l>.…`, `finalNorm`, `outputProjection`), so fixtures and
-///   checkpoints load unchanged.
 /// - model: embeddings scaled by √D (fairseq `embed_scale`) + sinusoidal positions (fairseq's
 ///   half-sin/half-cos layout; positions counted from 0 here, fairseq starts at padding_idx + 1 —
 ///   irrelevant for the relative mixers, a constant shift for the absolute table), dropout; output
@@ -32,6 +28,10 @@ import LongMixerData
 ///   (`MultiheadAttention.reset_parameters`); FFN Linear layers PyTorch's default; untied output
 ///   projection N(0, D^(−1/2)).
 /// - vocabulary: bytes, PAD 0, BOS 1, EOS 2, byte b ↦ b + 3 (V = 259), as the LRA byte tasks.
+/// - the model is a `SequenceStack`: input stage (embedding, positions), the blocks, output stage
+///   (final LayerNorm, projection to the vocabulary at every position). Parameter names are those of
+///   `Scripts/reference/attention_reference.py` (`embedding`, `blocks.<l>.…`, `finalNorm`,
+///   `outputProjection`), so its fixtures and every LM checkpoint load as they are.
 ///
 /// `generate` and `recurrentLogits` run one token at a time with one `CausalLinearAttentionState`
 /// per layer: O(1) memory per token (H·F·Dh floats per layer), logits equal to the parallel form
