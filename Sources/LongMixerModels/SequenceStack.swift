@@ -2,16 +2,17 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 
-// The one stack every sequence classifier / regressor of both papers is:
+// The one stack every model of both papers is:
 //
-//   input stage (embedding + positions)  →  L blocks  →  output stage (pooling + head)
+//   input stage (embedding + positions)  →  L blocks  →  output stage (pooling + head, or a head per position)
 //
 // Block kinds: `ParamixerBlock` (g, sparse factors reading the embedded input) and `EncoderBlock`
-// (pre-LN around any bidirectional `SequenceMixer`). A family (Paramixer, the encoder) is a choice of
-// stages and block kind made from its configuration; the forward pass lives here only. Parameter
-// names are the stages' own (flattened into the model's namespace) plus `<blockPrefix>.<l>` per
-// block, which keeps the reference implementations' names, so their fixtures and older checkpoints
-// load unchanged.
+// (pre-LN around any `SequenceMixer`: a bidirectional one in the encoder, a causal one in the
+// language model, whose blocks also step one token at a time). A family (Paramixer, the encoder, the
+// language model) is a choice of stages and block kind made from its configuration; the forward pass
+// lives here only. Parameter names are the stages' own (flattened into the model's namespace) plus
+// `<blockPrefix>.<l>` per block, which keeps the reference implementations' names, so their fixtures
+// and older checkpoints load unchanged.
 
 /// What a block may read besides its input stream.
 public struct BlockContext {
@@ -35,18 +36,19 @@ public protocol SequenceInputStage: Module {
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?)
 }
 
-/// The output stage: pooling and head, reading the final hidden states through `encode`
-/// (a two-document head encodes each document).
+/// The output stage: pooling and head (or the language model's head at every position), reading the
+/// final hidden states through `encode` (a two-document head encodes each document).
 public protocol SequenceOutputStage: Module {
     func callAsFunction(_ input: SequenceInput, encode: (SequenceInput) -> (hidden: Variable, keyMask: Tensor?)) -> Variable
 }
 
-/// Input stage → blocks → output stage; `callAsFunction` → outputs [B, C].
+/// Input stage → blocks → output stage; `callAsFunction` → outputs [B, C] (logits [B, N, V] for the
+/// language model).
 open class SequenceStack: Module, SequenceModel {
     public let inputStage: any SequenceInputStage
     public let stackBlocks: [any SequenceBlock]
     public let outputStage: any SequenceOutputStage
-    /// Parameter-name prefix of the blocks (`attention` for Paramixer, `blocks` for the encoder).
+    /// Parameter-name prefix of the blocks (`attention` for Paramixer, `blocks` for the encoder and the LM).
     public let blockPrefix: String
 
     public init(inputStage: any SequenceInputStage, blocks: [any SequenceBlock], blockPrefix: String,
@@ -75,12 +77,12 @@ open class SequenceStack: Module, SequenceModel {
         return (h, keyMask)
     }
 
-    /// Outputs [B, C]. Stops with the `check(_:)` message on bad input.
+    /// Outputs [B, C] ([B, N, V] for the LM). Stops with the `check(_:)` message on bad input.
     public func callAsFunction(_ input: SequenceInput) -> Variable {
         callAsFunction(input, fusedInference: ParamixerBlock.fusedInferenceDefault)
     }
 
-    /// Outputs [B, C]; `fusedInference` lets blocks use fused kernels when no graph is recorded.
+    /// Outputs [B, C] ([B, N, V] for the LM); `fusedInference` lets blocks use fused kernels when no graph is recorded.
     public func callAsFunction(_ input: SequenceInput, fusedInference: Bool) -> Variable {
         // fatalError keeps the message in optimised builds (precondition would drop it).
         do { try check(input) } catch { fatalError("\(type(of: self)): \(error)") }

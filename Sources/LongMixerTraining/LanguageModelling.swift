@@ -111,6 +111,15 @@ extension CausalLanguageModel {
         guard count >= 0 else { throw LanguageModelRunError("the number of tokens must be ≥ 0, got \(count)") }
         guard temperature >= 0, temperature.isFinite else { throw LanguageModelRunError("the temperature must be ≥ 0, got \(temperature)") }
         if let topK, topK < 0 { throw LanguageModelRunError("top-k must be ≥ 0, got \(topK)") }
+        // A hand-written configuration may hold a vocabulary without the byte tokens: refuse it here
+        // rather than trap in `step` or `draw`.
+        let v = configuration.vocabularySize
+        guard v > ByteCorpus.tokenOffset else {
+            throw LanguageModelRunError("the model's vocabulary of \(v) tokens holds no byte tokens (ids ≥ \(ByteCorpus.tokenOffset))")
+        }
+        if let bad = prompt.first(where: { $0 < 0 || $0 >= v }) {
+            throw LanguageModelRunError("prompt token \(bad) is outside the model's vocabulary 0..<\(v)")
+        }
         let wasTraining = isTraining
         eval()
         defer { train(wasTraining) }

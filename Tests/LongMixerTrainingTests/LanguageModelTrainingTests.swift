@@ -107,6 +107,32 @@ private struct TestRunConfiguration: Codable {
         #expect(try viaFiles.sampleBytes(prompt: prompt, count: 40, temperature: 0) == fromRun)
     }
 
+    /// `lm_run_before_stack.{json,safetensors}`: a 1-layer, 16-wide causal PermuteFormer trained for 30
+    /// steps by `longmixer train --task lm` before the language model became a `SequenceStack`, with
+    /// its configuration; the tokens are what `longmixer generate` of that build drew from it.
+    @Test func aCheckpointWrittenBeforeTheStackLoadsAndContinuesAsBefore() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures")
+        let model = try CausalLanguageModel.load(weights: fixtures.appendingPathComponent("lm_run_before_stack.safetensors"),
+                                                 config: fixtures.appendingPathComponent("lm_run_before_stack.json"))
+        let prompt = ByteCorpus.tokens("the quick ")
+        let sampled = [107, 165, 171, 221, 156, 221, 179, 221, 124, 103, 258, 70, 83, 209, 153, 229, 178, 219, 139, 179,
+                       105, 127, 22, 223, 171, 221, 77, 35, 155, 219, 184, 102, 193, 103, 156, 171, 113, 176, 88, 176]
+        #expect(try model.sampleBytes(prompt: prompt, count: 40, temperature: 1, seed: 5) == sampled)
+        let greedy = try model.sampleBytes(prompt: prompt, count: 40, temperature: 0)
+        #expect(greedy == [221, 221, 221, 221, 221, 221, 221, 221, 221, 191] + [Int](repeating: 178, count: 14)
+                + [156, 221, 221, 221] + [Int](repeating: 178, count: 12))
+        // The stack's parallel forward pass agrees: each greedy token is the argmax over byte tokens at its position.
+        let sequence = prompt + greedy
+        let logits = withoutGradient { model(IntTensor(shape: [1, sequence.count], scalars: sequence.map { Int32($0) })).value }
+        let v = model.configuration.vocabularySize
+        for (i, token) in greedy.enumerated() {
+            let row = Array(logits.scalars[((prompt.count + i - 1) * v)..<((prompt.count + i) * v)])
+            let best = (ByteCorpus.tokenOffset..<v).max { row[$0] < row[$1] }!
+            #expect(best == token, "position \(prompt.count + i)")
+        }
+    }
+
     @Test func loadingBadRunsIsAClearError() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-lm-bad-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -130,6 +156,17 @@ private struct TestRunConfiguration: Codable {
         try JSONEncoder().encode(TestRunConfiguration(model: "permuteformer", languageModel: other)).write(to: folder.appendingPathComponent("config.json"))
         #expect(throws: LanguageModelRunError.self) { try CausalLanguageModel.load(runDirectory: folder) }
         #expect(throws: LanguageModelRunError.self) { try model.sampleBytes(prompt: [], count: 3) }
+        // A hand-written configuration whose vocabulary lacks the prompt's bytes (or every byte) is refused, not a trap.
+        var narrow = try LanguageModelConfiguration.preset("tiny")
+        narrow.vocabularySize = 50
+        var g = RandomGenerator(seed: 2)
+        #expect(throws: LanguageModelRunError("prompt token 119 is outside the model's vocabulary 0..<50")) {
+            try CausalLanguageModel(configuration: narrow, generator: &g).sampleBytes(prompt: ByteCorpus.tokens("the"), count: 3)
+        }
+        narrow.vocabularySize = 3
+        #expect(throws: LanguageModelRunError.self) {
+            try CausalLanguageModel(configuration: narrow, generator: &g).sampleBytes(prompt: [1], count: 3)
+        }
         #expect(try ModelRegistry.entry("paramixer").causalMixer == nil)
         #expect(try ModelRegistry.entry("Decay-Only").causalMixer == .causalDecayPerformer)
     }

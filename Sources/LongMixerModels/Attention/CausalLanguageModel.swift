@@ -17,7 +17,8 @@ import LongMixerData
 ///   tokens. Ablations: `causalPermuteFormerNoDecay` (w/o r), `causalDecayPerformer` (w/o P),
 ///   `causalPerformer` (neither; the Performer LM baseline); `causalSoftmax` is the Transformer baseline.
 /// - block (fairseq decoder layer, `decoder_normalize_before = True`): x + Drop(Out(Attn(LN x))),
-///   x + Drop(FC₂(ReLU(FC₁(LN x)))); a final LayerNorm after the last block.
+///   x + Drop(FC₂(ReLU(FC₁(LN x)))), the encoder's pre-LN `EncoderBlock` around a causal mixer
+///   (LayerNorm ε 1e-5, ReLU); a final LayerNorm after the last block.
 /// - model: embeddings scaled by √D (fairseq `embed_scale`) + sinusoidal positions (fairseq's
 ///   half-sin/half-cos layout; positions counted from 0 here, fairseq starts at padding_idx + 1 —
 ///   irrelevant for the relative mixers, a constant shift for the absolute table), dropout; output
@@ -27,6 +28,10 @@ import LongMixerData
 ///   (`MultiheadAttention.reset_parameters`); FFN Linear layers PyTorch's default; untied output
 ///   projection N(0, D^(−1/2)).
 /// - vocabulary: bytes, PAD 0, BOS 1, EOS 2, byte b ↦ b + 3 (V = 259), as the LRA byte tasks.
+/// - the model is a `SequenceStack`: input stage (embedding, positions), the blocks, output stage
+///   (final LayerNorm, projection to the vocabulary at every position). Parameter names are those of
+///   `Scripts/reference/attention_reference.py` (`embedding`, `blocks.<l>.…`, `finalNorm`,
+///   `outputProjection`), so its fixtures and every LM checkpoint load as they are.
 ///
 /// `generate` and `recurrentLogits` run one token at a time with one `CausalLinearAttentionState`
 /// per layer: O(1) memory per token (H·F·Dh floats per layer), logits equal to the parallel form
@@ -121,82 +126,130 @@ public final class CausalPermuteFormerAttention: PerformerAttention, CausalSeque
     }
 }
 
-// MARK: - Block
+// MARK: - Stages
 
-/// fairseq's pre-LN decoder layer around a causal mixer.
-public final class DecoderBlock: Module {
-    public let attentionNorm: LayerNorm
-    public let mixer: any CausalSequenceMixer
-    public let feedForwardNorm: LayerNorm
-    public let intermediate: Linear
-    public let output: Linear
-    public let activation: Activation
-    let dropout: Dropout
+/// The LM's input stage: token embeddings scaled by √D [+ sinusoidal positions] → dropout. No key
+/// mask: the causal mixers take none (padding sits at the end, where no earlier position reads it).
+final class LanguageModelInput: Module, SequenceInputStage {
+    let configuration: LanguageModelConfiguration
+    let embedding: Embedding
+    let embeddingDropout: Dropout
 
-    public init(dimensions: Int, feedForwardDimensions: Int, mixer: any CausalSequenceMixer, activation: Activation.Kind, dropout: Float,
-                generator: inout RandomGenerator) {
-        attentionNorm = LayerNorm(dimensions: dimensions)
-        self.mixer = mixer
-        feedForwardNorm = LayerNorm(dimensions: dimensions)
-        intermediate = referenceLinear(dimensions, feedForwardDimensions, generator: &generator)
-        output = referenceLinear(feedForwardDimensions, dimensions, generator: &generator)
-        self.activation = Activation(activation)
-        self.dropout = Dropout(probability: dropout, generator: &generator)
+    init(configuration c: LanguageModelConfiguration, generator: inout RandomGenerator) {
+        configuration = c
+        embedding = Embedding(count: c.vocabularySize, dimensions: c.dimensions, paddingIndex: c.paddingIndex,
+                              standardDeviation: Float(1 / Double(c.dimensions).squareRoot()), generator: &generator)
+        embeddingDropout = Dropout(probability: c.dropout, generator: &generator)
     }
 
-    public override func namedChildren() -> [(String, Module)] {
-        [("attentionNorm", attentionNorm), ("mixer", mixer), ("feedForwardNorm", feedForwardNorm),
-         ("intermediate", intermediate), ("output", output), ("activation", activation), ("dropout", dropout)]
+    override func namedChildren() -> [(String, Module)] { [("embedding", embedding), ("embeddingDropout", embeddingDropout)] }
+
+    /// Token ids [B, N], non-empty, inside the vocabulary.
+    func check(_ input: SequenceInput) throws {
+        let v = configuration.vocabularySize
+        let ids: IntTensor
+        switch input {
+        case .tokens(let t): ids = t
+        case .features(let x): throw AttentionConfigurationError(message: "a language model reads token ids [B, N], got real-valued features \(x.shape)")
+        }
+        guard ids.rank == 2, ids.shape[0] > 0, ids.shape[1] > 0 else {
+            throw AttentionConfigurationError(message: "token ids must be a non-empty [B, N], got shape \(ids.shape)")
+        }
+        for (i, id) in ids.scalars.enumerated() where id < 0 || Int(id) >= v {
+            throw AttentionConfigurationError(message: "token id \(id) at batch \(i / ids.shape[1]), position \(i % ids.shape[1]) is outside the vocabulary 0..<\(v)")
+        }
     }
 
-    func feedForward(_ x: Variable) -> Variable { x + dropout(output(activation(intermediate(feedForwardNorm(x))))) }
-
-    /// x [B, N, D], positions 0..<N.
-    public func callAsFunction(_ x: Variable) -> Variable {
-        feedForward(x + dropout(mixer(attentionNorm(x), keyMask: nil)))
+    /// Scaled embeddings + positions [B, N, D] of ids [B, N] at absolute `positions` (N of them).
+    func embed(_ ids: IntTensor, positions: [Int]) -> Variable {
+        let d = configuration.dimensions
+        var h = embedding(ids) * Float(Double(d).squareRoot())
+        if configuration.sinusoidalPositions { h = h + Variable(sinusoidalPositions(positions, dimensions: d)) }   // + [N, D]
+        return embeddingDropout(h)
     }
 
-    /// One position, x [B, 1, D].
-    public func step(_ x: Variable, position: Int, state: inout CausalMixerState) -> Variable {
-        feedForward(x + dropout(mixer.step(attentionNorm(x), position: position, state: &state)))
+    func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
+        guard case .tokens(let ids) = input else { fatalError("unreachable: check(_:) admits only token ids") }
+        let h = embed(ids, positions: Array(0..<ids.shape[1]))
+        return (h, h, nil)
+    }
+}
+
+/// The LM's output stage: the final LayerNorm and the output projection at every position (no
+/// pooling): hidden states [B, N, D] → logits [B, N, V].
+final class LanguageModelOutput: Module, SequenceOutputStage {
+    let finalNorm: LayerNorm
+    /// Untied output projection Linear(D, V, no bias) (nil when tied to `embedding`).
+    let outputProjection: Linear?
+    /// The input stage's embedding [V, D], read by the tied projection; its weight is named (and
+    /// saved) by the input stage only, so it is no child here.
+    let embedding: Embedding
+
+    init(configuration c: LanguageModelConfiguration, embedding: Embedding, generator: inout RandomGenerator) {
+        finalNorm = LayerNorm(dimensions: c.dimensions)
+        outputProjection = c.tiedOutput ? nil
+            : Linear(inputDimensions: c.dimensions, outputDimensions: c.vocabularySize, bias: false,
+                     standardDeviation: Float(1 / Double(c.dimensions).squareRoot()), generator: &generator)
+        self.embedding = embedding
+    }
+
+    override func namedChildren() -> [(String, Module)] {
+        [("finalNorm", finalNorm as Module)] + (outputProjection.map { [("outputProjection", $0 as Module)] } ?? [])
+    }
+
+    /// Logits [B, N, V] of hidden states h [B, N, D].
+    func logits(_ h: Variable) -> Variable {
+        let normed = finalNorm(h)
+        if let outputProjection { return outputProjection(normed) }
+        return matmul(normed, embedding.weight, transposeB: true)
+    }
+
+    func callAsFunction(_ input: SequenceInput, encode: (SequenceInput) -> (hidden: Variable, keyMask: Tensor?)) -> Variable {
+        logits(encode(input).hidden)
     }
 }
 
 // MARK: - Model
 
-/// Decoder-only byte-level LM. `callAsFunction(ids)` → logits [B, N, V] (position t predicts token t + 1).
-public final class CausalLanguageModel: Module {
+/// Decoder-only byte-level LM: the `SequenceStack` with the LM's input stage, pre-LN `EncoderBlock`s
+/// around causal mixers (fairseq's decoder layer) and the final norm + output projection.
+/// `callAsFunction(ids)` → logits [B, N, V] (position t predicts token t + 1).
+public final class CausalLanguageModel: SequenceStack {
     public let configuration: LanguageModelConfiguration
-    public let embedding: Embedding
-    let embeddingDropout: Dropout
-    public let blocks: [DecoderBlock]
-    public let finalNorm: LayerNorm
-    /// Untied output projection Linear(D, V, no bias) (nil when tied to `embedding`).
-    public let outputProjection: Linear?
+    public let blocks: [EncoderBlock]
+    let input: LanguageModelInput
+    let output: LanguageModelOutput
 
     public init(configuration: LanguageModelConfiguration, generator: inout RandomGenerator) throws {
         try configuration.validate()
         self.configuration = configuration
-        let c = configuration, d = c.dimensions
-        embedding = Embedding(count: c.vocabularySize, dimensions: d, paddingIndex: c.paddingIndex,
-                              standardDeviation: Float(1 / Double(d).squareRoot()), generator: &generator)
-        embeddingDropout = Dropout(probability: c.dropout, generator: &generator)
-        var blocks: [DecoderBlock] = []
-        for _ in 0..<c.layers {
-            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
-            blocks.append(DecoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer as! any CausalSequenceMixer,
-                                       activation: c.activation, dropout: c.dropout, generator: &generator))
+        let c = configuration
+        // Draw order: embedding, its dropout, the blocks, their fairseq re-initialisation, the untied projection.
+        let input = LanguageModelInput(configuration: c, generator: &generator)
+        let blocks = EncoderBlock.layers(c.layers, dimensions: c.dimensions, heads: c.heads, feedForwardDimensions: c.feedForwardDimensions,
+                                         mixer: c.mixer, dropout: c.dropout, layerNormEpsilon: Self.layerNormEpsilon,
+                                         activation: c.activation, generator: &generator)
+        guard blocks.allSatisfy({ $0.mixer is any CausalSequenceMixer }) else {
+            throw AttentionConfigurationError(message: "the language model needs a causal mixer, got \(c.mixer.kind.rawValue)")
         }
         for block in blocks { Self.fairseqInitialize(block, generator: &generator) }
         self.blocks = blocks
-        finalNorm = LayerNorm(dimensions: d)
-        outputProjection = c.tiedOutput ? nil
-            : Linear(inputDimensions: d, outputDimensions: c.vocabularySize, bias: false, standardDeviation: Float(1 / Double(d).squareRoot()),
-                     generator: &generator)
+        self.input = input
+        output = LanguageModelOutput(configuration: c, embedding: input.embedding, generator: &generator)
+        super.init(inputStage: input, blocks: blocks, blockPrefix: "blocks", outputStage: output)
     }
 
-    /// Re-draws a decoder block's weights with fairseq's initialisation (see the file comment).
-    static func fairseqInitialize(_ block: DecoderBlock, generator: inout RandomGenerator) {
+    /// fairseq's (and PyTorch's) LayerNorm ε.
+    static let layerNormEpsilon: Float = 1e-5
+
+    /// Token embedding [V, D] (also the output projection when tied).
+    public var embedding: Embedding { input.embedding }
+    public var finalNorm: LayerNorm { output.finalNorm }
+    /// Untied output projection Linear(D, V, no bias) (nil when tied to `embedding`).
+    public var outputProjection: Linear? { output.outputProjection }
+
+    /// Re-draws a block's weights with fairseq's initialisation (see the file comment).
+    static func fairseqInitialize(_ block: EncoderBlock, generator: inout RandomGenerator) {
         func xavier(_ linear: Linear, gain: Double) -> Tensor {
             let fanOut = linear.weight.shape[0], fanIn = linear.weight.shape[1]
             let bound = Float(gain * (6 / Double(fanIn + fanOut)).squareRoot())
@@ -219,54 +272,32 @@ public final class CausalLanguageModel: Module {
         defaultInit(block.output)
     }
 
-    public override func namedChildren() -> [(String, Module)] {
-        var out: [(String, Module)] = [("embedding", embedding), ("embeddingDropout", embeddingDropout)]
-        out += blocks.enumerated().map { ("blocks.\($0.offset)", $0.element as Module) }
-        out.append(("finalNorm", finalNorm))
-        if let outputProjection { out.append(("outputProjection", outputProjection)) }
-        return out
-    }
-
+    /// Stops with the input stage's message when `ids` is not a non-empty [B, N] inside the vocabulary.
     func checkTokens(_ ids: IntTensor) {
-        check(ids.rank == 2 && ids.shape[0] > 0 && ids.shape[1] > 0, "CausalLanguageModel: token ids must be a non-empty [B, N], got \(ids.shape)")
-        ids.checkRange(configuration.vocabularySize, what: "CausalLanguageModel token (vocabulary \(configuration.vocabularySize))")
+        // fatalError keeps the message in optimised builds (precondition would drop it).
+        do { try check(.tokens(ids)) } catch { fatalError("CausalLanguageModel: \(error)") }
     }
 
-    /// Scaled embeddings + positions for tokens [B, N] at absolute positions `positions`.
-    func embed(_ ids: IntTensor, positions: [Int]) -> Variable {
-        var h = embedding(ids) * Float(Double(configuration.dimensions).squareRoot())
-        if configuration.sinusoidalPositions {
-            h = h + Variable(sinusoidalPositions(positions, dimensions: configuration.dimensions))
-        }
-        return embeddingDropout(h)
-    }
-
-    func logits(_ h: Variable) -> Variable {
-        let normed = finalNorm(h)
-        if let outputProjection { return outputProjection(normed) }
-        return matmul(normed, embedding.weight, transposeB: true)
-    }
-
-    /// Parallel (training) form: logits [B, N, V].
-    public func callAsFunction(_ ids: IntTensor) -> Variable {
-        checkTokens(ids)
-        var h = embed(ids, positions: Array(0..<ids.shape[1]))
-        for block in blocks { h = block(h) }
-        return logits(h)
-    }
+    /// Parallel (training) form: logits [B, N, V] of ids [B, N]; the stack's forward pass.
+    public func callAsFunction(_ ids: IntTensor) -> Variable { self(.tokens(ids)) }
 
     /// Fresh per-layer recurrent states.
-    public func makeStates(batch: Int) -> [CausalMixerState] { blocks.map { $0.mixer.makeState(batch: batch) } }
+    public func makeStates(batch: Int) -> [CausalMixerState] { blocks.map { $0.makeState(batch: batch) } }
 
     /// One token per row: ids [B] at absolute `position`; returns logits [B, V] and advances `states`.
+    /// The stack's stages and blocks, one position at a time.
     public func step(_ ids: [Int], position: Int, states: inout [CausalMixerState]) -> Tensor {
-        check(states.count == blocks.count, "CausalLanguageModel.step: \(states.count) states for \(blocks.count) layers")
+        LongMixerCore.check(states.count == blocks.count, "CausalLanguageModel.step: \(states.count) states for \(blocks.count) layers")
+        let v = configuration.vocabularySize
+        if let bad = ids.first(where: { $0 < 0 || $0 >= v }) {
+            fatalError("CausalLanguageModel.step: token id \(bad) is outside the vocabulary 0..<\(v)")
+        }
         let tokens = IntTensor(shape: [ids.count, 1], scalars: ids.map { Int32($0) })
         checkTokens(tokens)
         return withoutGradient {
-            var h = embed(tokens, positions: [position])
+            var h = input.embed(tokens, positions: [position])                   // [B, 1, D]
             for (l, block) in blocks.enumerated() { h = block.step(h, position: position, state: &states[l]) }
-            return logits(h).value.reshaped([ids.count, configuration.vocabularySize])
+            return output.logits(h).value.reshaped([ids.count, v])
         }
     }
 
@@ -294,8 +325,8 @@ public final class CausalLanguageModel: Module {
     /// temperature) (temperature 0: greedy). O(1) memory per generated token. Runs in evaluation mode
     /// (no dropout), restoring the training flag afterwards.
     public func generate(prompt: [Int], count: Int, temperature: Float = 1, generator: inout RandomGenerator) -> [Int] {
-        check(!prompt.isEmpty, "CausalLanguageModel.generate: the prompt must hold at least one token (e.g. BOS = 1)")
-        check(count >= 0 && temperature >= 0, "CausalLanguageModel.generate: count \(count) and temperature \(temperature) must be ≥ 0")
+        LongMixerCore.check(!prompt.isEmpty, "CausalLanguageModel.generate: the prompt must hold at least one token (e.g. BOS = 1)")
+        LongMixerCore.check(count >= 0 && temperature >= 0, "CausalLanguageModel.generate: count \(count) and temperature \(temperature) must be ≥ 0")
         let wasTraining = isTraining
         eval()
         defer { train(wasTraining) }
@@ -415,15 +446,5 @@ public struct LanguageModelConfiguration: Codable, Equatable, Sendable {
         if !mixer.kind.isCausal { throw fail("the language model needs a causal mixer, got \(mixer.kind.rawValue)") }
         if sinusoidalPositions && (dimensions % 2 != 0 || dimensions < 4) { throw fail("sinusoidal positions need an even width ≥ 4, got \(dimensions)") }
         if paddingIndex < 0 || paddingIndex >= vocabularySize { throw fail("paddingIndex \(paddingIndex) is outside the vocabulary 0..<\(vocabularySize)") }
-    }
-}
-
-extension CausalLanguageModel: SequenceModel {
-    /// Logits [B, N, V] of token ids [B, N] (position t predicts token t + 1).
-    public func callAsFunction(_ input: SequenceInput) -> Variable {
-        guard case .tokens(let ids) = input else {
-            fatalError("CausalLanguageModel: a language model takes token ids, got real-valued features")
-        }
-        return self(ids)
     }
 }

@@ -46,28 +46,44 @@ import LongMixerData
 
 // MARK: - Block
 
-/// One pre-LN encoder block around a mixer.
+/// One pre-LN block around a mixer: x + Drop(Mix(LN x)), then x + Drop(Dense₂(act(Dense₁(LN x)))).
+/// The encoder's (bidirectional mixer, exact GELU, LayerNorm ε 1e-12) and the language model's
+/// (causal mixer, fairseq's `decoder_normalize_before` layer: ReLU, ε 1e-5) are this one block; a
+/// block around a `CausalSequenceMixer` also runs one position at a time (`step`).
 public final class EncoderBlock: Module, SequenceBlock {
     public let attentionNorm: LayerNorm
     public let mixer: any SequenceMixer
     public let feedForwardNorm: LayerNorm
     public let intermediate: Linear
     public let output: Linear
+    public let activation: Activation
     let dropout: Dropout
 
     public init(dimensions: Int, feedForwardDimensions: Int, mixer: any SequenceMixer, dropout: Float, layerNormEpsilon: Float,
-                generator: inout RandomGenerator) {
+                activation: Activation.Kind = .gelu, generator: inout RandomGenerator) {
         attentionNorm = LayerNorm(dimensions: dimensions, epsilon: layerNormEpsilon)
         self.mixer = mixer
         feedForwardNorm = LayerNorm(dimensions: dimensions, epsilon: layerNormEpsilon)
         intermediate = referenceLinear(dimensions, feedForwardDimensions, generator: &generator)
         output = referenceLinear(feedForwardDimensions, dimensions, generator: &generator)
+        self.activation = Activation(activation)
         self.dropout = Dropout(probability: dropout, generator: &generator)
     }
 
     public override func namedChildren() -> [(String, Module)] {
         [("attentionNorm", attentionNorm), ("mixer", mixer), ("feedForwardNorm", feedForwardNorm),
-         ("intermediate", intermediate), ("output", output), ("dropout", dropout)]
+         ("intermediate", intermediate), ("output", output), ("activation", activation), ("dropout", dropout)]
+    }
+
+    /// `layers` blocks, each around its own mixer of `configuration`, drawn mixer first, then the block.
+    static func layers(_ layers: Int, dimensions d: Int, heads: Int, feedForwardDimensions: Int, mixer configuration: MixerConfiguration,
+                       dropout: Float, layerNormEpsilon: Float, activation: Activation.Kind = .gelu,
+                       generator: inout RandomGenerator) -> [EncoderBlock] {
+        (0..<layers).map { _ in
+            let mixer = configuration.kind.makeMixer(dimensions: d, heads: heads, configuration: configuration, generator: &generator)
+            return EncoderBlock(dimensions: d, feedForwardDimensions: feedForwardDimensions, mixer: mixer, dropout: dropout,
+                                layerNormEpsilon: layerNormEpsilon, activation: activation, generator: &generator)
+        }
     }
 
     /// The block in a stack: the mixer sees the key mask.
@@ -75,8 +91,28 @@ public final class EncoderBlock: Module, SequenceBlock {
 
     /// x [B, N, D]; the mixer sees `keyMask` [B, N].
     public func callAsFunction(_ x: Variable, keyMask: Tensor?) -> Variable {
-        let attended = x + dropout(mixer(attentionNorm(x), keyMask: keyMask))
-        return attended + dropout(output(gelu(intermediate(feedForwardNorm(attended)))))
+        feedForward(x + dropout(mixer(attentionNorm(x), keyMask: keyMask)))
+    }
+
+    /// The feed-forward half with its residual, x [B, N, D] → [B, N, D].
+    func feedForward(_ x: Variable) -> Variable { x + dropout(output(activation(intermediate(feedForwardNorm(x))))) }
+
+    /// The mixer's token-by-token form. Only the language model steps, and it builds its blocks
+    /// around causal mixers, so the failure is a programming error.
+    var causalMixer: any CausalSequenceMixer {
+        guard let causal = mixer as? any CausalSequenceMixer else {
+            fatalError("EncoderBlock: \(type(of: mixer)) has no token-by-token form")
+        }
+        return causal
+    }
+
+    /// A fresh recurrent state of the (causal) mixer for `batch` sequences.
+    public func makeState(batch: Int) -> CausalMixerState { causalMixer.makeState(batch: batch) }
+
+    /// One position x [B, 1, D] at absolute token index `position` (causal mixer): the parallel
+    /// form's row at that position; advances `state`.
+    public func step(_ x: Variable, position: Int, state: inout CausalMixerState) -> Variable {
+        feedForward(x + dropout(causalMixer.step(attentionNorm(x), position: position, state: &state)))
     }
 }
 
@@ -292,14 +328,10 @@ public final class EncoderClassifier: SequenceStack {
     public init(configuration: EncoderConfiguration, generator: inout RandomGenerator) throws {
         try configuration.validate()
         self.configuration = configuration
-        let c = configuration, d = c.dimensions
+        let c = configuration
         let input = EncoderInput(configuration: c, generator: &generator)
-        var blocks: [EncoderBlock] = []
-        for _ in 0..<c.layers {
-            let mixer = c.mixer.kind.makeMixer(dimensions: d, heads: c.heads, configuration: c.mixer, generator: &generator)
-            blocks.append(EncoderBlock(dimensions: d, feedForwardDimensions: c.feedForwardDimensions, mixer: mixer, dropout: c.dropout,
-                                       layerNormEpsilon: c.layerNormEpsilon, generator: &generator))
-        }
+        let blocks = EncoderBlock.layers(c.layers, dimensions: c.dimensions, heads: c.heads, feedForwardDimensions: c.feedForwardDimensions,
+                                         mixer: c.mixer, dropout: c.dropout, layerNormEpsilon: c.layerNormEpsilon, generator: &generator)
         self.blocks = blocks
         output = EncoderOutput(configuration: c, generator: &generator)
         super.init(inputStage: input, blocks: blocks, blockPrefix: "blocks", outputStage: output)
