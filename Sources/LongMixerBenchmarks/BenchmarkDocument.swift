@@ -178,8 +178,9 @@ public enum BenchmarkDocument {
             lines.append("Setup: \(r.configuration). Training step: forward, loss and backward (no optimizer).")
         case .distributed(let r):
             lines.append("Command: `\(r.command)` ([JSON](\(linkPrefix)/\(file))); each K is one `mpirun -np K longmixer train … --distributed`")
-            lines.append("Setup: Adding task, paramixer D = H = 32, 1 block; permuteformer D 32, 1 layer, 2 heads; "
-                         + "processes on this one machine share its cores (threads per process = cores ÷ K, at least 1)")
+            lines.append("Setup: Adding task, paramixer D = H = 32, 1 block, CHORD, FLATTEN; permuteformer D 32, 1 layer, 2 heads, FFN 64, CLS; "
+                         + "processes on this one machine share its cores (threads per process = cores ÷ K, at least 1)"
+                         + (r.build.map { "; \($0)" } ?? ""))
         case .legacyParamixer(let r):
             lines.append("Command: `\(r.command ?? "longmixer bench paramixer")` ([JSON](\(linkPrefix)/\(file))); *best-of* ≥ 3 runs")
             lines.append("Threads: \(r.threads). Setup: Paramixer D = H = 32, one block, CHORD, FLATTEN, 10 classes, random tokens, "

@@ -29,11 +29,14 @@ public struct DistributedBenchReport: Codable, Sendable {
     }
     public var command: String
     public var machine: MachineInfo
+    /// How the measured binary was built (a debug build runs the model code unoptimised).
+    public var build: String?
     public var distributedRows: [Row]
 
-    public init(command: String, machine: MachineInfo, rows: [Row]) {
+    public init(command: String, machine: MachineInfo, build: String, rows: [Row]) {
         self.command = command
         self.machine = machine
+        self.build = build
         self.distributedRows = rows
     }
 

@@ -82,7 +82,12 @@ struct BenchDistributedCommand: ParsableCommand {
             }
         }
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
-        let report = DistributedBenchReport(command: command, machine: machine, rows: rows)
+        #if DEBUG
+        let build = "debug build (LongMixerCore, NN and Data at -O, the model and training code unoptimised)"
+        #else
+        let build = "release build"
+        #endif
+        let report = DistributedBenchReport(command: command, machine: machine, build: build, rows: rows)
         if let json {
             try writeBenchmarkJSON(report, to: json)
             print("wrote \(json)")

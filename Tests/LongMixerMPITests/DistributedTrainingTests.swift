@@ -12,7 +12,7 @@ import LongMixerTestSupport
 struct DistributedTrainingTests {
     static let isWorker = ProcessInfo.processInfo.environment["LONGMIXER_MPI_WORKER"] == "1"
 
-    @Test("2 ranks with batch 4 each = 1 process with batch 8 (≤ 1e-6 relative)", .enabled(if: !isWorker))
+    @Test("2 ranks with batch 4 each = 1 process with batch 8 (weights and first gradients ≤ 1e-6 relative)", .enabled(if: !isWorker))
     func twoRanksEqualOneProcess() throws {
         let output = try MPILauncher.run(ranks: 2, filter: "DistributedTrainingTests/equivalenceWorker")
         #expect(output.status == 0, "\(output.text)")
@@ -55,7 +55,8 @@ struct DistributedTrainingTests {
                 if let dg = d.grad, let sg = s.grad {
                     let g = relativeError(dg, sg)
                     gradientError = max(gradientError, g)
-                    #expect(g <= 1e-6, "step \(steps), \(d.name): gradients differ by \(g)")
+                    // After several steps the gradients are taken at weights that already differ by rounding.
+                    #expect(g <= (steps == 1 ? 1e-6 : 1e-5), "step \(steps), \(d.name): gradients differ by \(g)")
                 } else {
                     #expect(d.grad == nil && s.grad == nil, "\(d.name): a gradient on one side only")
                 }
