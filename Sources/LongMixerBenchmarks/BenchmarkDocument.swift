@@ -225,7 +225,7 @@ public enum BenchmarkDocument {
         case .distributed(let r):
             add("Measured: K processes on this machine", r.measuredTable())
             add("Estimated: K machines like this one, ring all-reduce", r.estimateTable())
-            out += "\n" + DistributedBenchReport.assumptions + "\n"
+            out += "\n" + DistributedBenchReport.reading + "\n\n" + DistributedBenchReport.assumptions + "\n"
         case .legacyParamixer(let r):
             add(nil, r.table())
             let k = [("forward", r.forwardExponent), ("training", r.forwardBackwardExponent), ("memory", r.memoryExponent)]

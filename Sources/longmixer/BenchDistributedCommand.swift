@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import LongMixerCore
 import LongMixerTraining
@@ -35,7 +36,30 @@ struct BenchDistributedCommand: ParsableCommand {
     @Option(help: "Write the results as JSON here (e.g. docs/benchmarks/distributed-<machine>-<date>.json).")
     var json: String?
 
+    @Option(help: .hidden)
+    var allReduceProbe: Int?
+
+    /// Under mpirun: the median seconds of one all-reduce of `bytes` bytes, the processes started
+    /// together by a small all-reduce before each (rank 0 prints it).
+    static func probe(bytes: Int) throws {
+        #if LONGMIXER_MPI
+        try DistributedRun.checkLaunched()
+        let world = try DistributedRun.world(threadsGiven: true)
+        var buffer = [Float](repeating: 1, count: max(1, bytes / 4))
+        var sync = [Double](repeating: 0, count: 1)
+        var times: [Double] = []
+        for round in 0..<25 {
+            try sync.withUnsafeMutableBufferPointer { try world.allReduceSum($0) }
+            let start = DispatchTime.now().uptimeNanoseconds
+            try buffer.withUnsafeMutableBufferPointer { try world.allReduceSum($0) }
+            if round >= 5 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+        }
+        if world.isRoot { print(times.sorted()[times.count / 2]) }
+        #endif
+    }
+
     func run() throws {
+        if let bytes = allReduceProbe { return try Self.probe(bytes: bytes) }
         #if !LONGMIXER_MPI
         throw UserError(what: "bench distributed", why: "this longmixer was built without MPI",
                         remedy: "build it with `LONGMIXER_MPI=1 swift build -c release` (needs libopenmpi-dev)")
@@ -71,14 +95,21 @@ struct BenchDistributedCommand: ParsableCommand {
                                     why: r.lastErrorLine, remedy: "run it by hand to see the whole output")
                 }
                 let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: output.appendingPathComponent("summary.json")))
+                var alone: Double? = nil
+                if k > 1 {
+                    let p = try ChildProcess.run("mpirun", ["-np", String(k), "--oversubscribe"] + (getuid() == 0 ? ["--allow-run-as-root"] : [])
+                                                 + [executable, "bench", "distributed", "--all-reduce-probe", String(4 * summary.parameterCount)],
+                                                 timeout: 600)
+                    alone = Double(String(decoding: p.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                }
                 let row = DistributedBenchReport.Row(
                     model: model, length: length, processes: k, threadsPerProcess: threads, batchPerProcess: batchSize, steps: summary.steps,
                     samplesPerSecond: summary.trainSamplesPerSecond, stepSeconds: summary.trainingSeconds / Double(max(summary.steps, 1)),
                     allReduceSecondsPerStep: (summary.allReduceSeconds ?? 0) / Double(max(summary.steps, 1)),
-                    gradientBytes: 4 * summary.parameterCount)
+                    gradientBytes: 4 * summary.parameterCount, allReduceAloneSeconds: alone)
                 rows.append(row)
-                print("\(model) N=\(length) K=\(k) threads=\(threads): " + String(format: "%.2f samples/s, step %.1f ms, all-reduce %.2f ms/step",
-                      row.samplesPerSecond, row.stepSeconds * 1000, row.allReduceSecondsPerStep * 1000))
+                print("\(model) N=\(length) K=\(k) threads=\(threads): " + String(format: "%.2f samples/s, step %.1f ms, all-reduce %.2f ms/step (alone %.3f ms)",
+                      row.samplesPerSecond, row.stepSeconds * 1000, row.allReduceSecondsPerStep * 1000, (alone ?? 0) * 1000))
             }
         }
         let command = (["longmixer"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
