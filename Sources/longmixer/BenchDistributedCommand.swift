@@ -71,8 +71,9 @@ struct BenchDistributedCommand: ParsableCommand {
             }
             return k
         }
-        for (value, name) in [(length, "--length"), (batchSize, "--batch-size"), (steps, "--steps")] where value < 1 {
-            throw UserError(what: name, value: String(value), why: "must be ≥ 1")
+        for (value, name, limit) in [(length, "--length", 1 << 24), (batchSize, "--batch-size", 1 << 16), (steps, "--steps", 1 << 20)]
+            where !(1...limit).contains(value) {
+            throw UserError(what: name, value: String(value), why: "must be in 1...\(limit)")
         }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let cores = ProcessInfo.processInfo.activeProcessorCount
