@@ -74,7 +74,7 @@ let package = Package(
                 "LongMixerCore", "LongMixerNN", "LongMixerModels", "LongMixerData", "LongMixerTraining", "LongMixerBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + mpiDependencies,
-            swiftSettings: settings),
+            swiftSettings: settings + (mpi ? [.define("LONGMIXER_MPI")] : [])),
         // One closeness measure, fixture locator, thread-count loop and AVX-512 trait for every test target.
         .target(name: "LongMixerTestSupport", dependencies: ["LongMixerCore"], path: "Tests/LongMixerTestSupport", swiftSettings: settings),
         .testTarget(name: "LongMixerCoreTests", dependencies: ["LongMixerCore", "LongMixerWideKernels", "LongMixerTestSupport"], swiftSettings: settings),

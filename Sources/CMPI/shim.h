@@ -15,3 +15,5 @@ static inline int longmixer_mpi_thread_funneled(void) { return MPI_THREAD_FUNNEL
 static inline int longmixer_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 // Errors come back as return codes (a UserError per failure) instead of aborting the job.
 static inline int longmixer_mpi_return_errors(MPI_Comm comm) { return MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN); }
+// MPI_Test without a status (MPI_STATUS_IGNORE is a macro too).
+static inline int longmixer_mpi_test(MPI_Request *request, int *done) { return MPI_Test(request, done, MPI_STATUS_IGNORE); }

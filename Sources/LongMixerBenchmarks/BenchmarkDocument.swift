@@ -12,9 +12,11 @@ public enum BenchmarkDocument {
         /// Files written before the model benchmarks shared one engine (best-of samples, no rounds).
         case legacyAttention(LegacyAttentionReport)
         case legacyParamixer(LegacyParamixerReport)
+        case distributed(DistributedBenchReport)
 
         var kind: String {
             switch self {
+            case .distributed: return "distributed"
             case .model(let r): return r.benchmark
             case .core: return "core"
             case .legacyAttention: return "attention"
@@ -29,6 +31,7 @@ public enum BenchmarkDocument {
             case .core(let r): counts = Array(Set(r.records.map(\.threads))).sorted()
             case .legacyAttention(let r): counts = [r.threads]
             case .legacyParamixer(let r): counts = [r.threads]
+            case .distributed(let r): counts = Array(Set(r.distributedRows.map(\.threadsPerProcess))).sorted()
             }
             return counts.map(String.init).joined(separator: " and ") + (counts == [1] ? " thread" : " threads")
         }
@@ -38,17 +41,19 @@ public enum BenchmarkDocument {
             case .core(let r): return r.machine
             case .legacyAttention(let r): return r.machine
             case .legacyParamixer(let r): return r.machine
+            case .distributed(let r): return r.machine
             }
         }
     }
 
     /// Sections in this order; within a benchmark, newest first.
-    static let order = ["tables", "scaling", "attention", "paramixer", "core"]
+    static let order = ["tables", "scaling", "attention", "paramixer", "distributed", "core"]
     static let titles = [
         "tables": "Efficiency tables: training, inference, memory on the LRA shapes",
         "scaling": "Scaling with N: every model on one stack",
         "attention": "Attention family at the LRA Text width, and PyTorch",
         "paramixer": "Paramixer against N, and PyTorch",
+        "distributed": "Data-parallel training over MPI, and an estimate for 8–64 machines",
         "core": "Kernels against the machine's limits",
     ]
 
@@ -57,6 +62,7 @@ public enum BenchmarkDocument {
         let decoder = JSONDecoder()
         let keys = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]).map { Set($0.keys) } ?? []
         do {
+            if keys.contains("distributedRows") { return .distributed(try decoder.decode(DistributedBenchReport.self, from: data)) }
             if keys.contains("benchmark") { return .model(try decoder.decode(ModelBenchReport.self, from: data)) }
             if keys.contains("records") { return .core(try decoder.decode(BenchmarkReport.self, from: data)) }
             if keys.contains("permuteFormerOverhead") { return .legacyAttention(try decoder.decode(LegacyAttentionReport.self, from: data)) }
@@ -174,6 +180,11 @@ public enum BenchmarkDocument {
             lines.append("Command: `\(r.command)` ([JSON](\(linkPrefix)/\(file))); *best-of* \(r.repeats) samples")
             lines.append("Threads: \(r.threads)" + (r.torchVersion.map { "; PyTorch \($0)" } ?? ""))
             lines.append("Setup: \(r.configuration). Training step: forward, loss and backward (no optimizer).")
+        case .distributed(let r):
+            lines.append("Command: `\(r.command)` ([JSON](\(linkPrefix)/\(file))); each K is one `mpirun -np K longmixer train … --distributed`")
+            lines.append("Setup: Adding task, paramixer D = H = 32, 1 block, CHORD, FLATTEN; permuteformer D 32, 1 layer, 2 heads, FFN 64, CLS; "
+                         + "processes on this one machine share its cores (threads per process = cores ÷ K, at least 1)"
+                         + (r.build.map { "; \($0)" } ?? ""))
         case .legacyParamixer(let r):
             lines.append("Command: `\(r.command ?? "longmixer bench paramixer")` ([JSON](\(linkPrefix)/\(file))); *best-of* ≥ 3 runs")
             lines.append("Threads: \(r.threads). Setup: Paramixer D = H = 32, one block, CHORD, FLATTEN, 10 classes, random tokens, "
@@ -215,6 +226,10 @@ public enum BenchmarkDocument {
             for (title, table) in CoreBenchmarkTables.tables(r.records, withTargets: false) { add(title, table) }
         case .legacyAttention(let r):
             add(nil, r.table())
+        case .distributed(let r):
+            add("Measured: K processes on this machine", r.measuredTable())
+            add("Estimated: K machines like this one, ring all-reduce", r.estimateTable())
+            out += "\n" + DistributedBenchReport.reading + "\n\n" + DistributedBenchReport.assumptions + "\n"
         case .legacyParamixer(let r):
             add(nil, r.table())
             let k = [("forward", r.forwardExponent), ("training", r.forwardBackwardExponent), ("memory", r.memoryExponent)]

@@ -12,9 +12,10 @@ import Foundation
 /// | `LONGMIXER_TORCH_PYTHON` | a path (benchmarks)             | `python3`                        |
 /// | `LONGMIXER_FUSED_FACTOR` | `0`, `1`                        | fused Paramixer inference on AVX2 only |
 ///
-/// Build- and test-only names (`LONGMIXER_PORTABLE`, `LONGMIXER_SLOW_TESTS`, `LONGMIXER_WRITE_FIXTURES`)
-/// are known but not interpreted here. An empty value means unset. Any other `LONGMIXER_*` name is an
-/// error too: a misspelt variable would otherwise be ignored without a word.
+/// Build- and test-only names (`LONGMIXER_PORTABLE`, `LONGMIXER_MPI`, `LONGMIXER_MPI_WORKER`,
+/// `LONGMIXER_SLOW_TESTS`, `LONGMIXER_WRITE_FIXTURES`) are known but not interpreted here. An empty
+/// value means unset. Any other `LONGMIXER_*` name is an error too: a misspelt variable would
+/// otherwise be ignored without a word.
 ///
 /// The library cannot throw from the static initialisers that consult these values, so a bad value
 /// falls back to the default there and is kept in `environmentErrors`; the CLI calls
@@ -38,7 +39,8 @@ public struct RuntimeOptions: Sendable, Equatable {
     /// Variables read by the library (interpreted) and names that are only read by the build or the tests.
     public static let interpretedNames = ["LONGMIXER_THREADS", "LONGMIXER_GEMM", "LONGMIXER_NO_AVX512", "LONGMIXER_NO_STREAMING",
                                           "LONGMIXER_POOL_MB", "LONGMIXER_TORCH_PYTHON", "LONGMIXER_FUSED_FACTOR"]
-    public static let buildAndTestNames = ["LONGMIXER_PORTABLE", "LONGMIXER_SLOW_TESTS", "LONGMIXER_WRITE_FIXTURES"]
+    public static let buildAndTestNames = ["LONGMIXER_PORTABLE", "LONGMIXER_MPI", "LONGMIXER_MPI_WORKER", "LONGMIXER_SLOW_TESTS",
+                                             "LONGMIXER_WRITE_FIXTURES"]
 
     /// Threads above this many per core only add switching and memory (each thread has its own partial
     /// buffers); a larger request is almost certainly a typo, and a huge one used to stall `parallelFor`.

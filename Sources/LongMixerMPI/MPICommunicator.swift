@@ -72,7 +72,23 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    public func barrier() throws { try Self.check(MPI_Barrier(world), "MPI_Barrier") }
+    /// A non-blocking barrier polled with short sleeps: a blocking MPI call spins on its core, which
+    /// would take a core from the rank the others wait for (rank 0 validating or writing a checkpoint).
+    public func barrier() throws {
+        var request: MPI_Request? = nil
+        try Self.check(MPI_Ibarrier(world, &request), "MPI_Ibarrier")
+        var done: Int32 = 0
+        while true {
+            try Self.check(longmixer_mpi_test(&request, &done), "MPI_Test")
+            if done != 0 { return }
+            usleep(200)
+        }
+    }
+
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
 
     static func check(_ code: Int32, _ call: String) throws {
         guard code != longmixer_mpi_success() else { return }

@@ -141,6 +141,10 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
     public var accuracyDefinition: String
     /// Peak resident memory of the process so far, in bytes (nil where /proc is unavailable).
     public var peakResidentBytes: Int? = nil
+    /// A data-parallel run: its processes, and the seconds rank 0 spent in the gradient all-reduce
+    /// since it started or resumed (waiting for slower ranks included). nil for one process.
+    public var processes: Int? = nil
+    public var allReduceSeconds: Double? = nil
 }
 
 /// The training loop: mini-batch steps over a streamed training split with one optimizer,
@@ -156,6 +160,13 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
 /// permutation instead. A run is a pure function of the model's initial weights, the data seeds and
 /// the configuration (and the
 /// thread count), so a resumed run ends with the weights of one that never stopped.
+///
+/// Data parallel (`communicator` of K processes): `batchSize` is the global batch; rank r takes the
+/// r-th of K contiguous slices of each batch's positions, so the sample order does not depend on K.
+/// Each rank's loss is weighted by its share of the global batch and the gradients are summed over
+/// the ranks, which gives the gradients of the whole batch in one process up to float summation
+/// order. Rank 0 restores checkpoints, validates and writes; every rank starts from its weights and
+/// optimizer state, and stop signals, early stops and divergence are agreed before each step.
 public final class Trainer {
     public let model: any SequenceModel
     public let optimizer: any Optimizer
@@ -179,6 +190,12 @@ public final class Trainer {
     /// The seeded permutation of the current epoch (shuffled order only; a pure function of the step,
     /// so a resumed run takes the same samples).
     private var epochOrder: EpochOrder?
+    /// The processes of a data-parallel run (one by default).
+    public var communicator: any Communicator = SingleProcess()
+    /// Seconds in the gradient all-reduce so far (0 for one process).
+    public private(set) var allReduceSeconds = 0.0
+    /// The flattened gradients, their presence flags and the step's sums, reused every step.
+    private var reduceBuffer: [Float] = []
 
     public init(model: any SequenceModel, optimizer: any Optimizer, objective: TaskObjective,
                 train: any BatchSource, validation: any BatchSource, test: any BatchSource,
@@ -229,25 +246,32 @@ public final class Trainer {
         var bestWeights: [String: NamedTensor]? = nil
         var lastCheckpoint: (step: Int, url: URL)? = nil
         var log: JSONLinesWriter? = nil
+        let isRoot = communicator.isRoot
+        var restoredState = false
         if resume {
-            guard let dir = runDirectory, let store else { throw TrainingError.invalidConfiguration("resuming needs a run directory") }
-            let restored = try restore(from: store)
-            if let (last, best) = restored {
-                s = last.record.progress
-                bestWeights = best?.weights
-                lastCheckpoint = (last.record.step, last.url)
-                store.removeCheckpoints(after: last.record.step)
-            } else {
-                store.removeCheckpoints(after: 0)
+            // Rank 0 restores; the others take its state in `synchronize`.
+            _ = try communicator.onRoot { () throws -> Void in
+                guard let dir = runDirectory, let store else { throw TrainingError.invalidConfiguration("resuming needs a run directory") }
+                let restored = try restore(from: store)
+                restoredState = restored != nil
+                if let (last, best) = restored {
+                    s = last.record.progress
+                    bestWeights = best?.weights
+                    lastCheckpoint = (last.record.step, last.url)
+                    store.removeCheckpoints(after: last.record.step)
+                } else {
+                    store.removeCheckpoints(after: 0)
+                }
+                let step = restored?.last.record.step ?? 0
+                let keeping = restored.map { $0.last.record.metricsBytes ?? Self.metricsBytes(dir.metricsURL, through: step) } ?? 0
+                log = try JSONLinesWriter(url: dir.metricsURL, keeping: keeping)
+                reporter.report(.resumed(step: s.step, checkpoint: restored?.last.url))
             }
-            let step = restored?.last.record.step ?? 0
-            let keeping = restored.map { $0.last.record.metricsBytes ?? Self.metricsBytes(dir.metricsURL, through: step) } ?? 0
-            log = try JSONLinesWriter(url: dir.metricsURL, keeping: keeping)
-            reporter.report(.resumed(step: s.step, checkpoint: restored?.last.url))
         } else if let dir = runDirectory {
             if let resolvedConfiguration { try dir.writeJSON(resolvedConfiguration, to: "config.json") }
             log = try JSONLinesWriter(url: dir.metricsURL)
         }
+        try synchronize(&s, optimizerState: restoredState)
         let start = Self.now() - s.elapsedSeconds
         func elapsed() -> Double { Self.now() - start }
         reporter.report(.started(totalSteps: totalSteps, parameterCount: model.parameterCount, trainSamples: train.count,
@@ -275,10 +299,13 @@ public final class Trainer {
                                 runDirectory: runDirectory?.url)
         }
 
-        /// Reports evaluation progress and stops it when a stop signal arrived.
+        /// Reports evaluation progress and stops it when a stop signal arrived (during training with
+        /// several processes, only the evaluation: the ranks stop together at the next agreement).
+        var validatingInLoop = false
         func evaluationProgress(_ split: MetricsRecord.Kind) -> (Int, Int) throws -> Void {
             { [self] done, total in
                 let signal = stopSignal()
+                if signal != 0 && validatingInLoop && communicator.size > 1 { throw EvaluationStopped() }
                 if signal != 0 { throw try interrupted(signal) }
                 reporter.report(.evaluating(split: split, done: done, total: total))
             }
@@ -330,13 +357,27 @@ public final class Trainer {
         model.train()
         do {
             while true {
-                if s.validationPending { try validateDuringTraining() }
+                // Rank 0 may spend a while here (validating, writing): the others then wait without spinning.
+                // Decided from the step alone, so every rank makes the same collective calls.
+                let rootBusy = s.validationPending || (s.step > 0 && (s.step >= totalSteps || s.step % (c.checkpointInterval ?? batchesPerEpoch) == 0))
+                if s.validationPending {
+                    if isRoot {
+                        validatingInLoop = true
+                        defer { validatingInLoop = false }
+                        do { try validateDuringTraining() } catch is EvaluationStopped {}
+                    } else {
+                        s.validationPending = false
+                    }
+                }
                 if checkpointDue() { try checkpointLast() }
-                let signal = stopSignal()
-                if signal != 0 { throw try interrupted(signal) }
+                let stepStart = Self.now()
+                let batch = s.step < totalSteps && !s.stoppedEarly ? stepBatch(step: s.step, batchesPerEpoch: batchesPerEpoch) : nil
+                let agreed = try agree(signal: stopSignal(), stoppedEarly: s.stoppedEarly, weight: batch?.weight ?? 0, afterWait: rootBusy)
+                if agreed.stoppedEarly { s.stoppedEarly = true }
+                if agreed.signal != 0 { throw try interrupted(agreed.signal) }
                 if s.step >= totalSteps || s.stoppedEarly { break }
-                try trainStep(&s, parameters: parameters, batchesPerEpoch: batchesPerEpoch, totalSteps: totalSteps,
-                              log: log, elapsed: elapsed, lastCheckpoint: lastCheckpoint?.url, store: store)
+                try trainStep(&s, batch!, globalWeight: agreed.weight, stepStart: stepStart, parameters: parameters,
+                              batchesPerEpoch: batchesPerEpoch, totalSteps: totalSteps, log: log, elapsed: elapsed)
                 if let interval = c.evaluationInterval { s.validationPending = s.step % interval == 0 } else {
                     s.validationPending = s.step % batchesPerEpoch == 0
                 }
@@ -349,6 +390,9 @@ public final class Trainer {
             throw TrainingError.diverged(step: s.step + 1, totalSteps: totalSteps, what: divergence.what,
                                          checkpoint: kept?.path, advice: divergenceAdvice)
         }
+
+        // The other ranks are done: rank 0 validates, tests and writes alone.
+        guard isRoot else { return trainingOnlySummary(s) }
 
         // Final validation of the last weights on every sequence (and on the training-time sample, so
         // the best checkpoint is chosen among comparable scores), then test with the best and the last.
@@ -409,7 +453,9 @@ public final class Trainer {
             bestStep: s.bestStep ?? s.step, bestValidation: s.best ?? finalValidation,
             bestValidationAccuracy: max(s.best?.accuracy ?? -.infinity, finalValidation.accuracy),
             lossName: objective.lossName, accuracyDefinition: objective.accuracyDescription,
-            peakResidentBytes: ProcessMemory.peakResidentBytes())
+            peakResidentBytes: ProcessMemory.peakResidentBytes(),
+            processes: communicator.size > 1 ? communicator.size : nil,
+            allReduceSeconds: communicator.size > 1 ? allReduceSeconds : nil)
         try runDirectory?.writeJSON(summary, to: "summary.json")
         reporter.report(.finished(summary, runDirectory: runDirectory?.url))
         return summary
@@ -481,40 +527,163 @@ public final class Trainer {
     /// A non-finite loss or gradient norm (turned into `TrainingError.diverged` by `run`).
     struct Divergence: Error { let what: String }
 
-    /// One optimizer step, its bookkeeping and (when due) its train record.
-    private func trainStep(_ s: inout TrainingProgress, parameters: [Parameter], batchesPerEpoch: Int, totalSteps: Int,
-                           log: JSONLinesWriter?, elapsed: () -> Double, lastCheckpoint: URL?, store: CheckpointStore?) throws {
+    /// A stop of the evaluation during training by a stop signal, with several processes: the
+    /// ranks stop together after it.
+    struct EvaluationStopped: Error {}
+
+    /// This rank's part of a step's batch: pieces of at most `microBatchSize`, their loss weights.
+    struct StepBatch {
+        var pieces: [Batch]
+        var pieceWeights: [Int]
+        /// Sequences in the whole (global) batch.
+        var size: Int
+        /// Loss weight of this rank's pieces.
+        var weight: Int { pieceWeights.reduce(0, +) }
+    }
+
+    /// The samples of `step` this rank takes: its slice of the global batch's positions.
+    private func stepBatch(step: Int, batchesPerEpoch: Int) -> StepBatch {
         let c = configuration
-        let batchIndex = s.step % batchesPerEpoch
-        let stepStart = Self.now()
-        // The step's samples, in pieces of at most `microBatchSize` (one piece by default).
+        let batchIndex = step % batchesPerEpoch
         let first = batchIndex * c.batchSize, end = min(first + c.batchSize, train.count)
+        let n = end - first, k = communicator.size, r = communicator.rank
+        let low = first + n * r / k, high = first + n * (r + 1) / k
         let pieceSize = c.microBatchSize ?? c.batchSize
         if case .shuffled(let seed) = trainingOrder, epochOrder == nil { epochOrder = EpochOrder(count: train.count, seed: seed) }
-        let epochIndex = s.step / batchesPerEpoch
-        let pieces = stride(from: first, to: end, by: pieceSize).map { start -> Batch in
-            let positions = start..<min(start + pieceSize, end)
+        let epochIndex = step / batchesPerEpoch
+        let pieces = stride(from: low, to: high, by: pieceSize).map { start -> Batch in
+            let positions = start..<min(start + pieceSize, high)
             guard epochOrder != nil else { return train.batch(indices: positions) }
             return train.batch(samples: epochOrder!.samples(epoch: epochIndex, positions: positions))
         }
-        let pieceWeights = pieces.map { objective.weight($0.targets, batchSize: $0.size) }
-        let batchWeight = pieceWeights.reduce(0, +)
-        let batchSize = end - first
+        return StepBatch(pieces: pieces, pieceWeights: pieces.map { objective.weight($0.targets, batchSize: $0.size) }, size: n)
+    }
+
+    /// Stop signal (SIGINT before SIGTERM), early stop and the step's loss weight, agreed by every
+    /// process, so all of them stop at the same step and none waits in a collective for one that left.
+    private func agree(signal: Int32, stoppedEarly: Bool, weight: Int, afterWait: Bool) throws -> (signal: Int32, stoppedEarly: Bool, weight: Int) {
+        guard communicator.size > 1 else { return (signal, stoppedEarly, weight) }
+        if afterWait { try communicator.barrier() }
+        var v: [Double] = [signal == SIGINT ? 1 : 0, signal != 0 && signal != SIGINT ? 1 : 0, stoppedEarly ? 1 : 0, Double(weight)]
+        try v.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        let agreed: Int32 = v[0] > 0 ? SIGINT : v[1] > 0 ? (signal != 0 ? signal : SIGTERM) : 0
+        return (agreed, v[2] > 0, Int(v[3].rounded()))
+    }
+
+    /// What every process of the run takes from rank 0 before the first step.
+    private struct SharedStart: Codable {
+        var progress: TrainingProgress
+        var randomStreams: [String: RandomStreamState]
+        var hasOptimizerState: Bool
+    }
+
+    /// Every rank takes rank 0's weights, random streams, progress and (resumed) optimizer state.
+    private func synchronize(_ s: inout TrainingProgress, optimizerState: Bool) throws {
+        guard communicator.size > 1 else { return }
+        let isRoot = communicator.isRoot
+        let encoder = JSONEncoder(), decoder = JSONDecoder()
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let weights = try communicator.broadcast(isRoot ? SafeTensors.encode(model.stateDictionary()) : Data())
+        let shared = try communicator.broadcast(isRoot ? encoder.encode(SharedStart(progress: s, randomStreams: model.randomStreamStates(),
+                                                                                     hasOptimizerState: optimizerState)) : Data())
+        let start = try decoder.decode(SharedStart.self, from: shared)
+        let moments = start.hasOptimizerState ? try communicator.broadcast(isRoot ? SafeTensors.encode(optimizer.stateDictionary()) : Data()) : nil
+        guard !isRoot else { return }
+        try model.loadStateDictionary(SafeTensors.decode(weights).tensors)
+        if let moments { try optimizer.loadStateDictionary(SafeTensors.decode(moments).tensors) }
+        try model.restoreRandomStreams(start.randomStreams)
+        s = start.progress
+    }
+
+    /// Sums the gradients (and the step's loss, correct count and non-finite losses) over the
+    /// processes, as one buffer. A parameter no rank has a gradient for keeps none, as in one process.
+    private func allReduceGradients(_ parameters: [Parameter], loss: inout Float, correct: inout Int, nonFinite: inout Int) throws {
+        var seen = Set<ObjectIdentifier>()
+        let unique = parameters.filter { seen.insert(ObjectIdentifier($0)).inserted }
+        let total = unique.reduce(0) { $0 + $1.value.count }
+        let count = total + unique.count + 3
+        if reduceBuffer.count != count { reduceBuffer = [Float](repeating: 0, count: count) }
+        reduceBuffer.withUnsafeMutableBufferPointer { buffer in
+            var offset = 0
+            for (i, p) in unique.enumerated() {
+                let n = p.value.count
+                if let g = p.grad {
+                    g.withUnsafePointer { (buffer.baseAddress! + offset).update(from: $0, count: n) }
+                    buffer[total + i] = 1
+                } else {
+                    (buffer.baseAddress! + offset).update(repeating: 0, count: n)
+                    buffer[total + i] = 0
+                }
+                offset += n
+            }
+            buffer[count - 3] = loss
+            buffer[count - 2] = Float(correct)
+            buffer[count - 1] = Float(nonFinite)
+        }
+        let start = Self.now()
+        try reduceBuffer.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        allReduceSeconds += Self.now() - start
+        reduceBuffer.withUnsafeBufferPointer { buffer in
+            var offset = 0
+            for (i, p) in unique.enumerated() {
+                let n = p.value.count
+                if buffer[total + i] > 0 {
+                    if p.grad == nil { p.grad = Tensor(zeros: p.value.shape) }
+                    p.grad!.withUnsafeMutablePointer { $0.update(from: buffer.baseAddress! + offset, count: n) }
+                }
+                offset += n
+            }
+            loss = buffer[count - 3]
+            correct = Int(buffer[count - 2].rounded())
+            nonFinite = Int(buffer[count - 1].rounded())
+        }
+    }
+
+    /// What the other ranks return: the training part (rank 0 validates and tests).
+    private func trainingOnlySummary(_ s: TrainingProgress) -> TrainingSummary {
+        let none = EvaluationResult(loss: .nan, accuracy: .nan, count: 0)
+        return TrainingSummary(steps: s.step, epochs: Double(s.samplesSeen) / Double(train.count), samplesSeen: s.samplesSeen,
+                               wallClockSeconds: s.trainingSeconds, trainingSeconds: s.trainingSeconds,
+                               trainSamplesPerSecond: Double(s.samplesSeen) / max(s.trainingSeconds, 1e-9),
+                               stoppedEarly: s.stoppedEarly, stopReason: s.stopReason ?? "", parameterCount: model.parameterCount,
+                               lastTrain: s.lastTrain, validation: none, test: none, bestValidationAccuracy: .nan,
+                               lossName: objective.lossName, accuracyDefinition: objective.accuracyDescription,
+                               processes: communicator.size, allReduceSeconds: allReduceSeconds)
+    }
+
+    /// One optimizer step on this rank's part of the batch (gradients summed over the ranks), its
+    /// bookkeeping and (when due) its train record.
+    private func trainStep(_ s: inout TrainingProgress, _ batch: StepBatch, globalWeight: Int, stepStart: Double, parameters: [Parameter],
+                           batchesPerEpoch: Int, totalSteps: Int, log: JSONLinesWriter?, elapsed: () -> Double) throws {
+        let c = configuration
+        let pieces = batch.pieces, pieceWeights = batch.pieceWeights
+        let batchWeight = globalWeight
+        let batchSize = batch.size
+        // Each piece's loss is weighted by its share of the global batch (as the whole batch's loss).
+        let weighted = pieces.count > 1 || communicator.size > 1
         if let schedule { optimizer.learningRate = schedule.learningRate(at: s.step) }
         optimizer.zeroGradients()
         var lossValue: Float = 0, correct = 0
+        var nonFinite: Float? = nil
         for (piece, pieceWeight) in zip(pieces, pieceWeights) where pieces.count == 1 || pieceWeight > 0 {
-            // Loss of the whole batch = Σ over pieces of (piece weight / batch weight) · piece loss.
             let outputs = model(piece.input)
             var loss = try objective.loss(outputs, piece.targets)
-            if pieces.count > 1 { loss = loss * (Float(pieceWeight) / Float(max(batchWeight, 1))) }
+            if weighted { loss = loss * (Float(pieceWeight) / Float(max(batchWeight, 1))) }
             let pieceLoss = loss.value.scalar
             do { try loss.backward() } catch AutodiffError.nonFiniteLoss(let v) {
-                throw Divergence(what: "the loss is \(v)")
+                nonFinite = v
+                break
             }
             lossValue += pieceLoss
             correct += objective.correctCount(outputs.value, piece.targets)
         }
+        if communicator.size > 1 {
+            var nonFiniteCount = nonFinite == nil ? 0 : 1
+            try allReduceGradients(parameters, loss: &lossValue, correct: &correct, nonFinite: &nonFiniteCount)
+            if nonFinite == nil && nonFiniteCount > 0 { nonFinite = .nan }
+        }
+        if let v = nonFinite { throw Divergence(what: "the loss is \(v)") }
         // Measured without clipping too, so a non-finite gradient stops the run before it reaches the weights.
         let norm = clipGradientNorm(parameters, maxNorm: c.clipNorm ?? .greatestFiniteMagnitude)
         guard norm.isFinite else { throw Divergence(what: "the gradient norm is \(norm)") }

@@ -14,6 +14,9 @@ public struct RunRecord: Encodable {
     public var encoder: EncoderConfiguration?
     public var languageModel: LanguageModelConfiguration?
     public var threads: Int
+    /// Processes of a data-parallel run (nil: one); `threads` is per process and the configuration's
+    /// batch size the global batch.
+    public var processes: Int? = nil
     public var parameterCount: Int
     /// The data, as the task describes them (corpus size and windows).
     public var data: String?
@@ -68,11 +71,15 @@ public enum TrainingRun {
         public let weightsMetadata: [String: String]
     }
 
-    /// Builds the task's data and the model (initial weights from the seed); refuses what cannot fit in memory.
-    public static func build(_ c: RunConfiguration) throws -> Parts {
+    /// Builds the task's data and the model (initial weights from the seed); refuses what cannot fit
+    /// in memory (the memory of one of `processes` processes, each with its share of the batch).
+    public static func build(_ c: RunConfiguration, processes: Int = 1) throws -> Parts {
         let task = try TaskRegistry.task(c.task)
         let entry = try ModelRegistry.entry(c.model)
-        let memory = try MemoryEstimate(c)
+        var perProcess = c
+        perProcess.training.batchSize = (c.training.batchSize + processes - 1) / max(processes, 1)
+        perProcess.training.microBatchSize = c.training.microBatchSize.map { min($0, perProcess.training.batchSize) }
+        let memory = try MemoryEstimate(perProcess)
         try memory.check()
         let trainSamples = c.training.steps.map { $0 * c.training.batchSize }
         let data = try task.makeData(c.data, trainSamples: trainSamples)
@@ -85,7 +92,8 @@ public enum TrainingRun {
     }
 
     /// The trainer of a configuration: optimiser and schedule over the built parts.
-    static func makeTrainer(_ c: RunConfiguration, _ parts: Parts, runDirectory: RunDirectory, reporter: TrainingReporter) throws -> Trainer {
+    static func makeTrainer(_ c: RunConfiguration, _ parts: Parts, runDirectory: RunDirectory?, reporter: TrainingReporter,
+                            communicator: any Communicator) throws -> Trainer {
         let task = parts.task, model = parts.built.model
         let (schedule, warmup) = try makeSchedule(c, parts)
         // The LM reference (fairseq) uses β = (0.9, 0.98); the classification references PyTorch's defaults.
@@ -106,6 +114,7 @@ public enum TrainingRun {
         trainer.trainingOrder = parts.data.trainingOrder
         trainer.stopSignal = { StopSignals.received }
         trainer.divergenceAdvice = divergenceAdvice(c, warmup: warmup)
+        trainer.communicator = communicator
         return trainer
     }
 
@@ -144,22 +153,29 @@ public enum TrainingRun {
     }
 
     /// Builds and runs the training; `reporter` sees progress, `announce` the data summary line.
+    /// With several processes (`communicator`) every one calls this with the same configuration;
+    /// rank 0 makes the run directory and alone reports and writes.
     @discardableResult
     public static func run(_ c: RunConfiguration, command: [String] = CommandLine.arguments, output: URL?, overwrite: Bool,
-                           reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
-        let parts = try build(c)
+                           reporter: TrainingReporter, announce: (String) -> Void = { _ in },
+                           communicator: any Communicator = SingleProcess()) throws -> TrainingSummary {
+        let parts = try build(c, processes: communicator.size)
         let model = parts.built.model
         let directoryURL = output ?? RunDirectory.defaultURL(task: parts.task.name, model: parts.entry.name)
         // The inputs a replaced run directory must not hold (a corpus or data folder inside it would be deleted).
         let inputs = [c.data.corpus, c.data.dataDirectory].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
         _ = try makeSchedule(c, parts)   // refused before the run directory exists
-        let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: inputs)
-        let lock = try runDirectory.lock()
-        defer { withExtendedLifetime(lock) {} }
-        if let summary = parts.data.summary { announce(summary) }
-        announce(String(format: "estimated peak memory %.2f GiB", parts.memory.gibibytes))
+        let prepared = try communicator.onRoot { () throws -> (RunDirectory, RunDirectory.Lock) in
+            let runDirectory = try RunDirectory.prepare(directoryURL, overwrite: overwrite, inputs: inputs)
+            return (runDirectory, try runDirectory.lock())
+        }
+        defer { withExtendedLifetime(prepared) {} }
+        let isRoot = communicator.isRoot
+        if isRoot, let summary = parts.data.summary { announce(summary) }
+        if isRoot { announce(String(format: "estimated peak memory %.2f GiB", parts.memory.gibibytes) + (communicator.size > 1 ? " per process" : "")) }
         var record = RunRecord(command: command, startedAt: ISO8601DateFormatter().string(from: Date()), configuration: c,
-                               threads: Parallel.threadCount, parameterCount: model.parameterCount, data: parts.data.summary,
+                               threads: Parallel.threadCount, processes: communicator.size > 1 ? communicator.size : nil,
+                               parameterCount: model.parameterCount, data: parts.data.summary,
                                task: parts.task.name, model: parts.entry.name)
         switch parts.built.configuration {
         case let p as ParamixerConfiguration: record.paramixer = p
@@ -167,7 +183,9 @@ public enum TrainingRun {
         case let l as LanguageModelConfiguration: record.languageModel = l
         default: break
         }
-        let trainer = try makeTrainer(c, parts, runDirectory: runDirectory, reporter: reporter)
+        let trainer = try makeTrainer(c, parts, runDirectory: prepared?.0, reporter: isRoot ? reporter : SilentReporter(),
+                                      communicator: communicator)
+        guard let runDirectory = prepared?.0 else { return try StopSignals.catching { try trainer.run(resolvedConfiguration: record) } }
         return try withReport(runDirectory) {
             try finishing(runDirectory) { try trainer.run(resolvedConfiguration: record) }
         }
@@ -200,37 +218,53 @@ public enum TrainingRun {
     /// count is used (the same count gives the same numbers as an uninterrupted run).
     @discardableResult
     public static func resume(_ url: URL, settings: RunSettings = RunSettings(), threadsGiven: Bool = false,
-                              reporter: TrainingReporter, announce: (String) -> Void = { _ in }) throws -> TrainingSummary {
+                              reporter: TrainingReporter, announce: (String) -> Void = { _ in },
+                              communicator: any Communicator = SingleProcess()) throws -> TrainingSummary {
         let url = url.standardizedFileURL
-        let stored = try StoredRunRecord.read(url, option: "--resume")
-        let contradictions = stored.configuration.contradictions(with: settings)
-        guard contradictions.isEmpty else {
-            throw UserError(what: "--resume", value: url.path,
-                            why: "\(contradictions.joined(separator: ", ")) contradict\(contradictions.count == 1 ? "s" : "") the stored configuration",
-                            remedy: "drop \(contradictions.count == 1 ? "it" : "them") (a resumed run goes on as it was started), or start a new run")
+        // Rank 0 checks the run directory and reads its configuration; the others take it from there
+        // (on other machines they need not see the directory).
+        let checked = try communicator.onRoot { () throws -> (StoredRunRecord, RunDirectory, RunDirectory.Lock) in
+            let stored = try StoredRunRecord.read(url, option: "--resume")
+            let contradictions = stored.configuration.contradictions(with: settings)
+            guard contradictions.isEmpty else {
+                throw UserError(what: "--resume", value: url.path,
+                                why: "\(contradictions.joined(separator: ", ")) contradict\(contradictions.count == 1 ? "s" : "") the stored configuration",
+                                remedy: "drop \(contradictions.count == 1 ? "it" : "them") (a resumed run goes on as it was started), or start a new run")
+            }
+            guard FileManager.default.fileExists(atPath: url.appendingPathComponent(RunDirectory.markerName).path) else {
+                throw UserError(what: "--resume", value: url.path, why: "has no \(RunDirectory.markerName) marker, so it is not a run directory this version wrote",
+                                remedy: "start a new run")
+            }
+            let summaryURL = url.appendingPathComponent("summary.json")
+            guard !FileManager.default.fileExists(atPath: summaryURL.path) else {
+                throw UserError(what: "--resume", value: url.path, why: "the run is complete (it has summary.json)",
+                                remedy: "evaluate it with `longmixer evaluate \(url.path)`, or start a new run")
+            }
+            let runDirectory = RunDirectory(url: url)
+            return (stored, runDirectory, try runDirectory.lock())
         }
-        guard FileManager.default.fileExists(atPath: url.appendingPathComponent(RunDirectory.markerName).path) else {
-            throw UserError(what: "--resume", value: url.path, why: "has no \(RunDirectory.markerName) marker, so it is not a run directory this version wrote",
-                            remedy: "start a new run")
-        }
-        let summaryURL = url.appendingPathComponent("summary.json")
-        guard !FileManager.default.fileExists(atPath: summaryURL.path) else {
-            throw UserError(what: "--resume", value: url.path, why: "the run is complete (it has summary.json)",
-                            remedy: "evaluate it with `longmixer evaluate \(url.path)`, or start a new run")
-        }
-        let runDirectory = RunDirectory(url: url)
-        let lock = try runDirectory.lock()
-        defer { withExtendedLifetime(lock) {} }
+        defer { withExtendedLifetime(checked) {} }
+        let shared = try communicator.broadcast(checked.map { try JSONEncoder().encode(SharedRunRecord(configuration: $0.0.configuration, threads: $0.0.threads)) } ?? Data())
+        let stored = try JSONDecoder().decode(SharedRunRecord.self, from: shared)
+        let isRoot = communicator.isRoot
         if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
             Parallel.setThreadCount(valid)
         }
-        if let threads = stored.threads, threads != Parallel.threadCount {
+        if isRoot, let threads = stored.threads, threads != Parallel.threadCount {
             announce("note: resuming with \(Parallel.threadCount) threads; the run used \(threads), so its numbers will differ from a run that never stopped")
         }
-        let parts = try build(stored.configuration)
-        if let summary = parts.data.summary { announce(summary) }
-        let trainer = try makeTrainer(stored.configuration, parts, runDirectory: runDirectory, reporter: reporter)
+        let parts = try build(stored.configuration, processes: communicator.size)
+        if isRoot, let summary = parts.data.summary { announce(summary) }
+        let trainer = try makeTrainer(stored.configuration, parts, runDirectory: checked?.1, reporter: isRoot ? reporter : SilentReporter(),
+                                      communicator: communicator)
+        guard let runDirectory = checked?.1 else { return try StopSignals.catching { try trainer.run(resume: true) } }
         return try withReport(runDirectory) { try finishing(runDirectory) { try trainer.run(resume: true) } }
+    }
+
+    /// The stored configuration as rank 0 passes it to the other ranks of a resumed run.
+    struct SharedRunRecord: Codable {
+        var configuration: RunConfiguration
+        var threads: Int?
     }
 
     static func encodeSorted(_ value: any Encodable) throws -> Data {

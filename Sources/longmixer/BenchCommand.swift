@@ -15,7 +15,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmarks: kernels against the machine's limits, models against each other and against PyTorch.",
         subcommands: [BenchTablesCommand.self, BenchScalingCommand.self, BenchCoreCommand.self, BenchAttentionCommand.self,
-                      BenchParamixerCommand.self, BenchDataCommand.self, BenchReportCommand.self])
+                      BenchParamixerCommand.self, BenchDataCommand.self, BenchDistributedCommand.self, BenchReportCommand.self])
 }
 
 /// `longmixer bench core`: our GEMM entry points against raw `cblas_sgemm`, and the memory-bound

@@ -39,26 +39,51 @@ struct LongMixerCommand: ParsableCommand {
             // HelpCommand), so help still works with a bad variable in the environment.
             if !String(describing: type(of: command)).hasSuffix("HelpCommand") { try RuntimeOptions.checkEnvironment() }
             try command.run()
-        } catch let stop as TrainingInterrupted {
-            // Not a failure: the run stopped as asked, with a checkpoint to continue from. 128 + n, as the shell reports a signal.
-            FileHandle.standardError.write(Data("\(stop)\n".utf8))
-            Foundation.exit(128 + stop.signal)
-        } catch let error as UserError {
-            fail(error.description, code: error.exitCode)
-        } catch let error as TrainingError {
-            fail(error.description, code: 1)
-        } catch let error as DatasetFetchError {
-            fail(error.description, code: 1)
+        } catch let failure as AgreedFailure {
+            // Rank 0's refusal, passed on to the other processes (which stop with RankStopped).
+            stop(after: failure.error, agreed: true)
         } catch {
+            stop(after: error, agreed: false)
+        }
+        // The processes of a distributed run end together, once rank 0 has written everything.
+        if DistributedRun.communicator != nil { DistributedRun.exit(0, agreed: true) }
+    }
+
+    /// Prints `error` (or the interruption) as one line and exits with its code; `agreed`: every process
+    /// of a distributed run stops with it.
+    static func stop(after error: any Error, agreed: Bool) -> Never {
+        switch error {
+        case let stop as TrainingInterrupted:
+            // Not a failure: the run stopped as asked, with a checkpoint to continue from. 128 + n, as the shell reports a signal.
+            // Every process of a distributed run stops at the same step; rank 0 says so.
+            if DistributedRun.printsError(agreed: true) { FileHandle.standardError.write(Data("\(stop)\n".utf8)) }
+            DistributedRun.exit(128 + stop.signal, agreed: true)
+        case let stop as RankStopped:
+            // Another process failed and printed why.
+            DistributedRun.exit(stop.exitCode, agreed: true)
+        case let error as UserError:
+            // Before MPI is up, a refused option is refused by every process alike.
+            fail(error.description, code: error.exitCode, agreed: agreed || (error.kind == .usage && DistributedRun.communicator == nil))
+        case let error as TrainingError:
+            var diverged = false
+            if case .diverged = error { diverged = true }   // every process saw the same non-finite sums
+            fail(error.description, code: 1, agreed: agreed || diverged)
+        case let error as DatasetFetchError:
+            fail(error.description, code: 1, agreed: agreed)
+        default:
             if exitCode(for: error) == .success { exit(withError: error) }
-            fail(message(for: error), code: 2)
+            fail(message(for: error), code: 2, agreed: agreed)
         }
     }
 
-    static func fail(_ message: String, code: Int32) -> Never {
+    /// Prints `error: <message>` and exits with `code`; `agreed`: every process of a distributed
+    /// run stops with this error (only rank 0 prints it), else the others are ended too.
+    static func fail(_ message: String, code: Int32, agreed: Bool = false) -> Never {
         let line = message.split(whereSeparator: \.isNewline).joined(separator: "; ")
-        FileHandle.standardError.write(Data("error: \(line)\n".utf8))
-        Foundation.exit(code)
+        if DistributedRun.printsError(agreed: agreed) {
+            FileHandle.standardError.write(Data("error: \(DistributedRun.prefix)\(line)\n".utf8))
+        }
+        DistributedRun.exit(code, agreed: agreed)
     }
 }
 

@@ -214,6 +214,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print only the final line.")
     var quiet = false
 
+    @Flag(help: "Data-parallel training over MPI: start as `mpirun -np K longmixer train … --distributed`. --batch-size is per process (the global batch is K times it); rank 0 writes the run directory. Needs a build with LONGMIXER_MPI=1.")
+    var distributed = false
+
     @Flag(help: "Print one JSON object per event (start, train records, evaluations, checkpoints, end) instead of text.")
     var json = false
 
@@ -247,6 +250,11 @@ struct TrainCommand: ParsableCommand {
             throw UserError(what: "--output", value: "''", why: "is empty", remedy: "name a run directory")
         }
         if quiet && json { throw UserError(what: "--quiet", why: "and --json choose different outputs", remedy: "give one") }
+        let threadsGiven = threadOptions.threads != nil || RuntimeOptions.environment.threads != nil
+        if distributed {
+            try DistributedRun.checkLaunched()
+            if seeds != nil { throw UserError(what: "--seeds", why: "does not go with --distributed", remedy: "train one seed per mpirun") }
+        }
         // Through the same unbuffered handle as the progress lines, so the order holds in a pipe too.
         let announce: (String) -> Void = { line in if !quiet && !json { FileHandle.standardOutput.write(Data((line + "\n").utf8)) } }
         if let resume {
@@ -256,7 +264,14 @@ struct TrainCommand: ParsableCommand {
             }
             if seeds != nil { throw UserError(what: "--seeds", why: "does not go with --resume (a sweep resumes with its own seeds)", remedy: "drop it") }
             let url = URL(fileURLWithPath: resume)
-            let threadsGiven = threadOptions.threads != nil || RuntimeOptions.environment.threads != nil
+            if distributed {
+                let world = try DistributedRun.world(threadsGiven: threadsGiven)
+                var given = settings
+                given.batchSize = given.batchSize.map { $0 * world.size }   // per process, the run stores the global batch
+                try TrainingRun.resume(url, settings: given, threadsGiven: threadsGiven, reporter: reporter, announce: announce,
+                                       communicator: world)
+                return
+            }
             if SeedSweep.isSweep(url) {
                 let record = try SeedSweep.resume(url, settings: settings, threadsGiven: threadsGiven, reporter: reporter, announce: announce)
                 if !json { print(SeedSweep.line(record, folder: url.standardizedFileURL)) }
@@ -277,8 +292,15 @@ struct TrainCommand: ParsableCommand {
             if !json { print(SeedSweep.line(record, folder: folder)) }
             return
         }
-        try TrainingRun.run(configuration, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
-                            announce: announce)
+        var global = configuration
+        let communicator: any Communicator = distributed ? try DistributedRun.world(threadsGiven: threadsGiven) : SingleProcess()
+        if communicator.size > 1 {
+            // --batch-size is per process; evaluation (on rank 0) keeps batches of that size.
+            global.training.evaluationBatchSize = global.training.evaluationBatchSize ?? global.training.batchSize
+            global.training.batchSize *= communicator.size
+        }
+        try TrainingRun.run(global, output: output.map { URL(fileURLWithPath: $0) }, overwrite: overwrite, reporter: reporter,
+                            announce: announce, communicator: communicator)
     }
 }
 

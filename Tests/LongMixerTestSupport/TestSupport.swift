@@ -74,6 +74,12 @@ public struct CLIResult {
     public var status: Int32
     public var stdout: String
     public var stderr: String
+
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
 }
 
 /// The `longmixer` executable built beside the test bundle, run end to end.
@@ -106,6 +112,40 @@ public enum LongMixerCLI {
         let outData = try Data(contentsOf: out), errData = try Data(contentsOf: err)
         return CLIResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Runs `executable arguments…` with its stdout in a pipe of one page (so the child blocks a few
+    /// lines after the reader stops reading and cannot run far ahead), reads its JSON progress events and,
+    /// after each chunk, calls `act` with the child's pid and the newest step until `act` returns true.
+    /// Returns the exit status and reason, the output, and when `act` returned true.
+    public static func runReadingProgress(_ executable: URL, _ arguments: [String], in directory: URL? = nil,
+                                          act: (_ pid: Int32, _ step: Int) -> Bool) throws
+        -> (status: Int32, reason: Process.TerminationReason, output: String, actedAt: Date?) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
+        let out = Pipe()
+        _ = fcntl(out.fileHandleForWriting.fileDescriptor, 1031 /* F_SETPIPE_SZ */, 4096)
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var pending = Data(), seen = 0, actedAt: Date? = nil, text = ""
+        while true {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                text += line + "\n"
+                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                   object["event"] as? String == "progress", let s = object["step"] as? Int { seen = s }
+            }
+            if actedAt == nil && act(process.processIdentifier, seen) { actedAt = Date() }
+        }
+        process.waitUntilExit()
+        return (process.terminationStatus, process.terminationReason, text, actedAt)
     }
 
     /// A fresh empty folder under the temporary directory.

@@ -5,6 +5,7 @@ import FoundationXML
 import Testing
 @testable import LongMixerTraining
 import LongMixerCore
+import LongMixerTestSupport
 
 /// `longmixer train` stopped by SIGKILL or SIGINT at a random step and resumed with `--resume` ends with
 /// the weights of a run that never stopped, byte for byte; `--resume` refuses what does not fit.
@@ -28,35 +29,12 @@ struct ResumeCommandTests {
     /// then sends `signal`. The child blocks on the full pipe a few steps later, so it cannot finish
     /// before the signal arrives however the machine schedules it. Returns the exit status and reason.
     static func interrupt(_ arguments: [String], in directory: URL, atStep step: Int, with signal: Int32) throws -> (Int32, Process.TerminationReason, String) {
-        let process = Process()
-        process.executableURL = TrainCommandTests.executable
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let out = Pipe()
-        _ = fcntl(out.fileHandleForWriting.fileDescriptor, 1031 /* F_SETPIPE_SZ */, 4096)
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var pending = Data(), seen = 0, signalled = false, text = ""
-        while true {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...newline)
-                text += line + "\n"
-                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                   object["event"] as? String == "progress", let s = object["step"] as? Int { seen = s }
-            }
-            if seen >= step && !signalled {
-                kill(process.processIdentifier, signal)
-                signalled = true
-                if signal == SIGKILL { break }
-            }
+        let r = try LongMixerCLI.runReadingProgress(TrainCommandTests.executable, arguments, in: directory) { pid, seen in
+            guard seen >= step else { return false }
+            kill(pid, signal)
+            return true
         }
-        process.waitUntilExit()
-        return (process.terminationStatus, process.terminationReason, text)
+        return (r.status, r.reason, r.output)
     }
 
     @Test(arguments: [SIGKILL, SIGINT])
