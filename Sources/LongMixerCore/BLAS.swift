@@ -22,10 +22,28 @@ public enum BLAS {
         var c = [Float](repeating: 0, count: 1024 * 1024)
         a.withUnsafeBufferPointer { ap in
             c.withUnsafeMutableBufferPointer { cp in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1024, 1024, 8, 1,
-                            ap.baseAddress, 8, ap.baseAddress, 8, 0, cp.baseAddress, 1024)
+                openBLASSgemm(false, true, 1024, 1024, 8, alpha: 1, ap.baseAddress!, 8, ap.baseAddress!, 8, beta: 0, cp.baseAddress!, 1024)
             }
         }
+    }
+
+    /// Serialises OpenBLAS's threaded calls with each other and with changes of its thread count: the
+    /// thread server of OpenBLAS 0.3.21 can hang when two threads run a threaded sgemm at once or the count
+    /// changes during one (seen with tests running side by side). A training process never does either
+    /// (`parallelFor` bodies call BLAS only inside `withSingleThread`), so there the lock is uncontended.
+    static let openBLASLock = NSLock()
+
+    /// `cblas_sgemm` (row-major, explicit leading dimensions), under `openBLASLock` unless OpenBLAS runs
+    /// single-threaded inside `withSingleThread` (then it runs on the caller's thread and may run concurrently).
+    @inline(__always)
+    static func openBLASSgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float,
+                              _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                              beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        let call = {
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
+        if singleThreadDepth > 0 { call() } else { openBLASLock.withLock(call) }
     }
 
     /// C[M,N] = alpha · op(A) · op(B) + beta · C, row-major. op(A) is M×K, op(B) is K×N.
@@ -47,9 +65,7 @@ public enum BLAS {
             return
         }
         warmUp()
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha,
-                    a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), beta, c, Int32(n))
+        openBLASSgemm(transposeA, transposeB, m, n, k, alpha: alpha, a, transposeA ? m : k, b, transposeB ? k : n, beta: beta, c, n)
     }
 
     // MARK: Packed AVX-512 SGEMM
@@ -176,13 +192,13 @@ public enum BLAS {
     public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
         _ = Parallel.threadCount   // initialise the budget (it sets OpenBLAS's count) before we change it
         singleThreadLock.lock()
-        if singleThreadDepth == 0 { openblas_set_num_threads(1) }
+        if singleThreadDepth == 0 { openBLASLock.withLock { openblas_set_num_threads(1) } }
         singleThreadDepth += 1
         singleThreadLock.unlock()
         defer {
             singleThreadLock.lock()
             singleThreadDepth -= 1
-            if singleThreadDepth == 0 { openblas_set_num_threads(Int32(Parallel.threadCount)) }
+            if singleThreadDepth == 0 { openBLASLock.withLock { openblas_set_num_threads(Int32(Parallel.threadCount)) } }
             singleThreadLock.unlock()
         }
         return try body()

@@ -19,7 +19,7 @@ public enum Parallel {
     public static func setThreadCount(_ n: Int) {
         check(n >= 1, "thread count must be ≥ 1, got \(n)")
         threadCount = n
-        openblas_set_num_threads(Int32(clamping: n))
+        BLAS.openBLASLock.withLock { openblas_set_num_threads(Int32(clamping: n)) }
     }
 
     public static var blasThreadCount: Int { Int(openblas_get_num_threads()) }

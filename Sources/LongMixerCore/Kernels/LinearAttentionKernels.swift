@@ -43,8 +43,7 @@ func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, a
         }
         return
     }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    BLAS.openBLASSgemm(transA, transB, m, n, k, alpha: alpha, a, lda, b, ldb, beta: beta, c, ldc)
 }
 
 /// Runs `body` over ranges of 0..<count slices: in parallel with single-threaded OpenBLAS when there are
