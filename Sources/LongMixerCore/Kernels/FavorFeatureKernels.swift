@@ -46,8 +46,10 @@ public func favorFeaturesForward(out: UnsafeMutablePointer<Float>, scaled: Unsaf
                 let h8 = Float8(repeating: h), m8 = Float8(repeating: maximum)
                 let eps8 = Float8(repeating: stabilizer), s8 = Float8(repeating: s)
                 var j = 0
+                // (P − h) − M ≤ 0 (M is at least the row's maximum, h ≥ 0): the exp needs no overflow
+                // handling, and `expNonPositive` gives `exp`'s results there.
                 while j + 8 <= m {
-                    pr.store8((VectorMath.exp((pr.load8(j) - h8) - m8) + eps8) * s8, j)
+                    pr.store8((VectorMath.expNonPositive((pr.load8(j) - h8) - m8) + eps8) * s8, j)
                     j += 8
                 }
                 while j < m { pr[j] = (VectorMath.exp((pr[j] - h) - maximum) + stabilizer) * s; j += 1 }

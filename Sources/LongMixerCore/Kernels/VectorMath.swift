@@ -65,8 +65,11 @@ public enum VectorMath {
         p = multiplyAdd(p, r, 4.999_889_43e-1)
         p = multiplyAdd(p, r, 9.999_997_02e-1)
         p = multiplyAdd(p, r, 1.000_000_12)
-        let nInt = unsafeBitCast(nShifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
-        let scale = unsafeBitCast((nInt &+ 127) &<< 23, to: Float8.self)
+        // 2^n: nShifted's bits are 0x4B40_0000 + n (the shifter is 1.5·2^23), so the exponent field is
+        // (bits − 0x4B40_0000 + 127) << 23, which modulo 2^32 is (bits << 23) + 0x3F80_0000 (the bits of
+        // 1.0): the same value with one integer operation fewer.
+        let bits = unsafeBitCast(nShifted, to: SIMD8<Int32>.self)
+        let scale = unsafeBitCast((bits &<< 23) &+ 0x3F80_0000, to: Float8.self)
         return (p * scale).replacing(with: 0, where: underflow)
     }
 
