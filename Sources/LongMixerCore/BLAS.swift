@@ -29,8 +29,9 @@ public enum BLAS {
 
     /// Serialises OpenBLAS's threaded calls with each other and with changes of its thread count: the
     /// thread server of OpenBLAS 0.3.21 can hang when two threads run a threaded sgemm at once or the count
-    /// changes during one (seen with tests running side by side). A training process never does either
-    /// (`parallelFor` bodies call BLAS only inside `withSingleThread`), so there the lock is uncontended.
+    /// changes during one, or a fork stops its thread pool during one (seen with tests running side by side;
+    /// `ChildProcess` forks under this lock). A training process does none of these (`parallelFor` bodies
+    /// call BLAS only inside `withSingleThread`), so there the lock is uncontended.
     static let openBLASLock = NSLock()
 
     /// `cblas_sgemm` (row-major, explicit leading dimensions), under `openBLASLock` unless OpenBLAS runs

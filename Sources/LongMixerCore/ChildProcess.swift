@@ -49,9 +49,13 @@ public enum ChildProcess {
         if !captureOutput { nullFD = open("/dev/null", O_WRONLY | O_CLOEXEC) }
 
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        let pid = withCStrings([path] + arguments) { argv in
-            withCStrings(env) { envp in
-                longmixer_spawn(path, argv, envp, captureOutput ? outPipe[1] : nullFD, errPipe[1])
+        // Not while a threaded OpenBLAS call runs on another thread: OpenBLAS's fork handler stops its
+        // thread pool, and a call in flight then waits for its workers forever.
+        let pid = BLAS.openBLASLock.withLock {
+            withCStrings([path] + arguments) { argv in
+                withCStrings(env) { envp in
+                    longmixer_spawn(path, argv, envp, captureOutput ? outPipe[1] : nullFD, errPipe[1])
+                }
             }
         }
         close(outPipe[1]); close(errPipe[1])
