@@ -194,9 +194,9 @@ struct MemoryEstimateTests {
         #expect(lm.bytes.isFinite && lm.parameters > 1e6)
     }
 
-    /// The parameter count behind the estimate (weights, gradients, Adam moments and the best weights the
-    /// trainer keeps: 5 floats each) is never below the built model's, and not far above it (the encoders'
-    /// count includes a position table whether or not the mixer reads one).
+    /// The parameter count behind the estimate (5 floats each: weights, gradients, Adam moments and the
+    /// best weights the trainer keeps) is never below the built model's, and not far above it (the
+    /// encoders' count includes a position table whether or not the mixer reads one).
     @Test(arguments: ["paramixer", "transformer", "permuteformer", "favor"])
     func parameterCountMatchesTheBuiltModel(model: String) throws {
         let c = try configuration { $0.task = "order"; $0.model = model; $0.length = 256; $0.trainSize = 8; $0.validationSize = 8; $0.testSize = 8 }
@@ -204,6 +204,5 @@ struct MemoryEstimateTests {
         let parts = try TrainingRun.build(c)
         let built = Double(parts.built.model.parameters().reduce(0) { $0 + $1.value.count })
         #expect(estimate.parameters >= built && estimate.parameters <= 1.6 * built, "\(model): estimated \(estimate.parameters), built \(built)")
-        #expect(estimate.bytes >= 20 * built + MemoryEstimate.fixedBytes)
     }
 }
