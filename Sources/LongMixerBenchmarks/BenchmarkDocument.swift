@@ -144,6 +144,10 @@ public enum BenchmarkDocument {
           ops per step, each ending at a thread barrier, so on an overloaded machine its time grows far more
           than ours. The Paramixer `torch ÷ Swift` ratios of a section with a load average above the core
           count overstate what an idle machine gives (compare the idle Zen 5 sections).
+        - The AVX2 path on an AVX-512 machine: `LONGMIXER_NO_AVX512=1 OPENBLAS_CORETYPE=Haswell longmixer bench …`
+          runs our 8-lane kernels and OpenBLAS's Haswell ones, and holds the PyTorch worker to AVX2 as well
+          (`ATEN_CPU_CAPABILITY=avx2`, `MKL_ENABLE_INSTRUCTIONS=AVX2`, `ONEDNN_MAX_CPU_ISA=AVX2`), so the ratio is
+          the one an AVX2-only server sees; each section names the instruction sets both sides ran.
         - Commands are shown as they ran; options renamed since: `--threads-list` is `--threads`, `--batch`
           and `--tokens-per-batch` are `--batch-size`.
 

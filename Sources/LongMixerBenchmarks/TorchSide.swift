@@ -61,6 +61,24 @@ public enum TorchSide {
         return info
     }
 
+    /// The worker's environment: `threads` threads for its OpenMP, MKL and OpenBLAS pools, and PyTorch
+    /// held to the instruction set of our kernels. On a CPU with AVX-512 whose kernels here run the AVX2
+    /// path (`LONGMIXER_NO_AVX512=1`), PyTorch's kernel dispatch, MKL and oneDNN are held to AVX2 too,
+    /// so the ratio is the one an AVX2-only server sees. An instruction-set variable the user set is kept.
+    public static func workerEnvironment(threads: Int, base: [String: String] = ProcessInfo.processInfo.environment,
+                                         cpuHasAVX512: Bool = CPUFeatures.flags.contains("avx512f"),
+                                         kernelsUseAVX512: Bool = CPUFeatures.avx512) -> [String: String] {
+        var environment = base
+        for key in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] { environment[key] = String(threads) }
+        if cpuHasAVX512 && !kernelsUseAVX512 {
+            for (key, value) in avx2Environment where environment[key] == nil { environment[key] = value }
+        }
+        return environment
+    }
+
+    /// PyTorch 2.x's switches to its AVX2 code: ATen's CPU dispatch, MKL's and oneDNN's instruction sets.
+    public static let avx2Environment = ["ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"]
+
     static let probe = """
         import json, torch
         print(json.dumps({"version": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()}))
@@ -109,9 +127,7 @@ public final class TorchWorker {
         // Read-write and non-blocking opens return at once on Linux, whether or not the worker has started.
         requests = open(requestPath, O_RDWR | O_CLOEXEC)
         replies = open(replyPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        var threadEnvironment = ProcessInfo.processInfo.environment
-        for key in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] { threadEnvironment[key] = String(threads) }
-        let environment = threadEnvironment
+        let environment = TorchSide.workerEnvironment(threads: threads)
         let arguments = [script, "--requests", requestPath, "--replies", replyPath, "--threads", String(threads)]
         let ending = self.ending
         let thread = Thread {

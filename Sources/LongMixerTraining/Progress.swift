@@ -143,20 +143,44 @@ public enum ProgressText {
 }
 
 /// Plain lines (for a pipe or a file): the start, a train record every log interval, each
-/// evaluation, and the end.
+/// evaluation, and the end. When a minute passes without a line (slow steps at long N, a long
+/// evaluation), one more line says where the run stands, so a log never looks hung.
 public final class ConsoleReporter: TrainingReporter {
     let write: (String) -> Void
+    /// Seconds without a line after which a step or an evaluation batch prints one.
+    let heartbeatSeconds: Double
+    /// Monotonic seconds (injected by tests).
+    let clock: () -> Double
+    private var lastLine: Double
 
-    public init(write: @escaping (String) -> Void = { line in
+    public init(heartbeatSeconds: Double = 60, clock: @escaping () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 },
+                write: @escaping (String) -> Void = { line in
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }) {
         self.write = write
+        self.heartbeatSeconds = heartbeatSeconds
+        self.clock = clock
+        self.lastLine = clock()
     }
 
     public static func duration(_ seconds: Double) -> String { ProgressText.duration(seconds) }
 
+    private func emit(_ line: String) {
+        write(line)
+        lastLine = clock()
+    }
+
     public func report(_ event: TrainingEvent) {
-        if let line = ProgressText.line(event) { write(line) }
+        switch event {
+        case .step(let s) where clock() - lastLine >= heartbeatSeconds && s.step < s.totalSteps:
+            emit(ProgressText.progressLine(step: s.step, total: s.totalSteps, epoch: s.epoch, loss: s.loss, accuracy: s.accuracy,
+                                           bitsPerByte: nil, gradientNorm: nil, rate: ProgressText.rate(s.rate, s.rateUnit),
+                                           elapsed: s.elapsedSeconds, eta: s.etaSeconds))
+        case .evaluating(let split, let done, let total) where clock() - lastLine >= heartbeatSeconds && done < total:
+            emit("\(split.rawValue): batch \(done)/\(total)")
+        default:
+            if let line = ProgressText.line(event) { emit(line) }
+        }
     }
 }
 

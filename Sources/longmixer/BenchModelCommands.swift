@@ -179,6 +179,9 @@ struct BenchRun {
         print("longmixer bench \(name) — \(machine.summary)")
         print("command: \(command)")
         print("instruction set: \(machine.instructionSet ?? "unknown"); threads \(threads)")
+        if CPUFeatures.flags.contains("avx512f") && !CPUFeatures.avx512 && BLAS.coreName != "Haswell" {
+            print("note: our kernels run the AVX2 path, OpenBLAS its \(BLAS.coreName) kernels; start with OPENBLAS_CORETYPE=Haswell for AVX2 on both")
+        }
         worker = try torch.map { try TorchWorker(interpreter: $0.interpreter, threads: threads) }
         if let worker { print("PyTorch \(worker.info.version), CPU capability \(worker.info.capability ?? "unknown")") }
     }

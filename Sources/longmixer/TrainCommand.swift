@@ -186,7 +186,7 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Steps between validation evaluations (default 250 when training by steps, else every epoch).")
     var evalInterval: Int?
 
-    @Option(parsing: .unconditional, help: "Steps between progress lines (default 50).")
+    @Option(parsing: .unconditional, help: "Steps between progress lines (default 50; in a pipe or a file a line also comes after a minute without one).")
     var logInterval: Int?
 
     @Option(parsing: .unconditional, help: "Stop early once validation accuracy reaches this fraction in (0, 1].")

@@ -169,4 +169,19 @@ struct ModelBenchmarkTests {
         let e = try #require(throws: UserError.self) { try TorchWorker(interpreter: interpreter, threads: 1, script: "worker.py") }
         #expect(e.why.contains("exit 3") && e.why.contains("no torch here"))
     }
+
+    @Test func pyTorchIsHeldToAVX2WhenOurKernelsRunTheAVX2PathOnAnAVX512CPU() {
+        let base = ["PATH": "/usr/bin", "OMP_NUM_THREADS": "8"]
+        let avx2Path = TorchSide.workerEnvironment(threads: 2, base: base, cpuHasAVX512: true, kernelsUseAVX512: false)
+        #expect(avx2Path["ATEN_CPU_CAPABILITY"] == "avx2" && avx2Path["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+                && avx2Path["ONEDNN_MAX_CPU_ISA"] == "AVX2" && avx2Path["OMP_NUM_THREADS"] == "2" && avx2Path["PATH"] == "/usr/bin")
+        // Both sides at their widest on an AVX-512 CPU, and nothing to hold on an AVX2-only one.
+        for (avx512, kernels) in [(true, true), (false, false)] {
+            let environment = TorchSide.workerEnvironment(threads: 1, base: base, cpuHasAVX512: avx512, kernelsUseAVX512: kernels)
+            #expect(TorchSide.avx2Environment.keys.allSatisfy { environment[$0] == nil } && environment["MKL_NUM_THREADS"] == "1")
+        }
+        // What the user set is kept.
+        let chosen = TorchSide.workerEnvironment(threads: 1, base: ["ATEN_CPU_CAPABILITY": "default"], cpuHasAVX512: true, kernelsUseAVX512: false)
+        #expect(chosen["ATEN_CPU_CAPABILITY"] == "default" && chosen["ONEDNN_MAX_CPU_ISA"] == "AVX2")
+    }
 }

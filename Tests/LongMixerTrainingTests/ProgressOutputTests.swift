@@ -108,4 +108,24 @@ struct ProgressOutputTests {
                                                rate: "120 seq/s", elapsed: 1, eta: 12, columns: 40)
         #expect(narrow.count <= 40 && narrow.hasPrefix("step  5/60") && narrow.contains("loss"), "\(narrow)")
     }
+
+    @Test func plainLinesSayWhereASlowRunStandsOncePerMinute() {
+        var now = 0.0, lines: [String] = []
+        let reporter = ConsoleReporter(clock: { now }, write: { lines.append($0) })
+        func step(_ k: Int, at time: Double) {
+            now = time
+            reporter.report(.step(LiveStatus(step: k, totalSteps: 300, epoch: 0, loss: 0.5, accuracy: 0.25, rate: 2, rateUnit: "seq/s",
+                                             elapsedSeconds: time, etaSeconds: 100)))
+        }
+        step(1, at: 30); step(2, at: 59.9)
+        #expect(lines.isEmpty, "\(lines)")
+        step(3, at: 61); step(4, at: 100)
+        #expect(lines.count == 1 && lines[0].hasPrefix("step   3/300") && lines[0].contains("ETA"), "\(lines)")
+        // A long evaluation: a line once a minute, none for its last batch (the result line follows).
+        for batch in 1...10 {
+            now = 100 + Double(batch) * 15
+            reporter.report(.evaluating(split: .validation, done: batch, total: 10))
+        }
+        #expect(Array(lines.dropFirst()) == ["validation: batch 2/10", "validation: batch 6/10"], "\(lines)")
+    }
 }
