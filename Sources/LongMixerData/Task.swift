@@ -246,6 +246,7 @@ public enum TaskRegistry {
         PathfinderTask.pathfinderIntermediate,
         PathfinderTask.pathX,
         ImageTask(),
+        MNISTTask(),
         GenomeTask(),
     ]
 
