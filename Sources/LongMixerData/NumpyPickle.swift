@@ -42,16 +42,16 @@ final class PickleArray {
 }
 
 /// A NumPy array read from a pickle: shape, dtype and its bytes' range in the pickle.
-public struct PickledArray: Equatable, Sendable {
-    public var shape: [Int]
+struct PickledArray: Equatable, Sendable {
+    var shape: [Int]
     /// `f4`, `i8`, …
-    public var descr: String
+    var descr: String
     /// `<` (little-endian), `>`, `|` (not applicable) or `=`.
-    public var byteOrder: String
-    public var data: Range<Int>
+    var byteOrder: String
+    var data: Range<Int>
 }
 
-public enum NumpyPickle {
+enum NumpyPickle {
     /// The globals a NumPy array pickle refers to; any other is refused.
     static let reconstruct = "numpy.core.multiarray _reconstruct", ndarray = "numpy ndarray", dtype = "numpy dtype"
     static let globals: Set<String> = [reconstruct, ndarray, dtype]
