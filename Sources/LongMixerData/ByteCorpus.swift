@@ -226,6 +226,8 @@ public struct ByteWindows: BatchSource, @unchecked Sendable {
     public let split: DataSplit
     public let sampling: Sampling
     public let count: Int
+    /// Windows are copied from immutable data, on any thread.
+    public var preparesBatchesInBackground: Bool { true }
     /// Sequential sampling: the number of non-overlapping windows in the split.
     let available: Int
 

@@ -29,6 +29,8 @@ public enum GenomeTokens {
 public struct GenomeWindows: BatchSource, Sendable {
     public let store: LabelledStore
     public let count: Int
+    /// Windows are copied from immutable data, on any thread.
+    public var preparesBatchesInBackground: Bool { true }
     public let length: Int
     let seed: UInt64
     let split: DataSplit

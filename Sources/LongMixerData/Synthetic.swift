@@ -32,9 +32,14 @@ public protocol BatchSource {
     func batch(indices: Range<Int>) -> Batch
     /// The samples `samples` (each in 0..<count) as one batch, in that order (a shuffled epoch).
     func batch(samples: [Int]) -> Batch
+    /// Whether the trainer may lay batches out on a background thread (`BatchPrefetcher`): they read
+    /// only immutable data and call neither BLAS nor `parallelFor`. False unless a source says so.
+    var preparesBatchesInBackground: Bool { get }
 }
 
 extension BatchSource {
+    public var preparesBatchesInBackground: Bool { false }
+
     /// Number of batches of `size` covering every sample once (the last one may be smaller).
     public func batchCount(size: Int) -> Int {
         check(size >= 1, "batchCount: batch size must be ≥ 1, got \(size)")

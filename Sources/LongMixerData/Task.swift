@@ -240,12 +240,13 @@ public struct ByteLanguageModelTask: Task {
 public enum TaskRegistry {
     public static let all: [any Task] = [
         SyntheticTaskDefinition(.adding), SyntheticTaskDefinition(.order), ByteLanguageModelTask(),
-        ListOpsTask(), TextTask(), RetrievalTask(), LongDocumentTask(),
+        ListOpsTask(), TextTask(), RetrievalTask(), LongDocumentTask(), LongDocumentTask.longdoc32K,
         PathfinderTask.pathfinder,
         PathfinderTask.pathfinderEasy,
         PathfinderTask.pathfinderIntermediate,
         PathfinderTask.pathX,
         ImageTask(),
+        MNISTTask(),
         GenomeTask(),
     ]
 

@@ -157,8 +157,9 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
 /// Batches are taken in order (batch k of the epoch is samples k·B ..< (k+1)·B) by default: the
 /// synthetic samples are i.i.d. by construction, as in the reference's `shuffle=False` loader. With
 /// `trainingOrder` `.shuffled`, batch k takes positions k·B ..< (k+1)·B of the epoch's seeded
-/// permutation instead. A run is a pure function of the model's initial weights, the data seeds and
-/// the configuration (and the
+/// permutation instead. Step k + 1's batch is laid out on a background thread while step k trains
+/// (`prefetchesBatches`, `BatchPrefetcher`); it is a pure function of the step either way. A run is
+/// a pure function of the model's initial weights, the data seeds and the configuration (and the
 /// thread count), so a resumed run ends with the weights of one that never stopped.
 ///
 /// Data parallel (`communicator` of K processes): `batchSize` is the global batch; rank r takes the
@@ -188,8 +189,12 @@ public final class Trainer {
     /// The order of the training samples in each epoch (the task's `TaskData.trainingOrder`).
     public var trainingOrder: TrainingOrder = .sequential
     /// The seeded permutation of the current epoch (shuffled order only; a pure function of the step,
-    /// so a resumed run takes the same samples).
+    /// so a resumed run takes the same samples). Used only by `stepBatch`, on one thread at a time.
     private var epochOrder: EpochOrder?
+    /// Lay out the next step's batch on a background thread while the current step trains (when the
+    /// training split's source allows it, `BatchSource.preparesBatchesInBackground`). The batches are
+    /// the same either way.
+    public var prefetchesBatches = true
     /// The processes of a data-parallel run (one by default).
     public var communicator: any Communicator = SingleProcess()
     /// Seconds in the gradient all-reduce so far (0 for one process).
@@ -354,6 +359,11 @@ public final class Trainer {
             s.step > 0 && (s.step >= totalSteps || s.stoppedEarly || s.step % (c.checkpointInterval ?? batchesPerEpoch) == 0)
         }
 
+        // One batch ahead in the background; stopped (the thread joined) however the loop ends.
+        let batches = BatchPrefetcher(endStep: totalSteps, background: prefetchesBatches && train.preparesBatchesInBackground) { [self] step in
+            stepBatch(step: step, batchesPerEpoch: batchesPerEpoch)
+        }
+        defer { batches.stop() }
         model.train()
         do {
             while true {
@@ -371,7 +381,7 @@ public final class Trainer {
                 }
                 if checkpointDue() { try checkpointLast() }
                 let stepStart = Self.now()
-                let batch = s.step < totalSteps && !s.stoppedEarly ? stepBatch(step: s.step, batchesPerEpoch: batchesPerEpoch) : nil
+                let batch = s.step < totalSteps && !s.stoppedEarly ? try batches.value(step: s.step) : nil
                 let agreed = try agree(signal: stopSignal(), stoppedEarly: s.stoppedEarly, weight: batch?.weight ?? 0, afterWait: rootBusy)
                 if agreed.stoppedEarly { s.stoppedEarly = true }
                 if agreed.signal != 0 { throw try interrupted(agreed.signal) }

@@ -39,10 +39,13 @@ struct BenchDataCommand: ParsableCommand {
         let directory = try data.checked()
         let chosen = try (tasks?.split(separator: ",").map { try TaskRegistry.task(String($0).trimmingCharacters(in: .whitespaces)) }
                           ?? TaskRegistry.all.filter { !$0.isCausal })
-        print("task        N      load s   batches/s   samples/s   ms/batch   (batch \(batch), \(batches) batches, \(threads) threads)")
+        // The first column fits the longest name listed (never cut: `pathfinder-intermediate`).
+        let width = max(10, chosen.map(\.name.count).max() ?? 0)
+        func column(_ name: String) -> String { name.padding(toLength: width, withPad: " ", startingAt: 0) }
+        print(column("task") + "      N      load s   batches/s   samples/s   ms/batch   (batch \(batch), \(batches) batches, \(threads) threads)")
         for task in chosen where !task.isCausal {
             if let p = task as? any PreparableTask, !p.dataState(in: directory).isReady {
-                print("\(task.name.padding(toLength: 10, withPad: " ", startingAt: 0))  not prepared (longmixer data prepare \(task.name))")
+                print("\(column(task.name))  not prepared (longmixer data prepare \(task.name))")
                 continue
             }
             let length = task.defaultLength ?? 1024
@@ -69,7 +72,7 @@ struct BenchDataCommand: ParsableCommand {
                 }
             }
             let s = seconds(elapsed)
-            print(String(format: "%@  %5d  %8.2f  %10.1f  %10.0f  %9.3f", task.name.padding(toLength: 10, withPad: " ", startingAt: 0), length,
+            print(String(format: "%@  %5d  %8.2f  %10.1f  %10.0f  %9.3f", column(task.name), length,
                          seconds(load), Double(batches) / s, Double(checksum) / s, 1000 * s / Double(batches)))
         }
     }

@@ -51,4 +51,39 @@ import LongMixerCore
         #expect(trainPlays.isDisjoint(with: testPlays) && trainPlays.count == 10 && testPlays.count == 2)
         #expect(Set(r.test.map { r.labels[$0] }) == [0, 1, 2])
     }
+
+    @Test("longdoc-32k: the same stand-in with passages of 32,766 bytes, its own folder, N 32768 by default")
+    func standIn32K() throws {
+        let dir = try scratchFolder("longdoc-32k")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let task = try #require(try TaskRegistry.task("longdoc-32k") as? LongDocumentTask)
+        #expect(task.passageBytes == 32_766 && task.defaultLength == 32_768 && task.dataFolder == "longdoc-32k")
+        #expect(LongDocumentTask().defaultLength == 16_384 && LongDocumentTask().dataFolder == "longdoc")
+        // Not prepared: one line naming the command.
+        let missing = #expect(throws: UserError.self) {
+            _ = try task.makeData(TaskDataOptions(length: 32_768, seed: 1, dataDirectory: dir.path), trainSamples: nil)
+        }
+        #expect(missing?.description.contains("longmixer data prepare longdoc-32k --data-dir") == true)
+
+        let texts = dir.appendingPathComponent("shakespeare")
+        try FileManager.default.createDirectory(at: texts, withIntermediateDirectories: true)
+        for (_, plays) in LongDocuments.genres {
+            for (p, play) in plays.enumerated() {
+                // 1.4 passages of 32K: one full passage and a tail of 0.4 (dropped); as 2.8 passages of 16K.
+                let size = task.passageBytes + task.passageBytes * 2 / 5
+                try Data((0..<size).map { UInt8(0x41 + ($0 + p) % 26) }).write(to: texts.appendingPathComponent("\(play)_gut.txt"))
+            }
+        }
+        let counts = try LongDocuments.writeStandIn(from: texts, to: dir.appendingPathComponent(task.dataFolder), passageBytes: task.passageBytes)
+        // One passage per play: comedies 10 / 3 / 2, histories 7 / 2 / 1, tragedies 8 / 2 / 2.
+        #expect(counts == ["train": 25, "validation": 7, "test": 5])
+        #expect(task.dataState(in: dir).isReady && !LongDocumentTask().dataState(in: dir).isReady)
+        let data = try task.makeData(TaskDataOptions(length: 32_768, seed: 1, dataDirectory: dir.path), trainSamples: nil)
+        #expect(data.train.count == 25 && data.validation.count == 7 && data.test.count == 5)
+        #expect(data.summary?.hasPrefix("longdoc-32k ") == true && data.summary?.contains("truncated") == false)
+        // A row is CLS, the whole passage (bytes + 3), SEP: no PAD at N = 32768.
+        let batch = data.test.batch(indices: 0..<1)
+        guard case .tokens(let t) = batch.input else { Issue.record("not tokens"); return }
+        #expect(t.shape == [1, 32_768] && t.scalars[0] == 1 && t.scalars[32_767] == 2 && !t.scalars[1..<32_767].contains(0))
+    }
 }

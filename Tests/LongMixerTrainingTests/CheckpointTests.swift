@@ -49,38 +49,55 @@ struct CheckpointTests {
     let sizes = SplitSizes(train: 200, validation: 40, test: 40)
     let configuration = TrainingConfiguration(batchSize: 16, steps: 40, logInterval: 5, evaluationInterval: 10, checkpointInterval: 10)
 
-    func trainer(_ dir: RunDirectory, reporter: TrainingReporter) throws -> (Trainer, DropoutTinyModel) {
+    /// The training split of a run: the generated Order samples (laid out on the training thread), or
+    /// the same samples stored as labelled sequences and visited shuffled, as real data are (laid out
+    /// in the background unless `prefetch` is off).
+    enum TrainSplit { case generated, stored(prefetch: Bool) }
+
+    func trainer(_ dir: RunDirectory, reporter: TrainingReporter, split: TrainSplit = .generated) throws -> (Trainer, DropoutTinyModel) {
         let data = try SyntheticDataset.splits(task: .order, length: 8, sizes: sizes, seed: 5)
+        var train: any BatchSource = data.train
+        if case .stored = split {
+            var documents = TokenSequences()
+            guard case .tokens(let t) = data.train.batch(indices: 0..<data.train.count).input,
+                  case .classes(let labels) = data.train.batch(indices: 0..<data.train.count).targets else { throw UserError(what: "fixture", why: "not tokens") }
+            for i in 0..<data.train.count { documents.append(t.scalars[(i * 8)..<((i + 1) * 8)].map { UInt16($0) }) }
+            train = LabelledSequences(documents: documents, labels: labels.scalars, format: SequenceFormat(length: 8))
+        }
         let model = DropoutTinyModel(seed: 5)
         let optimizer = Adam(parameters: model.parameters(), learningRate: 1e-2)
         let schedule = WarmupCosineSchedule(peakLearningRate: 1e-2, warmupSteps: 5, totalSteps: 40)
-        let trainer = try Trainer(model: model, optimizer: optimizer, objective: SyntheticTask.order.objective, train: data.train,
+        let trainer = try Trainer(model: model, optimizer: optimizer, objective: SyntheticTask.order.objective, train: train,
                                   validation: data.validation, test: data.test, configuration: configuration, runDirectory: dir,
                                   reporter: reporter, schedule: schedule)
         trainer.weightsMetadata = ["task": "order", "model": "tiny", StoredConfiguration.metadataKey: "{\"positions\":\"none\"}"]
+        if case .stored(let prefetch) = split {
+            trainer.trainingOrder = .shuffled(seed: 5)
+            trainer.prefetchesBatches = prefetch
+        }
         return (trainer, model)
     }
 
     /// A run that never stops, in its own directory.
-    func uninterrupted() throws -> (URL, TrainingSummary) {
+    func uninterrupted(_ split: TrainSplit = .generated) throws -> (URL, TrainingSummary) {
         let url = temporaryDirectory("uninterrupted")
-        let (t, _) = try trainer(try RunDirectory.prepare(url, overwrite: false), reporter: SilentReporter())
+        let (t, _) = try trainer(try RunDirectory.prepare(url, overwrite: false), reporter: SilentReporter(), split: split)
         return (url, try t.run(resolvedConfiguration: ["task": "order"]))
     }
 
     /// Runs until `stop` steps are done; returns the run directory.
-    func interrupted(at stop: Int) throws -> URL {
+    func interrupted(at stop: Int, _ split: TrainSplit = .generated) throws -> URL {
         let url = temporaryDirectory("interrupted")
         let reporter = StopAtStep(stop)
-        let (t, _) = try trainer(try RunDirectory.prepare(url, overwrite: false), reporter: reporter)
+        let (t, _) = try trainer(try RunDirectory.prepare(url, overwrite: false), reporter: reporter, split: split)
         t.stopSignal = { reporter.signal }
         let error = #expect(throws: TrainingInterrupted.self) { try t.run(resolvedConfiguration: ["task": "order"]) }
         #expect(error?.step == stop && error?.checkpoint?.lastPathComponent == "step-\(stop)")
         return url
     }
 
-    func resume(_ url: URL, reporter: StopAtStep = StopAtStep(.max)) throws -> TrainingSummary {
-        let (t, _) = try trainer(RunDirectory(url: url), reporter: reporter)
+    func resume(_ url: URL, reporter: StopAtStep = StopAtStep(.max), _ split: TrainSplit = .generated) throws -> TrainingSummary {
+        let (t, _) = try trainer(RunDirectory(url: url), reporter: reporter, split: split)
         return try t.run(resume: true)
     }
 
@@ -114,6 +131,32 @@ struct CheckpointTests {
             }
             #expect(try metrics(url) == metrics(reference), "stopped at \(stop)")
             #expect(resumed.test == summary.test && resumed.testLast == summary.testLast && resumed.bestStep == summary.bestStep)
+        }
+    }
+
+    @Test("batches laid out in the background: the run is the one without, and a run stopped and resumed ends bit for bit the same")
+    func prefetchedRunsAreBitwiseIdentical() throws {
+        try withSteadyThreadCount { try prefetchedRunsAreBitwiseIdenticalSteady() }
+    }
+
+    func prefetchedRunsAreBitwiseIdenticalSteady() throws {
+        let (reference, summary) = try uninterrupted(.stored(prefetch: false))
+        defer { try? FileManager.default.removeItem(at: reference) }
+        let (prefetched, prefetchedSummary) = try uninterrupted(.stored(prefetch: true))
+        defer { try? FileManager.default.removeItem(at: prefetched) }
+        #expect(try bytes(prefetched, "model.safetensors") == bytes(reference, "model.safetensors"))
+        #expect(try metrics(prefetched) == metrics(reference) && prefetchedSummary.test == summary.test)
+        // The shuffled order is not the generated one's: this run is not the other tests' run.
+        let (generated, _) = try uninterrupted()
+        defer { try? FileManager.default.removeItem(at: generated) }
+        #expect(try bytes(generated, "model.safetensors") != bytes(reference, "model.safetensors"))
+        for stop in [3, 27] {
+            let url = try interrupted(at: stop, .stored(prefetch: true))
+            defer { try? FileManager.default.removeItem(at: url) }
+            let resumed = try resume(url, .stored(prefetch: true))
+            #expect(try bytes(url, "model.safetensors") == bytes(reference, "model.safetensors"), "stopped at \(stop)")
+            #expect(try metrics(url) == metrics(reference), "stopped at \(stop)")
+            #expect(resumed.test == summary.test && resumed.bestStep == summary.bestStep)
         }
     }
 

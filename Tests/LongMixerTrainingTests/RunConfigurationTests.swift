@@ -120,6 +120,10 @@ struct RunConfigurationTests {
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-image", scale: 0.1))?.length == 1026)
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-genome"))?.length == 16_385)
         #expect((try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-longdoc"))?.length == 16_385)
+        // Table 2's 32k: the long-document recipe at 32768 + CLS on its own task.
+        let longdoc32K = try? RunConfiguration.resolve(RunSettings(), preset: "paramixer-longdoc-32k")
+        #expect(longdoc32K?.length == 32_769 && longdoc32K?.task == "longdoc-32k" && longdoc32K?.model == "paramixer")
+        #expect(RunPreset.all.first { $0.name == "paramixer-longdoc-32k" }?.source.contains("Table 2") == true)
     }
 
     @Test func outOfRangeValuesAreRefused() {
