@@ -296,17 +296,19 @@ func scaledDotProductAttentionForwardKeyBlocks<Kernels: AttentionBlockKernels>(
             rowSum.update(repeating: 0, count: rows)
             for kb in 0..<(causal ? (r1 - 1) / Bc + 1 : keyBlocks) {
                 let j0 = kb * Bc, j1 = min(N, j0 + Bc), C = j1 - j0
-                Kernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, aRow: F, aK: 1, b: kT + j0 * F, ldb: C,
-                             accumulate: false, c: p, ldc: C)                                       // S = scale·Q_blk·K_blkᵀ
+                // Causal: rows before j0 see none of these keys (their state would not change), so they are skipped.
+                let first = causal ? max(0, j0 - r0) : 0
+                Kernels.gemm(m: rows - first, n: C, k: F, alpha: scale, a: qs + (r0 + first) * F, aRow: F, aK: 1, b: kT + j0 * F,
+                             ldb: C, accumulate: false, c: p + first * C, ldc: C)                   // S = scale·Q_blk·K_blkᵀ
                 let blockBias = bias.map { UnsafePointer($0 + j0) }
-                for ii in 0..<rows {
+                for ii in first..<rows {
                     let L = causal ? min(C, max(0, r0 + ii + 1 - j0)) : C                        // keys of the block row sees
                     let factor = Kernels.onlineSoftmaxRow(p + ii * C, bias: blockBias, n: L, width: C,
                                                           max: &rowMax[ii], sum: &rowSum[ii])
                     if factor != 1 { Kernels.scaleRow(ob + ii * Dv, factor, n: Dv) }
                 }
-                Kernels.gemm(m: rows, n: Dv, k: C, alpha: 1, a: p, aRow: C, aK: 1, b: vs + j0 * Dv, ldb: Dv,
-                             accumulate: true, c: ob, ldc: Dv)                                      // O_blk += P̃·V_blk
+                Kernels.gemm(m: rows - first, n: Dv, k: C, alpha: 1, a: p + first * C, aRow: C, aK: 1, b: vs + j0 * Dv, ldb: Dv,
+                             accumulate: true, c: ob + first * Dv, ldc: Dv)                         // O_blk += P̃·V_blk
             }
             for ii in 0..<rows {
                 let inv = 1 / rowSum[ii]
@@ -450,14 +452,17 @@ func scaledDotProductAttentionBackwardKeyBlocks<Kernels: AttentionBlockKernels>(
             let blockBias = bias.map { UnsafePointer($0 + j0) }
             var r0 = causal ? (j0 / Br) * Br : 0                // rows < j0 see none of these keys
             while r0 < N {
-                let r1 = min(N, r0 + Br), rows = r1 - r0
-                let qb = qs + r0 * F, gb = gs + r0 * Dv
+                // Causal: rows before j0 see none of these keys (P = dS = 0), so they are skipped; the sums over
+                // rows keep the blocks' grouping, so every element gets the bits of the full block.
+                let lo = causal ? max(r0, j0) : r0
+                let r1 = min(N, r0 + Br), rows = r1 - lo
+                let qb = qs + lo * F, gb = gs + lo * Dv
                 Kernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qb, aRow: F, aK: 1, b: kT, ldb: C,
                              accumulate: false, c: p, ldc: C)                                      // S = scale·Q_blk·K_blkᵀ
                 Kernels.gemm(m: rows, n: C, k: Dv, alpha: 1, a: gb, aRow: Dv, aK: 1, b: vT, ldb: C,
                              accumulate: false, c: ds, ldc: C)                                     // dP = G_blk·V_blkᵀ
                 for ii in 0..<rows {
-                    let i = r0 + ii, prow = p + ii * C
+                    let i = lo + ii, prow = p + ii * C
                     let L = causal ? min(C, max(0, i + 1 - j0)) : C                              // keys of the block row i sees
                     if L > 0 {
                         Kernels.probabilitiesRow(prow, bias: blockBias, max: stats[2 * i], inverseSum: stats[2 * i + 1], n: L)
@@ -470,7 +475,7 @@ func scaledDotProductAttentionBackwardKeyBlocks<Kernels: AttentionBlockKernels>(
                 Kernels.gemm(m: C, n: F, k: rows, alpha: scale, a: ds, aRow: 1, aK: C, b: qb, ldb: F,
                              accumulate: true, c: dks + j0 * F, ldc: F)                            // dK_blk += scale·dSᵀ·Q_blk
                 Kernels.gemm(m: rows, n: F, k: C, alpha: scale, a: ds, aRow: C, aK: 1, b: ks + j0 * F, ldb: F,
-                             accumulate: true, c: dqs + r0 * F, ldc: F)                            // dQ_blk += scale·dS·K_blk
+                             accumulate: true, c: dqs + lo * F, ldc: F)                            // dQ_blk += scale·dS·K_blk
                 r0 = r1
             }
         }
