@@ -1,8 +1,8 @@
 import Foundation
 import LongMixerWideKernels
 
-// Fused scaled-dot-product softmax attention (flash-attention style, on CPU with OpenBLAS), with a
-// naive O(N²)-memory double-precision reference.
+// Fused scaled-dot-product softmax attention (flash-attention style, on CPU), with a naive O(N²)-memory
+// double-precision reference.
 //
 // Layout: q, k: [B, H, N, F]; v, out: [B, H, N, Dv]; one (b, h) pair is a "slice". Scores of one slice:
 //   S_ij = scale·q_i·k_j + bias_j (+ causal: −∞ for j > i),  bias_j = (1 − m_j)·(−10000) with a key mask
@@ -259,7 +259,8 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
 /// (the two-pass row blocks streamed all of K and V per 16–64 rows from L3 at N = 16384). m is each row's exact
 /// max of the same rounded scores as the backward's, so the backward's P = exp(S − m)/l are the forward's
 /// probabilities up to the rounding of the rescalings. K is transposed once per item into key-block panels
-/// ([F, C] per block, row stride C). Causal: a query block stops at the key block holding its last row.
+/// ([F, C] per block, row stride C). Causal: a query block stops at the key block holding its last row, and a
+/// key block's products start at the row of its first key.
 /// `block` > 0 overrides both block sizes (tests).
 func scaledDotProductAttentionForwardKeyBlocks<Kernels: AttentionBlockKernels>(
     _ kernels: Kernels.Type, out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
@@ -413,7 +414,7 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
 ///   S = scale·Q_blk·K_blkᵀ, P = exp(S + bias − m)·(1/Σ), dP = G_blk·V_blkᵀ, dS = P ⊙ (dP − D),
 ///   dV_blk += Pᵀ·G_blk,  dK_blk += scale·dSᵀ·Q_blk,  dQ_blk += scale·dS·K_blk.
 /// Every score is the forward's (same GEMM element formula, same row operations), so P is the forward's bit
-/// for bit. Causal: a key block starts at the query block holding its first key. Items own key blocks, so a
+/// for bit. Causal: a key block starts at the row of its first key. Items own key blocks, so a
 /// slice split over items gets one dQ partial per item (added in item order); dK and dV are written by
 /// their one owner. `block` > 0 overrides both block sizes (tests).
 func scaledDotProductAttentionBackwardKeyBlocks<Kernels: AttentionBlockKernels>(
