@@ -62,37 +62,19 @@ enum WideAttentionBlockKernels: AttentionBlockKernels {
 enum AVX2AttentionBlockKernels: AttentionBlockKernels {
     /// Register tile: 6 rows × 16 columns, 12 accumulators + 2 B vectors + 1 broadcast of the 16 ymm
     /// registers; per k step 2 B loads and 6 broadcasts feed 12 FMAs. Columns outer, rows inner: a k×16
-    /// panel of B stays in L1 while every row tile uses it. Tails: 4×16 and 1×16 tiles for the last rows,
-    /// 4×8 and 1×8 for 8 more columns, scalar fused multiply-adds (same order) for the last < 8.
-    /// `tileRows` 4 runs the 4×16 tile everywhere (to compare the two tiles).
+    /// panel of B stays in L1 while every row tile uses it. Tails: the last 1–5 rows in one 6×16 tile whose
+    /// extra rows repeat the last row (computed, not stored: narrower tiles are load-bound and cost about as
+    /// much); 4×8 and 1×8 tiles for 8 more columns; scalar fused multiply-adds (same order) for the last < 8.
     static func gemm(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
                      b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        gemm(m: m, n: n, k: k, alpha: alpha, a: a, aRow: aRow, aK: aK, b: b, ldb: ldb, accumulate: accumulate,
-             c: c, ldc: ldc, tileRows: 6)
-    }
-
-    static func gemm(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
-                     b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int,
-                     tileRows: Int) {
         if m <= 0 || n <= 0 { return }
         var j = 0
         while j + 16 <= n {
             var i = 0
-            if tileRows == 6 {
-                while i + 6 <= m {
-                    tile6x16(k: k, alpha: alpha, a: a + i * aRow, aRow: aRow, aK: aK, b: b + j, ldb: ldb,
-                             accumulate: accumulate, c: c + i * ldc + j, ldc: ldc)
-                    i += 6
-                }
-            }
-            while i + 4 <= m {
-                tile4x16(k: k, alpha: alpha, a: a + i * aRow, aRow: aRow, aK: aK, b: b + j, ldb: ldb,
-                         accumulate: accumulate, c: c + i * ldc + j, ldc: ldc)
-                i += 4
-            }
             while i < m {
-                tile1x16(k: k, alpha: alpha, a: a + i * aRow, aK: aK, b: b + j, ldb: ldb, accumulate: accumulate, c: c + i * ldc + j)
-                i += 1
+                tile6x16(rows: min(6, m - i), k: k, alpha: alpha, a: a + i * aRow, aRow: aRow, aK: aK, b: b + j, ldb: ldb,
+                         accumulate: accumulate, c: c + i * ldc + j, ldc: ldc)
+                i += 6
             }
             j += 16
         }
@@ -136,13 +118,16 @@ enum AVX2AttentionBlockKernels: AttentionBlockKernels {
         c.store8(accumulate ? c.load8(j) + alpha * v : alpha * v, j)
     }
 
+    /// The 6×16 tile on its first `rows` (1...6) rows: A rows past the last are read as the last one.
     @inline(__always)
-    static func tile6x16(k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
+    static func tile6x16(rows: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
                          b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
         var c00 = Float8(), c01 = Float8(), c10 = Float8(), c11 = Float8(), c20 = Float8(), c21 = Float8()
         var c30 = Float8(), c31 = Float8(), c40 = Float8(), c41 = Float8(), c50 = Float8(), c51 = Float8()
         var ap = a, bp = b
-        let r1 = aRow, r2 = 2 * aRow, r3 = 3 * aRow, r4 = 4 * aRow, r5 = 5 * aRow
+        let last = rows - 1
+        let r1 = min(1, last) * aRow, r2 = min(2, last) * aRow, r3 = min(3, last) * aRow
+        let r4 = min(4, last) * aRow, r5 = min(5, last) * aRow
         for _ in 0..<k {
             let b0 = bp.load8(0), b1 = bp.load8(8)
             var x = Float8(repeating: ap[0]); c00 = VectorMath.multiplyAdd(x, b0, c00); c01 = VectorMath.multiplyAdd(x, b1, c01)
@@ -154,50 +139,12 @@ enum AVX2AttentionBlockKernels: AttentionBlockKernels {
             ap += aK; bp += ldb
         }
         let al = Float8(repeating: alpha)
-        var cp = c
-        finish(c00, al, accumulate, cp, 0); finish(c01, al, accumulate, cp, 8); cp += ldc
-        finish(c10, al, accumulate, cp, 0); finish(c11, al, accumulate, cp, 8); cp += ldc
-        finish(c20, al, accumulate, cp, 0); finish(c21, al, accumulate, cp, 8); cp += ldc
-        finish(c30, al, accumulate, cp, 0); finish(c31, al, accumulate, cp, 8); cp += ldc
-        finish(c40, al, accumulate, cp, 0); finish(c41, al, accumulate, cp, 8); cp += ldc
-        finish(c50, al, accumulate, cp, 0); finish(c51, al, accumulate, cp, 8)
-    }
-
-    @inline(__always)
-    static func tile4x16(k: Int, alpha: Float, a: UnsafePointer<Float>, aRow: Int, aK: Int,
-                         b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        var c00 = Float8(), c01 = Float8(), c10 = Float8(), c11 = Float8()
-        var c20 = Float8(), c21 = Float8(), c30 = Float8(), c31 = Float8()
-        var ap = a, bp = b
-        let r1 = aRow, r2 = 2 * aRow, r3 = 3 * aRow
-        for _ in 0..<k {
-            let b0 = bp.load8(0), b1 = bp.load8(8)
-            var x = Float8(repeating: ap[0]); c00 = VectorMath.multiplyAdd(x, b0, c00); c01 = VectorMath.multiplyAdd(x, b1, c01)
-            x = Float8(repeating: ap[r1]); c10 = VectorMath.multiplyAdd(x, b0, c10); c11 = VectorMath.multiplyAdd(x, b1, c11)
-            x = Float8(repeating: ap[r2]); c20 = VectorMath.multiplyAdd(x, b0, c20); c21 = VectorMath.multiplyAdd(x, b1, c21)
-            x = Float8(repeating: ap[r3]); c30 = VectorMath.multiplyAdd(x, b0, c30); c31 = VectorMath.multiplyAdd(x, b1, c31)
-            ap += aK; bp += ldb
-        }
-        let al = Float8(repeating: alpha)
-        var cp = c
-        finish(c00, al, accumulate, cp, 0); finish(c01, al, accumulate, cp, 8); cp += ldc
-        finish(c10, al, accumulate, cp, 0); finish(c11, al, accumulate, cp, 8); cp += ldc
-        finish(c20, al, accumulate, cp, 0); finish(c21, al, accumulate, cp, 8); cp += ldc
-        finish(c30, al, accumulate, cp, 0); finish(c31, al, accumulate, cp, 8)
-    }
-
-    @inline(__always)
-    static func tile1x16(k: Int, alpha: Float, a: UnsafePointer<Float>, aK: Int, b: UnsafePointer<Float>, ldb: Int,
-                         accumulate: Bool, c: UnsafeMutablePointer<Float>) {
-        var c0 = Float8(), c1 = Float8()
-        var ap = a, bp = b
-        for _ in 0..<k {
-            let x = Float8(repeating: ap[0])
-            c0 = VectorMath.multiplyAdd(x, bp.load8(0), c0); c1 = VectorMath.multiplyAdd(x, bp.load8(8), c1)
-            ap += aK; bp += ldb
-        }
-        let al = Float8(repeating: alpha)
-        finish(c0, al, accumulate, c, 0); finish(c1, al, accumulate, c, 8)
+        finish(c00, al, accumulate, c, 0); finish(c01, al, accumulate, c, 8)
+        if rows > 1 { finish(c10, al, accumulate, c + ldc, 0); finish(c11, al, accumulate, c + ldc, 8) }
+        if rows > 2 { finish(c20, al, accumulate, c + 2 * ldc, 0); finish(c21, al, accumulate, c + 2 * ldc, 8) }
+        if rows > 3 { finish(c30, al, accumulate, c + 3 * ldc, 0); finish(c31, al, accumulate, c + 3 * ldc, 8) }
+        if rows > 4 { finish(c40, al, accumulate, c + 4 * ldc, 0); finish(c41, al, accumulate, c + 4 * ldc, 8) }
+        if rows > 5 { finish(c50, al, accumulate, c + 5 * ldc, 0); finish(c51, al, accumulate, c + 5 * ldc, 8) }
     }
 
     @inline(__always)
