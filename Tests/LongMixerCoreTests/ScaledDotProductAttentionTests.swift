@@ -6,8 +6,9 @@ import LongMixerTestSupport
 
 /// Fused softmax attention: the kernels against the naive O(N²) reference and against the unfused
 /// composition of autodiff ops (matmul, bias, softmax, matmul), on lengths that are not multiples of
-/// the row block, with and without key mask and causal masking, 1 and 2 threads; finite-difference
-/// gradient checks; padded rows; input checks.
+/// the row block, with and without key mask and causal masking, 1 and 2 threads, on every kernel path
+/// (`AttentionKernelPath`: OpenBLAS row blocks, the flash order on 8 and on 16 lanes); the block GEMMs
+/// against a naive loop; finite-difference gradient checks; padded rows; input checks.
 
 private struct AttentionResult { var out: Tensor; var dq: Tensor; var dk: Tensor; var dv: Tensor }
 
@@ -32,18 +33,20 @@ private func reference(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, cau
 
 /// The fused kernels called directly (so the row block can be forced small), output and gradients.
 private func fusedKernels(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor?, causal: Bool, scale: Float, g: Tensor,
-                          rowBlock: Int, wide: Bool = true) -> AttentionResult {
+                          rowBlock: Int, wide: Bool = true, keyBlocks: Bool = true) -> AttentionResult {
     let s = sizes(q, v)
     var out = Tensor(zeros: v.shape), lse = Tensor(zeros: [s.batch, s.heads, s.length, 2])
     var dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
     out.withUnsafeMutablePointer { o in lse.withUnsafeMutablePointer { l in
         scaledDotProductAttentionForward(out: o, statistics: l, q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer,
-                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide)
+                                         causal: causal, scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide,
+                                         allowKeyBlocks: keyBlocks)
     } }
     dq.withUnsafeMutablePointer { a in dk.withUnsafeMutablePointer { b in dv.withUnsafeMutablePointer { c in
         scaledDotProductAttentionBackward(dq: a, dk: b, dv: c, gradOut: g.pointer, out: out.pointer, statistics: lse.pointer,
                                           q: q.pointer, k: k.pointer, v: v.pointer, keyMask: mask?.pointer, causal: causal,
-                                          scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide)
+                                          scale: scale, sizes: s, rowBlock: rowBlock, allowWideKernels: wide,
+                                          allowKeyBlocks: keyBlocks)
     } } }
     return AttentionResult(out: out, dq: dq, dk: dk, dv: dv)
 }
@@ -103,9 +106,12 @@ struct ScaledDotProductAttentionTests {
         kernelsMatchReferenceAndUnfused(length: length, causal: causal, wide: true)
     }
 
+    /// Every path: `wide` false runs the OpenBLAS row blocks with 8-lane rows and, for head sizes of whole
+    /// 8-lane vectors (8, 24, 64), the 8-lane flash order; `wide` true the row blocks with 16-lane rows and
+    /// the 16-lane flash order (Dh 64) or the 8-lane one (Dh 8, 24). Dh 12: row blocks only.
     func kernelsMatchReferenceAndUnfused(length: Int, causal: Bool, wide: Bool) {
         for (batch, heads) in [(2, 2), (1, 1)] {            // (1, 1): one slice split over the threads' items
-            for dh in [8, 64] {
+            for dh in [8, 12, 24, 64] {
                 let scale = 1 / Float(dh).squareRoot()
                 let shape = [batch, heads, length, dh]
                 let q = random(shape, seed: 1, low: -2, high: 2), k = random(shape, seed: 2, low: -2, high: 2)
@@ -114,15 +120,17 @@ struct ScaledDotProductAttentionTests {
                     let ref = reference(q, k, v, mask: mask, causal: causal, scale: scale, g: g)
                     let composed = throughAutodiff(q, k, v, g: g) { unfused($0, $1, $2, mask: mask, causal: causal, scale: scale) }
                     withEachThreadCount { threads in
-                        for rowBlock in [0, 16] {
-                            let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock, wide: wide)
-                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") wide \(wide)"
+                        for rowBlock in [0, 16] { for keyBlocks in [false, true] {
+                            let got = fusedKernels(q, k, v, mask: mask, causal: causal, scale: scale, g: g, rowBlock: rowBlock,
+                                                   wide: wide, keyBlocks: keyBlocks)
+                            let path = AttentionKernelPath(sizes(q, v), allowWideKernels: wide, allowKeyBlocks: keyBlocks)
+                            let context = "B \(batch) H \(heads) N \(length) Dh \(dh) causal \(causal) mask \(mask != nil) threads \(threads) rows \(rowBlock == 0 ? "default" : "\(rowBlock)") path \(path)"
                             for (name, a, r, c) in [("out", got.out, ref.out, composed.out), ("dq", got.dq, ref.dq, composed.dq),
                                                     ("dk", got.dk, ref.dk, composed.dk), ("dv", got.dv, ref.dv, composed.dv)] {
                                 #expect(relativeError(a, r, floor: 1) <= 1e-5, "\(name) vs reference, \(context)")
                                 #expect(relativeError(a, c, floor: 1) <= 1e-5, "\(name) vs unfused, \(context)")
                             }
-                        }
+                        } }
                     }
                 }
             }
@@ -205,29 +213,53 @@ struct ScaledDotProductAttentionTests {
     }
 
     @Test(requiresAVX512) func wideGemmMatchesNaive() {
-        // The 16-lane GEMM on shapes with every tail: rows % 8, a 16-column tile and < 16 scalar columns;
-        // A plain and transposed (the two strides); overwrite and accumulate.
-        for (m, n, k) in [(13, 50, 5), (8, 32, 64), (1, 7, 3), (17, 97, 130)] {
+        blockGemmMatchesNaive(shapes: [(13, 50, 5), (8, 32, 64), (1, 7, 3), (17, 97, 130)], WideAttentionBlockKernels.gemm)
+    }
+
+    @Test func avx2GemmMatchesNaive() {
+        // Every row tail of the 6-row tile (m % 6 = 0…5), an 8-column tile, < 8 scalar columns.
+        blockGemmMatchesNaive(shapes: [(13, 50, 5), (8, 32, 64), (1, 7, 3), (17, 97, 130), (6, 16, 1), (4, 24, 9), (9, 40, 2),
+                                       (29, 61, 33)], AVX2AttentionBlockKernels.gemm)
+    }
+
+    /// A block GEMM (`AttentionBlockKernels.gemm`'s arguments) on shapes with every tail, A plain and
+    /// transposed (the two strides), overwrite and accumulate, against a double loop; and each element gets the
+    /// same bits when the columns are cut differently (the last 5 alone, all but the first 16), which the
+    /// key-blocked backward's recomputed scores rely on.
+    func blockGemmMatchesNaive(shapes: [(Int, Int, Int)],
+                               _ gemm: (Int, Int, Int, Float, UnsafePointer<Float>, Int, Int, UnsafePointer<Float>, Int, Bool,
+                                        UnsafeMutablePointer<Float>, Int) -> Void) {
+        for (m, n, k) in shapes {
             for transposeA in [false, true] {
                 for accumulate in [false, true] {
                     let lda = transposeA ? m + 3 : k + 2, ldb = n + 1, ldc = n + 5
                     let a = random([transposeA ? k * lda : m * lda], seed: 60).scalars
                     let b = random([k * ldb], seed: 61).scalars
-                    var c = random([m * ldc], seed: 62).scalars
-                    var expected = c
+                    let c0 = random([m * ldc], seed: 62).scalars
+                    var expected = c0
                     for i in 0..<m { for j in 0..<n {
                         var s = 0.0
                         for p in 0..<k { s += Double(transposeA ? a[p * lda + i] : a[i * lda + p]) * Double(b[p * ldb + j]) }
-                        expected[i * ldc + j] = Float((accumulate ? Double(c[i * ldc + j]) : 0) + 0.5 * s)
+                        expected[i * ldc + j] = Float((accumulate ? Double(c0[i * ldc + j]) : 0) + 0.5 * s)
                     } }
-                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                        WideKernels.gemm(m: m, n: n, k: k, alpha: 0.5, a: ap.baseAddress!, aRow: transposeA ? 1 : lda,
-                                         aK: transposeA ? lda : 1, b: bp.baseAddress!, ldb: ldb, accumulate: accumulate,
-                                         c: cp.baseAddress!, ldc: ldc)
-                    } } }
-                    var worst: Float = 0
-                    for i in 0..<(m * ldc) { worst = max(worst, abs(c[i] - expected[i])) }
-                    #expect(worst <= 1e-5 * Float(k), "m \(m) n \(n) k \(k) transposeA \(transposeA) accumulate \(accumulate): max error \(worst)")
+                    /// C after the GEMM over columns `columns` only.
+                    func run(_ columns: Range<Int>) -> [Float] {
+                        var c = c0
+                        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                            gemm(m, columns.count, k, 0.5, ap.baseAddress!, transposeA ? 1 : lda, transposeA ? lda : 1,
+                                 bp.baseAddress! + columns.lowerBound, ldb, accumulate, cp.baseAddress! + columns.lowerBound, ldc)
+                        } } }
+                        return c
+                    }
+                    let c = run(0..<n)
+                    let context = "m \(m) n \(n) k \(k) transposeA \(transposeA) accumulate \(accumulate)"
+                    expectClose(Tensor(shape: [m * ldc], scalars: c), Tensor(shape: [m * ldc], scalars: expected),
+                                tolerance: 1e-5 * Float(k), floor: 1, context)
+                    for columns in [max(0, n - 5)..<n, min(n, 16)..<n] {
+                        let part = run(columns)
+                        let same = (0..<m).allSatisfy { i in columns.allSatisfy { part[i * ldc + $0] == c[i * ldc + $0] } }
+                        #expect(same, "columns \(columns) alone differ from the full product, \(context)")
+                    }
                 }
             }
         }
@@ -235,13 +267,16 @@ struct ScaledDotProductAttentionTests {
 
     // MARK: Gradient checks
 
+    /// F 4, Dv 3: the OpenBLAS row blocks; F = Dv = 8: the 8-lane flash order (also on AVX-512 CPUs).
     @Test(arguments: [false, true], [false, true])
     func gradients(masked: Bool, causal: Bool) {
-        let q = randomVariable([2, 2, 6, 4], seed: 30), k = randomVariable([2, 2, 6, 4], seed: 31)
-        let v = randomVariable([2, 2, 6, 3], seed: 32)
-        let mask = masked ? Tensor(shape: [2, 6], scalars: [1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0]) : nil
-        expectGradients([q, k, v]) {
-            scaledDotProductAttention(queries: $0[0], keys: $0[1], values: $0[2], keyMask: mask, causal: causal, scale: 0.7)
+        for (f, dv) in [(4, 3), (8, 8)] {
+            let q = randomVariable([2, 2, 6, f], seed: 30), k = randomVariable([2, 2, 6, f], seed: 31)
+            let v = randomVariable([2, 2, 6, dv], seed: 32)
+            let mask = masked ? Tensor(shape: [2, 6], scalars: [1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 0]) : nil
+            expectGradients([q, k, v]) {
+                scaledDotProductAttention(queries: $0[0], keys: $0[1], values: $0[2], keyMask: mask, causal: causal, scale: 0.7)
+            }
         }
     }
 

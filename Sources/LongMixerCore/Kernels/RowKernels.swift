@@ -189,6 +189,13 @@ func exponentiateAndNormalizeRow(_ dst: UnsafeMutablePointer<Float>, from src: U
 /// dst[j] = exp(src[j] − max) for j < n; returns 1/Σ_j dst[j] (the exp and sum passes of a softmax row).
 @inline(__always)
 func exponentiateRow(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, max m: Float, _ n: Int) -> Float {
+    1 / exponentiateRowSum(dst, from: src, max: m, n)
+}
+
+/// dst[j] = exp(src[j] − max) for j < n; returns Σ_j dst[j] (the online softmax of the fused attention
+/// keeps the sum itself).
+@inline(__always)
+func exponentiateRowSum(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, max m: Float, _ n: Int) -> Float {
     var acc0 = Float8(), acc1 = Float8(), j = 0
     let m8 = Float8(repeating: m)
     while j + 16 <= n {
@@ -201,7 +208,7 @@ func exponentiateRow(_ dst: UnsafeMutablePointer<Float>, from src: UnsafePointer
     while j + 8 <= n { let e = VectorMath.expNonPositive(src.load8(j) - m8); dst.store8(e, j); acc0 += e; j += 8 }
     var s = horizontalSum(acc0 + acc1)
     while j < n { let e = VectorMath.exp(src[j] - m); dst[j] = e; s += e; j += 1 }
-    return 1 / s
+    return s
 }
 
 /// dx += y ⊙ (dy − ⟨dy, y⟩) per row.   dx, y, dy: [rows, n]

@@ -1,8 +1,8 @@
 import Foundation
 import LongMixerWideKernels
 
-// Fused scaled-dot-product softmax attention (flash-attention style, on CPU with OpenBLAS), with a
-// naive O(N²)-memory double-precision reference.
+// Fused scaled-dot-product softmax attention (flash-attention style, on CPU), with a naive O(N²)-memory
+// double-precision reference.
 //
 // Layout: q, k: [B, H, N, F]; v, out: [B, H, N, Dv]; one (b, h) pair is a "slice". Scores of one slice:
 //   S_ij = scale·q_i·k_j + bias_j (+ causal: −∞ for j > i),  bias_j = (1 − m_j)·(−10000) with a key mask
@@ -22,16 +22,19 @@ import LongMixerWideKernels
 // Causal: a block of rows r0..<r1 only sees keys 0..<r1, so every GEMM runs on C = r1 columns (half the
 // work overall); entries j > i inside the block are set to P = 0 (hence dS = 0).
 //
-// AVX-512 (`CPUFeatures.avx512`) with F and Dv multiples of 16: the same math in flash-attention order on the
-// 16-lane GEMM of LongMixerWideKernels (`WideKernels.gemm`, 8×32 register tiles, no packing), with every
-// operand of a block pair in L1/L2 (`scaledDotProductAttentionForwardKeyBlocks`, `…BackwardKeyBlocks`):
-// forward per query block over key blocks with an online softmax; backward per key block (dK, dV rows
-// cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). The row-block scheme above streams K, V,
-// dK and dV (4 MB each per slice at N = 16384, Dh = 64) through L3 for every few rows; this order keeps a
-// block pair's operands in L1/L2, so the GEMMs run near their in-cache rate. Otherwise (AVX2, or other head sizes) OpenBLAS with the row blocks above and, on an AVX-512 CPU, 16-lane
-// softmax rows.
+// Head sizes F and Dv of whole vectors: the same math in flash-attention order on small register-tiled GEMMs
+// without packing, with every operand of a block pair in L1/L2 (`scaledDotProductAttentionForwardKeyBlocks`,
+// `…BackwardKeyBlocks`): forward per query block over key blocks with an online softmax; backward per key
+// block (dK, dV rows cache-resident) over query blocks (dQ_blk += scale·dS·K_blk). One algorithm, generic
+// over its micro-kernels (`AttentionBlockKernels`, AttentionBlockKernels.swift): on an AVX-512 CPU
+// (`CPUFeatures.avx512`) with F and Dv multiples of 16 the 16-lane GEMM of LongMixerWideKernels (8×32 tiles);
+// otherwise, with F and Dv multiples of 8, the 8-lane AVX2 + FMA GEMM (6×16 tiles). The row-block scheme
+// above repacks K and V in every GEMM and streams them and an R×N scratch (2 MB at N = 4096, R = 128)
+// through L3 for every few rows; the flash order keeps a block pair's operands in L1/L2, so the GEMMs run
+// near their in-cache rate. Other head sizes: OpenBLAS with the row blocks above and, on an AVX-512 CPU,
+// 16-lane softmax rows.
 //
-// Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the 16-lane backward)
+// Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the key-blocked backward)
 // when there are fewer slices than threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
 // (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
 // several items gets one dK/dV partial per item (dQ in the key-blocked backward, whose items own key
@@ -53,7 +56,7 @@ public struct AttentionSizes: Equatable, Sendable {
 
 /// How a call is cut into row blocks and work items.
 struct ScaledDotProductAttentionPlan {
-    /// Rows per block (query rows; keys in the 16-lane backward, whose key-blocked kernels pass their block
+    /// Rows per block (query rows; keys in the key-blocked backward; the key-blocked kernels pass their block
     /// sizes). Default (OpenBLAS row blocks), never fewer than 16: 128 up to N = 8192, then fewer (an R×N
     /// float scratch, two in the backward, of at most 4 MB); each block's GEMMs repack all of K and V, so
     /// taller blocks pack less per FLOP, up to the point where the scratch leaves L2.
@@ -169,12 +172,29 @@ func transposeSlice(_ xT: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>
     }
 }
 
-/// Whether the key-blocked 16-lane kernels run the call (else the OpenBLAS row blocks, with 16-lane softmax
-/// rows whenever `CPUFeatures.avx512` and `allowed`; the forward and the backward of one call agree on
-/// both, which the backward's recomputed P relies on): an AVX-512 CPU (`CPUFeatures.avx512`), head sizes
-/// that are whole vectors, and not disabled by the caller (tests run both paths).
-func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
-    allowed && CPUFeatures.avx512 && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0
+/// The kernels that run a call; the forward and the backward of one call pick the same, which the
+/// backward's recomputed P relies on.
+enum AttentionKernelPath: Equatable {
+    /// Flash order on the 16-lane kernels (`WideAttentionBlockKernels`).
+    case keyBlocks16
+    /// Flash order on the 8-lane kernels (`AVX2AttentionBlockKernels`).
+    case keyBlocks8
+    /// OpenBLAS row blocks, with 16-lane softmax rows when `wideRows`.
+    case rowBlocks(wideRows: Bool)
+
+    /// Key blocks on 16 lanes: an AVX-512 CPU (`CPUFeatures.avx512`), head sizes that are whole 16-lane vectors,
+    /// wide kernels allowed. Else key blocks on 8 lanes: head sizes of whole 8-lane vectors. Else (or with
+    /// `allowKeyBlocks` false) the row blocks. Tests disable either to run every path.
+    init(_ sizes: AttentionSizes, allowWideKernels: Bool, allowKeyBlocks: Bool) {
+        let wide = allowWideKernels && CPUFeatures.avx512
+        if allowKeyBlocks && wide && sizes.features % 16 == 0 && sizes.valueDimensions % 16 == 0 {
+            self = .keyBlocks16
+        } else if allowKeyBlocks && sizes.features % 8 == 0 && sizes.valueDimensions % 8 == 0 {
+            self = .keyBlocks8
+        } else {
+            self = .rowBlocks(wideRows: wide)
+        }
+    }
 }
 
 // MARK: - Forward
@@ -182,22 +202,30 @@ func attentionUsesWideGemm(_ sizes: AttentionSizes, allowed: Bool) -> Bool {
 /// Forward of fused scaled-dot-product attention.
 /// out: [B,H,N,Dv]; statistics: [B,H,N,2] saved for backward: (max, 1/Σ exp(S − max)) of each row of the
 /// biased, scaled scores;
-/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] of 0/1 or nil. `rowBlock` > 0 overrides the plan (tests).
+/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] of 0/1 or nil. `rowBlock` > 0 overrides the plan (tests);
+/// `allowWideKernels` and `allowKeyBlocks` false rule out kernels (`AttentionKernelPath`; tests run every path).
 public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
                                              q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                              keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
+                                             sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true,
+                                             allowKeyBlocks: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
-    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
-    if wide {
-        scaledDotProductAttentionForwardKeyBlocks(out: out, statistics: statistics, q: q, k: k, v: v, keyMask: keyMask,
-                                                  causal: causal, scale: scale, sizes: sizes, block: rowBlock)
+    let wideRows: Bool
+    switch AttentionKernelPath(sizes, allowWideKernels: allowWideKernels, allowKeyBlocks: allowKeyBlocks) {
+    case .keyBlocks16:
+        scaledDotProductAttentionForwardKeyBlocks(WideAttentionBlockKernels.self, out: out, statistics: statistics, q: q, k: k,
+                                                  v: v, keyMask: keyMask, causal: causal, scale: scale, sizes: sizes, block: rowBlock)
         return
+    case .keyBlocks8:
+        scaledDotProductAttentionForwardKeyBlocks(AVX2AttentionBlockKernels.self, out: out, statistics: statistics, q: q, k: k,
+                                                  v: v, keyMask: keyMask, causal: causal, scale: scale, sizes: sizes, block: rowBlock)
+        return
+    case .rowBlocks(let wide):
+        wideRows = wide                                     // 16-lane softmax rows (any head size)
     }
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
-    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     plan.forEachItem { w in
         let (s, blocks) = plan.item(w)
         let b = s / H
@@ -224,19 +252,20 @@ public func scaledDotProductAttentionForward(out: UnsafeMutablePointer<Float>, s
     }
 }
 
-/// The forward on the 16-lane kernels, in flash-attention order with an online softmax: per query block of Br
+/// The forward on block kernels of one vector width, in flash-attention order with an online softmax: per query block of Br
 /// rows, key blocks of Bc keys in turn: S = scale·Q_blk·K_blkᵀ (+ bias), running row max m and sum l (the
 /// output rows so far rescaled by exp(m_old − m_new) when the max moves), P̃ = exp(S − m), O_blk += P̃·V_blk;
 /// at the end O_blk /= l and the statistics are (m, 1/l). Everything a block pair touches stays in L1/L2
 /// (the two-pass row blocks streamed all of K and V per 16–64 rows from L3 at N = 16384). m is each row's exact
 /// max of the same rounded scores as the backward's, so the backward's P = exp(S − m)/l are the forward's
 /// probabilities up to the rounding of the rescalings. K is transposed once per item into key-block panels
-/// ([F, C] per block, row stride C). Causal: a query block stops at the key block holding its last row.
+/// ([F, C] per block, row stride C). Causal: a query block stops at the key block holding its last row, and a
+/// key block's products start at the row of its first key.
 /// `block` > 0 overrides both block sizes (tests).
-func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
-                                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                               keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                               sizes: AttentionSizes, block: Int) {
+func scaledDotProductAttentionForwardKeyBlocks<Kernels: AttentionBlockKernels>(
+    _ kernels: Kernels.Type, out: UnsafeMutablePointer<Float>, statistics: UnsafeMutablePointer<Float>,
+    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float, sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     // 128 keys × 256 rows: each query block streams all of K and V once, so taller blocks stream less per
     // FLOP, while the P̃ (128 KB) and output (64 KB) blocks still stay in L2.
@@ -268,21 +297,23 @@ func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>,
             rowSum.update(repeating: 0, count: rows)
             for kb in 0..<(causal ? (r1 - 1) / Bc + 1 : keyBlocks) {
                 let j0 = kb * Bc, j1 = min(N, j0 + Bc), C = j1 - j0
-                WideKernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qs + r0 * F, aRow: F, aK: 1, b: kT + j0 * F, ldb: C,
-                                 accumulate: false, c: p, ldc: C)                                   // S = scale·Q_blk·K_blkᵀ
+                // Causal: rows before j0 see none of these keys (their state would not change), so they are skipped.
+                let first = causal ? max(0, j0 - r0) : 0
+                Kernels.gemm(m: rows - first, n: C, k: F, alpha: scale, a: qs + (r0 + first) * F, aRow: F, aK: 1, b: kT + j0 * F,
+                             ldb: C, accumulate: false, c: p + first * C, ldc: C)                   // S = scale·Q_blk·K_blkᵀ
                 let blockBias = bias.map { UnsafePointer($0 + j0) }
-                for ii in 0..<rows {
+                for ii in first..<rows {
                     let L = causal ? min(C, max(0, r0 + ii + 1 - j0)) : C                        // keys of the block row sees
-                    let factor = WideKernels.attentionOnlineSoftmaxRow(p + ii * C, bias: blockBias, n: L, width: C,
-                                                                       max: &rowMax[ii], sum: &rowSum[ii])
-                    if factor != 1 { WideKernels.scaleRow(ob + ii * Dv, factor, n: Dv) }
+                    let factor = Kernels.onlineSoftmaxRow(p + ii * C, bias: blockBias, n: L, width: C,
+                                                          max: &rowMax[ii], sum: &rowSum[ii])
+                    if factor != 1 { Kernels.scaleRow(ob + ii * Dv, factor, n: Dv) }
                 }
-                WideKernels.gemm(m: rows, n: Dv, k: C, alpha: 1, a: p, aRow: C, aK: 1, b: vs + j0 * Dv, ldb: Dv,
-                                 accumulate: true, c: ob, ldc: Dv)                                  // O_blk += P̃·V_blk
+                Kernels.gemm(m: rows - first, n: Dv, k: C, alpha: 1, a: p + first * C, aRow: C, aK: 1, b: vs + j0 * Dv, ldb: Dv,
+                             accumulate: true, c: ob + first * Dv, ldc: Dv)                         // O_blk += P̃·V_blk
             }
             for ii in 0..<rows {
                 let inv = 1 / rowSum[ii]
-                WideKernels.scaleRow(ob + ii * Dv, inv, n: Dv)
+                Kernels.scaleRow(ob + ii * Dv, inv, n: Dv)
                 stats[2 * (r0 + ii)] = rowMax[ii]; stats[2 * (r0 + ii) + 1] = inv
             }
         }
@@ -293,26 +324,35 @@ func scaledDotProductAttentionForwardKeyBlocks(out: UnsafeMutablePointer<Float>,
 
 /// Backward of fused scaled-dot-product attention; accumulates (+=) into dq, dk, dv.
 /// dq, dk: [B,H,N,F]; dv: [B,H,N,Dv]; gradOut, out: [B,H,N,Dv]; statistics: [B,H,N,2] as saved by the forward;
-/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] or nil. Pass the forward's `rowBlock` to get its P bit for bit.
+/// q, k: [B,H,N,F]; v: [B,H,N,Dv]; keyMask: [B,N] or nil. Pass the forward's `rowBlock`, `allowWideKernels` and
+/// `allowKeyBlocks` to get its P bit for bit.
 public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                                               dv: UnsafeMutablePointer<Float>,
                                               gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
                                               statistics: UnsafePointer<Float>,
                                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                               keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true) {
+                                              sizes: AttentionSizes, rowBlock: Int = 0, allowWideKernels: Bool = true,
+                                              allowKeyBlocks: Bool = true) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     if N == 0 || sizes.slices == 0 { return }
-    let wide = attentionUsesWideGemm(sizes, allowed: allowWideKernels)
-    if wide {
-        scaledDotProductAttentionBackwardKeyBlocks(dq: dq, dk: dk, dv: dv, gradOut: gradOut, out: out, statistics: statistics,
-                                                   q: q, k: k, v: v, keyMask: keyMask, causal: causal, scale: scale,
-                                                   sizes: sizes, block: rowBlock)
+    let wideRows: Bool
+    switch AttentionKernelPath(sizes, allowWideKernels: allowWideKernels, allowKeyBlocks: allowKeyBlocks) {
+    case .keyBlocks16:
+        scaledDotProductAttentionBackwardKeyBlocks(WideAttentionBlockKernels.self, dq: dq, dk: dk, dv: dv, gradOut: gradOut, out: out,
+                                                   statistics: statistics, q: q, k: k, v: v, keyMask: keyMask, causal: causal,
+                                                   scale: scale, sizes: sizes, block: rowBlock)
         return
+    case .keyBlocks8:
+        scaledDotProductAttentionBackwardKeyBlocks(AVX2AttentionBlockKernels.self, dq: dq, dk: dk, dv: dv, gradOut: gradOut, out: out,
+                                                   statistics: statistics, q: q, k: k, v: v, keyMask: keyMask, causal: causal,
+                                                   scale: scale, sizes: sizes, block: rowBlock)
+        return
+    case .rowBlocks(let wide):
+        wideRows = wide                                     // 16-lane softmax rows (any head size)
     }
     let plan = ScaledDotProductAttentionPlan(sizes: sizes, threads: Parallel.threadCount, rowBlock: rowBlock)
     let R = plan.rowBlock
-    let wideRows = allowWideKernels && CPUFeatures.avx512   // 16-lane softmax rows (any head size)
     let split = plan.partsPerSlice > 1
     // One dK/dV partial per item when slices are split (added in item order below).
     let partials = split ? allocateScratch(plan.items * N * (F + Dv)) : nil
@@ -368,22 +408,20 @@ public func scaledDotProductAttentionBackward(dq: UnsafeMutablePointer<Float>, d
     }
 }
 
-/// The backward on the 16-lane kernels, in flash-attention-2 order: per slice, key blocks outer (their dK and
+/// The backward on block kernels of one vector width, in flash-attention-2 order: per slice, key blocks outer (their dK and
 /// dV rows stay in L1/L2 while every query block adds to them), query blocks inner (dQ_blk += scale·dS·K_blk
 /// from L2/L3). Per (key block, query block) pair, all five products are small L1/L2-resident GEMMs:
 ///   S = scale·Q_blk·K_blkᵀ, P = exp(S + bias − m)·(1/Σ), dP = G_blk·V_blkᵀ, dS = P ⊙ (dP − D),
 ///   dV_blk += Pᵀ·G_blk,  dK_blk += scale·dSᵀ·Q_blk,  dQ_blk += scale·dS·K_blk.
 /// Every score is the forward's (same GEMM element formula, same row operations), so P is the forward's bit
-/// for bit. Causal: a key block starts at the query block holding its first key. Items own key blocks, so a
+/// for bit. Causal: a key block starts at the row of its first key. Items own key blocks, so a
 /// slice split over items gets one dQ partial per item (added in item order); dK and dV are written by
 /// their one owner. `block` > 0 overrides both block sizes (tests).
-func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
-                                                dv: UnsafeMutablePointer<Float>,
-                                                gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>,
-                                                statistics: UnsafePointer<Float>,
-                                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                                keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float,
-                                                sizes: AttentionSizes, block: Int) {
+func scaledDotProductAttentionBackwardKeyBlocks<Kernels: AttentionBlockKernels>(
+    _ kernels: Kernels.Type, dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+    gradOut: UnsafePointer<Float>, out: UnsafePointer<Float>, statistics: UnsafePointer<Float>,
+    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    keyMask: UnsafePointer<Float>?, causal: Bool, scale: Float, sizes: AttentionSizes, block: Int) {
     let (H, N, F, Dv) = (sizes.heads, sizes.length, sizes.features, sizes.valueDimensions)
     // 64 keys × 128 query rows: the key block's K, Kᵀ, Vᵀ and dK, dV rows (16 KB each at Dh = 64) stay in L1/L2
     // with the pair's P and dS (32 KB each); smaller blocks pay more per-block overhead, larger ones leave L1.
@@ -415,28 +453,30 @@ func scaledDotProductAttentionBackwardKeyBlocks(dq: UnsafeMutablePointer<Float>,
             let blockBias = bias.map { UnsafePointer($0 + j0) }
             var r0 = causal ? (j0 / Br) * Br : 0                // rows < j0 see none of these keys
             while r0 < N {
-                let r1 = min(N, r0 + Br), rows = r1 - r0
-                let qb = qs + r0 * F, gb = gs + r0 * Dv
-                WideKernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qb, aRow: F, aK: 1, b: kT, ldb: C,
-                                 accumulate: false, c: p, ldc: C)                                  // S = scale·Q_blk·K_blkᵀ
-                WideKernels.gemm(m: rows, n: C, k: Dv, alpha: 1, a: gb, aRow: Dv, aK: 1, b: vT, ldb: C,
-                                 accumulate: false, c: ds, ldc: C)                                 // dP = G_blk·V_blkᵀ
+                // Causal: rows before j0 see none of these keys (P = dS = 0), so they are skipped; the sums over
+                // rows keep the blocks' grouping, so every element gets the bits of the full block.
+                let lo = causal ? max(r0, j0) : r0
+                let r1 = min(N, r0 + Br), rows = r1 - lo
+                let qb = qs + lo * F, gb = gs + lo * Dv
+                Kernels.gemm(m: rows, n: C, k: F, alpha: scale, a: qb, aRow: F, aK: 1, b: kT, ldb: C,
+                             accumulate: false, c: p, ldc: C)                                      // S = scale·Q_blk·K_blkᵀ
+                Kernels.gemm(m: rows, n: C, k: Dv, alpha: 1, a: gb, aRow: Dv, aK: 1, b: vT, ldb: C,
+                             accumulate: false, c: ds, ldc: C)                                     // dP = G_blk·V_blkᵀ
                 for ii in 0..<rows {
-                    let i = r0 + ii, prow = p + ii * C
+                    let i = lo + ii, prow = p + ii * C
                     let L = causal ? min(C, max(0, i + 1 - j0)) : C                              // keys of the block row i sees
                     if L > 0 {
-                        WideKernels.attentionProbabilitiesRow(prow, bias: blockBias, max: stats[2 * i],
-                                                              inverseSum: stats[2 * i + 1], n: L)
+                        Kernels.probabilitiesRow(prow, bias: blockBias, max: stats[2 * i], inverseSum: stats[2 * i + 1], n: L)
                     }
                     if L < C { (prow + L).update(repeating: 0, count: C - L) }
                     softmaxGradientRow(ds + ii * C, prow, delta[i], C)                            // dS = P ⊙ (dP − D)
                 }
-                WideKernels.gemm(m: C, n: Dv, k: rows, alpha: 1, a: p, aRow: 1, aK: C, b: gb, ldb: Dv,
-                                 accumulate: true, c: dvs + j0 * Dv, ldc: Dv)                      // dV_blk += Pᵀ·G_blk
-                WideKernels.gemm(m: C, n: F, k: rows, alpha: scale, a: ds, aRow: 1, aK: C, b: qb, ldb: F,
-                                 accumulate: true, c: dks + j0 * F, ldc: F)                        // dK_blk += scale·dSᵀ·Q_blk
-                WideKernels.gemm(m: rows, n: F, k: C, alpha: scale, a: ds, aRow: C, aK: 1, b: ks + j0 * F, ldb: F,
-                                 accumulate: true, c: dqs + r0 * F, ldc: F)                        // dQ_blk += scale·dS·K_blk
+                Kernels.gemm(m: C, n: Dv, k: rows, alpha: 1, a: p, aRow: 1, aK: C, b: gb, ldb: Dv,
+                             accumulate: true, c: dvs + j0 * Dv, ldc: Dv)                          // dV_blk += Pᵀ·G_blk
+                Kernels.gemm(m: C, n: F, k: rows, alpha: scale, a: ds, aRow: 1, aK: C, b: qb, ldb: F,
+                             accumulate: true, c: dks + j0 * F, ldc: F)                            // dK_blk += scale·dSᵀ·Q_blk
+                Kernels.gemm(m: rows, n: F, k: C, alpha: scale, a: ds, aRow: C, aK: 1, b: ks + j0 * F, ldb: F,
+                             accumulate: true, c: dqs + lo * F, ldc: F)                            // dQ_blk += scale·dS·K_blk
                 r0 = r1
             }
         }
