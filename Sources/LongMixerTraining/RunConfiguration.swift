@@ -165,8 +165,9 @@ extension RunConfiguration {
     public static func resolve(_ settings: RunSettings, preset presetName: String? = nil, scale: Double? = nil) throws -> RunConfiguration {
         let preset = try presetName.map { try RunPreset.named($0) }
         if let preset {
-            if let t = settings.task, t.lowercased() != preset.task {
-                throw UserError(what: "--task", value: t, why: "preset \(preset.name) is for the \(preset.task) task",
+            if let t = settings.task, t.lowercased() != preset.task, !preset.otherTasks.contains(t.lowercased()) {
+                let tasks = ([preset.task] + preset.otherTasks).joined(separator: ", ")
+                throw UserError(what: "--task", value: t, why: "preset \(preset.name) is for the \(tasks) task\(preset.otherTasks.isEmpty ? "" : "s")",
                                 remedy: "drop --task or choose another preset (`longmixer presets`)")
             }
             if let m = settings.model, m.lowercased() != preset.model {
@@ -189,22 +190,22 @@ extension RunConfiguration {
 
         var merged = defaults(task: task, family: family)
         if let preset { merged = merged.overridden(by: preset.settings) }
-        merged = merged.overridden(by: settings)
         if family == .decoder {
-            // The model size is the base; explicit width/depth options override it.
-            let sized = (merged.size ?? .small).options
-            merged.modelOptions = sized.overridden(by: preset?.settings.modelOptions ?? ModelOptions())
-                .overridden(by: settings.modelOptions)
-        } else {
-            merged.size = nil
+            // The model size is the base; the preset's and the command line's width/depth options override it.
+            let size = settings.size ?? merged.size ?? .small
+            merged.size = size
+            merged.modelOptions = size.options.overridden(by: preset?.settings.modelOptions ?? ModelOptions())
         }
+        // --scale shrinks the recipe (defaults and preset); what the command line gives is taken as given.
+        if let scale { merged = try shrink(merged, by: scale, family: family) }
+        merged = merged.overridden(by: settings)
+        if family != .decoder { merged.size = nil }
         // --epochs given on the command line replaces a step count from defaults or preset (and vice versa).
         if settings.epochs != nil && settings.steps == nil { merged.steps = nil }
         if settings.steps != nil && settings.epochs == nil { merged.epochs = nil }
         if merged.steps != nil && merged.epochs != nil && settings.steps == nil && settings.epochs == nil {
             merged.steps = nil   // a preset's epochs win over the default step count
         }
-        if let scale { merged = try shrink(merged, by: scale, family: family) }
         if let fixed = task.layout.fixedLength {
             // An image task's N is its grid's (whatever --scale does to lengths).
             if let n = settings.length, n != fixed {

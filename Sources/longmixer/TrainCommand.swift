@@ -32,9 +32,10 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             The configuration is resolved in three layers: defaults for the task and model ← --preset (a \
             recipe of one of the papers; `longmixer presets`) ← the options given here. An option that does \
-            not apply to the chosen task or model is refused. --scale shrinks widths, depth, length, steps and \
-            data of the result for a CPU budget, keeping the architecture. config.json records the whole \
-            resolved configuration, the preset and the scale.
+            not apply to the chosen task or model is refused. --scale shrinks the widths, depth, length, steps \
+            and data of the defaults and preset for a CPU budget, keeping the architecture; the options given \
+            here are taken as given. config.json records the whole resolved configuration, the preset and the \
+            scale.
 
             Defaults without a preset: a quick recipe for `--task adding --length 1024` (≥ 99 % test accuracy in \
             a few minutes on 2 cores with Paramixer): D = H = 32, 1 block, CHORD, FLATTEN, Adam, batch 40, clip \
@@ -77,7 +78,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "A recipe of one of the papers (`longmixer presets`); options given here override it.")
     var preset: String?
 
-    @Option(parsing: .unconditional, help: "Shrink width, depth, length, steps and data by this factor in (0, 1].")
+    @Option(parsing: .unconditional, help: "Shrink the preset's width, depth, length, steps and data by this factor in (0, 1]; options given here are not shrunk.")
     var scale: Double?
 
     @Option(help: "--task lm: a text file or a folder of .txt files.")
@@ -336,7 +337,8 @@ struct PresetsCommand: ParsableCommand {
 
     func run() throws {
         for p in RunPreset.all {
-            print("\(p.name)\n    \(p.summary)\n    task \(p.task), model \(p.model); source: \(p.source)")
+            let also = p.otherTasks.isEmpty ? "" : " (also --task \(p.otherTasks.joined(separator: ", ")))"
+            print("\(p.name)\n    \(p.summary)\n    task \(p.task)\(also), model \(p.model); source: \(p.source)")
             if let missing = p.missingData { print("    not runnable yet: \(missing)") }
         }
     }

@@ -63,6 +63,15 @@ struct RunConfigurationTests {
         #expect(c.preset == "paramixer-adding" && c.scale == 0.25)
         #expect(c.length == 256 && c.modelOptions.dimensions == 8 && c.modelOptions.hidden == 8 && c.modelOptions.layers == 1)
         #expect(c.training.epochs == 13 && c.data.splitSizes == SplitSizes(train: 25_000, validation: 250, test: 250))
+        // The command line is taken as given: only the recipe shrinks.
+        let listops = try RunConfiguration.resolve(settings { $0.steps = 300; $0.trainSize = 5_000; $0.length = 1999; $0.modelOptions.heads = 4 },
+                                                   preset: "lra-listops-permuteformer", scale: 0.125)
+        #expect(listops.training.steps == 300 && listops.data.trainLimit == 5_000 && listops.modelOptions.heads == 4)
+        #expect(listops.modelOptions.dimensions == 64 && listops.modelOptions.feedForward == 256 && listops.modelOptions.layers == 1)
+        #expect(listops.warmupSteps == 125 && listops.length == 1999)
+        let lm = try RunConfiguration.resolve(settings { $0.task = "lm"; $0.corpus = "c.txt"; $0.size = .tiny; $0.modelOptions.layers = 3 },
+                                              scale: 0.5)
+        #expect(lm.size == .tiny && lm.modelOptions.layers == 3)
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 1.5, naming: "--scale")
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 0, naming: "--scale")
     }
@@ -126,6 +135,25 @@ struct RunConfigurationTests {
         #expect(RunPreset.all.first { $0.name == "paramixer-longdoc-32k" }?.source.contains("Table 2") == true)
     }
 
+    @Test func presetsRunOnTheirStandInsAndVariants() throws {
+        // A CIFAR-10 recipe on MNIST, the Pathfinder recipe on Path-X: the task's own N.
+        let mnist = try RunConfiguration.resolve(settings { $0.task = "mnist" }, preset: "paramixer-image")
+        #expect(mnist.task == "mnist" && mnist.length == 1026 && mnist.preset == "paramixer-image")
+        #expect(try RunConfiguration.resolve(settings { $0.task = "MNIST" }, preset: "lra-image-permuteformer-2d").task == "mnist")
+        let pathx = try RunConfiguration.resolve(settings { $0.task = "pathx" }, preset: "paramixer-pathfinder", scale: 0.25)
+        #expect(pathx.length == 16_386 && pathx.modelOptions.dimensions == 16)
+        #expect(try RunConfiguration.resolve(settings { $0.task = "pathfinder-easy" }, preset: "lra-pathfinder-permuteformer").length == 1026)
+        expectRefused(settings { $0.task = "text" }, preset: "paramixer-image", naming: "--task")
+        expectRefused(settings { $0.task = "pathx" }, preset: "lra-image-transformer", naming: "--task")
+        // Path-X's own recipe and the Paramixer paper's baselines on long documents and genomes.
+        let pathxRecipe = try RunConfiguration.resolve(RunSettings(), preset: "lra-pathx-permuteformer-2d")
+        #expect(pathxRecipe.task == "pathx" && pathxRecipe.modelOptions.pooling == .mean && pathxRecipe.training.batchSize == 64)
+        let longdoc = try RunConfiguration.resolve(RunSettings(), preset: "longdoc-32k-permuteformer")
+        #expect(longdoc.length == 32_769 && longdoc.modelOptions.dimensions == 100 && longdoc.modelOptions.heads == 1)
+        let genome = try RunConfiguration.resolve(RunSettings(), preset: "genome-performer")
+        #expect(genome.length == 16_385 && genome.modelOptions.pooling == .flatten && genome.training.epochs == 200)
+    }
+
     @Test func outOfRangeValuesAreRefused() {
         for (value, flag) in [(0, "--batch-size"), (-1, "--steps"), (Int.max, "--length"), (0, "--dimensions")] {
             expectRefused(settings {
@@ -144,7 +172,7 @@ struct RunConfigurationTests {
     }
 
     @Test func everyPresetNamesItsSourceAndResolvesOrSaysWhatIsMissing() throws {
-        #expect(RunPreset.all.count >= 8 + 27 + 5)
+        #expect(RunPreset.all.count == 9 + 27 + 6 + 9 + 5)
         for p in RunPreset.all {
             #expect(!p.source.isEmpty && !p.summary.isEmpty)
             if p.missingData == nil {

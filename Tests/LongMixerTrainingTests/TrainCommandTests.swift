@@ -222,8 +222,14 @@ struct TrainCommandTests {
     @Test func presetsAreListed() throws {
         let r = try Self.run(["presets"], in: FileManager.default.temporaryDirectory)
         #expect(r.status == 0)
-        for name in ["paramixer-adding", "paramixer-order", "lra-image-permuteformer-2d", "lm-wikitext-permuteformer"] {
+        for name in ["paramixer-adding", "paramixer-order", "lra-image-permuteformer-2d", "lm-wikitext-permuteformer", "lra-pathx-permuteformer-2d",
+                     "genome-permuteformer", "longdoc-32k-performer"] {
             #expect(r.stdout.contains(name), "\(name) is not listed")
         }
+        #expect(r.stdout.contains("task image (also --task mnist), model paramixer"), "\(r.stdout)")
+        // A recipe on a task it was not written for: one line, before anything is read.
+        let wrong = try Self.run(["train", "--preset", "paramixer-image", "--task", "text", "--data-dir", "absent"], in: FileManager.default.temporaryDirectory)
+        #expect(wrong.status != 0 && wrong.stderr.split(separator: "\n").count == 1
+                && wrong.stderr.contains("preset paramixer-image is for the image, mnist tasks"), "\(wrong.stderr)")
     }
 }
