@@ -219,6 +219,9 @@ extension RunConfiguration {
         }
 
         let (length, lr, decay, headScale, clip) = try checkRanges(merged, given: settings, task: task)
+        if let steps = merged.steps, let warmup = merged.warmupSteps, warmup > 0, warmup >= steps {
+            throw warmupTooLong(warmup, totalSteps: steps, preset: settings.warmupSteps == nil ? preset?.name : nil, scale: scale)
+        }
 
         let training = TrainingConfiguration(
             batchSize: merged.batchSize!, evaluationBatchSize: merged.microBatchSize, microBatchSize: merged.microBatchSize,
@@ -334,6 +337,13 @@ extension RunConfiguration {
                 throw refuse(flag, "a language model predicts every position from sinusoidal positions")
             }
         }
+    }
+
+    /// A warm-up that the run would never finish; names the preset when the warm-up is the recipe's.
+    static func warmupTooLong(_ warmup: Int, totalSteps: Int, preset: String?, scale: Double?) -> UserError {
+        let origin = preset.map { "preset \($0)'s warm-up\(scale.map { " after --scale \($0)" } ?? ""); " } ?? ""
+        return UserError(what: "--warmup-steps", value: String(warmup), why: "must be below the run's \(totalSteps) steps",
+                         remedy: "\(origin)give a shorter --warmup-steps or train longer")
     }
 
     /// Shrinks widths, depth, length, steps and data by `scale` ∈ (0, 1], keeping the architecture.

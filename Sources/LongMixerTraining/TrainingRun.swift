@@ -124,8 +124,10 @@ public enum TrainingRun {
         let totalSteps = c.training.totalSteps(trainCount: parts.data.train.count)
         let warmup = c.warmupSteps ?? (c.schedule == .constant || !parts.task.isCausal ? 0 : min(max(1, totalSteps / 10), totalSteps - 1))
         guard warmup == 0 || warmup < totalSteps else {
-            throw UserError(what: "--warmup-steps", value: String(warmup), why: "must be below the run's \(totalSteps) steps",
-                            remedy: "lower --warmup-steps or train longer")
+            // Name the preset only when the warm-up is the recipe's (shrunk as `--scale` shrinks it).
+            let recipe = c.preset.flatMap { try? RunPreset.named($0) }?.settings.warmupSteps
+            let fromPreset = recipe.map { w in c.scale.map { Int((Double(w) * $0).rounded()) } ?? w } == warmup
+            throw RunConfiguration.warmupTooLong(warmup, totalSteps: totalSteps, preset: fromPreset ? c.preset : nil, scale: c.scale)
         }
         switch c.schedule {
         case .constant: return (nil, warmup)

@@ -72,6 +72,13 @@ struct RunConfigurationTests {
         let lm = try RunConfiguration.resolve(settings { $0.task = "lm"; $0.corpus = "c.txt"; $0.size = .tiny; $0.modelOptions.layers = 3 },
                                               scale: 0.5)
         #expect(lm.size == .tiny && lm.modelOptions.layers == 3)
+        // A run shorter than the recipe's warm-up is refused before any data are read, naming where the warm-up came from.
+        let short = settings { $0.steps = 150 }
+        expectRefused(short, preset: "lra-text-permuteformer", scale: 0.25, naming: "--warmup-steps")
+        do { _ = try RunConfiguration.resolve(short, preset: "lra-text-permuteformer", scale: 0.25) } catch {
+            #expect("\(error)".contains("preset lra-text-permuteformer's warm-up after --scale 0.25"), "\(error)")
+        }
+        #expect(try RunConfiguration.resolve(settings { $0.steps = 150; $0.warmupSteps = 30 }, preset: "lra-text-permuteformer", scale: 0.25).warmupSteps == 30)
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 1.5, naming: "--scale")
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 0, naming: "--scale")
     }
