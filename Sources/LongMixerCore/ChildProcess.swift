@@ -68,13 +68,17 @@ public enum ChildProcess {
         for fd in [outPipe[0], errPipe[0]] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
 
         var out = Data(), err = Data()
+        // A pipe at its end (the child closed it, or it never had a writer: standard output when it is
+        // not captured) is no longer polled — poll reports it ready at once, and the wait would spin.
+        var atEnd = [false, false]
         func drain() {
             var buffer = [UInt8](repeating: 0, count: 65536)
-            for (fd, isOut) in [(outPipe[0], true), (errPipe[0], false)] {
+            for (i, fd) in [outPipe[0], errPipe[0]].enumerated() where !atEnd[i] {
                 while true {
                     let n = read(fd, &buffer, buffer.count)
+                    if n == 0 { atEnd[i] = true }
                     if n <= 0 { break }
-                    if isOut { out.append(contentsOf: buffer[0..<n]) } else {
+                    if i == 0 { out.append(contentsOf: buffer[0..<n]) } else {
                         err.append(contentsOf: buffer[0..<n])
                         if err.count > 2 * keptErrorBytes { err = err.suffix(keptErrorBytes) }
                     }
@@ -84,7 +88,9 @@ public enum ChildProcess {
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0
         while true {
-            var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+            // Negative descriptors are skipped; with both pipes at their end, poll only waits the 50 ms.
+            var fds = [pollfd(fd: atEnd[0] ? -1 : outPipe[0], events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: atEnd[1] ? -1 : errPipe[0], events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 50)
             drain()
             let r = waitpid(pid, &status, WNOHANG)

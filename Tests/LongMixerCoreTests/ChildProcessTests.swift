@@ -16,6 +16,24 @@ struct ChildProcessTests {
         #expect(big.status == 0 && big.standardOutput.count == 1_000_000)
     }
 
+    @Test("waiting for a program costs no CPU, whether its output is captured, discarded or closed early")
+    func waitingDoesNotSpin() throws {
+        // The wait runs on the calling thread: its CPU time is the wait's cost (other tests run on other threads).
+        func threadCPUSeconds() -> Double {
+            var ts = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+        }
+        for (script, capture) in [("sleep 1", false), ("sleep 1", true), ("exec >&- 2>&-; sleep 1", true)] {
+            let c0 = threadCPUSeconds()
+            let r = try ChildProcess.run("sh", ["-c", script], timeout: 30, captureOutput: capture)
+            let cpu = threadCPUSeconds() - c0
+            #expect(r.status == 0)
+            // A busy wait would take about the whole second.
+            #expect(cpu < 0.25, "\(script), captured \(capture): \(cpu) s of CPU while waiting 1 s")
+        }
+    }
+
     @Test("a missing program is one runtime error")
     func missingProgram() {
         let e = #expect(throws: UserError.self) { try ChildProcess.run("no-such-program-\(UUID().uuidString)", [], timeout: 5) }
