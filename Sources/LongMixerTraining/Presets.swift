@@ -120,6 +120,22 @@ public struct RunPreset: Sendable {
 
     // MARK: PermuteFormer, LRA (reference code `cpcp1998/PermuteFormer`, `long_range_arena`)
 
+    /// An encoder recipe: Adam without weight decay; `clip` 0 turns clipping off.
+    static func encoderSettings(_ options: ModelOptions, lr: Float, schedule: ScheduleKind, warmup: Int, batch: Int, epochs: Int,
+                                clip: Float) -> RunSettings {
+        var s = RunSettings()
+        s.modelOptions = options
+        s.optimizer = .adam
+        s.learningRate = lr
+        s.schedule = schedule
+        s.warmupSteps = warmup
+        s.weightDecay = 0
+        s.batchSize = batch
+        s.epochs = epochs
+        s.clipNorm = clip
+        return s
+    }
+
     static let permuteFormerLRA: [RunPreset] = {
         // (task, layers, D, heads, FFN, dropout, batch, lr, warm-up, epochs) of the LRA configs and task scripts.
         let tasks: [(String, Int, Int, Int, Int, Float, Int, Float, Int, Int)] = [
@@ -133,16 +149,8 @@ public struct RunPreset: Sendable {
             var models = ["transformer", "performer", "permuteformer", "rope", "orthogonal"]
             if image { models.append("permuteformer-2d") }
             for model in models {
-                var s = RunSettings()
-                s.modelOptions = ModelOptions(dimensions: d, layers: layers, heads: heads, feedForward: ffn, dropout: dropout, pooling: .cls)
-                s.optimizer = .adam
-                s.learningRate = lr
-                s.schedule = .inverseSqrt
-                s.warmupSteps = warmup
-                s.weightDecay = 0
-                s.batchSize = batch
-                s.epochs = epochs
-                s.clipNorm = 0
+                let s = encoderSettings(ModelOptions(dimensions: d, layers: layers, heads: heads, feedForward: ffn, dropout: dropout, pooling: .cls),
+                                        lr: lr, schedule: .inverseSqrt, warmup: warmup, batch: batch, epochs: epochs, clip: 0)
                 out.append(RunPreset(
                     name: "lra-\(task)-\(model)",
                     summary: "LRA \(task): \(model), \(layers) layers, D \(d), \(heads) heads, FFN \(ffn), Adam \(lr) inverse-sqrt (\(warmup) warm-up), batch \(batch), \(epochs) epochs",
@@ -157,16 +165,8 @@ public struct RunPreset: Sendable {
         // 1 layer, MLP 32, mean pooling, clipping at 1; positions each mixer's own, as in the other
         // LRA presets). One epoch is 160,000 images, 2,500 steps of 64.
         for model in ["transformer", "performer", "permuteformer", "rope", "orthogonal", "permuteformer-2d"] {
-            var s = RunSettings()
-            s.modelOptions = ModelOptions(dimensions: 32, layers: 1, heads: 2, feedForward: 32, dropout: 0, pooling: .mean)
-            s.optimizer = .adam
-            s.learningRate = 1e-3
-            s.schedule = .cosine
-            s.warmupSteps = 2_500
-            s.weightDecay = 0
-            s.batchSize = 64
-            s.epochs = 200
-            s.clipNorm = 1
+            let s = encoderSettings(ModelOptions(dimensions: 32, layers: 1, heads: 2, feedForward: 32, dropout: 0, pooling: .mean),
+                                    lr: 1e-3, schedule: .cosine, warmup: 2_500, batch: 64, epochs: 200, clip: 1)
             out.append(RunPreset(
                 name: "lra-pathx-\(model)",
                 summary: "LRA Path-X (128 × 128): \(model), 1 layer, D 32, 2 heads, FFN 32, mean pooling, Adam 1e-3 cosine (2,500 warm-up), batch 64, clip 1, 200 epochs",
@@ -188,17 +188,9 @@ public struct RunPreset: Sendable {
         var out: [RunPreset] = []
         for (task, d, length, pooling, epochs, table) in tasks {
             for model in ["transformer", "performer", "permuteformer"] {
-                var s = RunSettings()
-                s.modelOptions = ModelOptions(dimensions: d, layers: 1, heads: 1, feedForward: d, dropout: 0.2, pooling: pooling)
+                var s = encoderSettings(ModelOptions(dimensions: d, layers: 1, heads: 1, feedForward: d, dropout: 0.2, pooling: pooling),
+                                        lr: 1e-4, schedule: .constant, warmup: 0, batch: 16, epochs: epochs, clip: 1)
                 s.length = length
-                s.optimizer = .adam
-                s.learningRate = 1e-4
-                s.schedule = .constant
-                s.warmupSteps = 0
-                s.weightDecay = 0
-                s.batchSize = 16
-                s.epochs = epochs
-                s.clipNorm = 1
                 s.seed = 42
                 out.append(RunPreset(
                     name: "\(task)-\(model)",
