@@ -38,7 +38,7 @@ public struct RunPreset: Sendable {
         TaskRegistry.names.contains(task) ? nil : "the \(task) task is not available yet"
     }
 
-    /// Image tasks a CIFAR-10 recipe also runs on (the stand-ins of `datasets.md`).
+    /// Image tasks a CIFAR-10 recipe also runs on: the stand-ins besides the image task's own Fashion-MNIST.
     static let imageStandIns = ["mnist"]
     /// The easier Pathfinder sets at 32 × 32 (contour lengths 6 and 9).
     static let pathfinderVariants = ["pathfinder-easy", "pathfinder-intermediate"]
