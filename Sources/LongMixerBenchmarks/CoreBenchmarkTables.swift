@@ -43,9 +43,17 @@ public enum CoreBenchmarkTables {
             dram.append(["\(r.name) (\(r.variant))", "\(r.threads)", formatNumber(r.work / 1e6, decimals: 0),
                          formatMilliseconds(r.timing.best), formatNumber(r.rate)])
         }
+        var paramixer = TextTable(headers: ["Paramixer factor, no graph", "path", "threads", "ms", "GFLOP/s", "% of GEMM rate"])
+        for r in records where r.group == "paramixer" {
+            paramixer.append([r.name, r.variant, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate),
+                              formatNumber(r.percentOfReference ?? 0)])
+        }
+        paramixer.leftAligned = [0, 1]
+        // Tables of groups the run left out (`--only`) are not shown.
         return [("GEMM: our path vs raw cblas_sgemm", gemm),
+                ("Paramixer factor (f-MLP, sparse product, residual) vs the raw GEMM rate", paramixer),
                 ("Memory-bound kernels vs DRAM bandwidth", memory),
-                ("DRAM bandwidth", dram)]
+                ("DRAM bandwidth", dram)].filter { !$0.1.rows.isEmpty }
     }
 
     public static func verdict(_ r: BenchmarkRecord) -> String {

@@ -30,6 +30,9 @@ struct BenchCoreCommand: ParsableCommand {
             forward x·Wᵀ, input gradient dY·W and weight gradient dYᵀ·X (target: ≥ 130 % of raw at 2 threads \
             when the packed AVX-512 GEMM runs, with --check-targets; LONGMIXER_GEMM=openblas compares OpenBLAS with itself); \
             the raw baseline is cblas_sgemm with the same transposes on preallocated buffers (beta = 0). \
+            One Paramixer factor (f-MLP, sparse product and residual; 4 sequences of N 4096, D = H = 32, CHORD \
+            and CDIL links) without a graph, as the fused kernel and as the composed ops, in GFLOP/s against \
+            the raw cblas_sgemm 2048x512·512x2048 rate of the same rounds (what the roofline of bench paramixer uses). \
             Memory-bound kernels run on --elements floats (default 16M = 64 MiB per tensor): the kernel on a \
             preallocated output, and the differentiable op, which allocates a fresh output tensor per call. \
             GB/s counts the bytes each kernel must move (add: 2 reads + 1 write; GELU, softmax, layer norm: \
@@ -68,7 +71,7 @@ struct BenchCoreCommand: ParsableCommand {
         """, visibility: .hidden))
     var sampleMilliseconds: Double = 10
 
-    @Option(help: ArgumentHelp("Run only one group: gemm, dense (the dense-layer GEMMs only) or memory, or the memory-bound kernels whose name starts with this (for quick iterations).", visibility: .hidden))
+    @Option(help: ArgumentHelp("Run only one group: gemm, dense (the dense-layer GEMMs only), memory or paramixer, or the memory-bound kernels whose name starts with this (for quick iterations).", visibility: .hidden))
     var only: String?
 
     func run() throws {
@@ -255,6 +258,8 @@ final class CoreBenchmarkSuite {
             records += [ourRecord, rawRecord]
         }
 
+        if only == nil || only == "paramixer" { records += paramixerFactorRecords(threads: threads) }
+
         // Memory-bound kernels: kernel on a preallocated output, and the op allocating a fresh one.
         let n = elements, rows = elements / width, width = self.width
         let (ap, bp, xp, gp, bep) = (a.pointer, b.pointer, x2d.pointer, gamma.pointer, beta.pointer)
@@ -308,6 +313,67 @@ final class CoreBenchmarkSuite {
         let dram = dramRecords.map(\.rate).max()!
         for i in memoryRecords.indices { memoryRecords[i].percentOfReference = 100 * memoryRecords[i].rate / dram }
         records += dramRecords + [memcpyRecord] + memoryRecords
+        return records
+    }
+
+    /// One Paramixer factor per link protocol on the `bench paramixer` shapes at N 4096 (B 4, D = H = 32):
+    /// the fused kernel and the composed ops (Linear → GELU → Linear, sparse product, residual add), both
+    /// without a graph, interleaved with the raw GEMM that is the roofline reference of `bench paramixer`.
+    func paramixerFactorRecords(threads: Int) -> [BenchmarkRecord] {
+        let (batch, n, d, h) = (4, 4096, 32, 32)
+        var g = RandomGenerator(seed: 7)
+        let data = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
+        let values = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
+        let (gm, gk, gn) = (2048, 512, 2048)
+        let ga = Tensor.uniform([gm, gk], low: -1, high: 1, generator: &g), gb = Tensor.uniform([gk, gn], low: -1, high: 1, generator: &g)
+        let gc = UnsafeMutablePointer<Float>.allocate(capacity: gm * gn)
+        gc.initialize(repeating: 0, count: gm * gn)
+        defer { gc.deallocate() }
+        let (gap, gbp) = (ga.pointer, gb.pointer)
+        let gemm = BenchmarkCase("cblas_sgemm") {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(gm), Int32(gn), Int32(gk), 1, gap, Int32(gk), gbp, Int32(gn), 0, gc, Int32(gn))
+        }
+        var records: [BenchmarkRecord] = []
+        for linkProtocol in [LinkProtocol.chord, .cdil] {
+            // The middle factor: CDIL's links then reach ±4·2^5 rows, CHORD's are the same for every factor.
+            let factorCount = try! LinkProtocols.factorCount(length: n)
+            let offsets = try! LinkProtocols.offsets(linkProtocol, length: n, factor: factorCount / 2)
+            let l = offsets.count
+            let w1 = Variable(Tensor.normal([h, d], mean: 0, standardDeviation: 0.2, generator: &g))
+            let b1 = Variable(Tensor.normal([h], mean: 0, standardDeviation: 0.2, generator: &g))
+            let w2 = Variable(Tensor.normal([l, h], mean: 0, standardDeviation: 0.2, generator: &g))
+            let b2 = Variable(Tensor.normal([l], mean: 0, standardDeviation: 0.2, generator: &g))
+            let mlp = SparseFactorMLPWeights(w1: w1.value.pointer, b1: b1.value.pointer, w2: w2.value.pointer, b2: b2.value.pointer,
+                                             inputs: d, hidden: h, links: l)
+            let out = UnsafeMutablePointer<Float>.allocate(capacity: batch * n * d)
+            out.initialize(repeating: 0, count: batch * n * d)
+            defer { out.deallocate() }
+            let fused = BenchmarkCase("fused") {
+                offsets.withUnsafeBufferPointer { off in
+                    sparseFactorMLPForward(out: out, values: values.value.pointer, residual: values.value.pointer, data: data.value.pointer,
+                                           dataDimensions: d, mlp: mlp, offsets: off.baseAddress!, batch: batch, length: n, dimensions: d)
+                }
+            }
+            let composed = BenchmarkCase("composed") {
+                withoutGradient {
+                    let w = linear(gelu(linear(data, weight: w1, bias: b1)), weight: w2, bias: b2)
+                    _ = sparseFactorProduct(weights: w, values: values, offsets: offsets) + values
+                }
+            }
+            let t = BenchmarkTimer.measure([fused, composed, gemm], repeats: repeats, warmUp: 2)
+            let flops = 2.0 * Double(batch * n) * Double(d * h + h * l + l * d)
+            let gemmRecord = BenchmarkRecord(group: "paramixer-info", name: "\(gm)x\(gk) · \(gk)x\(gn)", variant: "cblas_sgemm",
+                                             threads: threads, timing: t[2], work: 2.0 * Double(gm * gn * gk), rateUnit: "GFLOP/s")
+            let name = "\(linkProtocol.rawValue.uppercased()), B \(batch) · N \(n) · D \(d) · H \(h) · L \(l)"
+            for (variant, timing) in [("fused kernel", t[0]), ("composed ops", t[1])] {
+                var r = BenchmarkRecord(group: "paramixer", name: name, variant: variant, threads: threads,
+                                        timing: timing, work: flops, rateUnit: "GFLOP/s")
+                r.percentOfReference = 100 * r.rate / gemmRecord.rate
+                r.reference = "cblas_sgemm \(gemmRecord.name)"
+                records.append(r)
+            }
+            records.append(gemmRecord)
+        }
         return records
     }
 }

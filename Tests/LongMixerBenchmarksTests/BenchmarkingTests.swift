@@ -5,7 +5,7 @@ import LongMixerCore
 import LongMixerNN
 import LongMixerData
 import LongMixerModels
-import LongMixerBenchmarks
+@testable import LongMixerBenchmarks
 
 /// The statistics behind the benchmarks' verdicts (the timings themselves are never asserted).
 @Suite("Benchmark statistics")
@@ -31,5 +31,20 @@ struct BenchmarkingTests {
         }
         // Warm-up a, b, then rounds interleaved a, b, a, b, …
         #expect(order == ["a", "b"] + Array(repeating: ["a", "b"], count: 5).flatMap { $0 })
+    }
+
+    /// `bench core --only paramixer` keeps only the Paramixer factor table, each row against the GEMM rate.
+    @Test func coreTablesShowOnlyTheGroupsThatRan() throws {
+        let timing = TimingStatistics(best: 0.002, median: 0.002, samples: 1, callsPerSample: 1)
+        var fused = BenchmarkRecord(group: "paramixer", name: "CHORD, B 4 · N 4096", variant: "fused kernel", threads: 1,
+                                    timing: timing, work: 60e6, rateUnit: "GFLOP/s")
+        fused.percentOfReference = 40
+        let gemm = BenchmarkRecord(group: "paramixer-info", name: "2048x512 · 512x2048", variant: "cblas_sgemm", threads: 1,
+                                   timing: timing, work: 150e6, rateUnit: "GFLOP/s")
+        let tables = CoreBenchmarkTables.tables([fused, gemm], withTargets: false)
+        #expect(tables.map { $0.0 } == ["Paramixer factor (f-MLP, sparse product, residual) vs the raw GEMM rate"])
+        let rendered = try #require(tables.first).1.render()
+        #expect(rendered.contains("fused kernel") && rendered.contains("30.0") && rendered.contains("40.0"))
+        #expect(!rendered.contains("cblas_sgemm"))
     }
 }

@@ -100,76 +100,85 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
     let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1), w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
     check(mlp.inputs == di, "sparseFactorMLPForward: the MLP reads \(mlp.inputs) inputs, data rows have \(di)")
     // Per row: D·H + H·L multiply-adds for the weights, L·D for the product.
-    let grain = max(1, sparseFactorGrainMACs / max(1, di * mlp.hidden + mlp.hidden * l + l * d))
+    let grain = max(factorTileRows, sparseFactorGrainMACs / max(1, di * mlp.hidden + mlp.hidden * l + l * d))
+    // Links per pass over a tile's output rows: about four, spread evenly (13 → 4, 3, 3, 3).
+    let passes = (l + 3) / 4
     withExtendedLifetime(mlp) {
         parallelFor(batch * n, grain: grain) { rows in
-            // Four rows at a time: their hidden units [4, Hp], then their link weights [4, Lp].
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * (hp + lp)) { scratch in
+            // A tile's link weights [T, Lp]; four rows' hidden units [4, Hp] at a time.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * hp + factorTileRows * lp) { scratch in
                 let hidden = scratch.baseAddress!, weights = hidden + 4 * hp
-                var r0 = rows.lowerBound
-                while r0 < rows.upperBound {
-                    let t = Swift.min(4, rows.upperBound - r0)
-                    fourRowsTimesMatrix(hidden, data + r0 * di, xStride: di, rows: t, count: di, w1T, width: hp, bias: b1)
-                    var j = 0
-                    while j < 4 * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-                    fourRowsTimesMatrix(weights, hidden, xStride: hp, rows: 4, count: hp, w2T, width: lp, bias: b2)
-                    for q in 0..<t {
-                        let r = r0 + q, b = r / n, i = r - b * n
-                        sparseFactorRowPlusResidual(out: out + r * d, src: values + b * n * d, weights: weights + q * lp,
-                                                    offsets: offsets, row: i, n: n, links: l, d: d, residual: residual + r * d)
+                var t0 = rows.lowerBound
+                while t0 < rows.upperBound {
+                    // A tile stays inside one sequence, so each link's source rows are one contiguous run (up
+                    // to a wrap at N).
+                    let b = t0 / n, i0 = t0 - b * n
+                    let tile = Swift.min(factorTileRows, rows.upperBound - t0, n - i0)
+                    var q0 = 0
+                    while q0 < tile {
+                        let t = Swift.min(4, tile - q0)
+                        fourRowsTimesMatrix(hidden, data + (t0 + q0) * di, xStride: di, rows: t, count: di, w1T, width: hp, bias: b1)
+                        var j = 0
+                        while j < 4 * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
+                        // Rows past the tile's end compute into the scratch's four-row slack, never read.
+                        fourRowsTimesMatrix(weights + q0 * lp, hidden, xStride: hp, rows: 4, count: hp, w2T, width: lp, bias: b2)
+                        q0 += t
                     }
-                    r0 += t
+                    let src = values + b * n * d
+                    var k0 = 0
+                    for pass in 0..<passes {
+                        let k1 = k0 + (l - k0) / (passes - pass)
+                        for q in 0..<tile {
+                            let r = t0 + q
+                            sparseFactorRowLinks(out: out + r * d, accumulated: pass == 0 ? residual + r * d : UnsafePointer(out + r * d),
+                                                 src: src, weights: weights + q * lp, offsets: offsets, links: k0..<k1, row: i0 + q, n: n, d: d)
+                        }
+                        k0 = k1
+                    }
+                    t0 += tile
                 }
             }
         }
     }
 }
 
-/// out[0..<d] = (Σ_k w_k·src[(i + off_k) mod n, 0..<d]) + residual[0..<d]: the sum first, then the residual,
-/// as the autodiff forward's `mixed + v`.
+/// Rows per tile of `sparseFactorMLPForward`: the product runs over a tile once per pass of about four links,
+/// so each pass reads four contiguous source runs (streams the hardware prefetcher follows; a row at a time
+/// over all L links would be L streams) and the tile's output rows (8 KiB at D 32) stay in L1 between passes.
+let factorTileRows = 64
+
+/// out[0..<d] = accumulated[0..<d] + Σ_{k ∈ links} w_k·src[(i + off_k) mod n, 0..<d]: one pass of the product
+/// over one row (the first pass starts from the residual, the later ones from the row's partial sum).
 @inline(__always)
-func sparseFactorRowPlusResidual(out: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>, weights w: UnsafePointer<Float>,
-                                 offsets: UnsafePointer<Int>, row i: Int, n: Int, links: Int, d: Int,
-                                 residual: UnsafePointer<Float>) {
+func sparseFactorRowLinks(out: UnsafeMutablePointer<Float>, accumulated: UnsafePointer<Float>, src: UnsafePointer<Float>,
+                          weights w: UnsafePointer<Float>, offsets: UnsafePointer<Int>, links: Range<Int>, row i: Int, n: Int, d: Int) {
     @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
         var r = i + offsets[k]; if r >= n { r -= n }
         return src + r * d
     }
     var c = 0
     while c + 32 <= d {
-        // Even and odd links in separate sums: eight add chains in flight instead of four.
-        var a0 = Float8(), a1 = Float8(), a2 = Float8(), a3 = Float8()
-        var e0 = Float8(), e1 = Float8(), e2 = Float8(), e3 = Float8()
-        var k = 0
-        while k + 2 <= links {
-            let p = source(k) + c, q = source(k + 1) + c
-            let wv = Float8(repeating: w[k]), wq = Float8(repeating: w[k + 1])
-            a0 = wv * p.load8(0) + a0; e0 = wq * q.load8(0) + e0
-            a1 = wv * p.load8(8) + a1; e1 = wq * q.load8(8) + e1
-            a2 = wv * p.load8(16) + a2; e2 = wq * q.load8(16) + e2
-            a3 = wv * p.load8(24) + a3; e3 = wq * q.load8(24) + e3
-            k += 2
-        }
-        if k < links {
+        var a0 = accumulated.load8(c), a1 = accumulated.load8(c + 8)
+        var a2 = accumulated.load8(c + 16), a3 = accumulated.load8(c + 24)
+        for k in links {
             let p = source(k) + c
             let wv = Float8(repeating: w[k])
-            a0 = wv * p.load8(0) + a0; a1 = wv * p.load8(8) + a1
-            a2 = wv * p.load8(16) + a2; a3 = wv * p.load8(24) + a3
+            a0 = VectorMath.multiplyAdd(wv, p.load8(0), a0); a1 = VectorMath.multiplyAdd(wv, p.load8(8), a1)
+            a2 = VectorMath.multiplyAdd(wv, p.load8(16), a2); a3 = VectorMath.multiplyAdd(wv, p.load8(24), a3)
         }
-        out.store8((a0 + e0) + residual.load8(c), c); out.store8((a1 + e1) + residual.load8(c + 8), c + 8)
-        out.store8((a2 + e2) + residual.load8(c + 16), c + 16); out.store8((a3 + e3) + residual.load8(c + 24), c + 24)
+        out.store8(a0, c); out.store8(a1, c + 8); out.store8(a2, c + 16); out.store8(a3, c + 24)
         c += 32
     }
     while c + 8 <= d {
-        var a0 = Float8()
-        for k in 0..<links { a0 = Float8(repeating: w[k]) * (source(k) + c).load8(0) + a0 }
-        out.store8(a0 + residual.load8(c), c)
+        var a0 = accumulated.load8(c)
+        for k in links { a0 = VectorMath.multiplyAdd(Float8(repeating: w[k]), (source(k) + c).load8(0), a0) }
+        out.store8(a0, c)
         c += 8
     }
     while c < d {
-        var s: Float = 0
-        for k in 0..<links { s += w[k] * source(k)[c] }
-        out[c] = s + residual[c]
+        var s = accumulated[c]
+        for k in links { s += w[k] * source(k)[c] }
+        out[c] = s
         c += 1
     }
 }

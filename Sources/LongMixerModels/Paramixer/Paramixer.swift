@@ -109,23 +109,26 @@ public final class ParamixerBlock: Module, SequenceBlock {
         }
         let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2])
         check(data.shape[0] == b && data.shape[1] == n, "ParamixerBlock: data \(data.shape) does not match values \(v.shape)")
-        var current = v
-        for (mlp, factorOffsets) in zip(mlps, offsets) {
+        // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
+        // own): M factors allocate two tensors, not M.
+        var buffers = [Tensor(uninitializedShape: [b, n, d])] + (mlps.count > 1 ? [Tensor(uninitializedShape: [b, n, d])] : [])
+        var current = v.pointer, written = 0
+        for (m, (mlp, factorOffsets)) in zip(mlps, offsets).enumerated() {
             for (k, o) in factorOffsets.enumerated() {
                 check(o >= 0 && o < n, "ParamixerBlock: offset \(o) in slot \(k) is outside 0..<\(n)")
             }
-            var next = Tensor(uninitializedShape: [b, n, d])
-            let added = residual == .everyFactor ? current : blockInput
+            written = m % buffers.count
+            let added = residual == .everyFactor ? current : blockInput.pointer
             factorOffsets.withUnsafeBufferPointer { off in
-                next.withUnsafeMutablePointer { out in
-                    sparseFactorMLPForward(out: out, values: current.pointer, residual: added.pointer, data: data.pointer,
+                buffers[written].withUnsafeMutablePointer { out in
+                    sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer,
                                            dataDimensions: data.shape[2], mlp: mlp, offsets: off.baseAddress!,
                                            batch: b, length: n, dimensions: d)
                 }
             }
-            current = next
+            current = buffers[written].pointer
         }
-        return current
+        return buffers[written]
     }
 }
 
