@@ -6,9 +6,9 @@ import LongMixerWideKernels
 /// otherwise (see `usesPackedGemm`). Transposes are passed as flags, never materialised.
 ///
 /// Determinism: every path gives the same bits from run to run for a fixed thread count. The packed
-/// and skinny AVX-512 kernels also give the same bits for any thread count (`usesPackedGemm`,
-/// `usesSkinnyGemm`); OpenBLAS (every product on a CPU without AVX-512) does not, since its threading
-/// and our row splits change the summation order.
+/// AVX-512 kernel and the skinny kernels (both widths) also give the same bits for any thread count
+/// (`usesPackedGemm`, `usesSkinnyGemm`); OpenBLAS does not, since its threading and our row splits
+/// change the summation order.
 public enum BLAS {
     /// OpenBLAS 0.3.21 runs mid-sized sgemm at a third of its speed until one large-M-and-N sgemm
     /// has run in the process; one 1024×1024×8 call fixes it.
@@ -287,13 +287,14 @@ public enum BLAS {
         for i in 1..<chunks { axpySerial(y: c, x: partial + i * n * k, count: n * k) }
     }
 
-    // MARK: Skinny AVX-512 GEMM (tall A, weight of at most 64×64)
+    // MARK: Skinny GEMM (tall A, weight of at most 64×64): 16 lanes on AVX-512, 8 otherwise
 
-    /// Whether `rowSplitGemm`/`rowReducedGemm` (and so `linear`) take `SkinnyGemm` for an [m, k]·[k, n]
-    /// product (or the [n, k] reduction over m rows): on AVX-512, not LONGMIXER_GEMM=openblas, n, k ≤ 64
-    /// and m ≥ `skinnyGemmMinimumRows`.
+    /// Whether `rowSplitGemm`/`rowReducedGemm` (and so `linear`) take the skinny kernels for an [m, k]·[k, n]
+    /// product (or the [n, k] reduction over m rows): not LONGMIXER_GEMM=openblas, n, k ≤ 64 and
+    /// m ≥ `skinnyGemmMinimumRows`. `SkinnyGemm` (16 lanes) on AVX-512, `EightLaneSkinnyGemm` otherwise.
     public static func usesSkinnyGemm(m: Int, n: Int, k: Int) -> Bool {
-        packedGemmAvailable && n >= 1 && k >= 1 && n <= SkinnyGemm.maxSide && k <= SkinnyGemm.maxSide
+        // EightLaneSkinnyGemm's bound, the same as SkinnyGemm's (read here without calling into AVX-512 code).
+        gemmBackend != .openblas && n >= 1 && k >= 1 && n <= EightLaneSkinnyGemm.maxSide && k <= EightLaneSkinnyGemm.maxSide
             && m >= skinnyGemmMinimumRows
     }
 
@@ -303,16 +304,21 @@ public enum BLAS {
     /// Rows per `parallelFor` piece of the skinny product (a piece must be worth a thread).
     static let skinnyGemmGrain = 1024
 
-    /// C[M,N] = A[M,K]·op(B) (+ bias row) on `SkinnyGemm`, rows split over `parallelFor`; op(B) (and the
+    /// C[M,N] = A[M,K]·op(B) (+ bias row) on the skinny kernels, rows split over `parallelFor`; op(B) (and the
     /// bias) are first copied into the kernel's panel (≤ 16 KiB, stays in L1).
     static func skinnyGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
                            bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) {
-        let ldw = SkinnyGemm.panelStride(n: n)
+        let ldw = EightLaneSkinnyGemm.panelStride(n: n)
         withUnsafeTemporaryAllocation(of: Float.self, capacity: (k + 1) * ldw) { buffer in
             let panel = buffer.baseAddress!, biasPanel = panel + k * ldw
-            SkinnyGemm.makePanel(transposeB: transposeB, n: n, k: k, b: b, panel: panel, bias: bias, biasPanel: biasPanel)
+            EightLaneSkinnyGemm.makePanel(transposeB: transposeB, n: n, k: k, b: b, panel: panel, bias: bias, biasPanel: biasPanel)
+            let wide = CPUFeatures.avx512
             parallelFor(m, grain: skinnyGemmGrain) { r in
-                SkinnyGemm.rowsTimesPanel(rows: r, n: n, k: k, a: a, panel: panel, biasPanel: biasPanel, c: c)
+                if wide {
+                    SkinnyGemm.rowsTimesPanel(rows: r, n: n, k: k, a: a, panel: panel, biasPanel: biasPanel, c: c)
+                } else {
+                    EightLaneSkinnyGemm.rowsTimesPanel(rows: r, n: n, k: k, a: a, panel: panel, biasPanel: biasPanel, c: c)
+                }
             }
         }
     }
@@ -321,11 +327,12 @@ public enum BLAS {
     /// the thread count.
     static let skinnyReductionChunkRows = 4096
 
-    /// C[N,K] = A[M,N]ᵀ·B[M,K] (and A's column sums) on `SkinnyGemm`: fixed chunks of rows reduced in
+    /// C[N,K] = A[M,N]ᵀ·B[M,K] (and A's column sums) on the skinny kernels: fixed chunks of rows reduced in
     /// parallel into partials, which are then added in chunk order (bitwise the same for any thread count).
     static func skinnyReducedGemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
                                   c: UnsafeMutablePointer<Float>, columnSumsOfA: UnsafeMutablePointer<Float>?) {
-        let (np, ldp) = SkinnyGemm.partialShape(n: n, k: k)
+        let wide = CPUFeatures.avx512
+        let (np, ldp) = wide ? SkinnyGemm.partialShape(n: n, k: k) : EightLaneSkinnyGemm.partialShape(n: n, k: k)
         let size = np * ldp + np   // a partial product, then its column sums
         let chunks = (m + skinnyReductionChunkRows - 1) / skinnyReductionChunkRows
         let partials = UnsafeMutablePointer<Float>.allocate(capacity: chunks * size)
@@ -333,8 +340,12 @@ public enum BLAS {
         parallelFor(chunks) { r in
             for i in r {
                 let p = partials + i * size
-                SkinnyGemm.transposedProduct(rows: i * skinnyReductionChunkRows..<min(m, (i + 1) * skinnyReductionChunkRows),
-                                             m: m, n: n, k: k, a: a, b: b, partial: p, sums: p + np * ldp)
+                let rows = i * skinnyReductionChunkRows..<min(m, (i + 1) * skinnyReductionChunkRows)
+                if wide {
+                    SkinnyGemm.transposedProduct(rows: rows, m: m, n: n, k: k, a: a, b: b, partial: p, sums: p + np * ldp)
+                } else {
+                    EightLaneSkinnyGemm.transposedProduct(rows: rows, m: m, n: n, k: k, a: a, b: b, partial: p, sums: p + np * ldp)
+                }
             }
         }
         for j in 0..<n { (c + j * k).update(from: partials + j * ldp, count: k) }

@@ -23,26 +23,13 @@ public enum SkinnyGemm {
     /// Largest k and n the kernels take (the weight panel is at most maxSide × maxSide floats).
     public static let maxSide = 64
 
-    /// Row stride (floats) of the panel `makePanel` writes: n, but 16 for n < 16 (zero-padded).
+    /// Row stride (floats) of the weight panel: n, but 16 for n < 16. The panel [k, stride] holds op(B) with
+    /// zero columns from n, and the bias panel [stride] the bias (or zeros); LongMixerCore builds both
+    /// (`EightLaneSkinnyGemm.makePanel`, the same layout for both widths, in code safe on any CPU).
     public static func panelStride(n: Int) -> Int { max(n, 16) }
 
-    /// panel[p·ldw + j] = op(B)[p, j] (ldw = `panelStride(n:)`): B is [n, k] when `transposeB` (a Linear
-    /// weight, x·Wᵀ), else [k, n]; columns n..<16 are zero when n < 16. Same for `bias` → `biasPanel`
-    /// (ldw floats) when given.   panel: [k, ldw]
-    public static func makePanel(transposeB: Bool, n: Int, k: Int, b: UnsafePointer<Float>,
-                                 panel: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?,
-                                 biasPanel: UnsafeMutablePointer<Float>) {
-        let ldw = panelStride(n: n)
-        for p in 0..<k {
-            let row = panel + p * ldw
-            if transposeB { for j in 0..<n { row[j] = b[j * k + p] } } else { row.update(from: b + p * n, count: n) }
-            for j in n..<ldw { row[j] = 0 }
-        }
-        for j in 0..<ldw { biasPanel[j] = bias != nil && j < n ? bias![j] : 0 }
-    }
-
     /// C[i, :] = bias + A[i, :]·panel for i in `rows` (bias 0 when `hasBias` is false). A: [_, k] (row
-    /// stride k), C: [_, n] (row stride n), panel and biasPanel from `makePanel`. Writes only rows in
+    /// stride k), C: [_, n] (row stride n), panel and biasPanel as described at `panelStride`. Writes only rows in
     /// `rows` (so disjoint ranges may run concurrently).
     public static func rowsTimesPanel(rows: Range<Int>, n: Int, k: Int, a: UnsafePointer<Float>,
                                       panel: UnsafePointer<Float>, biasPanel: UnsafePointer<Float>,

@@ -25,7 +25,8 @@ struct BenchCoreCommand: ParsableCommand {
         commandName: "core",
         abstract: "GFLOP/s of linear/matmul vs raw cblas_sgemm, and GB/s of add, GELU, softmax, layer norm vs DRAM bandwidth.",
         discussion: """
-            GEMM shapes: linear (with bias) on 4096x128·128x128 and 32768x32·32x32, Tensor.matmul on 1024³, \
+            GEMM shapes: linear (with bias) on 4096x128·128x128 and 32768x32·32x32 and that layer's input and \
+            weight gradients (BLAS.rowSplitGemm, BLAS.rowReducedGemm), Tensor.matmul on 1024³, \
             and BLAS.gemm on the dense layers of the attention benchmark (model 512, FFN 2048, 4096 rows): \
             forward x·Wᵀ, input gradient dY·W and weight gradient dYᵀ·X (target: ≥ 130 % of raw at 2 threads \
             when the packed AVX-512 GEMM runs, with --check-targets; LONGMIXER_GEMM=openblas compares OpenBLAS with itself); \
@@ -137,7 +138,7 @@ final class CoreBenchmarkSuite {
     let out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>
 
     struct GemmShape {
-        enum Kind { case linear, matmul, gemm }
+        enum Kind { case linear, matmul, gemm, linearInputGradient, linearWeightGradient }
         var name: String, m: Int, k: Int, n: Int
         var kind: Kind, transposeA = false, transposeB = false
         var entryPoint: String
@@ -183,8 +184,18 @@ final class CoreBenchmarkSuite {
             return GemmShape(name: name, m: m, k: k, n: n, kind: .gemm, transposeA: transposeA, transposeB: transposeB,
                              entryPoint: "BLAS.gemm", x: x, w: w, bias: nil, c: c)
         }
+        /// The backward products of `linear` on a skinny shape: dX = dY·W ([m, n]·[n, k]) and dW = dYᵀ·X.
+        func linearBackward(_ name: String, _ m: Int, _ k: Int, _ n: Int, weightGradient: Bool) -> GemmShape {
+            var s = dense(name, m, k, n, transposeA: weightGradient)
+            s.kind = weightGradient ? .linearWeightGradient : .linearInputGradient
+            s.entryPoint = weightGradient ? "BLAS.rowReducedGemm" : "BLAS.rowSplitGemm"
+            return s
+        }
         gemms = [shape("4096x128 · 128x128", 4096, 128, 128, linear: true),
                  shape("32768x32 · 32x32", 32768, 32, 32, linear: true),
+                 // Paramixer's factor MLPs in a training step: the input and weight gradients of the layer above.
+                 linearBackward("dX = dY·W 32768x32 · 32x32", 32768, 32, 32, weightGradient: false),
+                 linearBackward("dW = dYᵀ·X (32768x32)ᵀ · 32768x32", 32, 32768, 32, weightGradient: true),
                  shape("1024x1024 · 1024x1024", 1024, 1024, 1024, linear: false),
                  // The dense layers of `bench attention` (d 512, FFN 2048) on 4096 rows.
                  dense("fwd x·Wᵀ 4096x512 · (512x512)ᵀ", 4096, 512, 512, transposeB: true),
@@ -238,6 +249,13 @@ final class CoreBenchmarkSuite {
                 ours = BenchmarkCase("BLAS.gemm") {
                     BLAS.gemm(transposeA: transA, transposeB: transB, m: mm, n: nn, k: kk, a: xp, b: wp, c: c)
                 }
+            case .linearInputGradient:
+                let (mm, nn, kk) = (s.m, s.n, s.k)
+                ours = BenchmarkCase("rowSplitGemm") { BLAS.rowSplitGemm(transposeB: false, m: mm, n: nn, k: kk, a: xp, b: wp, c: c) }
+            case .linearWeightGradient:
+                // C[m, n] = Aᵀ·B with A: [k, m] (dY), B: [k, n] (X): a reduction over the k rows.
+                let (mm, nn, kk) = (s.m, s.n, s.k)
+                ours = BenchmarkCase("rowReducedGemm") { BLAS.rowReducedGemm(m: kk, n: mm, k: nn, a: xp, b: wp, c: c) }
             }
             let (m, n, k) = (Int32(s.m), Int32(s.n), Int32(s.k))
             let raw = BenchmarkCase("cblas_sgemm") {
