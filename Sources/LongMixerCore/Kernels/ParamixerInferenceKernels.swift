@@ -3,13 +3,14 @@ import Foundation
 // Paramixer inference: one sparse factor with its weight network fused, for forwards that record no
 // graph. The autodiff forward computes the factor's link weights w = f(data) = W2·GELU(W1·data + b1) + b2
 // for every row as [B, N, H] and [B, N, L] tensors (each written and read again, with the bias and GELU
-// passes in between) before the sparse product reads them. Here each row's hidden vector and L link
-// weights are computed into an L1 scratch right before that row's sparse product uses them, so neither
-// ever goes to memory; the weight matrices (a few KiB) stay in L1 for all rows.
+// passes in between) before the sparse product reads them. Here a tile's hidden vectors and L link weights
+// are computed into an L1 scratch (six rows at a time on `EightLaneSkinnyGemm`'s register tile) right
+// before the tile's sparse product uses them, so neither ever goes to memory; the weight matrices (a few
+// KiB) stay in L1 for all rows.
 
 /// Weights of one factor's f-MLP laid out for `sparseFactorMLPForward`: W1ᵀ [D, Hp] and W2ᵀ [Hp, Lp]
-/// with the hidden and link widths padded to whole 8-lane vectors (zero columns and rows, zero biases:
-/// padded hidden units are GELU(0) = 0 and padded links get weight 0 and are never used).
+/// with the hidden and link widths padded to multiples of 16, the register tile's width (zero columns and
+/// rows, zero biases: padded hidden units are GELU(0) = 0 and padded links get weight 0 and are never used).
 public final class SparseFactorMLPWeights {
     public let inputs: Int, hidden: Int, links: Int
     public let paddedHidden: Int, paddedLinks: Int
@@ -25,8 +26,8 @@ public final class SparseFactorMLPWeights {
     public init(w1: UnsafePointer<Float>, b1: UnsafePointer<Float>, w2: UnsafePointer<Float>, b2: UnsafePointer<Float>,
                 inputs d: Int, hidden h: Int, links l: Int) {
         inputs = d; hidden = h; links = l
-        paddedHidden = (h + 7) / 8 * 8
-        paddedLinks = (l + 7) / 8 * 8
+        paddedHidden = (h + 15) / 16 * 16
+        paddedLinks = (l + 15) / 16 * 16
         let count = d * paddedHidden + paddedHidden + paddedHidden * paddedLinks + paddedLinks
         storage = .allocate(capacity: count)
         storage.initialize(repeating: 0, count: count)
@@ -42,48 +43,6 @@ public final class SparseFactorMLPWeights {
     }
 
     deinit { storage.deallocate() }
-}
-
-/// out[q·width + j] = bias[j] + Σ_c x[q·xStride + c]·m[c·width + j] for the rows q < 4 and j < width (m: [count,
-/// width], width a multiple of 8); rows q ≥ `rows` repeat the last row. One row alone is bound by the FMA
-/// latency (a chain per accumulator); four rows share every load of m and keep eight chains in flight.
-@inline(__always)
-func fourRowsTimesMatrix(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, xStride: Int, rows: Int, count: Int,
-                         _ m: UnsafePointer<Float>, width: Int, bias: UnsafePointer<Float>) {
-    let x0 = x, x1 = x + Swift.min(1, rows - 1) * xStride
-    let x2 = x + Swift.min(2, rows - 1) * xStride, x3 = x + Swift.min(3, rows - 1) * xStride
-    let o0 = out, o1 = out + width, o2 = out + 2 * width, o3 = out + 3 * width
-    var j = 0
-    while j + 16 <= width {
-        let lo = bias.load8(j), hi = bias.load8(j + 8)
-        var a0 = lo, b0 = hi, a1 = lo, b1 = hi, a2 = lo, b2 = hi, a3 = lo, b3 = hi
-        for c in 0..<count {
-            let row = m + c * width + j
-            let mLo = row.load8(0), mHi = row.load8(8)
-            let s0 = Float8(repeating: x0[c]), s1 = Float8(repeating: x1[c])
-            a0 = VectorMath.multiplyAdd(s0, mLo, a0); b0 = VectorMath.multiplyAdd(s0, mHi, b0)
-            a1 = VectorMath.multiplyAdd(s1, mLo, a1); b1 = VectorMath.multiplyAdd(s1, mHi, b1)
-            let s2 = Float8(repeating: x2[c]), s3 = Float8(repeating: x3[c])
-            a2 = VectorMath.multiplyAdd(s2, mLo, a2); b2 = VectorMath.multiplyAdd(s2, mHi, b2)
-            a3 = VectorMath.multiplyAdd(s3, mLo, a3); b3 = VectorMath.multiplyAdd(s3, mHi, b3)
-        }
-        o0.store8(a0, j); o0.store8(b0, j + 8); o1.store8(a1, j); o1.store8(b1, j + 8)
-        o2.store8(a2, j); o2.store8(b2, j + 8); o3.store8(a3, j); o3.store8(b3, j + 8)
-        j += 16
-    }
-    while j + 8 <= width {
-        let lo = bias.load8(j)
-        var a0 = lo, a1 = lo, a2 = lo, a3 = lo
-        for c in 0..<count {
-            let mLo = (m + c * width + j).load8(0)
-            a0 = VectorMath.multiplyAdd(Float8(repeating: x0[c]), mLo, a0)
-            a1 = VectorMath.multiplyAdd(Float8(repeating: x1[c]), mLo, a1)
-            a2 = VectorMath.multiplyAdd(Float8(repeating: x2[c]), mLo, a2)
-            a3 = VectorMath.multiplyAdd(Float8(repeating: x3[c]), mLo, a3)
-        }
-        o0.store8(a0, j); o1.store8(a1, j); o2.store8(a2, j); o3.store8(a3, j)
-        j += 8
-    }
 }
 
 /// One Paramixer factor without autodiff bookkeeping:
@@ -105,9 +64,11 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
     let passes = (l + 3) / 4
     withExtendedLifetime(mlp) {
         parallelFor(batch * n, grain: grain) { rows in
-            // A tile's link weights [T, Lp]; four rows' hidden units [4, Hp] at a time.
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * hp + factorTileRows * lp) { scratch in
-                let hidden = scratch.baseAddress!, weights = hidden + 4 * hp
+            // Six rows' hidden units [6, Hp]; a tile's link weights [T, Lp] (plus the last group's slack); six
+            // data rows copied and zero-padded where a group would read past the end of the data.
+            let group = EightLaneSkinnyGemm.tileRows
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * hp + (factorTileRows + group) * lp + group * di) { scratch in
+                let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + (factorTileRows + group) * lp
                 var t0 = rows.lowerBound
                 while t0 < rows.upperBound {
                     // A tile stays inside one sequence, so each link's source rows are one contiguous run (up
@@ -116,13 +77,28 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
                     let tile = Swift.min(factorTileRows, rows.upperBound - t0, n - i0)
                     var q0 = 0
                     while q0 < tile {
-                        let t = Swift.min(4, tile - q0)
-                        fourRowsTimesMatrix(hidden, data + (t0 + q0) * di, xStride: di, rows: t, count: di, w1T, width: hp, bias: b1)
+                        // A group reads six data rows; rows past the tile are read but their results unused.
+                        let r0 = t0 + q0, available = batch * n - r0
+                        var x = data + r0 * di
+                        if available < group {
+                            lastData.update(from: x, count: available * di)
+                            (lastData + available * di).update(repeating: 0, count: (group - available) * di)
+                            x = UnsafePointer(lastData)
+                        }
+                        var s = 0
+                        while s < hp {
+                            EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
+                            s += 16
+                        }
                         var j = 0
-                        while j < 4 * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-                        // Rows past the tile's end compute into the scratch's four-row slack, never read.
-                        fourRowsTimesMatrix(weights + q0 * lp, hidden, xStride: hp, rows: 4, count: hp, w2T, width: lp, bias: b2)
-                        q0 += t
+                        while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
+                        s = 0
+                        while s < lp {
+                            EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8),
+                                                     weights + q0 * lp + s, lp)
+                            s += 16
+                        }
+                        q0 += group
                     }
                     let src = values + b * n * d
                     var k0 = 0
@@ -142,10 +118,11 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
     }
 }
 
-/// Rows per tile of `sparseFactorMLPForward`: the product runs over a tile once per pass of about four links,
-/// so each pass reads four contiguous source runs (streams the hardware prefetcher follows; a row at a time
-/// over all L links would be L streams) and the tile's output rows (8 KiB at D 32) stay in L1 between passes.
-let factorTileRows = 64
+/// Rows per tile of `sparseFactorMLPForward` (ten groups of six): the product runs over a tile once per pass
+/// of about four links, so each pass reads four contiguous source runs (streams the hardware prefetcher
+/// follows; a row at a time over all L links would be L streams) and the tile's output rows (7.5 KiB at
+/// D 32) stay in L1 between passes.
+let factorTileRows = 60
 
 /// out[0..<d] = accumulated[0..<d] + Σ_{k ∈ links} w_k·src[(i + off_k) mod n, 0..<d]: one pass of the product
 /// over one row (the first pass starts from the residual, the later ones from the row's partial sum).
