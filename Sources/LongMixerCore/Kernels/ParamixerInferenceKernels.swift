@@ -3,10 +3,10 @@ import Foundation
 // Paramixer inference: one sparse factor with its weight network fused, for forwards that record no
 // graph. The autodiff forward computes the factor's link weights w = f(data) = W2·GELU(W1·data + b1) + b2
 // for every row as [B, N, H] and [B, N, L] tensors (each written and read again, with the bias and GELU
-// passes in between) before the sparse product reads them. Here a tile's hidden vectors and L link weights
-// are computed into an L1 scratch (six rows at a time on `EightLaneSkinnyGemm`'s register tile) right
-// before the tile's sparse product uses them, so neither ever goes to memory; the weight matrices (a few
-// KiB) stay in L1 for all rows.
+// passes in between) before the sparse product reads them. Here six rows' hidden vectors and L link
+// weights are computed into an L1 scratch (on `EightLaneSkinnyGemm`'s 6×16 register tile) right before
+// those rows' sparse products use them, so neither ever goes to memory; the weight matrices (a few KiB)
+// stay in L1 for all rows.
 
 /// Weights of one factor's f-MLP laid out for `sparseFactorMLPForward`: W1ᵀ [D, Hp] and W2ᵀ [Hp, Lp]
 /// with the hidden and link widths padded to multiples of 16, the register tile's width (zero columns and
@@ -59,85 +59,62 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
     let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1), w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
     check(mlp.inputs == di, "sparseFactorMLPForward: the MLP reads \(mlp.inputs) inputs, data rows have \(di)")
     // Per row: D·H + H·L multiply-adds for the weights, L·D for the product.
-    let grain = max(factorTileRows, sparseFactorGrainMACs / max(1, di * mlp.hidden + mlp.hidden * l + l * d))
-    // Links per pass over a tile's output rows: about four, spread evenly (13 → 4, 3, 3, 3).
-    let passes = (l + 3) / 4
+    let group = EightLaneSkinnyGemm.tileRows
+    let grain = max(group, sparseFactorGrainMACs / max(1, di * mlp.hidden + mlp.hidden * l + l * d))
     withExtendedLifetime(mlp) {
         parallelFor(batch * n, grain: grain) { rows in
-            // Six rows' hidden units [6, Hp]; a tile's link weights [T, Lp] (plus the last group's slack); six
-            // data rows copied and zero-padded where a group would read past the end of the data.
-            let group = EightLaneSkinnyGemm.tileRows
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * hp + (factorTileRows + group) * lp + group * di) { scratch in
-                let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + (factorTileRows + group) * lp
-                var t0 = rows.lowerBound
-                while t0 < rows.upperBound {
-                    // A tile stays inside one sequence, so each link's source rows are one contiguous run (up
-                    // to a wrap at N).
-                    let b = t0 / n, i0 = t0 - b * n
-                    let tile = Swift.min(factorTileRows, rows.upperBound - t0, n - i0)
-                    var q0 = 0
-                    while q0 < tile {
-                        // A group reads six data rows; rows past the tile are read but their results unused.
-                        let r0 = t0 + q0, available = batch * n - r0
-                        var x = data + r0 * di
-                        if available < group {
-                            lastData.update(from: x, count: available * di)
-                            (lastData + available * di).update(repeating: 0, count: (group - available) * di)
-                            x = UnsafePointer(lastData)
-                        }
-                        var s = 0
-                        while s < hp {
-                            EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
-                            s += 16
-                        }
-                        var j = 0
-                        while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-                        s = 0
-                        while s < lp {
-                            EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8),
-                                                     weights + q0 * lp + s, lp)
-                            s += 16
-                        }
-                        q0 += group
+            // Six rows at a time: their hidden units [6, Hp] and link weights [6, Lp]; six data rows copied and
+            // zero-padded where a group would read past the end of the data.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (hp + lp + di)) { scratch in
+                let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + group * lp
+                var r0 = rows.lowerBound
+                while r0 < rows.upperBound {
+                    // The group's f-MLP reads six data rows; rows past the range are read, their results unused.
+                    let available = batch * n - r0
+                    var x = data + r0 * di
+                    if available < group {
+                        lastData.update(from: x, count: available * di)
+                        (lastData + available * di).update(repeating: 0, count: (group - available) * di)
+                        x = UnsafePointer(lastData)
                     }
-                    let src = values + b * n * d
-                    var k0 = 0
-                    for pass in 0..<passes {
-                        let k1 = k0 + (l - k0) / (passes - pass)
-                        for q in 0..<tile {
-                            let r = t0 + q
-                            sparseFactorRowLinks(out: out + r * d, accumulated: pass == 0 ? residual + r * d : UnsafePointer(out + r * d),
-                                                 src: src, weights: weights + q * lp, offsets: offsets, links: k0..<k1, row: i0 + q, n: n, d: d)
-                        }
-                        k0 = k1
+                    var s = 0
+                    while s < hp {
+                        EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
+                        s += 16
                     }
-                    t0 += tile
+                    var j = 0
+                    while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
+                    s = 0
+                    while s < lp {
+                        EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
+                        s += 16
+                    }
+                    for q in 0..<Swift.min(group, rows.upperBound - r0) {
+                        let r = r0 + q, b = r / n, i = r - b * n
+                        sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
+                                                    weights: weights + q * lp, offsets: offsets, links: l, row: i, n: n, d: d)
+                    }
+                    r0 += group
                 }
             }
         }
     }
 }
 
-/// Rows per tile of `sparseFactorMLPForward` (ten groups of six): the product runs over a tile once per pass
-/// of about four links, so each pass reads four contiguous source runs (streams the hardware prefetcher
-/// follows; a row at a time over all L links would be L streams) and the tile's output rows (7.5 KiB at
-/// D 32) stay in L1 between passes.
-let factorTileRows = 60
-
-/// out[0..<d] = accumulated[0..<d] + Σ_{k ∈ links} w_k·src[(i + off_k) mod n, 0..<d]: one pass of the product
-/// over one row (the first pass starts from the residual, the later ones from the row's partial sum).
+/// out[0..<d] = residual[0..<d] + Σ_k w_k·src[(i + off_k) mod n, 0..<d] for one row: the L link weights
+/// applied from the residual up, in link order.
 @inline(__always)
-func sparseFactorRowLinks(out: UnsafeMutablePointer<Float>, accumulated: UnsafePointer<Float>, src: UnsafePointer<Float>,
-                          weights w: UnsafePointer<Float>, offsets: UnsafePointer<Int>, links: Range<Int>, row i: Int, n: Int, d: Int) {
+func sparseFactorRowPlusResidual(out: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, src: UnsafePointer<Float>,
+                                 weights w: UnsafePointer<Float>, offsets: UnsafePointer<Int>, links: Int, row i: Int, n: Int, d: Int) {
     @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
         var r = i + offsets[k]; if r >= n { r -= n }
         return src + r * d
     }
     var c = 0
     while c + 32 <= d {
-        var a0 = accumulated.load8(c), a1 = accumulated.load8(c + 8)
-        var a2 = accumulated.load8(c + 16), a3 = accumulated.load8(c + 24)
-        for k in links {
+        var a0 = residual.load8(c), a1 = residual.load8(c + 8)
+        var a2 = residual.load8(c + 16), a3 = residual.load8(c + 24)
+        for k in 0..<links {
             let p = source(k) + c
             let wv = Float8(repeating: w[k])
             a0 = VectorMath.multiplyAdd(wv, p.load8(0), a0); a1 = VectorMath.multiplyAdd(wv, p.load8(8), a1)
@@ -147,14 +124,14 @@ func sparseFactorRowLinks(out: UnsafeMutablePointer<Float>, accumulated: UnsafeP
         c += 32
     }
     while c + 8 <= d {
-        var a0 = accumulated.load8(c)
-        for k in links { a0 = VectorMath.multiplyAdd(Float8(repeating: w[k]), (source(k) + c).load8(0), a0) }
+        var a0 = residual.load8(c)
+        for k in 0..<links { a0 = VectorMath.multiplyAdd(Float8(repeating: w[k]), (source(k) + c).load8(0), a0) }
         out.store8(a0, c)
         c += 8
     }
     while c < d {
-        var s = accumulated[c]
-        for k in links { s += w[k] * source(k)[c] }
+        var s = residual[c]
+        for k in 0..<links { s += w[k] * source(k)[c] }
         out[c] = s
         c += 1
     }
