@@ -53,10 +53,10 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             let p = src + r * d + c
             let wv = Float8(repeating: w)
-            a0 = wv * p.load8(0) + a0
-            a1 = wv * p.load8(8) + a1
-            a2 = wv * p.load8(16) + a2
-            a3 = wv * p.load8(24) + a3
+            a0 = VectorMath.multiplyAdd(wv, p.load8(0), a0)
+            a1 = VectorMath.multiplyAdd(wv, p.load8(8), a1)
+            a2 = VectorMath.multiplyAdd(wv, p.load8(16), a2)
+            a3 = VectorMath.multiplyAdd(wv, p.load8(24), a3)
         }
         dst.store8(a0, c); dst.store8(a1, c + 8); dst.store8(a2, c + 16); dst.store8(a3, c + 24)
         c += 32
@@ -65,7 +65,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
         var a0 = accumulate ? dst.load8(c) : Float8()
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
-            a0 = Float8(repeating: w) * (src + r * d + c).load8(0) + a0
+            a0 = VectorMath.multiplyAdd(Float8(repeating: w), (src + r * d + c).load8(0), a0)
         }
         dst.store8(a0, c)
         c += 8
@@ -114,14 +114,14 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
         var c = 0
         while c < d8 {
             let gv = g.load8(c)
-            a0 = gv * p0.load8(c) + a0
-            a1 = gv * p1.load8(c) + a1
-            a2 = gv * p2.load8(c) + a2
-            a3 = gv * p3.load8(c) + a3
-            a4 = gv * p4.load8(c) + a4
-            a5 = gv * p5.load8(c) + a5
-            a6 = gv * p6.load8(c) + a6
-            a7 = gv * p7.load8(c) + a7
+            a0 = VectorMath.multiplyAdd(gv, p0.load8(c), a0)
+            a1 = VectorMath.multiplyAdd(gv, p1.load8(c), a1)
+            a2 = VectorMath.multiplyAdd(gv, p2.load8(c), a2)
+            a3 = VectorMath.multiplyAdd(gv, p3.load8(c), a3)
+            a4 = VectorMath.multiplyAdd(gv, p4.load8(c), a4)
+            a5 = VectorMath.multiplyAdd(gv, p5.load8(c), a5)
+            a6 = VectorMath.multiplyAdd(gv, p6.load8(c), a6)
+            a7 = VectorMath.multiplyAdd(gv, p7.load8(c), a7)
             c += 8
         }
         // Transpose-and-add: lane j of the result is the horizontal sum of a_j.
@@ -142,10 +142,10 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
         var c = 0
         while c < d8 {
             let gv = g.load8(c)
-            a0 = gv * p0.load8(c) + a0
-            a1 = gv * p1.load8(c) + a1
-            a2 = gv * p2.load8(c) + a2
-            a3 = gv * p3.load8(c) + a3
+            a0 = VectorMath.multiplyAdd(gv, p0.load8(c), a0)
+            a1 = VectorMath.multiplyAdd(gv, p1.load8(c), a1)
+            a2 = VectorMath.multiplyAdd(gv, p2.load8(c), a2)
+            a3 = VectorMath.multiplyAdd(gv, p3.load8(c), a3)
             c += 8
         }
         var s0 = horizontalSum(a0), s1 = horizontalSum(a1), s2 = horizontalSum(a2), s3 = horizontalSum(a3)
@@ -161,7 +161,7 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
         let p = rowPointer(k)
         var a = Float8()
         var c = 0
-        while c < d8 { a = g.load8(c) * p.load8(c) + a; c += 8 }
+        while c < d8 { a = VectorMath.multiplyAdd(g.load8(c), p.load8(c), a); c += 8 }
         var s = horizontalSum(a)
         while c < d { s += g[c] * p[c]; c += 1 }
         dWeights[k] += s
