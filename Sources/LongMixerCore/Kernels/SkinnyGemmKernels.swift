@@ -168,13 +168,30 @@ public enum EightLaneSkinnyGemm {
             }
             t += tileRows
         }
-        // Column sums of A: one add chain per column in row order, from the block while it is in L1.
-        let n8 = n & ~7
-        for i in 0..<count {
-            let row = a + i * lda
-            var j = 0
-            while j < n8 { sums.store8(sums.load8(j) + row.load8(j), j); j += 8 }
-            while j < n { sums[j] += row[j]; j += 1 }
+        // Column sums of A: one add chain per column in row order, from the block while it is in L1, held in
+        // registers over the rows (a chain through memory would wait on store-to-load forwarding every row).
+        var j = 0
+        while j + 32 <= n {
+            var s0 = sums.load8(j), s1 = sums.load8(j + 8), s2 = sums.load8(j + 16), s3 = sums.load8(j + 24)
+            var row = a + j
+            for _ in 0..<count {
+                s0 += row.load8(0); s1 += row.load8(8); s2 += row.load8(16); s3 += row.load8(24)
+                row += lda
+            }
+            sums.store8(s0, j); sums.store8(s1, j + 8); sums.store8(s2, j + 16); sums.store8(s3, j + 24)
+            j += 32
+        }
+        while j + 8 <= n {
+            var s0 = sums.load8(j), row = a + j
+            for _ in 0..<count { s0 += row.load8(0); row += lda }
+            sums.store8(s0, j)
+            j += 8
+        }
+        while j < n {
+            var s0 = sums[j], row = a + j
+            for _ in 0..<count { s0 += row[0]; row += lda }
+            sums[j] = s0
+            j += 1
         }
     }
 
