@@ -72,13 +72,14 @@ struct ChildProcessTests {
     }
 
     /// Killing the parent with SIGKILL (no handler can run) still takes the program down, and the
-    /// program's own children with it.
-    @Test("the program dies with the parent")
-    func diesWithParent() async throws {
-        let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) {
+    /// program's own children with it. Each script writes the pid that must die to FILE.
+    @Test("the program and its own children die with the parent",
+          arguments: ["echo $$ > FILE; exec sleep 60", "sleep 60 & echo $! > FILE; wait"])
+    func diesWithParent(script: String) async throws {
+        let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) { [script] in
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-child-\(getpid())").path
-            let script = "echo $$ > \(file); exec sleep 60"
-            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", script], timeout: 120) }
+            let command = script.replacingOccurrences(of: "FILE", with: file)
+            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", command], timeout: 120) }
             thread.start()
             for _ in 0..<500 where !FileManager.default.fileExists(atPath: file) { usleep(10_000) }
             usleep(50_000)
@@ -91,29 +92,7 @@ struct ChildProcessTests {
         let text = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
         let pid = try #require(Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), "child pid: '\(text)'")
         for _ in 0..<300 where Self.alive(pid) { usleep(10_000) }
-        #expect(!Self.alive(pid), "process \(pid) outlived the parent")
-        if Self.alive(pid) { kill(pid, SIGKILL) }
-    }
-
-    @Test("the program's own children die with the parent")
-    func childrenDieWithParent() async throws {
-        let result = await #expect(processExitsWith: .signal(SIGKILL), observing: [\.standardOutputContent]) {
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("longmixer-child-\(getpid())").path
-            let script = "sleep 60 & echo $! > \(file); wait"
-            let thread = Thread { _ = try? ChildProcess.run("sh", ["-c", script], timeout: 120) }
-            thread.start()
-            for _ in 0..<500 where !FileManager.default.fileExists(atPath: file) { usleep(10_000) }
-            usleep(50_000)
-            let pid = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-            try? FileManager.default.removeItem(atPath: file)
-            print(pid.trimmingCharacters(in: .whitespacesAndNewlines))
-            fflush(stdout)
-            kill(getpid(), SIGKILL)
-        }
-        let text = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
-        let pid = try #require(Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), "child pid: '\(text)'")
-        for _ in 0..<300 where Self.alive(pid) { usleep(10_000) }
-        #expect(!Self.alive(pid), "process \(pid) outlived the parent")
+        #expect(!Self.alive(pid), "process \(pid) of '\(script)' outlived the parent")
         if Self.alive(pid) { kill(pid, SIGKILL) }
     }
 }
