@@ -370,9 +370,12 @@ extension RunConfiguration {
         r.trainSize = scaled(r.trainSize, minimum: 1)
         r.validationSize = scaled(r.validationSize, minimum: 1)
         r.testSize = scaled(r.testSize, minimum: 1)
-        if let w = r.warmupSteps { r.warmupSteps = Int((Double(w) * scale).rounded()) }
+        r.warmupSteps = r.warmupSteps.map { scaledWarmup($0, by: scale) }
         return r
     }
+
+    /// A recipe's warm-up under `--scale` (also how a refused warm-up is traced back to its preset).
+    static func scaledWarmup(_ steps: Int, by scale: Double) -> Int { Int((Double(steps) * scale).rounded()) }
 
     /// Checks a configuration read back from a run's `config.json` as `resolve` checks a command line:
     /// every value in its range, so a hand-edited or damaged file is one error, not a trap or an

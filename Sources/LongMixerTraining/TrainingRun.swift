@@ -126,7 +126,7 @@ public enum TrainingRun {
         guard warmup == 0 || warmup < totalSteps else {
             // Name the preset only when the warm-up is the recipe's (shrunk as `--scale` shrinks it).
             let recipe = c.preset.flatMap { try? RunPreset.named($0) }?.settings.warmupSteps
-            let fromPreset = recipe.map { w in c.scale.map { Int((Double(w) * $0).rounded()) } ?? w } == warmup
+            let fromPreset = recipe.map { w in c.scale.map { RunConfiguration.scaledWarmup(w, by: $0) } ?? w } == warmup
             throw RunConfiguration.warmupTooLong(warmup, totalSteps: totalSteps, preset: fromPreset ? c.preset : nil, scale: c.scale)
         }
         switch c.schedule {

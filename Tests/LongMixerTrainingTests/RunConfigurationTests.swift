@@ -75,9 +75,8 @@ struct RunConfigurationTests {
         // A run shorter than the recipe's warm-up is refused before any data are read, naming where the warm-up came from.
         let short = settings { $0.steps = 150 }
         expectRefused(short, preset: "lra-text-permuteformer", scale: 0.25, naming: "--warmup-steps")
-        do { _ = try RunConfiguration.resolve(short, preset: "lra-text-permuteformer", scale: 0.25) } catch {
-            #expect("\(error)".contains("preset lra-text-permuteformer's warm-up after --scale 0.25"), "\(error)")
-        }
+        let error = #expect(throws: (any Error).self) { try RunConfiguration.resolve(short, preset: "lra-text-permuteformer", scale: 0.25) }
+        #expect(error.map { "\($0)".contains("preset lra-text-permuteformer's warm-up after --scale 0.25") } == true, "\(String(describing: error))")
         #expect(try RunConfiguration.resolve(settings { $0.steps = 150; $0.warmupSteps = 30 }, preset: "lra-text-permuteformer", scale: 0.25).warmupSteps == 30)
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 1.5, naming: "--scale")
         expectRefused(RunSettings(), preset: "paramixer-adding", scale: 0, naming: "--scale")
