@@ -51,7 +51,7 @@ public enum CoreBenchmarkTables {
         paramixer.leftAligned = [0, 1]
         // Tables of groups the run left out (`--only`) are not shown.
         return [("GEMM: our path vs raw cblas_sgemm", gemm),
-                ("Paramixer factor (f-MLP, sparse product, residual) vs the raw GEMM rate", paramixer),
+                ("Paramixer factor (f-MLP, sparse product, residual) vs the BLAS.gemm rate", paramixer),
                 ("Memory-bound kernels vs DRAM bandwidth", memory),
                 ("DRAM bandwidth", dram)].filter { !$0.1.rows.isEmpty }
     }

@@ -27,24 +27,19 @@ public enum BLAS {
         }
     }
 
-    /// Serialises OpenBLAS's threaded calls with each other and with changes of its thread count: the
-    /// thread server of OpenBLAS 0.3.21 can hang when two threads run a threaded sgemm at once or the count
-    /// changes during one, or a fork stops its thread pool during one (seen with tests running side by side;
-    /// `ChildProcess` forks under this lock). A training process does none of these (`parallelFor` bodies
-    /// call BLAS only inside `withSingleThread`), so there the lock is uncontended.
+    /// Held around `fork` (`ChildProcess`): OpenBLAS's fork handler stops its thread pool. OpenBLAS itself
+    /// always runs single-threaded (`Parallel.threadCount`), so its pool stays idle and this lock is
+    /// uncontended in a training process.
     static let openBLASLock = NSLock()
 
-    /// `cblas_sgemm` (row-major, explicit leading dimensions), under `openBLASLock` unless OpenBLAS runs
-    /// single-threaded inside `withSingleThread` (then it runs on the caller's thread and may run concurrently).
+    /// `cblas_sgemm` (row-major, explicit leading dimensions) on the caller's thread: OpenBLAS is held at one
+    /// thread, so concurrent calls from `parallelFor` workers run side by side.
     @inline(__always)
     static func openBLASSgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float,
                               _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                               beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let call = {
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        }
-        if singleThreadDepth > 0 { call() } else { openBLASLock.withLock(call) }
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
     /// C[M,N] = alpha · op(A) · op(B) + beta · C, row-major. op(A) is M×K, op(B) is K×N.
@@ -66,7 +61,48 @@ public enum BLAS {
             return
         }
         warmUp()
-        openBLASSgemm(transposeA, transposeB, m, n, k, alpha: alpha, a, transposeA ? m : k, b, transposeB ? k : n, beta: beta, c, n)
+        splitOpenBLASGemm(transposeA, transposeB, m, n, k, alpha: alpha, a, transposeA ? m : k, b, transposeB ? k : n,
+                          beta: beta, c, n)
+    }
+
+    /// `openBLASSgemm` split over `parallelFor` (one piece inside `withSingleThread`), with explicit leading
+    /// dimensions. Our own split over single-threaded sgemm rather than OpenBLAS's threads: after each
+    /// threaded call OpenBLAS's workers spin on sched_yield for about 0.1 s and take cores from the
+    /// `parallelFor` kernels that run between the products (a Transformer step at N 1024 on 2 cores: 22 %
+    /// slower).
+    static func splitOpenBLASGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float,
+                                  _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                                  beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        splitProduct(m: m, n: n, k: k, rowTile: openBLASSplitTile, columnTile: openBLASSplitTile,
+                     threads: singleThreadDepth > 0 ? 1 : Parallel.threadCount) { rows, columns in
+            let i = rows.lowerBound, j = columns.lowerBound
+            openBLASSgemm(transA, transB, rows.count, columns.count, k, alpha: alpha,
+                          transA ? a + i : a + i * lda, lda, transB ? b + j * ldb : b + j, ldb, beta: beta, c + i * ldc + j, ldc)
+        }
+    }
+
+    /// Rows or columns of C by which an OpenBLAS product is split (a multiple of its register tiles).
+    static let openBLASSplitTile = 16
+
+    /// Splits an M×N product C into ranges of whole `rowTile`-row or `columnTile`-column blocks along its
+    /// longer side and runs `piece(rows, columns)` for each, on up to `threads` `parallelFor` threads. Every
+    /// piece repacks all of op(B) (row split) or of op(A) (column split); products below
+    /// `gemmMinimumWorkPerThread` multiply-adds per piece stay on the caller's thread.
+    static func splitProduct(m: Int, n: Int, k: Int, rowTile: Int, columnTile: Int, threads: Int,
+                             _ piece: (_ rows: Range<Int>, _ columns: Range<Int>) -> Void) {
+        let rowTiles = (m + rowTile - 1) / rowTile, columnTiles = (n + columnTile - 1) / columnTile
+        let splitRows = m >= n ? rowTiles >= 2 : columnTiles < 2
+        let tiles = splitRows ? rowTiles : columnTiles
+        let pieces = max(1, min(threads, tiles, m * n * k / gemmMinimumWorkPerThread))
+        func run(_ p: Int) {
+            let lo = tiles * p / pieces, hi = tiles * (p + 1) / pieces
+            if splitRows {
+                piece(min(m, lo * rowTile)..<min(m, hi * rowTile), 0..<n)
+            } else {
+                piece(0..<m, min(n, lo * columnTile)..<min(n, hi * columnTile))
+            }
+        }
+        if pieces == 1 { run(0) } else { parallelFor(pieces) { r in for p in r { run(p) } } }
     }
 
     // MARK: Packed AVX-512 SGEMM
@@ -114,32 +150,19 @@ public enum BLAS {
             }
             return
         }
-        let mr = PackedGemm.tileRows, nr = PackedGemm.tileColumns
-        let rowTiles = (m + mr - 1) / mr, columnTiles = (n + nr - 1) / nr
-        // Split the side whose split costs less repacking: every piece packs all of op(B) (row split) or all
-        // of op(A) (column split). Small products stay on one thread (a piece must be worth waking one).
-        let splitRows = m >= n ? rowTiles >= 2 : columnTiles < 2
-        let tiles = splitRows ? rowTiles : columnTiles
-        let pieces = max(1, min(threads, tiles, m * n * k / packedGemmMinimumWorkPerThread))
-        func run(_ piece: Int, _ packA: UnsafeMutablePointer<Float>, _ packB: UnsafeMutablePointer<Float>) {
-            let lo = tiles * piece / pieces, hi = tiles * (piece + 1) / pieces
-            let rows = splitRows ? min(m, lo * mr)..<min(m, hi * mr) : 0..<m
-            let columns = splitRows ? 0..<n : min(n, lo * nr)..<min(n, hi * nr)
-            PackedGemm.gemm(transposeA: transposeA, transposeB: transposeB, rows: rows, columns: columns, k: k,
-                            alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
-                            packA: packA, packB: packB)
-        }
-        if pieces == 1 {
-            PackBuffers.with { run(0, $0, $1) }
-        } else {
-            parallelFor(pieces) { r in
-                PackBuffers.with { pa, pb in for piece in r { run(piece, pa, pb) } }
+        // Every element's sum has the same operations in the same order whatever the split.
+        splitProduct(m: m, n: n, k: k, rowTile: PackedGemm.tileRows, columnTile: PackedGemm.tileColumns,
+                     threads: threads) { rows, columns in
+            PackBuffers.with { packA, packB in
+                PackedGemm.gemm(transposeA: transposeA, transposeB: transposeB, rows: rows, columns: columns, k: k,
+                                alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc,
+                                packA: packA, packB: packB)
             }
         }
     }
 
-    /// Multiply-adds per thread below which a packed GEMM is not split further.
-    static let packedGemmMinimumWorkPerThread = 128 * 128 * 128
+    /// Multiply-adds per thread below which a product is not split further.
+    static let gemmMinimumWorkPerThread = 128 * 128 * 128
 
     /// Packing buffers of the packed GEMM, reused between calls (a fresh 670 KiB buffer per call would
     /// page-fault on first touch). Each call takes one pair and gives it back.
@@ -181,28 +204,28 @@ public enum BLAS {
     nonisolated(unsafe) static var singleThreadDepth = 0
     private static let singleThreadLock = NSLock()
 
-    /// Runs `body` with OpenBLAS limited to one thread, then restores `Parallel.threadCount`.
+    /// Runs `body` with every product on its caller's thread (no split over `parallelFor`).
     ///
     /// This is the one sanctioned exception to "a `parallelFor` body never calls BLAS": a kernel that
     /// parallelises over independent (batch, head) slices wraps its `parallelFor` in this, so each
-    /// worker calls single-threaded sgemm and at most `Parallel.threadCount` threads are busy
-    /// (per-head parallelism beats BLAS threading on small GEMMs). Nests and may be
-    /// entered from concurrent threads: the first entry sets 1 thread, the last exit restores.
-    /// OpenBLAS's thread count is process-global, so other BLAS callers running meanwhile also run
-    /// single-threaded (slower, never wrong).
+    /// worker runs its products alone and at most `Parallel.threadCount` threads are busy
+    /// (per-head parallelism beats splitting small products). Nests and may be entered from concurrent
+    /// threads. The state is process-global, so other BLAS callers running meanwhile also stay on one
+    /// thread (slower, never wrong).
     public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
-        _ = Parallel.threadCount   // initialise the budget (it sets OpenBLAS's count) before we change it
-        singleThreadLock.lock()
-        if singleThreadDepth == 0 { openBLASLock.withLock { openblas_set_num_threads(1) } }
-        singleThreadDepth += 1
-        singleThreadLock.unlock()
-        defer {
-            singleThreadLock.lock()
-            singleThreadDepth -= 1
-            if singleThreadDepth == 0 { openBLASLock.withLock { openblas_set_num_threads(Int32(Parallel.threadCount)) } }
-            singleThreadLock.unlock()
-        }
+        singleThreadLock.withLock { singleThreadDepth += 1 }
+        defer { singleThreadLock.withLock { singleThreadDepth -= 1 } }
         return try body()
+    }
+
+    /// Runs `body` with OpenBLAS's own threading at `threads`, then holds it at one thread again: the raw
+    /// `cblas_sgemm` baseline of `longmixer bench core`. Nothing else may call BLAS meanwhile.
+    public static func withOpenBLASThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
+        try openBLASLock.withLock {
+            openblas_set_num_threads(Int32(clamping: threads))
+            defer { openblas_set_num_threads(1) }
+            return try body()
+        }
     }
 
     /// OpenBLAS build configuration, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".

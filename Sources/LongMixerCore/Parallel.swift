@@ -2,24 +2,25 @@ import COpenBLAS
 import Dispatch
 import Foundation
 
-/// Thread budget shared by LongMixer's own loops (`parallelFor`) and OpenBLAS.
+/// Thread budget of LongMixer's loops (`parallelFor`), which also run the split matrix products.
 ///
 /// Rule against oversubscription: a `parallelFor` body never calls BLAS, and BLAS is called only
-/// from the calling thread, so at most `threadCount` threads are busy at any time. Set it once with
+/// from the calling thread, so at most `threadCount` threads are busy at any time. OpenBLAS itself is
+/// held at one thread: `BLAS.gemm` splits large products over `parallelFor`, since OpenBLAS's idle
+/// workers spin on sched_yield between calls and take cores from our kernels. Set it once with
 /// `Parallel.setThreadCount(_:)` (the CLI's `--threads`, or `LONGMIXER_THREADS`).
 public enum Parallel {
     nonisolated(unsafe) public private(set) static var threadCount: Int = {
-        let n = RuntimeOptions.environment.threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
-        openblas_set_num_threads(Int32(clamping: n))
-        return n
+        openblas_set_num_threads(1)
+        return RuntimeOptions.environment.threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// Sets both LongMixer's and OpenBLAS's thread counts. User input goes through
-    /// `RuntimeOptions.validatedThreadCount` first (1 … 4 × cores).
+    /// Sets LongMixer's thread count. User input goes through `RuntimeOptions.validatedThreadCount`
+    /// first (1 … 4 × cores).
     public static func setThreadCount(_ n: Int) {
+        _ = threadCount   // holds OpenBLAS at one thread
         check(n >= 1, "thread count must be ≥ 1, got \(n)")
         threadCount = n
-        BLAS.openBLASLock.withLock { openblas_set_num_threads(Int32(clamping: n)) }
     }
 
     public static var blasThreadCount: Int { Int(openblas_get_num_threads()) }

@@ -11,8 +11,8 @@ import Foundation
 // set of GEMMs gives numerator and denominator together, and the backward pass needs no separate
 // rank-1 terms. Unnormalised calls use ve_j = m_j·v_j (E = Dh; v itself when there is no mask).
 //
-// Threads: slices are independent. With ≥ 2 slices and ≥ 2 threads they run over `parallelFor` with
-// OpenBLAS held at one thread (`BLAS.withSingleThread`), which beats BLAS threading on these small
+// Threads: slices are independent. With ≥ 2 slices and ≥ 2 threads they run over `parallelFor`, each
+// slice's products on its worker's thread (`BLAS.withSingleThread`), which beats splitting these small
 // GEMMs. A single slice runs on the calling thread (see `forEachSliceRange`).
 
 /// Sizes of a linear-attention call: q, k: [B, H, N, F]; v, out: [B, H, N, Dh].
@@ -29,7 +29,8 @@ public struct LinearAttentionSizes: Equatable, Sendable {
 
 // MARK: - Shared helpers
 
-/// C = alpha·op(A)·op(B) + beta·C on OpenBLAS with explicit leading dimensions (row-major).
+/// C = alpha·op(A)·op(B) + beta·C on OpenBLAS with explicit leading dimensions (row-major), split over
+/// `parallelFor` outside `BLAS.withSingleThread`.
 /// op(A): [m, k] (A stored [k, m] when transA), op(B): [k, n], C: [m, n] with row stride ldc.
 @inline(__always)
 func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1,
@@ -43,12 +44,12 @@ func stridedGemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, a
         }
         return
     }
-    BLAS.openBLASSgemm(transA, transB, m, n, k, alpha: alpha, a, lda, b, ldb, beta: beta, c, ldc)
+    BLAS.splitOpenBLASGemm(transA, transB, m, n, k, alpha: alpha, a, lda, b, ldb, beta: beta, c, ldc)
 }
 
-/// Runs `body` over ranges of 0..<count slices: in parallel with single-threaded OpenBLAS when there are
-/// at least two slices and two threads. A single slice runs on the calling thread, with OpenBLAS's own
-/// threads if `threadedBLASForOneSlice` (large GEMMs: the bidirectional kernel) or with one BLAS thread
+/// Runs `body` over ranges of 0..<count slices: in parallel with single-threaded BLAS when there are
+/// at least two slices and two threads. A single slice runs on the calling thread, with its products split
+/// over the threads if `threadedBLASForOneSlice` (large GEMMs: the bidirectional kernel) or on one thread
 /// otherwise (the causal kernel's chunk GEMMs, 64×64×256 and smaller, got slower, not faster, when
 /// OpenBLAS split them: 3–4× slower forward+backward on the shared 2-core machine). `body` allocates its
 /// scratch once per range.

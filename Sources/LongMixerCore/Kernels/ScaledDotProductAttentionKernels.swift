@@ -35,7 +35,7 @@ import LongMixerWideKernels
 // 16-lane softmax rows.
 //
 // Threads: one work item is a slice, or a part of a slice's row blocks (key blocks in the key-blocked backward)
-// when there are fewer slices than threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with OpenBLAS held at one thread
+// when there are fewer slices than threads (`ScaledDotProductAttentionPlan`). Items run over `parallelFor` with their products on one thread
 // (`BLAS.withSingleThread`). A slice owned by one item accumulates dK and dV in place; a slice split over
 // several items gets one dK/dV partial per item (dQ in the key-blocked backward, whose items own key
 // blocks), added in item order afterwards. Blocks, items and
@@ -83,8 +83,8 @@ struct ScaledDotProductAttentionPlan {
         return (s, (blocks * p / partsPerSlice)..<(blocks * (p + 1) / partsPerSlice))
     }
 
-    /// Runs `body` for every item: over `parallelFor` with single-threaded OpenBLAS when there are two or
-    /// more items and threads, else on the calling thread (with OpenBLAS's own threads).
+    /// Runs `body` for every item: over `parallelFor` with single-threaded BLAS when there are two or
+    /// more items and threads, else on the calling thread (with its products split over the threads).
     func forEachItem(_ body: (Int) -> Void) {
         if items <= 0 { return }
         BLAS.warmUp()
