@@ -44,9 +44,23 @@ public struct TimingStatistics: Codable, Sendable {
 public struct BenchmarkCase {
     public var name: String
     public var body: () -> Void
-    public init(_ name: String, _ body: @escaping () -> Void) {
+    /// Wait after each of this case's samples, untimed: for a case that leaves threads busy after it
+    /// returns (OpenBLAS's own workers spin for about 0.1 s), so the next case starts with the cores to itself.
+    public var settleSeconds: Double
+    public init(_ name: String, settleSeconds: Double = 0, _ body: @escaping () -> Void) {
         self.name = name
+        self.settleSeconds = settleSeconds
         self.body = body
+    }
+}
+
+extension BenchmarkCase {
+    /// Waits `settleSeconds` spinning on every thread: sleeping instead let the (virtual) cores idle, and the
+    /// next case then paid their wake-up and clock ramp.
+    func settle() {
+        guard settleSeconds > 0 else { return }
+        let end = BenchmarkClock.nanoseconds() + UInt64(settleSeconds * 1e9)
+        parallelFor(Parallel.threadCount) { _ in while BenchmarkClock.nanoseconds() < end {} }
     }
 }
 
@@ -55,7 +69,8 @@ public enum BenchmarkTimer {
     ///
     /// Each case first runs `warmUp` calls (page faults, BLAS buffers, caches). A case's number of calls
     /// per sample is chosen once so that a sample lasts at least `minimumSampleSeconds`; a sample's time
-    /// is its mean per call. Rounds are interleaved: round r times case 0, case 1, … in turn.
+    /// is its mean per call. Rounds are interleaved: round r times case 0, case 1, … in turn, each sample
+    /// followed by its case's untimed `settleSeconds` wait.
     public static func measure(_ cases: [BenchmarkCase], repeats: Int, warmUp: Int = 1,
                                minimumSampleSeconds: Double = 0.01) -> [TimingStatistics] {
         check(repeats >= 1, "repeats must be ≥ 1, got \(repeats)")
@@ -66,6 +81,7 @@ public enum BenchmarkTimer {
                 let t0 = BenchmarkClock.nanoseconds()
                 c.body()
                 once = min(once, Double(BenchmarkClock.nanoseconds() - t0) * 1e-9)
+                c.settle()
             }
             calls[i] = max(1, min(1000, Int((minimumSampleSeconds / max(once, 1e-9)).rounded(.up))))
         }
@@ -76,6 +92,7 @@ public enum BenchmarkTimer {
                 let t0 = BenchmarkClock.nanoseconds()
                 for _ in 0..<n { c.body() }
                 samples[i].append(Double(BenchmarkClock.nanoseconds() - t0) * 1e-9 / Double(n))
+                c.settle()
             }
         }
         return zip(samples, calls).map { s, n in

@@ -126,6 +126,9 @@ struct BenchCoreCommand: ParsableCommand {
 final class CoreBenchmarkSuite {
     static let gemmTarget = 85.0
     static let packedGemmTarget = 130.0
+    /// Idle time after each raw threaded sgemm sample: OpenBLAS's workers spin for 2^28 cycles (its default
+    /// thread timeout, about 0.1 s) before they sleep, and would slow the next case down.
+    static let openBLASSpinSeconds = 0.2
     static let memoryTarget = 60.0
     static let streamingVariant = CoreBenchmarkTables.streamingVariant
 
@@ -259,7 +262,7 @@ final class CoreBenchmarkSuite {
                 ours = BenchmarkCase("rowReducedGemm") { BLAS.rowReducedGemm(m: kk, n: mm, k: nn, a: xp, b: wp, c: c) }
             }
             let (m, n, k) = (Int32(s.m), Int32(s.n), Int32(s.k))
-            let raw = BenchmarkCase("cblas_sgemm") {
+            let raw = BenchmarkCase("cblas_sgemm", settleSeconds: Self.openBLASSpinSeconds) {
                 BLAS.withOpenBLASThreads(threads) {
                     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, m, n, k, 1,
                                 xp, transA ? m : k, wp, transB ? k : n, 0, c, n)
