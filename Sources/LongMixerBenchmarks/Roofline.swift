@@ -23,6 +23,10 @@ public enum Roofline {
         /// Best of the samples.
         public var gflops: Double
 
+        public init(m: Int, n: Int, k: Int, threads: Int, gflops: Double) {
+            self.m = m; self.n = n; self.k = k; self.threads = threads; self.gflops = gflops
+        }
+
         public var description: String {
             "BLAS.gemm \(m)×\(k)·\(k)×\(n), \(threads) thread\(threads == 1 ? "" : "s"): \(formatNumber(gflops, decimals: 1)) GFLOP/s"
         }

@@ -80,7 +80,7 @@ struct BenchAttentionCommand: ParsableCommand {
         }
         if output.checkTargets {
             print("\nTargets:")
-            for line in AttentionBenchmarkSetup.targetLines(rows) { print(line) }
+            for line in AttentionBenchmarkSetup.targetLines(rows, gemm: gemm) { print(line) }
         }
         let report = ModelBenchReport(benchmark: "attention", command: command, machine: machine, threads: threads, repeats: repeats,
                                       setup: AttentionBenchmarkSetup.setup, torch: worker?.info, gemm: gemm, rows: rows)

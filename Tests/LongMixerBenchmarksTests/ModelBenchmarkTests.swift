@@ -128,6 +128,23 @@ struct ModelBenchmarkTests {
         #expect(svg.contains("test &amp; &lt;machine&gt;") && !svg.contains("<machine>"))
     }
 
+    /// `bench attention --check-targets`: 1.25× PyTorch below N 4096, 1.5× from 4096, forward and training
+    /// step alike, and the roofline target only from N 4096.
+    @Test func attentionTargetsDependOnLength() {
+        func row(_ n: Int, ratio: Double) -> ModelBenchRow {
+            var r = ModelBenchRow(group: "N = \(n)", label: "transformer", model: "transformer", length: n, forwardBatch: 1, trainingBatch: 1)
+            r.forward = CaseTiming(samples: [1, 1, 1]); r.training = CaseTiming(samples: [3, 3, 3])
+            r.torchForward = CaseTiming(samples: [ratio, ratio, ratio]); r.torchTraining = CaseTiming(samples: [3 * ratio, 3 * ratio, 3 * ratio])
+            r.forwardFlops = 90e9   // 3 × 90 GFLOP in 3 s at 100 GFLOP/s: 90 % of the roofline
+            return r
+        }
+        let gemm = Roofline.GemmRate(m: 8, n: 8, k: 8, threads: 1, gflops: 100)
+        let lines = AttentionBenchmarkSetup.targetLines([row(1024, ratio: 1.3), row(4096, ratio: 1.3)], gemm: gemm)
+        #expect(lines.filter { $0.contains("N = 1024") && $0.contains("target ≥ 1.25×: met") }.count == 2)
+        #expect(lines.filter { $0.contains("N = 4096") && $0.contains("target ≥ 1.5×: MISSED") }.count == 2)
+        #expect(lines.filter { $0.contains("roofline") } == ["  transformer N = 4096: training step at 90.0 % of the GEMM roofline, target ≥ 80 %: met"])
+    }
+
     /// `bench report` renders a table of contents and one section per JSON file; anything else is refused.
     @Test func reportRendersEachFileAndRefusesOthers() throws {
         let dir = try LongMixerCLI.scratch()
