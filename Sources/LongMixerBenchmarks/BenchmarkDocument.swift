@@ -126,30 +126,23 @@ public enum BenchmarkDocument {
     static let readingNotes = """
         ## How to read these tables
 
-        - Times are **medians over rounds**; every case of a group runs once per round, the order reversed
-          every other round, PyTorch calls alternating with the Swift ones. IQR: interquartile range over rounds.
-        - A ratio (`÷ Transformer`, `torch ÷ Swift`) is the **median of per-round ratios** (IQR in parentheses):
-          both sides of a ratio ran seconds apart, so load that slows one round slows both.
-        - Memory is the exact number of bytes held in live tensors at the peak of one call, from before the model
-          was built: parameters, gradients and Adam moments (training), activations and temporaries.
-        - CPU columns: the best process CPU time of a call (all threads of the side that ran it). On a machine
-          with more runnable threads than cores, wall time also counts waiting for a core, at every thread
-          barrier of a call; CPU time does not, so it shows the cost of short calls better.
-        - The roofline is model FLOPs ÷ the `BLAS.gemm` rate measured in the same run ÷ time: the share of the
-          time the arithmetic would take at that rate.
-        - Runs on shared machines (load average given per section) are slowed unevenly; compare ratios, and
-          absolute times only within a section. Sections marked *best-of* predate the rounds: their figures are
-          the best of a few samples, and their training step has no optimizer update.
-        - Load hurts the sides unequally: PyTorch's Paramixer reference runs hundreds of small multi-threaded
-          ops per step, each ending at a thread barrier, so on an overloaded machine its time grows far more
-          than ours. The Paramixer `torch ÷ Swift` ratios of a section with a load average above the core
-          count overstate what an idle machine gives (compare the idle Zen 5 sections).
-        - The AVX2 path on an AVX-512 machine: `LONGMIXER_NO_AVX512=1 OPENBLAS_CORETYPE=Haswell longmixer bench …`
-          runs our 8-lane kernels and OpenBLAS's Haswell ones, and holds the PyTorch worker to AVX2 as well
-          (`ATEN_CPU_CAPABILITY=avx2`, `MKL_ENABLE_INSTRUCTIONS=AVX2`, `ONEDNN_MAX_CPU_ISA=AVX2`), so the ratio is
-          the one an AVX2-only server sees; each section names the instruction sets both sides ran.
-        - Commands are shown as they ran; options renamed since: `--threads-list` is `--threads`, `--batch`
-          and `--tokens-per-batch` are `--batch-size`.
+        - Times are **medians over rounds** (IQR: interquartile range); every case of a group runs once per round,
+          the order reversed every other round, PyTorch alternating with Swift. A ratio (`÷ Transformer`,
+          `torch ÷ Swift`) is the **median of per-round ratios**: both sides ran seconds apart, so load hits both.
+        - Memory: exact bytes of live tensors at the peak of one call, parameters, gradients and Adam moments included.
+        - CPU columns: the best process CPU time of a call, all threads. With more runnable threads than cores, wall
+          time also counts waiting for a core at every thread barrier; CPU time does not.
+        - Roofline: model FLOPs ÷ the `BLAS.gemm` rate measured in the same run ÷ time, the share of the time the
+          arithmetic alone would take at that rate.
+        - Load average is given per section; compare ratios, and absolute times only within a section. Load slows
+          PyTorch's Paramixer reference (hundreds of small threaded ops per step) more than ours, so its ratios
+          from a section loaded above its core count overstate an idle machine's. *best-of* sections predate
+          the rounds: best of a few samples, training step without the optimizer update.
+        - The AVX2 path on an AVX-512 machine: `LONGMIXER_NO_AVX512=1 OPENBLAS_CORETYPE=Haswell longmixer bench …`,
+          which also holds the PyTorch worker to AVX2 (`ATEN_CPU_CAPABILITY=avx2`, `MKL_ENABLE_INSTRUCTIONS=AVX2`,
+          `ONEDNN_MAX_CPU_ISA=AVX2`); each section names the instruction sets both sides ran.
+        - Commands are shown as they ran; renamed since: `--threads-list` is `--threads`, `--batch` and
+          `--tokens-per-batch` are `--batch-size`.
 
         """
 
@@ -175,9 +168,9 @@ public enum BenchmarkDocument {
         case .model(let r):
             lines.append("Command: `\(r.command)` ([JSON](\(linkPrefix)/\(file)))")
             lines.append("Threads: \(r.threads); rounds: \(r.repeats)"
-                         + (r.torch.map { "; PyTorch \($0.version) (CPU capability \($0.capability ?? "unknown"))" } ?? ""))
+                         + (r.torch.map { "; PyTorch \($0.version) (CPU capability \($0.capability ?? "unknown"))" } ?? "")
+                         + (r.gemm.map { "; roofline rate: \($0.description)" } ?? ""))
             lines.append("Setup: \(r.setup)")
-            if let g = r.gemm { lines.append("Roofline rate: \(g.description)") }
         case .core(let r):
             lines.append("Command: `\(r.command)` ([JSON](\(linkPrefix)/\(file))); best of \(r.repeats) samples per case")
         case .legacyAttention(let r):
@@ -227,7 +220,12 @@ public enum BenchmarkDocument {
                 if let fits = r.fits, !fits.isEmpty { add("Growth exponents (per sequence ∝ N^k)", ScalingBenchmark.fitTable(fits)) }
             }
         case .core(let r):
-            for (title, table) in CoreBenchmarkTables.tables(r.records, withTargets: false) { add(title, table) }
+            // The DRAM rates the "% DRAM" columns are taken against, as lines rather than a table.
+            for (title, table) in CoreBenchmarkTables.tables(r.records, withTargets: false) where title != CoreBenchmarkTables.dramTitle {
+                add(title, table)
+            }
+            let dram = CoreBenchmarkTables.dramSummary(r.records)
+            if !dram.isEmpty { out += "\n**\(CoreBenchmarkTables.dramTitle)** (STREAM-like)\n\n" + dram.map { "- " + $0 }.joined(separator: "\n") + "\n" }
         case .legacyAttention(let r):
             add(nil, r.table())
         case .distributed(let r):

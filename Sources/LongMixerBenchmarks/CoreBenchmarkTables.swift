@@ -4,6 +4,7 @@ import Foundation
 public enum CoreBenchmarkTables {
     /// Variant prefix of the STREAM rows with streaming (non-temporal) stores.
     public static let streamingVariant = "streaming stores, "
+    public static let dramTitle = "DRAM bandwidth"
 
 
     /// The GEMM, memory-bound and DRAM tables; `withTargets` adds the target columns.
@@ -53,7 +54,25 @@ public enum CoreBenchmarkTables {
         return [("GEMM: our path vs raw cblas_sgemm", gemm),
                 ("Paramixer factor (f-MLP, sparse product, residual) vs the BLAS.gemm rate", paramixer),
                 ("Memory-bound kernels vs DRAM bandwidth", memory),
-                ("DRAM bandwidth", dram)].filter { !$0.1.rows.isEmpty }
+                (dramTitle, dram)].filter { !$0.1.rows.isEmpty }
+    }
+
+    /// One line per thread count of the STREAM-like rates (what the benchmark page shows instead of the
+    /// DRAM table), e.g. "2 threads: copy 23.3 GB/s, triad 27.1; streaming stores: copy 39.5, triad 39.5;
+    /// glibc memcpy 23.8".
+    public static func dramSummary(_ records: [BenchmarkRecord]) -> [String] {
+        Array(Set(records.filter { $0.group.hasPrefix("dram") }.map(\.threads))).sorted().map { threads in
+            let rows = records.filter { $0.group.hasPrefix("dram") && $0.threads == threads }
+            func rate(_ name: String, streaming: Bool) -> String {
+                rows.first { $0.group == "dram" && $0.name == name && $0.variant.hasPrefix(streamingVariant) == streaming }
+                    .map { formatNumber($0.rate) } ?? "–"
+            }
+            var line = "\(threads) thread\(threads == 1 ? "" : "s"): copy \(rate("STREAM copy", streaming: false)) GB/s, "
+                + "triad \(rate("STREAM triad", streaming: false)); streaming stores: copy \(rate("STREAM copy", streaming: true)), "
+                + "triad \(rate("STREAM triad", streaming: true))"
+            if let memcpy = rows.first(where: { $0.group == "dram-info" }) { line += "; glibc memcpy \(formatNumber(memcpy.rate))" }
+            return line
+        }
     }
 
     public static func verdict(_ r: BenchmarkRecord) -> String {
