@@ -55,7 +55,12 @@ extension WideKernels {
 
     /// `VectorMath.gelu` on 16 lanes: Φ(x) = ½ + x·P(x²)/Q(x²) on |x| ≤ 5.25, saturated beyond.
     @inline(__always) static func gelu(_ x: Float16x) -> Float16x {
-        let s = x * x
+        let phi = normalCDFNearZero(x, square: x * x)
+        return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+    }
+
+    /// `VectorMath.normalCDFNearZero` on 16 lanes: ½ + x·P(x²)/Q(x²), unsaturated.
+    @_transparent static func normalCDFNearZero(_ x: Float16x, square s: Float16x) -> Float16x {
         var p = Float16x(repeating: 1.241_390_2e-10)
         var q = Float16x(repeating: 5.289_464_1e-05)
         p = multiplyAdd(p, s, Float16x(repeating: -2.264_697_6e-08))
@@ -68,13 +73,12 @@ extension WideKernels {
         q = multiplyAdd(q, s, Float16x(repeating: 1))
         p = multiplyAdd(p, s, Float16x(repeating: 3.295_901_1e-02))
         p = multiplyAdd(p, s, Float16x(repeating: 3.989_422_4e-01))
-        let phi = multiplyAdd(x, p / q, Float16x(repeating: 0.5))
-        return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+        return multiplyAdd(x, p / q, Float16x(repeating: 0.5))
     }
 
     /// gradIn[i] = gradOut[i]·GELU′(x[i]) for i in `range` (overwriting gradIn), GELU′(x) = Φ(x) + x·φ(x):
-    /// `GELUFunction`'s derivative in LongMixerCore (`VectorMath.geluDerivative`: Φ from the erfc fit, φ
-    /// from exp) with the same constants and operation order, on 16 lanes.
+    /// `GELUFunction`'s derivative in LongMixerCore (`VectorMath.geluDerivative`: Φ from the rational fit,
+    /// φ from exp) with the same constants and operation order, on 16 lanes.
     public static func geluBackward(gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                     gradOut: UnsafePointer<Float>, range: Range<Int>) {
         var i = range.lowerBound
@@ -94,34 +98,14 @@ extension WideKernels {
         }
     }
 
-    /// Φ(x) + x·φ(x) (`VectorMath.geluDerivative`).
+    /// Φ(x) + x·φ(x) (`VectorMath.geluDerivative`: Φ from the rational fit, saturated; φ from one exp).
     // @_transparent: with @inline(__always) it stayed an out-of-line call (perf: 1/3 of the backward).
     @_transparent static func geluDerivative(_ x: Float16x) -> Float16x {
-        // Φ(x) = ½·erfc(−x/√2) (`VectorMath.normalCDF`).
-        let z = x * Float16x(repeating: -0.707_106_77)
-        let absZ = unsafeBitCast(unsafeBitCast(z, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF, to: Float16x.self)
-        let tail = halfErfc(nonNegative: absZ)
-        let cdf = tail.replacing(with: 1 - tail, where: x .> 0)
-        // φ(x) = exp(−x²/2)/√(2π) (`VectorMath.normalPDF`; `VectorMath.exp` of a non-positive argument).
-        let e = Float16x(repeating: -0.5) * x * x
+        let s = x * x
+        let cdf = normalCDFNearZero(x, square: s).replacing(with: 1, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+        let e = Float16x(repeating: -0.5) * s
         let pdf = Float16x(repeating: 0.398_942_28) * expNonPositive(e).replacing(with: e, where: e .!= e)
         return cdf + x * pdf
-    }
-
-    /// `VectorMath.halfErfc` on 16 lanes: ½·erfc(z) for z ≥ 0.
-    @_transparent static func halfErfc(nonNegative z: Float16x) -> Float16x {
-        let h = 1 / (2 + z)
-        var p = Float16x(repeating: 0.170_872_77 * 512)
-        p = multiplyAdd(p, h, Float16x(repeating: -0.822_152_23 * 256))
-        p = multiplyAdd(p, h, Float16x(repeating: 1.488_515_87 * 128))
-        p = multiplyAdd(p, h, Float16x(repeating: -1.135_203_98 * 64))
-        p = multiplyAdd(p, h, Float16x(repeating: 0.278_868_07 * 32))
-        p = multiplyAdd(p, h, Float16x(repeating: -0.186_288_06 * 16))
-        p = multiplyAdd(p, h, Float16x(repeating: 0.096_784_18 * 8))
-        p = multiplyAdd(p, h, Float16x(repeating: 0.374_091_96 * 4))
-        p = multiplyAdd(p, h, Float16x(repeating: 1.000_023_68 * 2))
-        p = multiplyAdd(p, h, Float16x(repeating: -1.265_512_23))
-        return h * expNonPositive(multiplyAdd(-z, z, p))
     }
 
     /// y = (x − μ)·rstd·γ + β for each row in `rows`, saving μ and rstd = 1/√(σ² + ε) (biased variance):

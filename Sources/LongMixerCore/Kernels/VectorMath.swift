@@ -73,40 +73,6 @@ public enum VectorMath {
         return (p * scale).replacing(with: 0, where: underflow)
     }
 
-    /// ½·erfc(z) for z ≥ 0, from the Chebyshev fit of Numerical Recipes' `erfcc`
-    /// (fractional error < 1.2e-7 in exact arithmetic): relative accuracy is kept in the tail,
-    /// so GELU and its derivative stay accurate for large negative inputs.
-    @_transparent
-    public static func halfErfc(nonNegative z: Float8) -> Float8 {
-        // With h = 1/(2 + z) = t/2 (t = 1/(1 + z/2) exactly halved) and the coefficients scaled by
-        // 2^k, Horner in h gives bitwise the same P(t), and ½·t = h saves two multiplies.
-        let h = 1 / (2 + z)
-        var p = Float8(repeating: 0.170_872_77 * 512)
-        p = multiplyAdd(p, h, -0.822_152_23 * 256)
-        p = multiplyAdd(p, h, 1.488_515_87 * 128)
-        p = multiplyAdd(p, h, -1.135_203_98 * 64)
-        p = multiplyAdd(p, h, 0.278_868_07 * 32)
-        p = multiplyAdd(p, h, -0.186_288_06 * 16)
-        p = multiplyAdd(p, h, 0.096_784_18 * 8)
-        p = multiplyAdd(p, h, 0.374_091_96 * 4)
-        p = multiplyAdd(p, h, 1.000_023_68 * 2)
-        p = multiplyAdd(p, h, -1.265_512_23)
-        return h * expNonPositive(multiplyAdd(-z, z, p))   // P − z², which is ≤ 0
-    }
-
-    /// Φ(x), the standard normal CDF, = ½·erfc(−x/√2).
-    @_transparent
-    public static func normalCDF(_ x: Float8) -> Float8 {
-        let z = x * -0.707_106_77
-        let absZ = unsafeBitCast(unsafeBitCast(z, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: Float8.self)
-        let tail = halfErfc(nonNegative: absZ)
-        return tail.replacing(with: 1 - tail, where: x .> 0)
-    }
-
-    /// φ(x) = exp(−x²/2)/√(2π).
-    @_transparent
-    public static func normalPDF(_ x: Float8) -> Float8 { 0.398_942_28 * exp(-0.5 * x * x) }
-
     /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`, with Φ(x) = ½ + x·P(x²)/Q(x²) on
     /// |x| ≤ 5.25 and saturation beyond (GELU = x above, 0 below): no exp, 10 FMAs and one division
     /// per 8 floats (the erfc-based `normalCDF` costs an exp, a 10-term polynomial and a division).
@@ -124,7 +90,15 @@ public enum VectorMath {
     /// (about 2× slower).
     @_transparent
     public static func gelu(_ x: Float8) -> Float8 {
-        let s = x * x
+        let phi = normalCDFNearZero(x, square: x * x)
+        // Saturation at |x| > 5.25 (1 − Φ(5.25) = 7.6e-8); literals, not a static let, which
+        // would be a lazily initialised global in the loop.
+        return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+    }
+
+    /// Φ(x) = ½ + x·P(x²)/Q(x²), `gelu`'s fit, unsaturated (meaningful for |x| ≤ 5.25); `square` is x·x.
+    @_transparent
+    public static func normalCDFNearZero(_ x: Float8, square s: Float8) -> Float8 {
         // Two independent chains (numerator and denominator) for the FMA pipes.
         var p = Float8(repeating: 1.241_390_2e-10)
         var q = Float8(repeating: 5.289_464_1e-05)
@@ -138,10 +112,7 @@ public enum VectorMath {
         q = multiplyAdd(q, s, 1)
         p = multiplyAdd(p, s, 3.295_901_1e-02)
         p = multiplyAdd(p, s, 3.989_422_4e-01)
-        let phi = multiplyAdd(x, p / q, 0.5)
-        // Saturation at |x| > 5.25 (1 − Φ(5.25) = 7.6e-8); literals, not a static let, which
-        // would be a lazily initialised global in the loop.
-        return (x * phi).replacing(with: x, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+        return multiplyAdd(x, p / q, 0.5)
     }
 
     /// Plain scalar GELU in double precision from libm's `erfc`: the reference for tests.
@@ -150,9 +121,18 @@ public enum VectorMath {
         return Float(d * 0.5 * Foundation.erfc(-d / 2.0.squareRoot()))
     }
 
-    /// d GELU / dx = Φ(x) + x·φ(x).
+    /// d GELU / dx = Φ(x) + x·φ(x): Φ from `gelu`'s rational fit (saturated to 1 and 0 beyond |x| = 5.25,
+    /// an absolute error below 1e-7 there), φ(x) = exp(−x²/2)/√(2π) from one exp. One exp and one division
+    /// per 8 floats; the erfc-based Φ cost a second exp and a 10-term polynomial, and the derivative had
+    /// absolute accuracy only anyway (x·φ(x) carries the rounding of x²).
     @_transparent
-    public static func geluDerivative(_ x: Float8) -> Float8 { normalCDF(x) + x * normalPDF(x) }
+    public static func geluDerivative(_ x: Float8) -> Float8 {
+        let s = x * x
+        let cdf = normalCDFNearZero(x, square: s).replacing(with: 1, where: x .> 5.25).replacing(with: 0, where: x .< -5.25)
+        let e = -0.5 * s
+        let pdf = 0.398_942_28 * expNonPositive(e).replacing(with: e, where: e .!= e)
+        return cdf + x * pdf
+    }
 
     @_transparent
     public static func sigmoid(_ x: Float8) -> Float8 { 1 / (1 + exp(-x)) }
