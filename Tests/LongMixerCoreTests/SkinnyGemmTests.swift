@@ -164,7 +164,7 @@ struct SkinnyGemmTests {
                 }
             }
         }
-        // The same operations: equal values (the AVX2 path adds to a zero, so −0 may come out as +0).
+        // The same operations: equal values.
         for i in 0..<count where !(wide[i] == narrow[i] || (wide[i].isNaN && narrow[i].isNaN)) {
             Issue.record("x \(xs[i]) g \(gs[i]): wide \(wide[i]) AVX2 \(narrow[i])")
         }

@@ -10,16 +10,16 @@ import Foundation
 func unaryOp<F: UnaryFunction & UnaryDerivative>(_ x: Variable, _ f: F.Type) -> Variable {
     let y = x.value.map(f)
     return makeResult(y, [x]) { g in
-        if let wide = F.wideBackwardKernel {
-            // The 16-lane kernel overwrites: no zero fill.
-            var dx = Tensor(uninitializedShape: x.shape)
-            let n = dx.count
-            dx.withUnsafeMutablePointer { d in mapBackwardKernel(wide: wide, gradIn: d, x: x.value.pointer, gradOut: g.pointer, count: n) }
-            return [dx]
-        }
-        var dx = Tensor(zeros: x.shape)
+        // Both kernels overwrite: no zero fill.
+        var dx = Tensor(uninitializedShape: x.shape)
         let n = dx.count
-        dx.withUnsafeMutablePointer { d in mapBackwardKernel(f, gradIn: d, x: x.value.pointer, y: y.pointer, gradOut: g.pointer, count: n) }
+        dx.withUnsafeMutablePointer { d in
+            if let wide = F.wideBackwardKernel {
+                mapBackwardKernel(wide: wide, gradIn: d, x: x.value.pointer, gradOut: g.pointer, count: n)
+            } else {
+                mapBackwardKernel(f, gradIn: d, x: x.value.pointer, y: y.pointer, gradOut: g.pointer, count: n)
+            }
+        }
         return [dx]
     }
 }

@@ -104,24 +104,24 @@ public func mapBackwardKernel(wide: WideUnaryBackwardKernel, gradIn: UnsafeMutab
     parallelFor(count, grain: elementwiseGrain) { range in wide(gradIn, x, gradOut, range) }
 }
 
-/// gradIn[i] += G(x[i], y[i], gradOut[i]).   all: [count]
+/// gradIn[i] = G(x[i], y[i], gradOut[i]), overwriting gradIn (no zero fill needed).   all: [count]
 
 public func mapBackwardKernel<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                                    y: UnsafePointer<Float>, gradOut: UnsafePointer<Float>, count: Int) {
     parallelFor(count, grain: elementwiseGrain) { range in
         var i = range.lowerBound
         while i + 8 <= range.upperBound {
-            gradIn.store8(gradIn.load8(i) + G.apply(x: x.load8(i), y: y.load8(i), gradient: gradOut.load8(i)), i)
+            gradIn.store8(G.apply(x: x.load8(i), y: y.load8(i), gradient: gradOut.load8(i)), i)
             i += 8
         }
-        while i < range.upperBound { gradIn[i] += G.apply(x: x[i], y: y[i], gradient: gradOut[i]); i += 1 }
+        while i < range.upperBound { gradIn[i] = G.apply(x: x[i], y: y[i], gradient: gradOut[i]); i += 1 }
     }
 }
 
-/// Plain reference for `mapBackwardKernel`: gradIn[i] += G(x[i], y[i], gradOut[i]), scalar, single-threaded.
+/// Plain reference for `mapBackwardKernel`: gradIn[i] = G(x[i], y[i], gradOut[i]), scalar, single-threaded.
 func mapBackwardReference<G: UnaryDerivative>(_ g: G.Type, gradIn: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                                      y: UnsafePointer<Float>, gradOut: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count { gradIn[i] += G.apply(x: x[i], y: y[i], gradient: gradOut[i]) }
+    for i in 0..<count { gradIn[i] = G.apply(x: x[i], y: y[i], gradient: gradOut[i]) }
 }
 
 public enum GELUFunction: UnaryFunction, UnaryDerivative {
