@@ -53,7 +53,7 @@ private func compareKernels(batch: Int, length n: Int, offsets: [Int], dimension
     var gen = RandomGenerator(seed: seed)
     let l = offsets.count
     let w = randomTensor([batch, n, l], &gen), v = randomTensor([batch, n, d], &gen), g = randomTensor([batch, n, d], &gen)
-    // Backward accumulates: start both gradient buffers from the same non-zero contents.
+    // Backward overwrites: start both gradient buffers from non-zero contents, which must not show through.
     let dW0 = randomTensor([batch, n, l], &gen), dV0 = randomTensor([batch, n, d], &gen)
     var yFast = Tensor(zeros: [batch, n, d]), yRef = Tensor(zeros: [batch, n, d])
     var dWFast = dW0, dWRef = dW0, dVFast = dV0, dVRef = dV0

@@ -14,8 +14,9 @@ public func sparseFactorProduct(weights: Variable, values: Variable, offsets: [I
     let shape = values.shape
     let (b, n, l, d) = (shape[0], shape[1], offsets.count, shape[2])
     return makeResult(y, [weights, values]) { g in
-        var dW: Tensor? = weights.requiresGradient ? Tensor(zeros: weights.shape) : nil
-        var dV: Tensor? = values.requiresGradient ? Tensor(zeros: values.shape) : nil
+        // The backward kernel overwrites both: no zero fill.
+        var dW: Tensor? = weights.requiresGradient ? Tensor(uninitializedShape: weights.shape) : nil
+        var dV: Tensor? = values.requiresGradient ? Tensor(uninitializedShape: values.shape) : nil
         let w = weights.value, v = values.value
         offsets.withUnsafeBufferPointer { off in
             withOptionalMutablePointer(&dW) { dWp in

@@ -37,18 +37,17 @@ func sparseFactorLink(row i: Int, slot k: Int, coef: UnsafePointer<Float>, offse
     return (r, coef[i * links + k])
 }
 
-/// dst[0..<d] (= or +=) Σ_k coef_k · src[row_k, 0..<d] for one output row `i`.
+/// dst[0..<d] = Σ_k coef_k · src[row_k, 0..<d] for one output row `i`.
 /// Forward form (`inverse == false`): row_k = (i + off_k) mod n, coef_k = coef[i·L + k].
 /// Inverse form (`inverse == true`):   row_k = (i − off_k) mod n, coef_k = coef[row_k·L + k].
 /// src: [n, d] and coef: [n, L] of one batch element.
 @inline(__always)
-func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, src: UnsafePointer<Float>,
+func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>,
                            coef: UnsafePointer<Float>, offsets: UnsafePointer<Int>, row i: Int,
                            n: Int, links: Int, d: Int, inverse: Bool) {
     var c = 0
     while c + 32 <= d {
-        var a0 = accumulate ? dst.load8(c) : Float8(), a1 = accumulate ? dst.load8(c + 8) : Float8()
-        var a2 = accumulate ? dst.load8(c + 16) : Float8(), a3 = accumulate ? dst.load8(c + 24) : Float8()
+        var a0 = Float8(), a1 = Float8(), a2 = Float8(), a3 = Float8()
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             let p = src + r * d + c
@@ -62,7 +61,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
         c += 32
     }
     while c + 8 <= d {
-        var a0 = accumulate ? dst.load8(c) : Float8()
+        var a0 = Float8()
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             a0 = VectorMath.multiplyAdd(Float8(repeating: w), (src + r * d + c).load8(0), a0)
@@ -71,7 +70,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, accumulate: Bool, s
         c += 8
     }
     while c < d {
-        var s: Float = accumulate ? dst[c] : 0
+        var s: Float = 0
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             s += w * src[r * d + c]
@@ -88,13 +87,13 @@ public func sparseFactorForward(out: UnsafeMutablePointer<Float>, weights: Unsaf
     parallelFor(batch * n, grain: sparseFactorGrain(links: links, dimensions: d)) { rows in
         for r in rows {
             let b = r / n, i = r - b * n
-            sparseFactorGatherRow(dst: out + r * d, accumulate: false, src: values + b * n * d, coef: weights + b * n * links,
+            sparseFactorGatherRow(dst: out + r * d, src: values + b * n * d, coef: weights + b * n * links,
                                   offsets: offsets, row: i, n: n, links: links, d: d, inverse: false)
         }
     }
 }
 
-/// dW[b,i,k] += ⟨dOut[b,i,:], v[b,(i+off_k) mod N,:]⟩ for one row, four slots per pass over dOut[i]
+/// dW[b,i,k] = ⟨dOut[b,i,:], v[b,(i+off_k) mod N,:]⟩ for one row, four slots per pass over dOut[i]
 /// (one load of dOut feeds four dot products).
 @inline(__always)
 func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRow g: UnsafePointer<Float>,
@@ -133,7 +132,7 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
             tail[4] += gc * p4[c]; tail[5] += gc * p5[c]; tail[6] += gc * p6[c]; tail[7] += gc * p7[c]
             c += 1
         }
-        dWeights.store8(dWeights.load8(k) + s + tail, k)
+        dWeights.store8(s + tail, k)
         k += 8
     }
     while k + 4 <= links {
@@ -154,7 +153,7 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
             s0 += gc * p0[c]; s1 += gc * p1[c]; s2 += gc * p2[c]; s3 += gc * p3[c]
             c += 1
         }
-        dWeights[k] += s0; dWeights[k + 1] += s1; dWeights[k + 2] += s2; dWeights[k + 3] += s3
+        dWeights[k] = s0; dWeights[k + 1] = s1; dWeights[k + 2] = s2; dWeights[k + 3] = s3
         k += 4
     }
     while k < links {
@@ -164,7 +163,7 @@ func sparseFactorWeightGradientRow(dWeights: UnsafeMutablePointer<Float>, dOutRo
         while c < d8 { a = VectorMath.multiplyAdd(g.load8(c), p.load8(c), a); c += 8 }
         var s = horizontalSum(a)
         while c < d { s += g[c] * p[c]; c += 1 }
-        dWeights[k] += s
+        dWeights[k] = s
         k += 1
     }
 }
@@ -191,7 +190,8 @@ func horizontalSums(_ a0: Float8, _ a1: Float8, _ a2: Float8, _ a3: Float8,
                   c1[0] + c1[1], c1[2] + c1[3], c1[4] + c1[5], c1[6] + c1[7])
 }
 
-/// Gradients of `sparseFactorForward`, accumulated (+=) into dWeights and dValues; pass nil to skip one.
+/// Gradients of `sparseFactorForward`, written over dWeights and dValues (no zero fill needed); pass nil
+/// to skip one.
 /// dWeights: [B, N, L]; dValues: [B, N, D]; dOut: [B, N, D]; weights: [B, N, L]; values: [B, N, D]; offsets: [L].
 public func sparseFactorBackward(dWeights: UnsafeMutablePointer<Float>?, dValues: UnsafeMutablePointer<Float>?,
                                  dOut: UnsafePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
@@ -212,7 +212,7 @@ public func sparseFactorBackward(dWeights: UnsafeMutablePointer<Float>?, dValues
         parallelFor(batch * n, grain: grain) { rows in
             for r in rows {
                 let b = r / n, i = r - b * n
-                sparseFactorGatherRow(dst: dValues + r * d, accumulate: true, src: dOut + b * n * d, coef: weights + b * n * links,
+                sparseFactorGatherRow(dst: dValues + r * d, src: dOut + b * n * d, coef: weights + b * n * links,
                                       offsets: offsets, row: i, n: n, links: links, d: d, inverse: true)
             }
         }
@@ -239,10 +239,12 @@ func sparseFactorForwardReference(out: UnsafeMutablePointer<Float>, weights: Uns
 }
 
 /// Plain reference of `sparseFactorBackward`: dW by direct dot products, dV by scattering each
-/// row's contribution to the column it read (the transpose of the forward), accumulating (+=).
+/// row's contribution to the column it read (the transpose of the forward), into zeroed outputs.
 func sparseFactorBackwardReference(dWeights: UnsafeMutablePointer<Float>?, dValues: UnsafeMutablePointer<Float>?,
                                           dOut: UnsafePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                           offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int) {
+    dWeights?.update(repeating: 0, count: batch * n * links)
+    dValues?.update(repeating: 0, count: batch * n * d)
     for b in 0..<batch {
         for i in 0..<n {
             for k in 0..<links {
