@@ -75,7 +75,7 @@ public enum VectorMath {
 
     /// Exact (erf-form) GELU, x·Φ(x), as `torch.nn.GELU()`, with Φ(x) = ½ + x·P(x²)/Q(x²) on
     /// |x| ≤ 5.25 and saturation beyond (GELU = x above, 0 below): no exp, 10 FMAs and one division
-    /// per 8 floats (the erfc-based `normalCDF` costs an exp, a 10-term polynomial and a division).
+    /// per 8 floats (an erfc fit would cost an exp, a 10-term polynomial and a division).
     ///
     /// P (degree 6 in s = x²) / Q (degree 4) is a weighted minimax fit of (Φ(x) − ½)/x on [0, 5.25]
     /// (Loeb/Lawson iteration in double; error weight max(x, 0.3), fitted error 1.2e-8). Measured in
@@ -123,8 +123,8 @@ public enum VectorMath {
 
     /// d GELU / dx = Φ(x) + x·φ(x): Φ from `gelu`'s rational fit (saturated to 1 and 0 beyond |x| = 5.25,
     /// an absolute error below 1e-7 there), φ(x) = exp(−x²/2)/√(2π) from one exp. One exp and one division
-    /// per 8 floats; the erfc-based Φ cost a second exp and a 10-term polynomial, and the derivative had
-    /// absolute accuracy only anyway (x·φ(x) carries the rounding of x²).
+    /// per 8 floats; an erfc fit for Φ would add a second exp and a 10-term polynomial, and the derivative's
+    /// accuracy is absolute either way (x·φ(x) carries the rounding of x²).
     @_transparent
     public static func geluDerivative(_ x: Float8) -> Float8 {
         let s = x * x
