@@ -213,6 +213,7 @@ public enum BLAS {
     /// threads. The state is process-global, so other BLAS callers running meanwhile also stay on one
     /// thread (slower, never wrong).
     public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
+        _ = Parallel.threadCount   // its initialiser holds OpenBLAS at one thread, before any worker calls it
         singleThreadLock.withLock { singleThreadDepth += 1 }
         defer { singleThreadLock.withLock { singleThreadDepth -= 1 } }
         return try body()
