@@ -66,38 +66,108 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
             // Six rows at a time: their hidden units [6, Hp] and link weights [6, Lp]; six data rows copied and
             // zero-padded where a group would read past the end of the data.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (hp + lp + di)) { scratch in
-                let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + group * lp
-                var r0 = rows.lowerBound
-                while r0 < rows.upperBound {
-                    // The group's f-MLP reads six data rows; rows past the range are read, their results unused.
-                    let available = batch * n - r0
-                    var x = data + r0 * di
-                    if available < group {
-                        lastData.update(from: x, count: available * di)
-                        (lastData + available * di).update(repeating: 0, count: (group - available) * di)
-                        x = UnsafePointer(lastData)
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: l) { startScratch in
+                    let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + group * lp
+                    let starts = startScratch.baseAddress!
+                    var r0 = rows.lowerBound
+                    while r0 < rows.upperBound {
+                        // The group's f-MLP reads six data rows; rows past the range are read, their results unused.
+                        let available = batch * n - r0
+                        var x = data + r0 * di
+                        if available < group {
+                            lastData.update(from: x, count: available * di)
+                            (lastData + available * di).update(repeating: 0, count: (group - available) * di)
+                            x = UnsafePointer(lastData)
+                        }
+                        let count = Swift.min(group, rows.upperBound - r0), b0 = r0 / n, i0 = r0 - b0 * n
+                        let src = values + b0 * n * d
+                        // Six rows of one sequence whose links all stay clear of the wrap: two triples, each link's three
+                        // source rows consecutive. Otherwise (about one group in N/6 per link) row by row.
+                        var triples = count == group && i0 + group <= n && d % 8 == 0
+                        if triples {
+                            for k in 0..<l {
+                                var j = i0 + offsets[k]; if j >= n { j -= n }
+                                if j > n - group { triples = false; break }
+                                starts[k] = j * d
+                            }
+                        }
+                        var s = 0
+                        while s < hp {
+                            EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
+                            s += 16
+                        }
+                        var j = 0
+                        while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
+                        s = 0
+                        while s < lp {
+                            EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
+                            s += 16
+                        }
+                        if triples {
+                            let o = out + r0 * d, res = residual + r0 * d
+                            sparseFactorThreeRowsPlusResidual(out: o, residual: res, src: src, starts: starts, weights: weights,
+                                                              weightStride: lp, links: l, d: d)
+                            sparseFactorThreeRowsPlusResidual(out: o + 3 * d, residual: res + 3 * d, src: src + 3 * d, starts: starts,
+                                                              weights: weights + 3 * lp, weightStride: lp, links: l, d: d)
+                        } else {
+                            for q in 0..<count {
+                                let r = r0 + q, b = r / n, i = r - b * n
+                                sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
+                                                            weights: weights + q * lp, offsets: offsets, links: l, row: i, n: n, d: d)
+                            }
+                        }
+                        r0 += group
                     }
-                    var s = 0
-                    while s < hp {
-                        EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
-                        s += 16
-                    }
-                    var j = 0
-                    while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-                    s = 0
-                    while s < lp {
-                        EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
-                        s += 16
-                    }
-                    for q in 0..<Swift.min(group, rows.upperBound - r0) {
-                        let r = r0 + q, b = r / n, i = r - b * n
-                        sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
-                                                    weights: weights + q * lp, offsets: offsets, links: l, row: i, n: n, d: d)
-                    }
-                    r0 += group
                 }
             }
         }
+    }
+}
+
+/// Three consecutive rows q = 0, 1, 2 whose link sources do not wrap:
+///   out[q·d + c] = residual[q·d + c] + Σ_k w[q·weightStride + k]·src[starts[k] + q·d + c],
+/// the links applied from the residual up in link order (as `sparseFactorRowPlusResidual`, so the same sums).
+/// Each link's three source rows are consecutive, so one start per link serves all three rows and the
+/// 3 × 32-column tile (12 accumulators) makes 12 multiply-adds per link. d: a multiple of 8.
+@inline(__always)
+func sparseFactorThreeRowsPlusResidual(out: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, src: UnsafePointer<Float>,
+                                       starts: UnsafePointer<Int>, weights w: UnsafePointer<Float>, weightStride ldw: Int,
+                                       links: Int, d: Int) {
+    let w1 = w + ldw, w2 = w + 2 &* ldw, d2 = 2 &* d
+    var c = 0
+    while c &+ 32 <= d {
+        let r0 = residual + c, r1 = r0 + d, r2 = r0 + d2
+        var a00 = r0.load8(0), a01 = r0.load8(8), a02 = r0.load8(16), a03 = r0.load8(24)
+        var a10 = r1.load8(0), a11 = r1.load8(8), a12 = r1.load8(16), a13 = r1.load8(24)
+        var a20 = r2.load8(0), a21 = r2.load8(8), a22 = r2.load8(16), a23 = r2.load8(24)
+        for k in 0..<links {
+            let p = src + (starts[k] &+ c), q = p + d, s = p + d2
+            var v = Float8(repeating: w[k])
+            a00 = VectorMath.multiplyAdd(v, p.load8(0), a00); a01 = VectorMath.multiplyAdd(v, p.load8(8), a01)
+            a02 = VectorMath.multiplyAdd(v, p.load8(16), a02); a03 = VectorMath.multiplyAdd(v, p.load8(24), a03)
+            v = Float8(repeating: w1[k])
+            a10 = VectorMath.multiplyAdd(v, q.load8(0), a10); a11 = VectorMath.multiplyAdd(v, q.load8(8), a11)
+            a12 = VectorMath.multiplyAdd(v, q.load8(16), a12); a13 = VectorMath.multiplyAdd(v, q.load8(24), a13)
+            v = Float8(repeating: w2[k])
+            a20 = VectorMath.multiplyAdd(v, s.load8(0), a20); a21 = VectorMath.multiplyAdd(v, s.load8(8), a21)
+            a22 = VectorMath.multiplyAdd(v, s.load8(16), a22); a23 = VectorMath.multiplyAdd(v, s.load8(24), a23)
+        }
+        let o0 = out + c, o1 = o0 + d, o2 = o0 + d2
+        o0.store8(a00, 0); o0.store8(a01, 8); o0.store8(a02, 16); o0.store8(a03, 24)
+        o1.store8(a10, 0); o1.store8(a11, 8); o1.store8(a12, 16); o1.store8(a13, 24)
+        o2.store8(a20, 0); o2.store8(a21, 8); o2.store8(a22, 16); o2.store8(a23, 24)
+        c &+= 32
+    }
+    while c < d {
+        var a0 = residual.load8(c), a1 = residual.load8(c &+ d), a2 = residual.load8(c &+ d2)
+        for k in 0..<links {
+            let p = src + (starts[k] &+ c)
+            a0 = VectorMath.multiplyAdd(Float8(repeating: w[k]), p.load8(0), a0)
+            a1 = VectorMath.multiplyAdd(Float8(repeating: w1[k]), p.load8(d), a1)
+            a2 = VectorMath.multiplyAdd(Float8(repeating: w2[k]), p.load8(d2), a2)
+        }
+        out.store8(a0, c); out.store8(a1, c &+ d); out.store8(a2, c &+ d2)
+        c &+= 8
     }
 }
 
