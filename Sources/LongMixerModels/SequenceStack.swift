@@ -22,6 +22,18 @@ public struct BlockContext {
     public var keyMask: Tensor?
     /// Forwards that record no graph may run fused inference kernels.
     public var fusedInference: Bool
+    /// Set when `embedded` is one table row per token (see `TokenRows`), for fused inference only.
+    public var tokenRows: TokenRows?
+}
+
+/// An embedded input that is a pure table lookup: embedded[b, i, :] = table[ids[b, i], :] (token input, no
+/// positions added, no active dropout). A block may then compute a per-row function of the embedded input
+/// once per table row and look it up per position.
+public struct TokenRows {
+    /// Token ids [B, N], each in 0..<table.shape[0] (checked with the input).
+    public var ids: IntTensor
+    /// [V, D].
+    public var table: Tensor
 }
 
 /// One block of a stack: x [B, N, D] → [B, N, D].
@@ -34,6 +46,12 @@ public protocol SequenceInputStage: Module {
     /// Throws a message naming the values when `input` does not fit the model (kind, shape, ids, N).
     func check(_ input: SequenceInput) throws
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?)
+    /// The ids and table when the embedded input of `input` is a pure table lookup (nil otherwise).
+    func tokenRows(_ input: SequenceInput) -> TokenRows?
+}
+
+extension SequenceInputStage {
+    public func tokenRows(_ input: SequenceInput) -> TokenRows? { nil }
 }
 
 /// The output stage: pooling and head (or the language model's head at every position), reading the
@@ -71,7 +89,8 @@ open class SequenceStack: Module, SequenceModel {
     public func hiddenStates(_ input: SequenceInput, fusedInference: Bool = ParamixerBlock.fusedInferenceDefault)
         -> (hidden: Variable, keyMask: Tensor?) {
         let (embedded, stream, keyMask) = inputStage(input)
-        let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference)
+        let fusedRows = fusedInference && !GradientMode.isEnabled ? inputStage.tokenRows(input) : nil
+        let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference, tokenRows: fusedRows)
         var h = stream
         for block in stackBlocks { h = block(h, context: context) }
         return (h, keyMask)

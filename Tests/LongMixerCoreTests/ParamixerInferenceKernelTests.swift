@@ -47,3 +47,35 @@ struct ParamixerInferenceKernelTests {
         }
     }
 }
+
+/// The per-token path: link weights computed once per table row and looked up by token.
+@Suite("Sparse factor with per-token link weights")
+struct SparseFactorTableTests {
+    /// (batch, N, D, H, V, offsets): table rows not a multiple of the 6-row tile, D with and without 8-lane tails,
+    /// links that wrap inside a group.
+    @Test("equals the fused kernel on data rows gathered from the table, bit for bit, 1 and 2 threads",
+          arguments: [(2, 64, 32, 32, 7, [0, 1, 2, 4, 8, 16, 32]), (3, 37, 40, 20, 13, [0, 3, 36, 1]),
+                      (1, 50, 5, 9, 1, [0, 1, 2, 49])])
+    func matchesFusedKernel(_ shape: (Int, Int, Int, Int, Int, [Int])) {
+        let (batch, n, d, h, v, offsets) = shape
+        let l = offsets.count
+        var g = RandomGenerator(seed: UInt64(n * 7 + v))
+        func random(_ count: Int, scale: Float = 1) -> [Float] { (0..<count).map { _ in scale * g.nextNormal() } }
+        let rows = random(v * d), values = random(batch * n * d), residual = random(batch * n * d)
+        let w1 = random(h * d, scale: 0.3), b1 = random(h, scale: 0.3), w2 = random(l * h, scale: 0.3), b2 = random(l, scale: 0.3)
+        let tokens = (0..<(batch * n)).map { _ in Int32(g.nextInt(below: v)) }
+        let data = tokens.flatMap { rows[Int($0) * d..<(Int($0) + 1) * d] }
+        let mlp = SparseFactorMLPWeights(w1: w1, b1: b1, w2: w2, b2: b2, inputs: d, hidden: h, links: l)
+        let tableRows = (v + 5) / 6 * 6
+        var table = [Float](repeating: .nan, count: tableRows * mlp.paddedLinks)
+        sparseFactorLinkTable(&table, rows: rows, count: v, dataDimensions: d, mlp: mlp)
+        withEachThreadCount { t in
+            var expected = [Float](repeating: .nan, count: batch * n * d), out = expected
+            sparseFactorMLPForward(out: &expected, values: values, residual: residual, data: data, dataDimensions: d, mlp: mlp,
+                                   offsets: offsets, batch: batch, length: n, dimensions: d)
+            sparseFactorTableForward(out: &out, values: values, residual: residual, tokens: tokens, table: table,
+                                     tableStride: mlp.paddedLinks, offsets: offsets, links: l, batch: batch, length: n, dimensions: d)
+            #expect(out == expected, "B \(batch) N \(n) D \(d) H \(h) V \(v) L \(l), \(t) threads")
+        }
+    }
+}

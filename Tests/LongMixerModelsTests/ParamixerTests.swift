@@ -276,3 +276,55 @@ struct ParamixerFusedInferenceTests {
         expectClose(fused, autodiff, tolerance: 1e-5, "\(link) N \(n) \(residual) \(pooling)")
     }
 }
+
+/// Token input without positions: the blocks' fused factors take their link weights from per-token tables.
+@Suite("Paramixer per-token link weights")
+struct ParamixerTokenRowsTests {
+    func model(positions: Bool, dropout1: Float, link: LinkProtocol = .chord, n: Int = 40, blocks: Int = 2) throws -> Paramixer {
+        var g = RandomGenerator(seed: 5)
+        let configuration = ParamixerConfiguration(vocabularySize: 6, length: n, embeddingSize: 16, hiddenSize: 12, blocks: blocks,
+                                                   linkProtocol: link, dropout1: dropout1, pooling: .cls,
+                                                   positionalEmbedding: positions, outputCount: 3)
+        return try Paramixer(configuration: configuration, generator: &g)
+    }
+
+    func ids(_ n: Int, batch: Int = 3) -> IntTensor {
+        var g = RandomGenerator(seed: 9)
+        return IntTensor(shape: [batch, n], scalars: (0..<(batch * n)).map { _ in Int32(g.nextInt(below: 6)) })
+    }
+
+    @Test("offered only for token input without positions and without active dropout")
+    func offeredWhenLookup() throws {
+        let input = SequenceInput.tokens(ids(40))
+        let plain = try model(positions: false, dropout1: 0.3)
+        plain.train(false)
+        #expect(plain.inputStage.tokenRows(input) != nil)
+        plain.train(true)
+        #expect(plain.inputStage.tokenRows(input) == nil)
+        let withPositions = try model(positions: true, dropout1: 0)
+        withPositions.train(false)
+        #expect(withPositions.inputStage.tokenRows(input) == nil)
+        #expect(withPositions.inputStage.tokenRows(.features(Tensor(zeros: [1, 40, 16]))) == nil)
+    }
+
+    @Test("blocks with the token rows equal the fused blocks without them bit for bit, and the model the autodiff forward",
+          arguments: [LinkProtocol.chord, .cdil])
+    func matchesFusedAndAutodiff(_ link: LinkProtocol) throws {
+        let m = try model(positions: false, dropout1: 0, link: link)
+        m.train(false)
+        let input = SequenceInput.tokens(ids(40))
+        let rows = try #require(m.inputStage.tokenRows(input))
+        withoutGradient {
+            let (embedded, stream, _) = m.inputStage(input)
+            var withRows = stream, without = stream
+            for block in m.attention {
+                withRows = block(withRows, data: embedded, fusedInference: true, tokenRows: rows)
+                without = block(without, data: embedded, fusedInference: true, tokenRows: nil)
+            }
+            #expect(withRows.value.scalars == without.value.scalars)
+        }
+        let autodiff = m(input, fusedInference: false).value
+        let fused = withoutGradient { m(input, fusedInference: true).value }
+        expectClose(fused, autodiff, tolerance: 1e-5, "\(link)")
+    }
+}

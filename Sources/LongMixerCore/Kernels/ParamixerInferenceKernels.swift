@@ -56,7 +56,6 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
                                    data: UnsafePointer<Float>, dataDimensions: Int, mlp: SparseFactorMLPWeights,
                                    offsets: UnsafePointer<Int>, batch: Int, length n: Int, dimensions d: Int) {
     let l = mlp.links, hp = mlp.paddedHidden, lp = mlp.paddedLinks, di = dataDimensions
-    let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1), w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
     check(mlp.inputs == di, "sparseFactorMLPForward: the MLP reads \(mlp.inputs) inputs, data rows have \(di)")
     // Per row: D·H + H·L multiply-adds for the weights, L·D for the product.
     let group = EightLaneSkinnyGemm.tileRows
@@ -66,9 +65,10 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
             // Six rows at a time: their hidden units [6, Hp] and link weights [6, Lp]; six data rows copied and
             // zero-padded where a group would read past the end of the data.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (hp + lp + di)) { scratch in
-                withUnsafeTemporaryAllocation(of: Int.self, capacity: l) { startScratch in
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: group + l) { indexScratch in
                     let hidden = scratch.baseAddress!, weights = hidden + group * hp, lastData = weights + group * lp
-                    let starts = startScratch.baseAddress!
+                    let weightRows = indexScratch.baseAddress!, starts = weightRows + group
+                    for q in 0..<group { weightRows[q] = q * lp }
                     var r0 = rows.lowerBound
                     while r0 < rows.upperBound {
                         // The group's f-MLP reads six data rows; rows past the range are read, their results unused.
@@ -79,43 +79,10 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
                             (lastData + available * di).update(repeating: 0, count: (group - available) * di)
                             x = UnsafePointer(lastData)
                         }
-                        let count = Swift.min(group, rows.upperBound - r0), b0 = r0 / n, i0 = r0 - b0 * n
-                        let src = values + b0 * n * d
-                        // Six rows of one sequence whose links all stay clear of the wrap: two triples, each link's three
-                        // source rows consecutive. Otherwise (about one group in N/6 per link) row by row.
-                        var triples = count == group && i0 + group <= n && d % 8 == 0
-                        if triples {
-                            for k in 0..<l {
-                                var j = i0 + offsets[k]; if j >= n { j -= n }
-                                if j > n - group { triples = false; break }
-                                starts[k] = j * d
-                            }
-                        }
-                        var s = 0
-                        while s < hp {
-                            EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
-                            s += 16
-                        }
-                        var j = 0
-                        while j < group * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-                        s = 0
-                        while s < lp {
-                            EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
-                            s += 16
-                        }
-                        if triples {
-                            let o = out + r0 * d, res = residual + r0 * d
-                            sparseFactorThreeRowsPlusResidual(out: o, residual: res, src: src, starts: starts, weights: weights,
-                                                              weightStride: lp, links: l, d: d)
-                            sparseFactorThreeRowsPlusResidual(out: o + 3 * d, residual: res + 3 * d, src: src + 3 * d, starts: starts,
-                                                              weights: weights + 3 * lp, weightStride: lp, links: l, d: d)
-                        } else {
-                            for q in 0..<count {
-                                let r = r0 + q, b = r / n, i = r - b * n
-                                sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
-                                                            weights: weights + q * lp, offsets: offsets, links: l, row: i, n: n, d: d)
-                            }
-                        }
+                        sparseFactorSixRowLinkWeights(x, mlp, hidden: hidden, weights: weights)
+                        sparseFactorRowsPlusResidual(out: out, residual: residual, values: values, weights: weights, weightRows: weightRows,
+                                                     starts: starts, offsets: offsets, links: l, firstRow: r0,
+                                                     count: Swift.min(group, rows.upperBound - r0), n: n, d: d)
                         r0 += group
                     }
                 }
@@ -124,16 +91,124 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
     }
 }
 
+/// The link weights f(x) of each table row, for inputs whose data rows are rows of a table (token
+/// embeddings without positions or active dropout): table[v·Lp + k] = (W2·GELU(W1·rows[v] + b1) + b2)_k, the
+/// same values, bit for bit, as `sparseFactorMLPForward` computes for a data row equal to rows[v].
+/// rows: [V, dataDimensions]; table: V rounded up to a multiple of 6 rows of Lp floats (entries past V·Lp, and
+/// past L in each row, are scratch).
+public func sparseFactorLinkTable(_ table: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, count v: Int,
+                                  dataDimensions di: Int, mlp: SparseFactorMLPWeights) {
+    check(mlp.inputs == di, "sparseFactorLinkTable: the MLP reads \(mlp.inputs) inputs, table rows have \(di)")
+    let group = EightLaneSkinnyGemm.tileRows, hp = mlp.paddedHidden, lp = mlp.paddedLinks
+    withExtendedLifetime(mlp) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (hp + di)) { scratch in
+            let hidden = scratch.baseAddress!, lastRows = hidden + group * hp
+            var r0 = 0
+            while r0 < v {
+                var x = rows + r0 * di
+                if v - r0 < group {
+                    lastRows.update(from: x, count: (v - r0) * di)
+                    (lastRows + (v - r0) * di).update(repeating: 0, count: (group - v + r0) * di)
+                    x = UnsafePointer(lastRows)
+                }
+                sparseFactorSixRowLinkWeights(x, mlp, hidden: hidden, weights: table + r0 * lp)
+                r0 += group
+            }
+        }
+    }
+}
+
+/// `sparseFactorMLPForward` with each row's link weights read from a table by the row's token:
+///   out[b,i,:] = Σ_k table[tokens[b,i]·tableStride + k]·values[b,(i + off_k) mod N,:] + residual[b,i,:]
+/// (the table from `sparseFactorLinkTable`, tableStride = Lp). The f-MLP then runs once per table row
+/// instead of once per position, and the outputs equal `sparseFactorMLPForward`'s bit for bit.
+/// tokens: [B, N] indices of table rows (not checked here). Aliasing as `sparseFactorMLPForward`.
+public func sparseFactorTableForward(out: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>, residual: UnsafePointer<Float>,
+                                     tokens: UnsafePointer<Int32>, table: UnsafePointer<Float>, tableStride: Int,
+                                     offsets: UnsafePointer<Int>, links l: Int, batch: Int, length n: Int, dimensions d: Int) {
+    let group = EightLaneSkinnyGemm.tileRows
+    let grain = max(group, sparseFactorGrainMACs / max(1, l * d))
+    parallelFor(batch * n, grain: grain) { rows in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: group + l) { indexScratch in
+            let weightRows = indexScratch.baseAddress!, starts = weightRows + group
+            var r0 = rows.lowerBound
+            while r0 < rows.upperBound {
+                let count = Swift.min(group, rows.upperBound - r0)
+                for q in 0..<count { weightRows[q] = Int(tokens[r0 + q]) * tableStride }
+                sparseFactorRowsPlusResidual(out: out, residual: residual, values: values, weights: table, weightRows: weightRows,
+                                             starts: starts, offsets: offsets, links: l, firstRow: r0, count: count, n: n, d: d)
+                r0 += group
+            }
+        }
+    }
+}
+
+/// weights[q·Lp + k] = (W2·GELU(W1·x_q + b1) + b2)_k for the six data rows x_q = x + q·D (D = mlp.inputs), on
+/// `EightLaneSkinnyGemm`'s 6×16 tile; hidden: [6, Hp] scratch. Each output depends on its own row only.
+@inline(__always)
+func sparseFactorSixRowLinkWeights(_ x: UnsafePointer<Float>, _ mlp: SparseFactorMLPWeights,
+                                   hidden: UnsafeMutablePointer<Float>, weights: UnsafeMutablePointer<Float>) {
+    let di = mlp.inputs, hp = mlp.paddedHidden, lp = mlp.paddedLinks, h = mlp.hidden
+    let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1), w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
+    var s = 0
+    while s < hp {
+        EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
+        s += 16
+    }
+    var j = 0
+    while j < EightLaneSkinnyGemm.tileRows * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
+    s = 0
+    while s < lp {
+        EightLaneSkinnyGemm.tile(hidden, hp, h, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
+        s += 16
+    }
+}
+
+/// Rows r0 ..< r0 + count (count ≤ 6) of out = Σ_k w_k·values[(i + off_k) mod N] + residual, row q's L link
+/// weights at weights + weightRows[q]; starts: L scratch integers. Six rows of one sequence whose links all stay
+/// clear of the wrap go as two triples (each link's three source rows consecutive); the others (about one group
+/// in N/6 per link) row by row. Both sum the links in order from the residual up, so the grouping does not
+/// change the results.
+@inline(__always)
+func sparseFactorRowsPlusResidual(out: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                                  weights: UnsafePointer<Float>, weightRows: UnsafePointer<Int>, starts: UnsafeMutablePointer<Int>,
+                                  offsets: UnsafePointer<Int>, links l: Int, firstRow r0: Int, count: Int, n: Int, d: Int) {
+    let group = EightLaneSkinnyGemm.tileRows, b0 = r0 / n, i0 = r0 - b0 * n
+    let src = values + b0 * n * d
+    var triples = count == group && i0 + group <= n && d % 8 == 0
+    if triples {
+        for k in 0..<l {
+            var j = i0 + offsets[k]; if j >= n { j -= n }
+            if j > n - group { triples = false; break }
+            starts[k] = j * d
+        }
+    }
+    if triples {
+        let o = out + r0 * d, res = residual + r0 * d
+        sparseFactorThreeRowsPlusResidual(out: o, residual: res, src: src, starts: starts, weights: weights + weightRows[0],
+                                          weights + weightRows[1], weights + weightRows[2], links: l, d: d)
+        sparseFactorThreeRowsPlusResidual(out: o + 3 * d, residual: res + 3 * d, src: src + 3 * d, starts: starts,
+                                          weights: weights + weightRows[3], weights + weightRows[4], weights + weightRows[5],
+                                          links: l, d: d)
+    } else {
+        for q in 0..<count {
+            let r = r0 + q, b = r / n, i = r - b * n
+            sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
+                                        weights: weights + weightRows[q], offsets: offsets, links: l, row: i, n: n, d: d)
+        }
+    }
+}
+
 /// Three consecutive rows q = 0, 1, 2 whose link sources do not wrap:
-///   out[q·d + c] = residual[q·d + c] + Σ_k w[q·weightStride + k]·src[starts[k] + q·d + c],
+///   out[q·d + c] = residual[q·d + c] + Σ_k w_q[k]·src[starts[k] + q·d + c],
 /// the links applied from the residual up in link order (as `sparseFactorRowPlusResidual`, so the same sums).
 /// Each link's three source rows are consecutive, so one start per link serves all three rows and the
 /// 3 × 32-column tile (12 accumulators) makes 12 multiply-adds per link. d: a multiple of 8.
 @inline(__always)
 func sparseFactorThreeRowsPlusResidual(out: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, src: UnsafePointer<Float>,
-                                       starts: UnsafePointer<Int>, weights w: UnsafePointer<Float>, weightStride ldw: Int,
-                                       links: Int, d: Int) {
-    let w1 = w + ldw, w2 = w + 2 &* ldw, d2 = 2 &* d
+                                       starts: UnsafePointer<Int>, weights w: UnsafePointer<Float>, _ w1: UnsafePointer<Float>,
+                                       _ w2: UnsafePointer<Float>, links: Int, d: Int) {
+    let d2 = 2 &* d
     var c = 0
     while c &+ 32 <= d {
         let r0 = residual + c, r1 = r0 + d, r2 = r0 + d2

@@ -69,7 +69,7 @@ public final class ParamixerBlock: Module, SequenceBlock {
 
     /// The block in a stack: the factors read the embedded model input.
     public func callAsFunction(_ x: Variable, context: BlockContext) -> Variable {
-        callAsFunction(x, data: context.embedded, fusedInference: context.fusedInference)
+        callAsFunction(x, data: context.embedded, fusedInference: context.fusedInference, tokenRows: context.tokenRows)
     }
 
     /// v: [B, N, D] block input; data: [B, N, D] the embedded model input read by every f_m.
@@ -78,11 +78,13 @@ public final class ParamixerBlock: Module, SequenceBlock {
     }
 
     /// The block; with `fusedInference` and no graph being recorded (`withoutGradient`), each factor's f-MLP
-    /// and sparse product run as one kernel that never stores the link weights (`fusedFactors`).
-    public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool) -> Variable {
+    /// and sparse product run as one kernel that never stores the link weights (`fusedFactors`). tokenRows:
+    /// `data` as table rows (see `TokenRows`), when it is.
+    public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool, tokenRows: TokenRows? = nil) -> Variable {
         var v = g(v)
         let blockInput = v
-        if fusedInference, !GradientMode.isEnabled, let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value) {
+        if fusedInference, !GradientMode.isEnabled,
+           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: tokenRows) {
             return dropout2(Variable(fused))
         }
         for (f, factorOffsets) in zip(fs, offsets) {
@@ -94,9 +96,12 @@ public final class ParamixerBlock: Module, SequenceBlock {
     }
 
     /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
-    /// sparse product and residual). nil when an f is not Linear → GELU → Linear with biases (then the
-    /// composed ops run).
-    func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor) -> Tensor? {
+    /// sparse product and residual). When data is table rows and the table has at most half as many rows
+    /// as the batch has positions, each f-MLP runs on the table rows instead (`sparseFactorLinkTable`) and
+    /// the product reads each position's weights by its token (`sparseFactorTableForward`): the same
+    /// results bit for bit, at the cost of the product alone per position. nil when an f is not
+    /// Linear → GELU → Linear with biases (then the composed ops run).
+    func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor, tokenRows: TokenRows? = nil) -> Tensor? {
         var mlps: [SparseFactorMLPWeights] = []
         for (f, factorOffsets) in zip(fs, offsets) {
             guard f.layers.count == 3, let l1 = f.layers[0] as? Linear, let act = f.layers[1] as? Activation, act.kind == .gelu,
@@ -112,6 +117,13 @@ public final class ParamixerBlock: Module, SequenceBlock {
         // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
         // own): M factors allocate two tensors, not M.
         var buffers = [Tensor(uninitializedShape: [b, n, d])] + (mlps.count > 1 ? [Tensor(uninitializedShape: [b, n, d])] : [])
+        let rows = tokenRows.flatMap { t in
+            t.ids.shape == [b, n] && t.table.rank == 2 && t.table.shape[1] == data.shape[2] && 2 * t.table.shape[0] <= b * n ? t : nil
+        }
+        let group = EightLaneSkinnyGemm.tileRows
+        // One factor's link weights per table row at a time: [V rounded up to the tile's 6 rows, Lp].
+        var linkTable = rows.map { Tensor(uninitializedShape: [($0.table.shape[0] + group - 1) / group * group,
+                                                               mlps.map(\.paddedLinks).max()!]) }
         var current = v.pointer, written = 0
         for (m, (mlp, factorOffsets)) in zip(mlps, offsets).enumerated() {
             for (k, o) in factorOffsets.enumerated() {
@@ -121,9 +133,21 @@ public final class ParamixerBlock: Module, SequenceBlock {
             let added = residual == .everyFactor ? current : blockInput.pointer
             factorOffsets.withUnsafeBufferPointer { off in
                 buffers[written].withUnsafeMutablePointer { out in
-                    sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer,
-                                           dataDimensions: data.shape[2], mlp: mlp, offsets: off.baseAddress!,
-                                           batch: b, length: n, dimensions: d)
+                    if let rows, linkTable != nil {
+                        linkTable!.withUnsafeMutablePointer { table in
+                            sparseFactorLinkTable(table, rows: rows.table.pointer, count: rows.table.shape[0],
+                                                  dataDimensions: data.shape[2], mlp: mlp)
+                        }
+                        rows.ids.scalars.withUnsafeBufferPointer { ids in
+                            sparseFactorTableForward(out: out, values: current, residual: added, tokens: ids.baseAddress!,
+                                                     table: linkTable!.pointer, tableStride: mlp.paddedLinks, offsets: off.baseAddress!,
+                                                     links: mlp.links, batch: b, length: n, dimensions: d)
+                        }
+                    } else {
+                        sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer,
+                                               dataDimensions: data.shape[2], mlp: mlp, offsets: off.baseAddress!,
+                                               batch: b, length: n, dimensions: d)
+                    }
                 }
             }
             current = buffers[written].pointer
@@ -198,6 +222,13 @@ final class ParamixerInput: Module, SequenceInputStage {
                 throw ParamixerError.invalidInput("\(x.shape[2]) features per position ≠ the model's F = \(features)")
             }
         }
+    }
+
+    /// Token input without APC and with dropout1 inactive: data is the embedding table's rows.
+    func tokenRows(_ input: SequenceInput) -> TokenRows? {
+        guard case .tokens(let ids) = input, let embedding, apcEmbedding == nil,
+              !dropout1.isTraining || dropout1.probability == 0 else { return nil }
+        return TokenRows(ids: ids, table: embedding.weight.value)
     }
 
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
