@@ -19,7 +19,15 @@ public enum ScalingBenchmark {
         ModelBenchSpec(label: "permuteformer", model: "permuteformer", options: ModelOptions(pooling: .cls)),
         ModelBenchSpec(label: "favor", model: "favor", options: ModelOptions(pooling: .cls)),
         ModelBenchSpec(label: "rope", model: "rope", options: ModelOptions(pooling: .cls)),
+        ModelBenchSpec(label: "paramixer-chord-apc", model: "paramixer",
+                       options: ModelOptions(linkProtocol: .chord, pooling: .cls, positions: .learned)),
+        ModelBenchSpec(label: "paramixer-cdil-apc", model: "paramixer",
+                       options: ModelOptions(linkProtocol: .cdil, pooling: .cls, positions: .learned)),
     ]
+    /// `bench scaling`'s default: one row per model (no -apc variants).
+    public static let scalingModels = models.map(\.label).filter { !$0.hasSuffix("-apc") }
+    /// `bench paramixer`'s default: both link protocols without and with learned positions.
+    public static let paramixerModels = ["paramixer-chord", "paramixer-cdil", "paramixer-chord-apc", "paramixer-cdil-apc"]
 
     public static let fullLengths = (7...16).map { 1 << $0 }
     public static let quickLengths = [256, 1024, 4096, 16384]
@@ -29,7 +37,9 @@ public enum ScalingBenchmark {
     public static let setup = """
         Random tokens (vocabulary 16), 10 classes, CLS pooling; registry defaults: Paramixer D = H = 32, one block, \
         ⌈log₂N⌉ factors (CHORD or CDIL); encoders D 32, one pre-LN layer, 2 heads, FFN 64. Batch: about 16,384 tokens \
-        (at least one sequence) unless --batch-size is given. Forward: eval mode, no graph. Training step: loss, backward, Adam. \
+        (at least one sequence) unless --batch-size is given; -apc: Paramixer with learned positions (APC). Forward: eval mode, \
+        no graph; Paramixer's factors on the fused kernel, whose f-MLPs run once per vocabulary entry when the embedded input is \
+        a pure token lookup (no positions) and once per position otherwise (-apc). Training step: loss, backward, Adam. \
         Memory: tensor bytes at the peak of one training step, per sequence.
         """
 

@@ -22,18 +22,21 @@ public struct BlockContext {
     public var keyMask: Tensor?
     /// Forwards that record no graph may run fused inference kernels.
     public var fusedInference: Bool
-    /// Set when `embedded` is one table row per token (see `TokenRows`), for fused inference only.
+    /// Set when `embedded` is one table row per token (see `TokenRows`).
     public var tokenRows: TokenRows?
 }
 
 /// An embedded input that is a pure table lookup: embedded[b, i, :] = table[ids[b, i], :] (token input, no
 /// positions added, no active dropout). A block may then compute a per-row function of the embedded input
-/// once per table row and look it up per position.
+/// once per table row and gather it per position (`embedding(ids, table: f(table))` equals f(embedded)).
 public struct TokenRows {
     /// Token ids [B, N], each in 0..<table.shape[0] (checked with the input).
     public var ids: IntTensor
-    /// [V, D].
-    public var table: Tensor
+    /// The embedding table [V, D] (the parameter itself: gradients through f(table) reach it).
+    public var table: Variable
+    /// The row that receives no gradient through the input's own lookup: a block that trains through
+    /// f(table) would give it one, so it uses the table only without a graph when this is set.
+    public var paddingIndex: Int?
 }
 
 /// One block of a stack: x [B, N, D] → [B, N, D].
@@ -89,8 +92,8 @@ open class SequenceStack: Module, SequenceModel {
     public func hiddenStates(_ input: SequenceInput, fusedInference: Bool = ParamixerBlock.fusedInferenceDefault)
         -> (hidden: Variable, keyMask: Tensor?) {
         let (embedded, stream, keyMask) = inputStage(input)
-        let fusedRows = fusedInference && !GradientMode.isEnabled ? inputStage.tokenRows(input) : nil
-        let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference, tokenRows: fusedRows)
+        let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference,
+                                   tokenRows: inputStage.tokenRows(input))
         var h = stream
         for block in stackBlocks { h = block(h, context: context) }
         return (h, keyMask)

@@ -91,7 +91,7 @@ struct BenchScalingCommand: ParsableCommand {
 
     @OptionGroup var options: ScalingOptions
 
-    func run() throws { try options.run(name: "scaling", defaultModels: ScalingBenchmark.models.map(\.label)) }
+    func run() throws { try options.run(name: "scaling", defaultModels: ScalingBenchmark.scalingModels) }
 }
 
 /// `longmixer bench paramixer`: the scaling benchmark with Paramixer's two link protocols only.
@@ -99,11 +99,11 @@ struct BenchParamixerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "paramixer",
         abstract: "Paramixer (CHORD and CDIL) against N on the shapes of `bench scaling`, with growth exponents; optionally vs PyTorch.",
-        discussion: "`bench scaling` with --models paramixer-chord,paramixer-cdil by default. " + ScalingBenchmark.setup)
+        discussion: "`bench scaling` with --models \(ScalingBenchmark.paramixerModels.joined(separator: ",")) by default. " + ScalingBenchmark.setup)
 
     @OptionGroup var options: ScalingOptions
 
-    func run() throws { try options.run(name: "paramixer", defaultModels: ["paramixer-chord", "paramixer-cdil"]) }
+    func run() throws { try options.run(name: "paramixer", defaultModels: ScalingBenchmark.paramixerModels) }
 }
 
 /// `longmixer bench tables`: the PermuteFormer paper's Tables 2 and 3 at CPU scale.

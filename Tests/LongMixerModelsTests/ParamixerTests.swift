@@ -327,4 +327,41 @@ struct ParamixerTokenRowsTests {
         let fused = withoutGradient { m(input, fusedInference: true).value }
         expectClose(fused, autodiff, tolerance: 1e-5, "\(link)")
     }
+
+    /// Loss and every parameter's gradient of a training step, the factors' f-MLPs on the table rows or per position.
+    func trainingStep(_ m: Paramixer, _ input: SequenceInput, tableRows: Bool) throws -> (loss: Float, gradients: [(String, Tensor)]) {
+        for p in m.parameters() { p.grad = nil }
+        let (embedded, stream, _) = m.inputStage(input)
+        let rows = tableRows ? m.inputStage.tokenRows(input) : nil
+        var h = stream
+        for block in m.attention { h = block(h, data: embedded, fusedInference: false, tokenRows: rows) }
+        let logits = m.outputStage(input) { _ in (h, nil) }
+        let loss = crossEntropy(logits: logits, targets: IntTensor([0, 2, 1]))
+        try loss.backward()
+        return (loss.value.scalars[0], m.namedParameters().map { ($0.0, try! #require($0.1.grad)) })
+    }
+
+    @Test("training through f(table) gives the loss and gradients of f per position (no padding row)", arguments: [LinkProtocol.chord, .cdil])
+    func trainingMatchesPerPosition(_ link: LinkProtocol) throws {
+        let m = try model(positions: false, dropout1: 0, link: link)
+        let input = SequenceInput.tokens(ids(40))
+        #expect(m.inputStage.tokenRows(input) != nil)
+        let table = try trainingStep(m, input, tableRows: true), perPosition = try trainingStep(m, input, tableRows: false)
+        #expect(abs(table.loss - perPosition.loss) <= 1e-5 * max(1, abs(perPosition.loss)))
+        for ((name, a), (_, b)) in zip(table.gradients, perPosition.gradients) {
+            expectClose(a, b, tolerance: 1e-4, "\(link) \(name)")
+        }
+    }
+
+    @Test("with a padding row the table is used without a graph only")
+    func paddingRowTrainsPerPosition() throws {
+        var g = RandomGenerator(seed: 5)
+        let configuration = ParamixerConfiguration(vocabularySize: 6, length: 40, embeddingSize: 16, hiddenSize: 12,
+                                                   pooling: .cls, paddingIndex: 0, outputCount: 3)
+        let m = try Paramixer(configuration: configuration, generator: &g)
+        let rows = try #require(m.inputStage.tokenRows(.tokens(ids(40))))
+        let data = Tensor(zeros: [3, 40, 16])
+        #expect(!m.attention[0].usesTable(rows, data: data))
+        #expect(withoutGradient { m.attention[0].usesTable(rows, data: data) })
+    }
 }

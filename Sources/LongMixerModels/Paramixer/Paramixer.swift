@@ -83,16 +83,27 @@ public final class ParamixerBlock: Module, SequenceBlock {
     public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool, tokenRows: TokenRows? = nil) -> Variable {
         var v = g(v)
         let blockInput = v
+        let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }
         if fusedInference, !GradientMode.isEnabled,
-           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: tokenRows) {
+           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: rows) {
             return dropout2(Variable(fused))
         }
         for (f, factorOffsets) in zip(fs, offsets) {
-            let w = f(data)                                                        // [B, N, L]
+            // f on the V table rows, gathered per position, when data is the table's rows: the f-MLP's forward
+            // and backward on V rows instead of B·N.
+            let w = rows.map { embedding($0.ids, table: f($0.table)) } ?? f(data)   // [B, N, L]
             let mixed = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets)
             v = mixed + (residual == .everyFactor ? v : blockInput)
         }
         return dropout2(v)
+    }
+
+    /// Whether f runs on the table rows: the rows are data's (shapes), the table has at most half as many rows as
+    /// the batch has positions, and no padding row would take a gradient it must not (see `TokenRows`).
+    func usesTable(_ rows: TokenRows, data: Tensor) -> Bool {
+        let t = rows.table.value
+        return rows.ids.shape == Array(data.shape.prefix(2)) && t.rank == 2 && t.shape[1] == data.shape[2]
+            && 2 * t.shape[0] <= data.shape[0] * data.shape[1] && (rows.paddingIndex == nil || !GradientMode.isEnabled)
     }
 
     /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
@@ -117,12 +128,10 @@ public final class ParamixerBlock: Module, SequenceBlock {
         // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
         // own): M factors allocate two tensors, not M.
         var buffers = [Tensor(uninitializedShape: [b, n, d])] + (mlps.count > 1 ? [Tensor(uninitializedShape: [b, n, d])] : [])
-        let rows = tokenRows.flatMap { t in
-            t.ids.shape == [b, n] && t.table.rank == 2 && t.table.shape[1] == data.shape[2] && 2 * t.table.shape[0] <= b * n ? t : nil
-        }
+        let rows = tokenRows.flatMap { usesTable($0, data: data) ? $0 : nil }
         let group = EightLaneSkinnyGemm.tileRows
         // One factor's link weights per table row at a time: [V rounded up to the tile's 6 rows, Lp].
-        var linkTable = rows.map { Tensor(uninitializedShape: [($0.table.shape[0] + group - 1) / group * group,
+        var linkTable = rows.map { Tensor(uninitializedShape: [($0.table.value.shape[0] + group - 1) / group * group,
                                                                mlps.map(\.paddedLinks).max()!]) }
         var current = v.pointer, written = 0
         for (m, (mlp, factorOffsets)) in zip(mlps, offsets).enumerated() {
@@ -135,7 +144,7 @@ public final class ParamixerBlock: Module, SequenceBlock {
                 buffers[written].withUnsafeMutablePointer { out in
                     if let rows, linkTable != nil {
                         linkTable!.withUnsafeMutablePointer { table in
-                            sparseFactorLinkTable(table, rows: rows.table.pointer, count: rows.table.shape[0],
+                            sparseFactorLinkTable(table, rows: rows.table.value.pointer, count: rows.table.value.shape[0],
                                                   dataDimensions: data.shape[2], mlp: mlp)
                         }
                         rows.ids.scalars.withUnsafeBufferPointer { ids in
@@ -228,7 +237,7 @@ final class ParamixerInput: Module, SequenceInputStage {
     func tokenRows(_ input: SequenceInput) -> TokenRows? {
         guard case .tokens(let ids) = input, let embedding, apcEmbedding == nil,
               !dropout1.isTraining || dropout1.probability == 0 else { return nil }
-        return TokenRows(ids: ids, table: embedding.weight.value)
+        return TokenRows(ids: ids, table: embedding.weight, paddingIndex: embedding.paddingIndex)
     }
 
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
