@@ -26,14 +26,17 @@ public struct BlockContext {
     public var tokenRows: TokenRows?
 }
 
-/// An embedded input that is a pure table lookup: embedded[b, i, :] = table[ids[b, i], :] (token input, no
-/// positions added, no active dropout). A block may then compute a per-row function of the embedded input
-/// once per table row and gather it per position (`embedding(ids, table: f(table))` equals f(embedded)).
+/// An embedded input made of table rows: embedded[b, i, :] = table[ids[b, i], :] (+ positions[i, :]) (token
+/// input, no active dropout). A block may then compute a per-row function of the embedded input once per
+/// table row and gather it per position (`embedding(ids, table: f(table))` equals f(embedded) without
+/// positions), or split a linear map over the two tables.
 public struct TokenRows {
     /// Token ids [B, N], each in 0..<table.shape[0] (checked with the input).
     public var ids: IntTensor
     /// The embedding table [V, D] (the parameter itself: gradients through f(table) reach it).
     public var table: Variable
+    /// Learned positions [N, D] added at every position (nil: none); the parameter itself.
+    public var positions: Variable?
     /// The row that receives no gradient through the input's own lookup: a block that trains through
     /// f(table) would give it one, so it uses the table only without a graph when this is set.
     public var paddingIndex: Int?

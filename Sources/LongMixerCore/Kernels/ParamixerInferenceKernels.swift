@@ -143,23 +143,103 @@ public func sparseFactorTableForward(out: UnsafeMutablePointer<Float>, values: U
     }
 }
 
+/// First-layer pre-activations of table rows: pre[v·Hp + u] = (W1·rows[v])_u (+ b1_u with `bias`), for inputs whose
+/// data rows are sums of rows of two tables (token embeddings plus learned positions): W1·(e + p) + b1 =
+/// W1·e + (W1·p + b1) lets the first layer run once per table row. rows: [V, dataDimensions]; pre: V rounded up
+/// to a multiple of 6 rows of Hp floats (entries past V·Hp are scratch).
+public func sparseFactorPreActivations(_ pre: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, count v: Int,
+                                       dataDimensions di: Int, bias: Bool, mlp: SparseFactorMLPWeights) {
+    check(mlp.inputs == di, "sparseFactorPreActivations: the MLP reads \(mlp.inputs) inputs, table rows have \(di)")
+    let group = EightLaneSkinnyGemm.tileRows, hp = mlp.paddedHidden
+    withExtendedLifetime(mlp) {
+        let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1)
+        parallelFor((v + group - 1) / group, grain: max(1, sparseFactorGrainMACs / max(1, group * di * hp))) { groups in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * di) { scratch in
+                for g in groups {
+                    let r0 = g * group
+                    var x = rows + r0 * di
+                    if v - r0 < group {
+                        scratch.baseAddress!.update(from: x, count: (v - r0) * di)
+                        (scratch.baseAddress! + (v - r0) * di).update(repeating: 0, count: (group - v + r0) * di)
+                        x = UnsafePointer(scratch.baseAddress!)
+                    }
+                    var s = 0
+                    while s < hp {
+                        let lo = bias ? b1.load8(s) : Float8(), hi = bias ? b1.load8(s + 8) : Float8()
+                        EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, lo, hi, pre + r0 * hp + s, hp)
+                        s += 16
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sparseFactorMLPForward` for data rows that are token rows plus position rows, from their first-layer
+/// pre-activations (`sparseFactorPreActivations`): row (b, i) has hidden units GELU(tokenPre[tokens[b,i]] +
+/// positionPre[i]) (the bias in positionPre), then W2, b2 and the sparse product + residual as there. Equal to
+/// `sparseFactorMLPForward` on data = e + p up to the rounding of the first layer's split sum.
+/// tokens: [B, N] indices of tokenPre rows (not checked here); tokenPre: [V, Hp]; positionPre: [N, Hp].
+public func sparseFactorSplitForward(out: UnsafeMutablePointer<Float>, values: UnsafePointer<Float>, residual: UnsafePointer<Float>,
+                                     tokens: UnsafePointer<Int32>, tokenPre: UnsafePointer<Float>, positionPre: UnsafePointer<Float>,
+                                     mlp: SparseFactorMLPWeights, offsets: UnsafePointer<Int>, batch: Int, length n: Int, dimensions d: Int) {
+    let l = mlp.links, hp = mlp.paddedHidden, lp = mlp.paddedLinks
+    let group = EightLaneSkinnyGemm.tileRows
+    let grain = max(group, sparseFactorGrainMACs / max(1, mlp.hidden * l + l * d))
+    withExtendedLifetime(mlp) {
+        parallelFor(batch * n, grain: grain) { rows in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (hp + lp)) { scratch in
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: group + l) { indexScratch in
+                    let hidden = scratch.baseAddress!, weights = hidden + group * hp
+                    let weightRows = indexScratch.baseAddress!, starts = weightRows + group
+                    for q in 0..<group { weightRows[q] = q * lp }
+                    var r0 = rows.lowerBound
+                    while r0 < rows.upperBound {
+                        // Rows past the range (their hidden units zero) are computed and not used.
+                        let count = Swift.min(group, rows.upperBound - r0)
+                        for q in 0..<group {
+                            let row = hidden + q * hp
+                            guard q < count else { row.update(repeating: 0, count: hp); continue }
+                            let r = r0 + q, t = tokenPre + Int(tokens[r]) * hp, p = positionPre + (r % n) * hp
+                            var u = 0
+                            while u < hp { row.store8(t.load8(u) + p.load8(u), u); u += 8 }
+                        }
+                        sparseFactorSixRowLinkWeights(preActivations: hidden, mlp, weights: weights)
+                        sparseFactorRowsPlusResidual(out: out, residual: residual, values: values, weights: weights, weightRows: weightRows,
+                                                     starts: starts, offsets: offsets, links: l, firstRow: r0, count: count, n: n, d: d)
+                        r0 += group
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// weights[q·Lp + k] = (W2·GELU(W1·x_q + b1) + b2)_k for the six data rows x_q = x + q·D (D = mlp.inputs), on
 /// `EightLaneSkinnyGemm`'s 6×16 tile; hidden: [6, Hp] scratch. Each output depends on its own row only.
 @inline(__always)
 func sparseFactorSixRowLinkWeights(_ x: UnsafePointer<Float>, _ mlp: SparseFactorMLPWeights,
                                    hidden: UnsafeMutablePointer<Float>, weights: UnsafeMutablePointer<Float>) {
-    let di = mlp.inputs, hp = mlp.paddedHidden, lp = mlp.paddedLinks, h = mlp.hidden
-    let w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1), w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
+    let di = mlp.inputs, hp = mlp.paddedHidden, w1T = UnsafePointer(mlp.w1T), b1 = UnsafePointer(mlp.b1)
     var s = 0
     while s < hp {
         EightLaneSkinnyGemm.tile(x, di, di, w1T + s, hp, b1.load8(s), b1.load8(s + 8), hidden + s, hp)
         s += 16
     }
+    sparseFactorSixRowLinkWeights(preActivations: hidden, mlp, weights: weights)
+}
+
+/// The rest of `sparseFactorSixRowLinkWeights` from six rows' first-layer pre-activations [6, Hp] (overwritten
+/// by their GELU): weights[q·Lp + k] = (W2·GELU(pre_q) + b2)_k.
+@inline(__always)
+func sparseFactorSixRowLinkWeights(preActivations hidden: UnsafeMutablePointer<Float>, _ mlp: SparseFactorMLPWeights,
+                                   weights: UnsafeMutablePointer<Float>) {
+    let hp = mlp.paddedHidden, lp = mlp.paddedLinks, w2T = UnsafePointer(mlp.w2T), b2 = UnsafePointer(mlp.b2)
     var j = 0
     while j < EightLaneSkinnyGemm.tileRows * hp { hidden.store8(VectorMath.gelu(hidden.load8(j)), j); j += 8 }
-    s = 0
+    var s = 0
     while s < lp {
-        EightLaneSkinnyGemm.tile(hidden, hp, h, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
+        EightLaneSkinnyGemm.tile(hidden, hp, mlp.hidden, w2T + s, lp, b2.load8(s), b2.load8(s + 8), weights + s, lp)
         s += 16
     }
 }

@@ -89,50 +89,74 @@ public final class ParamixerBlock: Module, SequenceBlock {
             return dropout2(Variable(fused))
         }
         for (f, factorOffsets) in zip(fs, offsets) {
-            // f on the V table rows, gathered per position, when data is the table's rows: the f-MLP's forward
-            // and backward on V rows instead of B·N.
-            let w = rows.map { embedding($0.ids, table: f($0.table)) } ?? f(data)   // [B, N, L]
+            let w = linkWeights(f, data: data, tokenRows: rows)                    // [B, N, L]
             let mixed = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets)
             v = mixed + (residual == .everyFactor ? v : blockInput)
         }
         return dropout2(v)
     }
 
-    /// Whether f runs on the table rows: the rows are data's (shapes), the table has at most half as many rows as
-    /// the batch has positions, and no padding row would take a gradient it must not (see `TokenRows`).
+    /// f(data) [B, N, L]. When data is token rows (`tokenRows`, accepted by `usesTable`), the layers that see
+    /// data run on the tables' rows and are gathered per position, forward and backward: without positions
+    /// all of f (f(e_t) per token t), with positions its first layer (W1·e_t per token, W1·p_i + b1 per position).
+    func linkWeights(_ f: Sequential, data: Variable, tokenRows rows: TokenRows?) -> Variable {
+        guard let rows else { return f(data) }
+        guard let positions = rows.positions else { return embedding(rows.ids, table: f(rows.table)) }
+        guard let (l1, activation, l2) = Self.mlpLayers(f) else { return f(data) }
+        let pre = embedding(rows.ids, table: linear(rows.table, weight: l1.weight, bias: nil))   // [B, N, H]
+            + linear(positions, weight: l1.weight, bias: l1.bias)                                 // [N, H]
+        return l2(activation(pre))
+    }
+
+    /// f's Linear → activation → Linear (nil for another shape of f).
+    static func mlpLayers(_ f: Sequential) -> (Linear, Activation, Linear)? {
+        guard f.layers.count == 3, let l1 = f.layers[0] as? Linear, let act = f.layers[1] as? Activation,
+              let l2 = f.layers[2] as? Linear else { return nil }
+        return (l1, act, l2)
+    }
+
+    /// Whether f reads the token rows: they are data's (shapes), the tables have at most half as many rows as
+    /// the batch has positions (so the split saves work), and no padding row would take a gradient it must not
+    /// (see `TokenRows`).
     func usesTable(_ rows: TokenRows, data: Tensor) -> Bool {
-        let t = rows.table.value
-        return rows.ids.shape == Array(data.shape.prefix(2)) && t.rank == 2 && t.shape[1] == data.shape[2]
-            && 2 * t.shape[0] <= data.shape[0] * data.shape[1] && (rows.paddingIndex == nil || !GradientMode.isEnabled)
+        let t = rows.table.value, (b, n) = (data.shape[0], data.shape[1])
+        let positionRows = rows.positions.map { $0.shape == [n, data.shape[2]] ? n : Int.max / 4 } ?? 0
+        return rows.ids.shape == [b, n] && t.rank == 2 && t.shape[1] == data.shape[2]
+            && 2 * (t.shape[0] + positionRows) <= b * n && (rows.paddingIndex == nil || !GradientMode.isEnabled)
     }
 
     /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
-    /// sparse product and residual). When data is table rows and the table has at most half as many rows
-    /// as the batch has positions, each f-MLP runs on the table rows instead (`sparseFactorLinkTable`) and
-    /// the product reads each position's weights by its token (`sparseFactorTableForward`): the same
-    /// results bit for bit, at the cost of the product alone per position. nil when an f is not
-    /// Linear → GELU → Linear with biases (then the composed ops run).
+    /// sparse product and residual). With token rows (see `usesTable`) and no positions, each f-MLP runs on
+    /// the table rows (`sparseFactorLinkTable`) and the product reads each position's weights by its token
+    /// (`sparseFactorTableForward`): the same results bit for bit, at the cost of the product alone per
+    /// position. With positions, the first layer runs on the token and position rows
+    /// (`sparseFactorPreActivations`) and each position adds its two rows (`sparseFactorSplitForward`).
+    /// nil when an f is not Linear → GELU → Linear with biases (then the composed ops run).
     func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor, tokenRows: TokenRows? = nil) -> Tensor? {
         var mlps: [SparseFactorMLPWeights] = []
         for (f, factorOffsets) in zip(fs, offsets) {
-            guard f.layers.count == 3, let l1 = f.layers[0] as? Linear, let act = f.layers[1] as? Activation, act.kind == .gelu,
-                  let l2 = f.layers[2] as? Linear, let b1 = l1.bias, let b2 = l2.bias, l2.outputDimensions == factorOffsets.count,
-                  l1.inputDimensions == data.shape[2], l2.inputDimensions == l1.outputDimensions
+            guard let (l1, act, l2) = Self.mlpLayers(f), act.kind == .gelu, let b1 = l1.bias, let b2 = l2.bias,
+                  l2.outputDimensions == factorOffsets.count, l1.inputDimensions == data.shape[2],
+                  l2.inputDimensions == l1.outputDimensions
             else { return nil }
             mlps.append(SparseFactorMLPWeights(w1: l1.weight.value.pointer, b1: b1.value.pointer, w2: l2.weight.value.pointer,
                                                b2: b2.value.pointer, inputs: l1.inputDimensions, hidden: l1.outputDimensions,
                                                links: l2.outputDimensions))
         }
-        let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2])
+        let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2]), di = data.shape[2]
         check(data.shape[0] == b && data.shape[1] == n, "ParamixerBlock: data \(data.shape) does not match values \(v.shape)")
         // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
         // own): M factors allocate two tensors, not M.
         var buffers = [Tensor(uninitializedShape: [b, n, d])] + (mlps.count > 1 ? [Tensor(uninitializedShape: [b, n, d])] : [])
         let rows = tokenRows.flatMap { usesTable($0, data: data) ? $0 : nil }
         let group = EightLaneSkinnyGemm.tileRows
-        // One factor's link weights per table row at a time: [V rounded up to the tile's 6 rows, Lp].
-        var linkTable = rows.map { Tensor(uninitializedShape: [($0.table.value.shape[0] + group - 1) / group * group,
-                                                               mlps.map(\.paddedLinks).max()!]) }
+        func roundedRows(_ count: Int) -> Int { (count + group - 1) / group * group }
+        // One factor at a time: the link weights per token [V (rounded up to the tile's 6 rows), Lp] without
+        // positions; with them, the first layer's pre-activations per token [V, Hp] and per position [N, Hp].
+        let vocabulary = rows?.table.value.shape[0] ?? 0
+        let tableWidth = rows?.positions == nil ? mlps.map(\.paddedLinks).max()! : mlps.map(\.paddedHidden).max()!
+        var tokenTable = rows.map { _ in Tensor(uninitializedShape: [roundedRows(vocabulary), tableWidth]) }
+        var positionTable = rows?.positions.map { _ in Tensor(uninitializedShape: [roundedRows(n), tableWidth]) }
         var current = v.pointer, written = 0
         for (m, (mlp, factorOffsets)) in zip(mlps, offsets).enumerated() {
             for (k, o) in factorOffsets.enumerated() {
@@ -142,20 +166,32 @@ public final class ParamixerBlock: Module, SequenceBlock {
             let added = residual == .everyFactor ? current : blockInput.pointer
             factorOffsets.withUnsafeBufferPointer { off in
                 buffers[written].withUnsafeMutablePointer { out in
-                    if let rows, linkTable != nil {
-                        linkTable!.withUnsafeMutablePointer { table in
-                            sparseFactorLinkTable(table, rows: rows.table.value.pointer, count: rows.table.value.shape[0],
-                                                  dataDimensions: data.shape[2], mlp: mlp)
-                        }
-                        rows.ids.scalars.withUnsafeBufferPointer { ids in
+                    guard let rows, tokenTable != nil else {
+                        sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer, dataDimensions: di,
+                                               mlp: mlp, offsets: off.baseAddress!, batch: b, length: n, dimensions: d)
+                        return
+                    }
+                    rows.ids.scalars.withUnsafeBufferPointer { ids in
+                        if let positions = rows.positions, positionTable != nil {
+                            tokenTable!.withUnsafeMutablePointer { t in
+                                sparseFactorPreActivations(t, rows: rows.table.value.pointer, count: vocabulary, dataDimensions: di,
+                                                           bias: false, mlp: mlp)
+                            }
+                            positionTable!.withUnsafeMutablePointer { p in
+                                sparseFactorPreActivations(p, rows: positions.value.pointer, count: n, dataDimensions: di,
+                                                           bias: true, mlp: mlp)
+                            }
+                            sparseFactorSplitForward(out: out, values: current, residual: added, tokens: ids.baseAddress!,
+                                                     tokenPre: tokenTable!.pointer, positionPre: positionTable!.pointer, mlp: mlp,
+                                                     offsets: off.baseAddress!, batch: b, length: n, dimensions: d)
+                        } else {
+                            tokenTable!.withUnsafeMutablePointer { t in
+                                sparseFactorLinkTable(t, rows: rows.table.value.pointer, count: vocabulary, dataDimensions: di, mlp: mlp)
+                            }
                             sparseFactorTableForward(out: out, values: current, residual: added, tokens: ids.baseAddress!,
-                                                     table: linkTable!.pointer, tableStride: mlp.paddedLinks, offsets: off.baseAddress!,
+                                                     table: tokenTable!.pointer, tableStride: mlp.paddedLinks, offsets: off.baseAddress!,
                                                      links: mlp.links, batch: b, length: n, dimensions: d)
                         }
-                    } else {
-                        sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer,
-                                               dataDimensions: data.shape[2], mlp: mlp, offsets: off.baseAddress!,
-                                               batch: b, length: n, dimensions: d)
                     }
                 }
             }
@@ -233,11 +269,11 @@ final class ParamixerInput: Module, SequenceInputStage {
         }
     }
 
-    /// Token input without APC and with dropout1 inactive: data is the embedding table's rows.
+    /// Token input with dropout1 inactive: data is the embedding table's rows plus, with APC, the position rows.
     func tokenRows(_ input: SequenceInput) -> TokenRows? {
-        guard case .tokens(let ids) = input, let embedding, apcEmbedding == nil,
+        guard case .tokens(let ids) = input, let embedding,
               !dropout1.isTraining || dropout1.probability == 0 else { return nil }
-        return TokenRows(ids: ids, table: embedding.weight, paddingIndex: embedding.paddingIndex)
+        return TokenRows(ids: ids, table: embedding.weight, positions: apcEmbedding?.weight, paddingIndex: embedding.paddingIndex)
     }
 
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?) {
