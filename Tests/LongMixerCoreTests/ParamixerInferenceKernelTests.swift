@@ -79,3 +79,40 @@ struct SparseFactorTableTests {
         }
     }
 }
+
+/// Data rows that are token rows plus position rows: the first layer split over the two tables.
+@Suite("Sparse factor with the first layer split over token and position rows")
+struct SparseFactorSplitTests {
+    @Test("equals the reference on data = token row + position row, 1 and 2 threads",
+          arguments: [(2, 64, 32, 32, 7, [0, 1, 2, 4, 8, 16, 32]), (3, 37, 40, 20, 13, [0, 3, 36, 1]), (1, 50, 5, 9, 1, [0, 1, 2, 49])])
+    func matchesReference(_ shape: (Int, Int, Int, Int, Int, [Int])) {
+        let (batch, n, d, h, v, offsets) = shape
+        let l = offsets.count
+        var g = RandomGenerator(seed: UInt64(n * 11 + v))
+        func random(_ count: Int, scale: Float = 1) -> [Float] { (0..<count).map { _ in scale * g.nextNormal() } }
+        let tokenRows = random(v * d), positionRows = random(n * d), values = random(batch * n * d), residual = random(batch * n * d)
+        let w1 = random(h * d, scale: 0.3), b1 = random(h, scale: 0.3), w2 = random(l * h, scale: 0.3), b2 = random(l, scale: 0.3)
+        let tokens = (0..<(batch * n)).map { _ in Int32(g.nextInt(below: v)) }
+        let data = (0..<(batch * n * d)).map { e in
+            let r = e / d, c = e % d
+            return tokenRows[Int(tokens[r]) * d + c] + positionRows[(r % n) * d + c]
+        }
+        var reference = [Float](repeating: 0, count: batch * n * d)
+        sparseFactorMLPForwardReference(out: &reference, values: values, residual: residual, data: data, dataDimensions: d,
+                                        w1: w1, b1: b1, w2: w2, b2: b2, hidden: h, offsets: offsets, links: l,
+                                        batch: batch, length: n, dimensions: d)
+        let mlp = SparseFactorMLPWeights(w1: w1, b1: b1, w2: w2, b2: b2, inputs: d, hidden: h, links: l)
+        var tokenPre = [Float](repeating: .nan, count: (v + 5) / 6 * 6 * mlp.paddedHidden)
+        var positionPre = [Float](repeating: .nan, count: (n + 5) / 6 * 6 * mlp.paddedHidden)
+        withEachThreadCount { t in
+            sparseFactorPreActivations(&tokenPre, rows: tokenRows, count: v, dataDimensions: d, bias: false, mlp: mlp)
+            sparseFactorPreActivations(&positionPre, rows: positionRows, count: n, dataDimensions: d, bias: true, mlp: mlp)
+            var out = [Float](repeating: .nan, count: batch * n * d)
+            sparseFactorSplitForward(out: &out, values: values, residual: residual, tokens: tokens, tokenPre: tokenPre,
+                                     positionPre: positionPre, mlp: mlp, offsets: offsets, batch: batch, length: n, dimensions: d)
+            let shape = [batch, n, d]
+            expectClose(Tensor(shape: shape, scalars: out), Tensor(shape: shape, scalars: reference), floor: 1,
+                        "B \(batch) N \(n) D \(d) H \(h) V \(v) L \(l), \(t) threads")
+        }
+    }
+}

@@ -293,17 +293,16 @@ struct ParamixerTokenRowsTests {
         return IntTensor(shape: [batch, n], scalars: (0..<(batch * n)).map { _ in Int32(g.nextInt(below: 6)) })
     }
 
-    @Test("offered only for token input without positions and without active dropout")
+    @Test("offered for token input without active dropout, with the position table when there is one")
     func offeredWhenLookup() throws {
         let input = SequenceInput.tokens(ids(40))
         let plain = try model(positions: false, dropout1: 0.3)
         plain.train(false)
-        #expect(plain.inputStage.tokenRows(input) != nil)
+        #expect(plain.inputStage.tokenRows(input) != nil && plain.inputStage.tokenRows(input)?.positions == nil)
         plain.train(true)
         #expect(plain.inputStage.tokenRows(input) == nil)
         let withPositions = try model(positions: true, dropout1: 0)
-        withPositions.train(false)
-        #expect(withPositions.inputStage.tokenRows(input) == nil)
+        #expect(withPositions.inputStage.tokenRows(input)?.positions?.shape == [40, 16])
         #expect(withPositions.inputStage.tokenRows(.features(Tensor(zeros: [1, 40, 16]))) == nil)
     }
 
@@ -328,6 +327,35 @@ struct ParamixerTokenRowsTests {
         expectClose(fused, autodiff, tolerance: 1e-5, "\(link)")
     }
 
+    @Test("with learned positions: fused blocks on the split first layer equal the per-position fused blocks and the autodiff forward",
+          arguments: [LinkProtocol.chord, .cdil])
+    func positionsMatchFusedAndAutodiff(_ link: LinkProtocol) throws {
+        let m = try model(positions: true, dropout1: 0, link: link)
+        m.train(false)
+        let input = SequenceInput.tokens(ids(40))
+        let rows = try #require(m.inputStage.tokenRows(input))
+        #expect(rows.positions != nil && m.attention[0].usesTable(rows, data: Tensor(zeros: [3, 40, 16])))
+        withoutGradient {
+            let (embedded, stream, _) = m.inputStage(input)
+            var withRows = stream, without = stream
+            for block in m.attention {
+                withRows = block(withRows, data: embedded, fusedInference: true, tokenRows: rows)
+                without = block(without, data: embedded, fusedInference: true, tokenRows: nil)
+            }
+            expectClose(withRows.value, without.value, tolerance: 1e-5, "\(link) blocks")
+        }
+        let autodiff = m(input, fusedInference: false).value
+        let fused = withoutGradient { m(input, fusedInference: true).value }
+        expectClose(fused, autodiff, tolerance: 1e-5, "\(link)")
+    }
+
+    @Test("the split needs fewer table rows than half the batch's positions")
+    func splitOnlyWhenSmaller() throws {
+        let m = try model(positions: true, dropout1: 0)
+        let rows = try #require(m.inputStage.tokenRows(.tokens(ids(40, batch: 1))))
+        #expect(!m.attention[0].usesTable(rows, data: Tensor(zeros: [1, 40, 16])))
+    }
+
     /// Loss and every parameter's gradient of a training step, the factors' f-MLPs on the table rows or per position.
     func trainingStep(_ m: Paramixer, _ input: SequenceInput, tableRows: Bool) throws -> (loss: Float, gradients: [(String, Tensor)]) {
         for p in m.parameters() { p.grad = nil }
@@ -341,15 +369,17 @@ struct ParamixerTokenRowsTests {
         return (loss.value.scalars[0], m.namedParameters().map { ($0.0, try! #require($0.1.grad)) })
     }
 
-    @Test("training through f(table) gives the loss and gradients of f per position (no padding row)", arguments: [LinkProtocol.chord, .cdil])
-    func trainingMatchesPerPosition(_ link: LinkProtocol) throws {
-        let m = try model(positions: false, dropout1: 0, link: link)
+    @Test("training through the tables gives the loss and gradients of f per position (no padding row), without and with positions",
+          arguments: [(LinkProtocol.chord, false), (.cdil, false), (.chord, true), (.cdil, true)])
+    func trainingMatchesPerPosition(_ c: (LinkProtocol, Bool)) throws {
+        let (link, positions) = c
+        let m = try model(positions: positions, dropout1: 0, link: link)
         let input = SequenceInput.tokens(ids(40))
         #expect(m.inputStage.tokenRows(input) != nil)
         let table = try trainingStep(m, input, tableRows: true), perPosition = try trainingStep(m, input, tableRows: false)
         #expect(abs(table.loss - perPosition.loss) <= 1e-5 * max(1, abs(perPosition.loss)))
         for ((name, a), (_, b)) in zip(table.gradients, perPosition.gradients) {
-            expectClose(a, b, tolerance: 1e-4, "\(link) \(name)")
+            expectClose(a, b, tolerance: 1e-4, "\(link) positions \(positions) \(name)")
         }
     }
 
