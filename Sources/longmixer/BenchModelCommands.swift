@@ -66,7 +66,8 @@ struct ScalingOptions: ParsableArguments {
         print(table.render())
         print("\nGrowth exponents (time or memory per sequence ∝ N^k):")
         print(fits.isEmpty ? "  none: fewer than two lengths ≥ --fit-from \(fitFrom)" : fitTable.render())
-        print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs")
+        print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs; "
+              + "Paramixer's count has its f-MLPs at every position, which token input skips (see the setup), so it can pass 100 %")
         if output.markdown { print(""); print(table.render(markdown: true)); print(""); print(fitTable.render(markdown: true)) }
         if output.checkTargets {
             print("\nTargets:")
