@@ -22,7 +22,7 @@ public struct BlockContext {
     public var keyMask: Tensor?
     /// Forwards that record no graph may run fused inference kernels.
     public var fusedInference: Bool
-    /// Set when `embedded` is one table row per token (see `TokenRows`).
+    /// Set when `embedded` is made of table rows (see `TokenRows`).
     public var tokenRows: TokenRows?
 }
 
@@ -52,7 +52,7 @@ public protocol SequenceInputStage: Module {
     /// Throws a message naming the values when `input` does not fit the model (kind, shape, ids, N).
     func check(_ input: SequenceInput) throws
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?)
-    /// The ids and table when the embedded input of `input` is a pure table lookup (nil otherwise).
+    /// The ids and tables when the embedded input of `input` is made of table rows (nil otherwise).
     func tokenRows(_ input: SequenceInput) -> TokenRows?
 }
 

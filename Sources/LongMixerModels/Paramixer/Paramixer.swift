@@ -119,10 +119,11 @@ public final class ParamixerBlock: Module, SequenceBlock {
     /// the batch has positions (so the split saves work), and no padding row would take a gradient it must not
     /// (see `TokenRows`).
     func usesTable(_ rows: TokenRows, data: Tensor) -> Bool {
-        let t = rows.table.value, (b, n) = (data.shape[0], data.shape[1])
-        let positionRows = rows.positions.map { $0.shape == [n, data.shape[2]] ? n : Int.max / 4 } ?? 0
-        return rows.ids.shape == [b, n] && t.rank == 2 && t.shape[1] == data.shape[2]
-            && 2 * (t.shape[0] + positionRows) <= b * n && (rows.paddingIndex == nil || !GradientMode.isEnabled)
+        let t = rows.table.value, (b, n, d) = (data.shape[0], data.shape[1], data.shape[2])
+        if let positions = rows.positions, positions.shape != [n, d] { return false }
+        let tableRows = t.shape[0] + (rows.positions == nil ? 0 : n)
+        return rows.ids.shape == [b, n] && t.rank == 2 && t.shape[1] == d && 2 * tableRows <= b * n
+            && (rows.paddingIndex == nil || !GradientMode.isEnabled)
     }
 
     /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
@@ -172,7 +173,7 @@ public final class ParamixerBlock: Module, SequenceBlock {
                         return
                     }
                     rows.ids.scalars.withUnsafeBufferPointer { ids in
-                        if let positions = rows.positions, positionTable != nil {
+                        if let positions = rows.positions {
                             tokenTable!.withUnsafeMutablePointer { t in
                                 sparseFactorPreActivations(t, rows: rows.table.value.pointer, count: vocabulary, dataDimensions: di,
                                                            bias: false, mlp: mlp)
