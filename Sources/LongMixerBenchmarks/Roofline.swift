@@ -124,7 +124,7 @@ public enum Roofline {
         let kernels = CPUFeatures.avx512 ? "AVX-512 (16-lane kernels)" : "AVX2 + FMA (8-lane kernels)"
         let openBLAS = "single-threaded OpenBLAS, large products split over the threads"
         let gemm = BLAS.packedGemmAvailable ? "packed AVX-512 SGEMM for large products, \(openBLAS) otherwise" : openBLAS
-        let skinny = BLAS.gemmBackend == .openblas ? "" : "; Linear layers of k, n ≤ 64: \(CPUFeatures.avx512 ? 16 : 8)-lane skinny GEMM"
+        let skinny = BLAS.gemmBackend == .openblas ? "" : "; Linear layers of k, n ≤ \(BLAS.skinnyGemmMaxSide): \(CPUFeatures.avx512 ? 16 : 8)-lane skinny GEMM"
         return "\(kernels); BLAS.gemm: \(gemm)\(skinny); OpenBLAS core \(BLAS.coreName)\(forced)"
     }
 }

@@ -311,25 +311,28 @@ public enum BLAS {
         for i in 1..<chunks { axpySerial(y: c, x: partial + i * n * k, count: n * k) }
     }
 
-    // MARK: Skinny GEMM (tall A, weight of at most 64×64): 16 lanes on AVX-512, 8 otherwise
+    // MARK: Skinny GEMM (tall A, weight of at most 64×64 on AVX-512, 128×128 otherwise): 16 lanes on AVX-512, 8 otherwise
 
     /// Whether `rowSplitGemm`/`rowReducedGemm` (and so `linear`) take the skinny kernels for an [m, k]·[k, n]
-    /// product (or the [n, k] reduction over m rows): not LONGMIXER_GEMM=openblas, n, k ≤ 64 and
+    /// product (or the [n, k] reduction over m rows): not LONGMIXER_GEMM=openblas, n, k ≤ `skinnyGemmMaxSide` and
     /// m ≥ `skinnyGemmMinimumRows`. `SkinnyGemm` (16 lanes) on AVX-512, `EightLaneSkinnyGemm` otherwise.
     public static func usesSkinnyGemm(m: Int, n: Int, k: Int) -> Bool {
-        // EightLaneSkinnyGemm's bound, the same as SkinnyGemm's (read here without calling into AVX-512 code).
-        gemmBackend != .openblas && n >= 1 && k >= 1 && n <= EightLaneSkinnyGemm.maxSide && k <= EightLaneSkinnyGemm.maxSide
-            && m >= skinnyGemmMinimumRows
+        gemmBackend != .openblas && n >= 1 && k >= 1 && n <= skinnyGemmMaxSide && k <= skinnyGemmMaxSide && m >= skinnyGemmMinimumRows
     }
+
+    /// The largest k and n of the skinny kernels this CPU runs: `SkinnyGemm.maxSide` (64, given here without calling
+    /// into AVX-512 code; a test checks it on AVX-512 machines) or `EightLaneSkinnyGemm.maxSide` (128).
+    public static var skinnyGemmMaxSide: Int { CPUFeatures.avx512 ? 64 : EightLaneSkinnyGemm.maxSide }
 
     /// Rows from which the skinny kernels run (below, a product is a few microseconds either way).
     public static let skinnyGemmMinimumRows = 64
 
-    /// Rows per `parallelFor` piece of the skinny product (a piece must be worth a thread).
-    static let skinnyGemmGrain = 1024
+    /// Rows per `parallelFor` piece of the skinny product (a piece must be worth a thread): 1024 rows up to
+    /// 64×64 weights, fewer for larger ones (the same 4M multiply-adds).
+    static func skinnyGemmGrain(n: Int, k: Int) -> Int { 1024 * 4096 / max(4096, n * k) }
 
     /// C[M,N] = A[M,K]·op(B) (+ bias row) on the skinny kernels, rows split over `parallelFor`; op(B) (and the
-    /// bias) are first copied into the kernel's panel (≤ 16 KiB, stays in L1).
+    /// bias) are first copied into the kernel's panel (≤ 64 KiB; the 16 columns a tile reads stay in L1).
     static func skinnyGemm(transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
                            bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>) {
         let ldw = EightLaneSkinnyGemm.panelStride(n: n)
@@ -337,7 +340,7 @@ public enum BLAS {
             let panel = buffer.baseAddress!, biasPanel = panel + k * ldw
             EightLaneSkinnyGemm.makePanel(transposeB: transposeB, n: n, k: k, b: b, panel: panel, bias: bias, biasPanel: biasPanel)
             let wide = CPUFeatures.avx512
-            parallelFor(m, grain: skinnyGemmGrain) { r in
+            parallelFor(m, grain: skinnyGemmGrain(n: n, k: k)) { r in
                 if wide {
                     SkinnyGemm.rowsTimesPanel(rows: r, n: n, k: k, a: a, panel: panel, biasPanel: biasPanel, c: c)
                 } else {

@@ -9,9 +9,11 @@ import LongMixerWideKernels
 /// only where `BLAS.usesSkinnyGemm` (OpenBLAS's own threading changes the summation order).
 @Suite("Skinny GEMM")
 struct SkinnyGemmTests {
-    /// (n, k) pairs from {1, 7, 14, 32, 33, 64}: every size on both sides, the Paramixer shapes (14/32).
+    /// (n, k) pairs from {1, 7, 14, 32, 33, 64, 65, 100, 128}: every size on both sides, the Paramixer shapes (14/32, and
+    /// H 128), the 8-lane kernels' widths past the 16-lane ones' 64.
     static let sides: [(n: Int, k: Int)] = [(1, 1), (1, 64), (64, 1), (7, 14), (14, 7), (14, 32), (32, 14), (32, 32),
-                                             (33, 7), (7, 33), (33, 33), (64, 64), (64, 14), (1, 33)]
+                                             (33, 7), (7, 33), (33, 33), (64, 64), (64, 14), (1, 33), (128, 32), (9, 128),
+                                             (65, 100), (128, 128)]
 
     static func uniform(_ count: Int, seed: UInt64) -> [Float] {
         var g = RandomGenerator(seed: seed)
@@ -32,8 +34,11 @@ struct SkinnyGemmTests {
 
     @Test func kernelsAreTakenUnlessOpenBLASIsForced() {
         #expect(BLAS.usesSkinnyGemm(m: 327_680, n: 14, k: 32) == (BLAS.gemmBackend != .openblas))
-        #expect(!BLAS.usesSkinnyGemm(m: 327_680, n: 65, k: 32))
+        #expect(BLAS.usesSkinnyGemm(m: 327_680, n: 128, k: 32) == (BLAS.gemmBackend != .openblas && !CPUFeatures.avx512))
+        #expect(!BLAS.usesSkinnyGemm(m: 327_680, n: 65, k: 32) || !CPUFeatures.avx512)
+        #expect(!BLAS.usesSkinnyGemm(m: 327_680, n: 129, k: 32))
         #expect(!BLAS.usesSkinnyGemm(m: 10, n: 32, k: 32))
+        if CPUFeatures.avx512 { #expect(BLAS.skinnyGemmMaxSide == SkinnyGemm.maxSide) }
     }
 
     @Test(arguments: [69, 2085])
@@ -88,7 +93,7 @@ struct SkinnyGemmTests {
     @Test(arguments: [69, 2085, 2 * 4096 + 123])
     func reductionAndColumnSums(m: Int) {
         // The long case crosses the fixed 4096-row partials; it runs the Paramixer shapes and the odd ones.
-        let sides = m > 4096 ? [(14, 32), (32, 32), (33, 7), (1, 64), (64, 64)] : Self.sides
+        let sides = m > 4096 ? [(14, 32), (32, 32), (33, 7), (1, 64), (64, 64), (128, 32)] : Self.sides
         for (n, k) in sides {
             let a = Self.uniform(m * n, seed: UInt64(m * 1000 + n * 70 + k + 3))   // dY [m, n]
             let b = Self.uniform(m * k, seed: UInt64(m * 1000 + n * 70 + k + 4))   // X [m, k]
