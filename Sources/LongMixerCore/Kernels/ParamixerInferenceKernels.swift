@@ -72,13 +72,7 @@ public func sparseFactorMLPForward(out: UnsafeMutablePointer<Float>, values: Uns
                     var r0 = rows.lowerBound
                     while r0 < rows.upperBound {
                         // The group's f-MLP reads six data rows; rows past the range are read, their results unused.
-                        let available = batch * n - r0
-                        var x = data + r0 * di
-                        if available < group {
-                            lastData.update(from: x, count: available * di)
-                            (lastData + available * di).update(repeating: 0, count: (group - available) * di)
-                            x = UnsafePointer(lastData)
-                        }
+                        let x = sparseFactorSixRows(data, from: r0, of: batch * n, width: di, scratch: lastData)
                         sparseFactorSixRowLinkWeights(x, mlp, hidden: hidden, weights: weights)
                         sparseFactorRowsPlusResidual(out: out, residual: residual, values: values, weights: weights, weightRows: weightRows,
                                                      starts: starts, offsets: offsets, links: l, firstRow: r0,
@@ -105,12 +99,7 @@ public func sparseFactorLinkTable(_ table: UnsafeMutablePointer<Float>, rows: Un
             let hidden = scratch.baseAddress!, lastRows = hidden + group * hp
             var r0 = 0
             while r0 < v {
-                var x = rows + r0 * di
-                if v - r0 < group {
-                    lastRows.update(from: x, count: (v - r0) * di)
-                    (lastRows + (v - r0) * di).update(repeating: 0, count: (group - v + r0) * di)
-                    x = UnsafePointer(lastRows)
-                }
+                let x = sparseFactorSixRows(rows, from: r0, of: v, width: di, scratch: lastRows)
                 sparseFactorSixRowLinkWeights(x, mlp, hidden: hidden, weights: table + r0 * lp)
                 r0 += group
             }
@@ -157,12 +146,7 @@ public func sparseFactorPreActivations(_ pre: UnsafeMutablePointer<Float>, rows:
             withUnsafeTemporaryAllocation(of: Float.self, capacity: group * di) { scratch in
                 for g in groups {
                     let r0 = g * group
-                    var x = rows + r0 * di
-                    if v - r0 < group {
-                        scratch.baseAddress!.update(from: x, count: (v - r0) * di)
-                        (scratch.baseAddress! + (v - r0) * di).update(repeating: 0, count: (group - v + r0) * di)
-                        x = UnsafePointer(scratch.baseAddress!)
-                    }
+                    let x = sparseFactorSixRows(rows, from: r0, of: v, width: di, scratch: scratch.baseAddress!)
                     var s = 0
                     while s < hp {
                         let lo = bias ? b1.load8(s) : Float8(), hi = bias ? b1.load8(s + 8) : Float8()
@@ -213,6 +197,18 @@ public func sparseFactorSplitForward(out: UnsafeMutablePointer<Float>, values: U
             }
         }
     }
+}
+
+/// Rows r0 ..< r0 + 6 of `rows` (`count` rows of `width` floats in all): the rows themselves, or where fewer than six
+/// remain, a copy zero-padded to six rows in `scratch` (6·width floats), so a 6-row tile never reads past the end.
+@inline(__always)
+func sparseFactorSixRows(_ rows: UnsafePointer<Float>, from r0: Int, of count: Int, width: Int,
+                         scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+    let group = EightLaneSkinnyGemm.tileRows, available = count - r0, first = rows + r0 * width
+    guard available < group else { return first }
+    scratch.update(from: first, count: available * width)
+    (scratch + available * width).update(repeating: 0, count: (group - available) * width)
+    return UnsafePointer(scratch)
 }
 
 /// weights[q·Lp + k] = (W2·GELU(W1·x_q + b1) + b2)_k for the six data rows x_q = x + q·D (D = mlp.inputs), on
