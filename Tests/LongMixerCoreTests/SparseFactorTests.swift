@@ -128,6 +128,25 @@ struct SparseFactorTests {
         #expect(relativeError(y, expected, floor: 1) < 1e-5)
     }
 
+    @Test("with a residual: the sums start from it (values, gradients; residual apart from or the same as the values, D with a scalar tail)",
+          arguments: [false, true])
+    func residualIsAdded(sameAsValues: Bool) {
+        var gen = RandomGenerator(seed: 21)
+        let (b, n, d) = (2, 13, 43)
+        let offsets = chord(n)
+        let w = Variable(randomTensor([b, n, offsets.count], &gen), requiresGradient: true)
+        let v = Variable(randomTensor([b, n, d], &gen), requiresGradient: true)
+        let r = sameAsValues ? v : Variable(randomTensor([b, n, d], &gen), requiresGradient: true)
+        let fused = sparseFactorProduct(weights: w, values: v, offsets: offsets, residual: r).value
+        let composed = (sparseFactorProduct(weights: w, values: v, offsets: offsets) + r).value
+        #expect(relativeError(fused, composed, floor: 1) < 1e-5)
+        let inputs = sameAsValues ? [w, v] : [w, v, r]
+        let result = checkGradients(inputs) { x in
+            sparseFactorProduct(weights: x[0], values: x[1], offsets: offsets, residual: sameAsValues ? x[1] : x[2])
+        }
+        #expect(result.passed, "\(result)")
+    }
+
     @Test("duplicate links are separate slots whose weights add (CDIL, N = 8, factor 2)")
     func duplicateLinksAreSummed() {
         var gen = RandomGenerator(seed: 5)

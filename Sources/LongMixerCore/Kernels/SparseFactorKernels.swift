@@ -37,17 +37,18 @@ func sparseFactorLink(row i: Int, slot k: Int, coef: UnsafePointer<Float>, offse
     return (r, coef[i * links + k])
 }
 
-/// dst[0..<d] = Σ_k coef_k · src[row_k, 0..<d] for one output row `i`.
+/// dst[0..<d] = initial[0..<d] + Σ_k coef_k · src[row_k, 0..<d] for one output row `i` (initial nil: 0).
 /// Forward form (`inverse == false`): row_k = (i + off_k) mod n, coef_k = coef[i·L + k].
 /// Inverse form (`inverse == true`):   row_k = (i − off_k) mod n, coef_k = coef[row_k·L + k].
-/// src: [n, d] and coef: [n, L] of one batch element.
+/// src: [n, d] and coef: [n, L] of one batch element; initial: the row's own d floats (may be dst).
 @inline(__always)
 func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>,
                            coef: UnsafePointer<Float>, offsets: UnsafePointer<Int>, row i: Int,
-                           n: Int, links: Int, d: Int, inverse: Bool) {
+                           n: Int, links: Int, d: Int, inverse: Bool, initial: UnsafePointer<Float>? = nil) {
+    @inline(__always) func start(_ c: Int) -> Float8 { initial.map { $0.load8(c) } ?? Float8() }
     var c = 0
     while c + 32 <= d {
-        var a0 = Float8(), a1 = Float8(), a2 = Float8(), a3 = Float8()
+        var a0 = start(c), a1 = start(c + 8), a2 = start(c + 16), a3 = start(c + 24)
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             let p = src + r * d + c
@@ -61,7 +62,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<
         c += 32
     }
     while c + 8 <= d {
-        var a0 = Float8()
+        var a0 = start(c)
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             a0 = VectorMath.multiplyAdd(Float8(repeating: w), (src + r * d + c).load8(0), a0)
@@ -70,7 +71,7 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<
         c += 8
     }
     while c < d {
-        var s: Float = 0
+        var s: Float = initial?[c] ?? 0
         for k in 0..<links {
             let (r, w) = sparseFactorLink(row: i, slot: k, coef: coef, offsets: offsets, n: n, links: links, inverse: inverse)
             s += w * src[r * d + c]
@@ -80,15 +81,17 @@ func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<
     }
 }
 
-/// out = Σ_k w[:, :, k] ⊙ v shifted by off_k (overwrites out).
-/// out: [B, N, D]; weights: [B, N, L]; values: [B, N, D]; offsets: [L], each in 0..<N.
+/// out = Σ_k w[:, :, k] ⊙ v shifted by off_k (+ residual) (overwrites out).
+/// out: [B, N, D]; weights: [B, N, L]; values: [B, N, D]; offsets: [L], each in 0..<N; residual: [B, N, D] or
+/// nil (it may be out; values may not).
 public func sparseFactorForward(out: UnsafeMutablePointer<Float>, weights: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                                offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int) {
+                                offsets: UnsafePointer<Int>, batch: Int, length n: Int, links: Int, dimensions d: Int,
+                                residual: UnsafePointer<Float>? = nil) {
     parallelFor(batch * n, grain: sparseFactorGrain(links: links, dimensions: d)) { rows in
         for r in rows {
             let b = r / n, i = r - b * n
             sparseFactorGatherRow(dst: out + r * d, src: values + b * n * d, coef: weights + b * n * links,
-                                  offsets: offsets, row: i, n: n, links: links, d: d, inverse: false)
+                                  offsets: offsets, row: i, n: n, links: links, d: d, inverse: false, initial: residual.map { $0 + r * d })
         }
     }
 }

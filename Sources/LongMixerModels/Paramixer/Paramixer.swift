@@ -90,8 +90,7 @@ public final class ParamixerBlock: Module, SequenceBlock {
         }
         for (f, factorOffsets) in zip(fs, offsets) {
             let w = linkWeights(f, data: data, tokenRows: rows)                    // [B, N, L]
-            let mixed = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets)
-            v = mixed + (residual == .everyFactor ? v : blockInput)
+            v = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets, residual: residual == .everyFactor ? v : blockInput)
         }
         return dropout2(v)
     }
