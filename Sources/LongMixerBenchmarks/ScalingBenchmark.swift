@@ -38,8 +38,10 @@ public enum ScalingBenchmark {
         Random tokens (vocabulary 16), 10 classes, CLS pooling; registry defaults: Paramixer D = H = 32, one block, \
         ⌈log₂N⌉ factors (CHORD or CDIL); encoders D 32, one pre-LN layer, 2 heads, FFN 64. Batch: about 16,384 tokens \
         (at least one sequence) unless --batch-size is given; -apc: Paramixer with learned positions (APC). Forward: eval mode, \
-        no graph; Paramixer's factors on the fused kernel, whose f-MLPs run once per vocabulary entry when the embedded input is \
-        a pure token lookup (no positions) and once per position otherwise (-apc). Training step: loss, backward, Adam. \
+        no graph; Paramixer's factors on the fused kernel (AVX2; the composed ops on AVX-512). Its f-MLPs run once per vocabulary entry (token input without \
+        positions); with learned positions (-apc) their first layer runs once per token and once per position row when the two \
+        tables have at most half as many rows as the batch has positions (here: from three sequences), the rest per position; \
+        training takes the same paths. Training step: loss, backward, Adam. \
         Memory: tensor bytes at the peak of one training step, per sequence.
         """
 
