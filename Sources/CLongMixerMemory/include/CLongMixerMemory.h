@@ -1,5 +1,5 @@
 // Memory-hierarchy helpers that Swift has no spelling for: non-temporal (streaming) stores, a store
-// fence and a software prefetch. Everything is `static inline` in this header, so Swift imports the
+// fence, a software prefetch and glibc's heap thresholds. Everything is `static inline` in this header, so Swift imports the
 // functions and inlines them into its own loops (checked in the release binary's disassembly:
 // `vmovntps` inside the kernels, no calls). The instructions chosen follow the *calling* module's
 // target CPU: a 16-lane store from LongMixerWideKernels (built for AVX-512) is one `vmovntps zmm`;
@@ -39,6 +39,21 @@ static inline __attribute__((always_inline)) void lm_store_fence(void) {
 /// Prefetch of the cache line holding `p` into all cache levels, for reading.
 static inline __attribute__((always_inline)) void lm_prefetch(const void *p) {
     __builtin_prefetch(p, 0, 3);
+}
+
+/// Fixes glibc's mmap threshold and heap trim threshold (instead of its adaptive ones), so freed blocks below
+/// `mmap_threshold` stay in the heap for reuse unless more than `trim_threshold` bytes are free at its top.
+/// No effect with a C library without these settings.
+#if defined(__linux__)
+#include <malloc.h>
+#endif
+static inline void lm_keep_heap(int mmap_threshold, int trim_threshold) {
+#if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
+#else
+    (void)mmap_threshold; (void)trim_threshold;
+#endif
 }
 
 #endif
