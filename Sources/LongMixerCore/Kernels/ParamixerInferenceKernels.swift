@@ -269,15 +269,15 @@ func sparseFactorRowsPlusResidual(out: UnsafeMutablePointer<Float>, residual: Un
     } else {
         for q in 0..<count {
             let r = r0 + q, b = r / n, i = r - b * n
-            sparseFactorRowPlusResidual(out: out + r * d, residual: residual + r * d, src: values + b * n * d,
-                                        weights: weights + weightRows[q], offsets: offsets, links: l, row: i, n: n, d: d)
+            sparseFactorGatherRow(dst: out + r * d, src: values + b * n * d, coef: weights + weightRows[q], offsets: offsets,
+                                  row: i, n: n, links: l, d: d, inverse: false, initial: residual + r * d)
         }
     }
 }
 
 /// Three consecutive rows q = 0, 1, 2 whose link sources do not wrap:
 ///   out[q·d + c] = residual[q·d + c] + Σ_k w_q[k]·src[starts[k] + q·d + c],
-/// the links applied from the residual up in link order (as `sparseFactorRowPlusResidual`, so the same sums).
+/// the links applied from the residual up in link order (as `sparseFactorGatherRow`, so the same sums).
 /// Each link's three source rows are consecutive, so one start per link serves all three rows and the
 /// 3 × 32-column tile (12 accumulators) makes 12 multiply-adds per link. d: a multiple of 8.
 @inline(__always)
@@ -319,42 +319,6 @@ func sparseFactorThreeRowsPlusResidual(out: UnsafeMutablePointer<Float>, residua
         }
         out.store8(a0, c); out.store8(a1, c &+ d); out.store8(a2, c &+ d2)
         c &+= 8
-    }
-}
-
-/// out[0..<d] = residual[0..<d] + Σ_k w_k·src[(i + off_k) mod n, 0..<d] for one row: the L link weights
-/// applied from the residual up, in link order.
-@inline(__always)
-func sparseFactorRowPlusResidual(out: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, src: UnsafePointer<Float>,
-                                 weights w: UnsafePointer<Float>, offsets: UnsafePointer<Int>, links: Int, row i: Int, n: Int, d: Int) {
-    @inline(__always) func source(_ k: Int) -> UnsafePointer<Float> {
-        var r = i + offsets[k]; if r >= n { r -= n }
-        return src + r * d
-    }
-    var c = 0
-    while c + 32 <= d {
-        var a0 = residual.load8(c), a1 = residual.load8(c + 8)
-        var a2 = residual.load8(c + 16), a3 = residual.load8(c + 24)
-        for k in 0..<links {
-            let p = source(k) + c
-            let wv = Float8(repeating: w[k])
-            a0 = VectorMath.multiplyAdd(wv, p.load8(0), a0); a1 = VectorMath.multiplyAdd(wv, p.load8(8), a1)
-            a2 = VectorMath.multiplyAdd(wv, p.load8(16), a2); a3 = VectorMath.multiplyAdd(wv, p.load8(24), a3)
-        }
-        out.store8(a0, c); out.store8(a1, c + 8); out.store8(a2, c + 16); out.store8(a3, c + 24)
-        c += 32
-    }
-    while c + 8 <= d {
-        var a0 = residual.load8(c)
-        for k in 0..<links { a0 = VectorMath.multiplyAdd(Float8(repeating: w[k]), (source(k) + c).load8(0), a0) }
-        out.store8(a0, c)
-        c += 8
-    }
-    while c < d {
-        var s = residual[c]
-        for k in 0..<links { s += w[k] * source(k)[c] }
-        out[c] = s
-        c += 1
     }
 }
 

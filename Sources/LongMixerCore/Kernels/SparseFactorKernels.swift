@@ -34,13 +34,14 @@ func sparseFactorLink(row i: Int, slot k: Int, coef: UnsafePointer<Float>, offse
         return (r, coef[r * links + k])
     }
     var r = i + offsets[k]; if r >= n { r -= n }
-    return (r, coef[i * links + k])
+    return (r, coef[k])
 }
 
-/// dst[0..<d] = initial[0..<d] + Σ_k coef_k · src[row_k, 0..<d] for one output row `i` (initial nil: 0).
-/// Forward form (`inverse == false`): row_k = (i + off_k) mod n, coef_k = coef[i·L + k].
-/// Inverse form (`inverse == true`):   row_k = (i − off_k) mod n, coef_k = coef[row_k·L + k].
-/// src: [n, d] and coef: [n, L] of one batch element; initial: the row's own d floats (may be dst).
+/// dst[0..<d] = initial[0..<d] + Σ_k coef_k · src[row_k, 0..<d] for one output row `i` (initial nil: 0), the
+/// links added in order from the initial value up.
+/// Forward form (`inverse == false`): row_k = (i + off_k) mod n, coef_k = coef[k] (coef: the row's own L weights).
+/// Inverse form (`inverse == true`):   row_k = (i − off_k) mod n, coef_k = coef[row_k·L + k] (coef: [n, L]).
+/// src: [n, d] of one batch element; initial: the row's own d floats (may be dst).
 @inline(__always)
 func sparseFactorGatherRow(dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>,
                            coef: UnsafePointer<Float>, offsets: UnsafePointer<Int>, row i: Int,
@@ -90,7 +91,7 @@ public func sparseFactorForward(out: UnsafeMutablePointer<Float>, weights: Unsaf
     parallelFor(batch * n, grain: sparseFactorGrain(links: links, dimensions: d)) { rows in
         for r in rows {
             let b = r / n, i = r - b * n
-            sparseFactorGatherRow(dst: out + r * d, src: values + b * n * d, coef: weights + b * n * links,
+            sparseFactorGatherRow(dst: out + r * d, src: values + b * n * d, coef: weights + r * links,
                                   offsets: offsets, row: i, n: n, links: links, d: d, inverse: false, initial: residual.map { $0 + r * d })
         }
     }
