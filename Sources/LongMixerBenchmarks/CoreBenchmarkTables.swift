@@ -50,9 +50,16 @@ public enum CoreBenchmarkTables {
                               formatNumber(r.percentOfReference ?? 0)])
         }
         paramixer.leftAligned = [0, 1]
+        var attention = TextTable(headers: ["fused attention kernel", "call", "threads", "ms", "GFLOP/s", "% of GEMM rate"])
+        for r in records where r.group == "attention" {
+            attention.append([r.name, r.variant, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate),
+                              formatNumber(r.percentOfReference ?? 0)])
+        }
+        attention.leftAligned = [0, 1]
         // Tables of groups the run left out (`--only`) are not shown.
         return [("GEMM: our path vs raw cblas_sgemm", gemm),
                 ("Paramixer factor (f-MLP, sparse product, residual) vs the BLAS.gemm rate", paramixer),
+                ("Fused softmax attention (model FLOPs) vs the BLAS.gemm rate", attention),
                 ("Memory-bound kernels vs DRAM bandwidth", memory),
                 (dramTitle, dram)].filter { !$0.1.rows.isEmpty }
     }

@@ -38,10 +38,12 @@ public enum ScalingBenchmark {
         Random tokens (vocabulary 16), 10 classes, CLS pooling; registry defaults: Paramixer D = H = 32, one block, \
         ⌈log₂N⌉ factors (CHORD or CDIL); encoders D 32, one pre-LN layer, 2 heads, FFN 64. Batch: about 16,384 tokens \
         (at least one sequence) unless --batch-size is given; -apc: Paramixer with learned positions (APC). Forward: eval mode, \
-        no graph; Paramixer's factors on the fused kernel (AVX2; the composed ops on AVX-512). Its f-MLPs run once per vocabulary entry (token input without \
-        positions); with learned positions (-apc) their first layer runs once per token and once per position row when the two \
-        tables have at most half as many rows as the batch has positions (here: from three sequences), the rest per position; \
-        training takes the same paths. Training step: loss, backward, Adam. \
+        no graph, on a twin of the model that the training steps leave unchanged (a deployed model); Paramixer's factors on the \
+        fused kernel (AVX2; the composed ops on AVX-512). Its f-MLPs run once per vocabulary entry (token input without \
+        positions); with learned positions (-apc) their first layer runs once per token, and its position part W1·p + b1 is kept \
+        between calls (made again when the parameters change). Training step: loss, backward, Adam; the same paths, except that \
+        the position part is computed in every step, so the split pays when the two tables have at most half as many rows as \
+        the batch has positions (here: from three sequences), else the first layer runs per position. \
         Memory: tensor bytes at the peak of one training step, per sequence.
         """
 

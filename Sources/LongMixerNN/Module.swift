@@ -1,3 +1,4 @@
+import Foundation
 import LongMixerCore
 
 /// A trainable tensor: a leaf Variable that requires a gradient. A reference, so optimizers
@@ -21,6 +22,45 @@ public final class RandomStream {
     public var generator: RandomGenerator
     public var count = 0
     public init(_ generator: RandomGenerator) { self.generator = generator }
+}
+
+/// Tensors computed from parameters alone, kept between forwards (not saved, not trained): `tables` returns
+/// the kept ones while every source is bytewise what it was when they were made, and makes them anew
+/// otherwise (after an optimizer step, a loaded checkpoint, another length). The check reads each source once,
+/// which is what makes keeping safe without tracking every write to a parameter.
+public final class ParameterDerivedTables: @unchecked Sendable {
+    private let lock = NSLock()
+    /// The sources' shapes and floats, in order, when `kept` was made.
+    private var shapes: [[Int]] = []
+    private var floats: [Float] = []
+    private var kept: [Tensor] = []
+
+    public init() {}
+
+    /// The tables derived from `sources` by `make`: the kept ones when the sources are unchanged, else `make()`'s (then kept).
+    public func tables(derivedFrom sources: [Tensor], make: () -> [Tensor]) -> [Tensor] {
+        lock.lock()
+        defer { lock.unlock() }
+        if !kept.isEmpty && sources.map(\.shape) == shapes && matches(sources) { return kept }
+        kept = make()
+        shapes = sources.map(\.shape)
+        floats.removeAll(keepingCapacity: true)
+        for t in sources { floats.append(contentsOf: UnsafeBufferPointer(start: t.pointer, count: t.count)) }
+        return kept
+    }
+
+    private func matches(_ sources: [Tensor]) -> Bool {
+        var offset = 0
+        return floats.withUnsafeBytes { saved in
+            for t in sources {
+                let bytes = t.count * MemoryLayout<Float>.stride
+                guard offset + bytes <= saved.count, memcmp(saved.baseAddress! + offset, UnsafeRawPointer(t.pointer), bytes) == 0
+                else { return false }
+                offset += bytes
+            }
+            return offset == saved.count
+        }
+    }
 }
 
 /// Base class of layers and models (mlx-swift style). Parameters, buffers and sub-modules are

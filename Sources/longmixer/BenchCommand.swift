@@ -283,6 +283,7 @@ final class CoreBenchmarkSuite {
         }
 
         if only == nil || only == "paramixer" { records += paramixerFactorRecords(threads: threads) }
+        if only == nil || only == "attention" { records += attentionKernelRecords(threads: threads) }
 
         // Memory-bound kernels: kernel on a preallocated output, and the op allocating a fresh one.
         let n = elements, rows = elements / width, width = self.width
@@ -399,5 +400,53 @@ final class CoreBenchmarkSuite {
             records.append(gemmRecord)
         }
         return records
+    }
+
+    /// The fused softmax attention of `bench attention`'s Transformer at N 4096 (B 1, 8 heads, Dh 64): forward
+    /// and backward kernel calls, interleaved with the raw GEMM of `bench attention`'s roofline. FLOPs are the
+    /// model's (forward Q·Kᵀ and P·V; backward dV, dP, dQ, dK), not the scores the backward recomputes, as in
+    /// the roofline.
+    func attentionKernelRecords(threads: Int) -> [BenchmarkRecord] {
+        let sizes = AttentionSizes(batch: 1, heads: 8, length: 4096, features: 64, valueDimensions: 64)
+        let count = sizes.slices * sizes.length * sizes.features
+        var g = RandomGenerator(seed: 11)
+        let q = Tensor.normal([count], generator: &g), k = Tensor.normal([count], generator: &g)
+        let v = Tensor.normal([count], generator: &g), gradOut = Tensor.normal([count], generator: &g)
+        let outputs = UnsafeMutablePointer<Float>.allocate(capacity: 4 * count + 2 * count / sizes.features)
+        outputs.initialize(repeating: 0, count: 4 * count + 2 * count / sizes.features)
+        defer { outputs.deallocate() }
+        let (out, dq, dk, dv, statistics) = (outputs, outputs + count, outputs + 2 * count, outputs + 3 * count, outputs + 4 * count)
+        let (qp, kp, vp, gp) = (q.pointer, k.pointer, v.pointer, gradOut.pointer)
+        let scale = 1 / Float(sizes.features).squareRoot()
+        let forward = BenchmarkCase("forward") {
+            scaledDotProductAttentionForward(out: out, statistics: statistics, q: qp, k: kp, v: vp, keyMask: nil,
+                                             causal: false, scale: scale, sizes: sizes)
+        }
+        let backward = BenchmarkCase("backward") {
+            scaledDotProductAttentionBackward(dq: dq, dk: dk, dv: dv, gradOut: gp, out: out, statistics: statistics,
+                                              q: qp, k: kp, v: vp, keyMask: nil, causal: false, scale: scale, sizes: sizes)
+        }
+        let (gm, gk, gn) = (2048, 512, 2048)
+        let ga = Tensor.uniform([gm, gk], low: -1, high: 1, generator: &g), gb = Tensor.uniform([gn, gk], low: -1, high: 1, generator: &g)
+        let gc = UnsafeMutablePointer<Float>.allocate(capacity: gm * gn)
+        gc.initialize(repeating: 0, count: gm * gn)
+        defer { gc.deallocate() }
+        let (gap, gbp) = (ga.pointer, gb.pointer)
+        let gemm = BenchmarkCase("BLAS.gemm") { BLAS.gemm(transposeB: true, m: gm, n: gn, k: gk, a: gap, b: gbp, c: gc) }
+        forward.body()                                              // statistics for the first backward
+        let t = BenchmarkTimer.measure([forward, backward, gemm], repeats: repeats, warmUp: 2)
+        let gemmRecord = BenchmarkRecord(group: "attention-info", name: "\(gm)x\(gk) · (\(gn)x\(gk))ᵀ", variant: "BLAS.gemm",
+                                         threads: threads, timing: t[2], work: 2.0 * Double(gm * gn * gk), rateUnit: "GFLOP/s")
+        let pairFlops = 2.0 * Double(sizes.slices) * Double(sizes.length * sizes.length) * Double(sizes.features)
+        let name = "softmax, B 1 · H 8 · N 4096 · Dh 64"
+        var records: [BenchmarkRecord] = []
+        for (variant, timing, flops) in [("forward", t[0], 2 * pairFlops), ("backward", t[1], 4 * pairFlops)] {
+            var r = BenchmarkRecord(group: "attention", name: name, variant: variant, threads: threads,
+                                    timing: timing, work: flops, rateUnit: "GFLOP/s")
+            r.percentOfReference = 100 * r.rate / gemmRecord.rate
+            r.reference = "BLAS.gemm \(gemmRecord.name)"
+            records.append(r)
+        }
+        return records + [gemmRecord]
     }
 }

@@ -333,11 +333,33 @@ struct ParamixerTokenRowsTests {
         expectClose(fused, autodiff, tolerance: 1e-5, "\(link) positions \(positions)")
     }
 
-    @Test("the split needs fewer table rows than half the batch's positions")
+    @Test("the split needs fewer table rows than half the batch's positions, unless the position part is kept")
     func splitOnlyWhenSmaller() throws {
         let m = try model(positions: true, dropout1: 0)
         let rows = try #require(m.inputStage.tokenRows(.tokens(ids(40, batch: 1))))
         #expect(!m.attention[0].usesTable(rows, data: Tensor(zeros: [1, 40, 16])))
+        #expect(m.attention[0].usesTable(rows, data: Tensor(zeros: [1, 40, 16]), keptPositions: true))
+    }
+
+    @Test("without a graph the position part W1·p + b1 is kept between calls and made again when the positions, a W1 or a b1 change",
+          arguments: [LinkProtocol.chord, .cdil])
+    func keptPositionPart(_ link: LinkProtocol) throws {
+        let m = try model(positions: true, dropout1: 0, link: link)
+        m.train(false)
+        let input = SequenceInput.tokens(ids(40, batch: 1))
+        var previous = withoutGradient { m(input, fusedInference: true).value }
+        expectClose(previous, m(input, fusedInference: false).value, tolerance: 1e-5, "\(link) first call")
+        #expect(withoutGradient { m(input, fusedInference: true).value }.scalars == previous.scalars)
+        let positions = try #require((m.inputStage as? ParamixerInput)?.apcEmbedding?.weight)
+        let firstLayer = try #require(m.attention[1].fs[2].layers[0] as? Linear)
+        // Changed in place, as an optimizer step changes them: the storage stays, its floats do not.
+        for (name, parameter) in [("positions", positions), ("W1", firstLayer.weight), ("b1", try #require(firstLayer.bias))] {
+            parameter.value.withUnsafeMutablePointer { $0[1] += 0.5 }
+            let fused = withoutGradient { m(input, fusedInference: true).value }
+            #expect(fused.scalars != previous.scalars, "\(link) \(name) changed the output")
+            expectClose(fused, m(input, fusedInference: false).value, tolerance: 1e-5, "\(link) after \(name) changed")
+            previous = fused
+        }
     }
 
     /// Loss and every parameter's gradient of a training step, the factors' f-MLPs on the table rows or per position.

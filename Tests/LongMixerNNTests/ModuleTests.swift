@@ -29,6 +29,30 @@ private final class Model: Module {
 
 @Suite("Module")
 struct ModuleTests {
+    @Test("derived tables are kept while their sources are bytewise unchanged, made again after any change")
+    func parameterDerivedTables() {
+        let tables = ParameterDerivedTables()
+        var made = 0
+        func get(_ sources: [Tensor]) -> Float {
+            tables.tables(derivedFrom: sources) {
+                made += 1
+                return [Tensor(shape: [1], scalars: [sources.map { $0.scalars.reduce(0, +) }.reduce(0, +)])]
+            }[0].scalars[0]
+        }
+        var a = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]), b = Tensor(shape: [2], scalars: [7, 8])
+        #expect(get([a, b]) == 36 && made == 1)
+        #expect(get([a, b]) == 36 && made == 1)
+        #expect(get([Tensor(shape: [2, 3], scalars: a.scalars), b]) == 36 && made == 1)   // same floats, other storage
+        b.withUnsafeMutablePointer { $0[1] = 9 }
+        #expect(get([a, b]) == 37 && made == 2)
+        #expect(get([a.reshaped([3, 2]), b]) == 37 && made == 3)                           // same floats, other shape
+        #expect(get([a]) == 21 && made == 4)
+        a.withUnsafeMutablePointer { $0[0] = -0.0 }
+        #expect(get([a]) == 20 && made == 5)
+        a.withUnsafeMutablePointer { $0[0] = 0 }                                             // −0 and +0: other bytes
+        #expect(get([a]) == 20 && made == 6)
+    }
+
     @Test func dottedParameterNamesInDeclarationOrder() {
         var g = RandomGenerator(seed: 1)
         let m = Model(generator: &g)

@@ -51,7 +51,7 @@ public struct AttentionSizes: Equatable, Sendable {
         self.features = features; self.valueDimensions = valueDimensions
     }
 
-    var slices: Int { batch * heads }
+    public var slices: Int { batch * heads }
 }
 
 /// How a call is cut into row blocks and work items.

@@ -39,6 +39,8 @@ public final class ParamixerBlock: Module, SequenceBlock {
     /// Link offsets of each factor (M lists of L offsets in 0..<N), in application order.
     public let offsets: [[Int]]
     public let residual: ParamixerConfiguration.Residual
+    /// Forwards without a graph keep each factor's W1·p_i + b1 (`fusedFactors`).
+    let keptPositionPreActivations = ParameterDerivedTables()
 
     public init(embeddingSize: Int, hiddenSize: Int, offsets: [[Int]], dropout2: Float,
                 residual: ParamixerConfiguration.Residual = .everyFactor, generator: inout RandomGenerator) {
@@ -83,11 +85,11 @@ public final class ParamixerBlock: Module, SequenceBlock {
     public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool, tokenRows: TokenRows? = nil) -> Variable {
         var v = g(v)
         let blockInput = v
-        let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }
         if fusedInference, !GradientMode.isEnabled,
-           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: rows) {
+           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: tokenRows) {
             return dropout2(Variable(fused))
         }
+        let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }
         for (f, factorOffsets) in zip(fs, offsets) {
             let w = linkWeights(f, data: data, tokenRows: rows)                    // [B, N, L]
             v = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets, residual: residual == .everyFactor ? v : blockInput)
@@ -116,11 +118,12 @@ public final class ParamixerBlock: Module, SequenceBlock {
 
     /// Whether f reads the token rows: they are data's (shapes), the tables have at most half as many rows as
     /// the batch has positions (so the split saves work), and no padding row would take a gradient it must not
-    /// (see `TokenRows`).
-    func usesTable(_ rows: TokenRows, data: Tensor) -> Bool {
+    /// (see `TokenRows`). `keptPositions`: the position rows' first layer is kept between calls
+    /// (`fusedFactors`), so only the token table counts.
+    func usesTable(_ rows: TokenRows, data: Tensor, keptPositions: Bool = false) -> Bool {
         let t = rows.table.value, (b, n, d) = (data.shape[0], data.shape[1], data.shape[2])
         if let positions = rows.positions, positions.shape != [n, d] { return false }
-        let tableRows = t.shape[0] + (rows.positions == nil ? 0 : n)
+        let tableRows = t.shape[0] + (rows.positions == nil || keptPositions ? 0 : n)
         return rows.ids.shape == [b, n] && t.rank == 2 && t.shape[1] == d && 2 * tableRows <= b * n
             && (rows.paddingIndex == nil || !GradientMode.isEnabled)
     }
@@ -130,7 +133,10 @@ public final class ParamixerBlock: Module, SequenceBlock {
     /// the table rows (`sparseFactorLinkTable`) and the product reads each position's weights by its token
     /// (`sparseFactorTableForward`): the same results bit for bit, at the cost of the product alone per
     /// position. With positions, the first layer runs on the token and position rows
-    /// (`sparseFactorPreActivations`) and each position adds its two rows (`sparseFactorSplitForward`).
+    /// (`sparseFactorPreActivations`) and each position adds its two rows (`sparseFactorSplitForward`). The
+    /// position rows' part, W1·p_i + b1, depends on the parameters alone: it is kept between calls
+    /// (`keptPositionPreActivations`) and recomputed only when the positions, a W1 or a b1 changed, so a
+    /// deployed model pays the first layer per token row only, whatever its batch size.
     /// nil when an f is not Linear → GELU → Linear with biases (then the composed ops run).
     func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor, tokenRows: TokenRows? = nil) -> Tensor? {
         var mlps: [SparseFactorMLPWeights] = []
@@ -148,15 +154,30 @@ public final class ParamixerBlock: Module, SequenceBlock {
         // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
         // own): M factors allocate two tensors, not M.
         var buffers = [Tensor(uninitializedShape: [b, n, d])] + (mlps.count > 1 ? [Tensor(uninitializedShape: [b, n, d])] : [])
-        let rows = tokenRows.flatMap { usesTable($0, data: data) ? $0 : nil }
+        let rows = tokenRows.flatMap { usesTable($0, data: data, keptPositions: true) ? $0 : nil }
         let group = EightLaneSkinnyGemm.tileRows
         func roundedRows(_ count: Int) -> Int { (count + group - 1) / group * group }
         // One factor at a time: the link weights per token [V (rounded up to the tile's 6 rows), Lp] without
-        // positions; with them, the first layer's pre-activations per token [V, Hp] and per position [N, Hp].
+        // positions; with them, the first layer's pre-activations per token [V, Hp], and per position
+        // [N rounded up, Hp] for every factor, kept.
         let vocabulary = rows?.table.value.shape[0] ?? 0
         let tableWidth = rows?.positions == nil ? mlps.map(\.paddedLinks).max()! : mlps.map(\.paddedHidden).max()!
         var tokenTable = rows.map { _ in Tensor(uninitializedShape: [roundedRows(vocabulary), tableWidth]) }
-        var positionTable = rows?.positions.map { _ in Tensor(uninitializedShape: [roundedRows(n), tableWidth]) }
+        let positionTables: [Tensor]? = rows?.positions.map { positions in
+            let sources = [positions.value] + fs.flatMap { f -> [Tensor] in
+                let l1 = Self.mlpLayers(f)!.0
+                return [l1.weight.value, l1.bias!.value]
+            }
+            return keptPositionPreActivations.tables(derivedFrom: sources) {
+                mlps.map { mlp in
+                    var table = Tensor(uninitializedShape: [roundedRows(n), mlp.paddedHidden])
+                    table.withUnsafeMutablePointer { p in
+                        sparseFactorPreActivations(p, rows: positions.value.pointer, count: n, dataDimensions: di, bias: true, mlp: mlp)
+                    }
+                    return table
+                }
+            }
+        }
         var current = v.pointer, written = 0
         for (m, (mlp, factorOffsets)) in zip(mlps, offsets).enumerated() {
             for (k, o) in factorOffsets.enumerated() {
@@ -172,17 +193,13 @@ public final class ParamixerBlock: Module, SequenceBlock {
                         return
                     }
                     rows.ids.scalars.withUnsafeBufferPointer { ids in
-                        if let positions = rows.positions {
+                        if let positionTables {
                             tokenTable!.withUnsafeMutablePointer { t in
                                 sparseFactorPreActivations(t, rows: rows.table.value.pointer, count: vocabulary, dataDimensions: di,
                                                            bias: false, mlp: mlp)
                             }
-                            positionTable!.withUnsafeMutablePointer { p in
-                                sparseFactorPreActivations(p, rows: positions.value.pointer, count: n, dataDimensions: di,
-                                                           bias: true, mlp: mlp)
-                            }
                             sparseFactorSplitForward(out: out, values: current, residual: added, tokens: ids.baseAddress!,
-                                                     tokenPre: tokenTable!.pointer, positionPre: positionTable!.pointer, mlp: mlp,
+                                                     tokenPre: tokenTable!.pointer, positionPre: positionTables[m].pointer, mlp: mlp,
                                                      offsets: off.baseAddress!, batch: b, length: n, dimensions: d)
                         } else {
                             tokenTable!.withUnsafeMutablePointer { t in
