@@ -130,6 +130,8 @@ public enum GELUFunction: UnaryFunction, UnaryDerivative {
     public static func apply(_ x: Float8) -> Float8 { VectorMath.gelu(x) }
     @inlinable
     public static func apply(_ x: Float) -> Float { VectorMath.gelu(Float8(repeating: x))[0] }
+    // @_transparent: not inlined, every vector paid a call that split it into halves and loaded the constants again.
+    @_transparent
     public static func apply(x: Float8, y: Float8, gradient: Float8) -> Float8 { gradient * VectorMath.geluDerivative(x) }
     public static func apply(x: Float, y: Float, gradient: Float) -> Float {
         gradient * VectorMath.geluDerivative(Float8(repeating: x))[0]
