@@ -349,15 +349,7 @@ final class CoreBenchmarkSuite {
         var g = RandomGenerator(seed: 7)
         let data = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
         let values = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
-        let (gm, gk, gn) = (2048, 512, 2048)
-        let ga = Tensor.uniform([gm, gk], low: -1, high: 1, generator: &g), gb = Tensor.uniform([gk, gn], low: -1, high: 1, generator: &g)
-        let gc = UnsafeMutablePointer<Float>.allocate(capacity: gm * gn)
-        gc.initialize(repeating: 0, count: gm * gn)
-        defer { gc.deallocate() }
-        let (gap, gbp) = (ga.pointer, gb.pointer)
-        let gemm = BenchmarkCase("BLAS.gemm") {
-            BLAS.gemm(m: gm, n: gn, k: gk, a: gap, b: gbp, c: gc)
-        }
+        let gemm = RooflineGemm(generator: &g)
         var records: [BenchmarkRecord] = []
         for linkProtocol in [LinkProtocol.chord, .cdil] {
             // The middle factor: CDIL's links then reach ±4·2^5 rows, CHORD's are the same for every factor.
@@ -385,10 +377,9 @@ final class CoreBenchmarkSuite {
                     _ = sparseFactorProduct(weights: w, values: values, offsets: offsets) + values
                 }
             }
-            let t = BenchmarkTimer.measure([fused, composed, gemm], repeats: repeats, warmUp: 2)
+            let t = BenchmarkTimer.measure([fused, composed, gemm.benchmarkCase], repeats: repeats, warmUp: 2)
             let flops = 2.0 * Double(batch * n) * Double(d * h + h * l + l * d)
-            let gemmRecord = BenchmarkRecord(group: "paramixer-info", name: "\(gm)x\(gk) · \(gk)x\(gn)", variant: "BLAS.gemm",
-                                             threads: threads, timing: t[2], work: 2.0 * Double(gm * gn * gk), rateUnit: "GFLOP/s")
+            let gemmRecord = gemm.record(group: "paramixer-info", threads: threads, timing: t[2])
             let name = "\(linkProtocol.rawValue.uppercased()), B \(batch) · N \(n) · D \(d) · H \(h) · L \(l)"
             for (variant, timing) in [("fused kernel", t[0]), ("composed ops", t[1])] {
                 var r = BenchmarkRecord(group: "paramixer", name: name, variant: variant, threads: threads,
@@ -426,17 +417,10 @@ final class CoreBenchmarkSuite {
             scaledDotProductAttentionBackward(dq: dq, dk: dk, dv: dv, gradOut: gp, out: out, statistics: statistics,
                                               q: qp, k: kp, v: vp, keyMask: nil, causal: false, scale: scale, sizes: sizes)
         }
-        let (gm, gk, gn) = (2048, 512, 2048)
-        let ga = Tensor.uniform([gm, gk], low: -1, high: 1, generator: &g), gb = Tensor.uniform([gn, gk], low: -1, high: 1, generator: &g)
-        let gc = UnsafeMutablePointer<Float>.allocate(capacity: gm * gn)
-        gc.initialize(repeating: 0, count: gm * gn)
-        defer { gc.deallocate() }
-        let (gap, gbp) = (ga.pointer, gb.pointer)
-        let gemm = BenchmarkCase("BLAS.gemm") { BLAS.gemm(transposeB: true, m: gm, n: gn, k: gk, a: gap, b: gbp, c: gc) }
+        let gemm = RooflineGemm(generator: &g)
         forward.body()                                              // statistics for the first backward
-        let t = BenchmarkTimer.measure([forward, backward, gemm], repeats: repeats, warmUp: 2)
-        let gemmRecord = BenchmarkRecord(group: "attention-info", name: "\(gm)x\(gk) · (\(gn)x\(gk))ᵀ", variant: "BLAS.gemm",
-                                         threads: threads, timing: t[2], work: 2.0 * Double(gm * gn * gk), rateUnit: "GFLOP/s")
+        let t = BenchmarkTimer.measure([forward, backward, gemm.benchmarkCase], repeats: repeats, warmUp: 2)
+        let gemmRecord = gemm.record(group: "attention-info", threads: threads, timing: t[2])
         let pairFlops = 2.0 * Double(sizes.slices) * Double(sizes.length * sizes.length) * Double(sizes.features)
         let name = "softmax, B 1 · H 8 · N 4096 · Dh 64"
         var records: [BenchmarkRecord] = []
@@ -448,5 +432,33 @@ final class CoreBenchmarkSuite {
             records.append(r)
         }
         return records + [gemmRecord]
+    }
+}
+
+/// The product of `Roofline.measureGemmRate` (x·Wᵀ, 2048×512 · (2048×512)ᵀ, through `BLAS.gemm`) as a case to
+/// interleave with the fused kernels that `bench core` reports against it.
+final class RooflineGemm {
+    static let (m, k, n) = (2048, 512, 2048)
+    let a: Tensor, b: Tensor
+    let c: UnsafeMutablePointer<Float>
+
+    init(generator g: inout RandomGenerator) {
+        a = Tensor.uniform([Self.m, Self.k], low: -1, high: 1, generator: &g)
+        b = Tensor.uniform([Self.n, Self.k], low: -1, high: 1, generator: &g)
+        c = .allocate(capacity: Self.m * Self.n)
+        c.initialize(repeating: 0, count: Self.m * Self.n)
+    }
+
+    deinit { c.deallocate() }
+
+    var benchmarkCase: BenchmarkCase {
+        BenchmarkCase("BLAS.gemm") { [self] in
+            BLAS.gemm(transposeB: true, m: Self.m, n: Self.n, k: Self.k, a: a.pointer, b: b.pointer, c: c)
+        }
+    }
+
+    func record(group: String, threads: Int, timing: TimingStatistics) -> BenchmarkRecord {
+        BenchmarkRecord(group: group, name: "\(Self.m)x\(Self.k) · (\(Self.n)x\(Self.k))ᵀ", variant: "BLAS.gemm", threads: threads,
+                        timing: timing, work: 2.0 * Double(Self.m * Self.n * Self.k), rateUnit: "GFLOP/s")
     }
 }

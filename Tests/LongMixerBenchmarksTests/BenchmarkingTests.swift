@@ -47,4 +47,24 @@ struct BenchmarkingTests {
         #expect(rendered.contains("fused kernel") && rendered.contains("30.0") && rendered.contains("40.0"))
         #expect(!rendered.contains("2048x512"))
     }
+
+    /// `bench core --only attention`: the fused attention's forward and backward against the GEMM rate.
+    @Test func coreTablesShowTheAttentionKernels() throws {
+        let timing = TimingStatistics(best: 0.25, median: 0.25, samples: 1, callsPerSample: 1)
+        var records: [BenchmarkRecord] = []
+        for (call, percent) in [("forward", 78.5), ("backward", 71.26)] {
+            var r = BenchmarkRecord(group: "attention", name: "softmax, B 1 · H 8 · N 4096 · Dh 64", variant: call, threads: 2,
+                                    timing: timing, work: 34.4e9, rateUnit: "GFLOP/s")
+            r.percentOfReference = percent
+            records.append(r)
+        }
+        records.append(BenchmarkRecord(group: "attention-info", name: "2048x512 · (2048x512)ᵀ", variant: "BLAS.gemm", threads: 2,
+                                       timing: timing, work: 4.3e9, rateUnit: "GFLOP/s"))
+        let tables = CoreBenchmarkTables.tables(records, withTargets: false)
+        #expect(tables.map { $0.0 } == ["Fused softmax attention (model FLOPs) vs the BLAS.gemm rate"])
+        let rendered = try #require(tables.first).1.render()
+        #expect(rendered.contains("forward") && rendered.contains("backward") && rendered.contains("137.6")
+                && rendered.contains("78.5") && rendered.contains("71.3"))
+        #expect(!rendered.contains("2048x512"))
+    }
 }
