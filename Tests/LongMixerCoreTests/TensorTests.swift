@@ -27,6 +27,23 @@ struct TensorTests {
         #expect(c.shape == [3, 1])
     }
 
+    @Test("add: in place on its own storage, into a new buffer on shared storage (the sharer keeps its values), same bits both ways")
+    func addOwnAndSharedStorage() {
+        let n = 1000                                                  // whole vectors and a tail
+        let x = Tensor(shape: [n], scalars: (0..<n).map { Float($0) * 0.37 - 100 })
+        let y = Tensor(shape: [n], scalars: (0..<n).map { sin(Float($0)) * 3 })
+        var own = Tensor(shape: [n], scalars: x.scalars)
+        let ownBase = own.pointer
+        own.add(y, scaledBy: 0.5)
+        #expect(own.pointer == ownBase)
+        var shared = x
+        shared.add(y, scaledBy: 0.5)
+        #expect(shared.pointer != x.pointer)
+        #expect(x.scalars == (0..<n).map { Float($0) * 0.37 - 100 })
+        #expect(shared.scalars == own.scalars)
+        #expect(own.scalars == zip(x.scalars, y.scalars).map { $0 + 0.5 * $1 })
+    }
+
     @Test func storageIsAligned() {
         let t = Tensor(zeros: [13])
         #expect(Int(bitPattern: t.pointer) % 64 == 0)

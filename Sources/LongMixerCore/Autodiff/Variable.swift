@@ -119,10 +119,17 @@ extension Variable {
 }
 
 extension Tensor {
-    /// self += other (same shape), in place.
+    /// self += alpha·other (same shape): in place when the storage is this tensor's alone; when it is shared
+    /// (a gradient handed on to two inputs), summed into a new buffer in one pass instead of a copy and an add.
     public mutating func add(_ other: Tensor, scaledBy alpha: Float = 1) {
         check(shape == other.shape, "add: shapes \(shape) and \(other.shape) differ")
         let n = count
-        withUnsafeMutablePointer { y in axpyKernel(y: y, x: other.pointer, alpha: alpha, count: n) }
+        if isKnownUniquelyReferenced(&storage) {
+            axpyKernel(y: storage.base, x: other.pointer, alpha: alpha, count: n)
+        } else {
+            let sum = FloatStorage(count: n)
+            axpyKernel(out: sum.base, y: pointer, x: other.pointer, alpha: alpha, count: n)
+            storage = sum
+        }
     }
 }

@@ -369,6 +369,16 @@ public func axpyKernel(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, 
     }
 }
 
+/// out[i] = y[i] + alpha·x[i], the bits of `axpyKernel(y:x:alpha:count:)`.   out, y, x: [count]
+public func axpyKernel(out: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, x: UnsafePointer<Float>, alpha: Float = 1, count: Int) {
+    let a8 = Float8(repeating: alpha)
+    parallelFor(count, grain: elementwiseGrain) { r in
+        var i = r.lowerBound
+        while i + 8 <= r.upperBound { out.store8(y.load8(i) + a8 * x.load8(i), i); i += 8 }
+        while i < r.upperBound { out[i] = y[i] + alpha * x[i]; i += 1 }
+    }
+}
+
 /// x[i] *= alpha.   x: [count]
 public func scaleKernel(_ x: UnsafeMutablePointer<Float>, alpha: Float, count: Int) {
     parallelFor(count, grain: elementwiseGrain) { r in
