@@ -24,6 +24,8 @@ public struct BlockContext {
     public var fusedInference: Bool
     /// Set when `embedded` is made of table rows (see `TokenRows`).
     public var tokenRows: TokenRows?
+    /// Set when `embedded` is a linear map of a narrower input (see `LinearInput`).
+    public var linearInput: LinearInput? = nil
 }
 
 /// An embedded input made of table rows: embedded[b, i, :] = table[ids[b, i], :] (+ positions[i, :]) (token
@@ -42,6 +44,19 @@ public struct TokenRows {
     public var paddingIndex: Int?
 }
 
+/// An embedded input that is a linear map of a narrower one: embedded[b, i, :] = W·x[b, i, :] + bias (real-valued
+/// features, no positions, no active dropout). A block whose first layer on the embedded input is linear can fold
+/// the two: A·(W x + bias) + c = (A·W) x + (A·bias + c), F multiply-adds per output instead of D, and that layer then
+/// sends no gradient through the embedded input (W and bias get theirs through the fold).
+public struct LinearInput {
+    /// The input x [B, N, F].
+    public var features: Tensor
+    /// W [D, F], the parameter itself.
+    public var weight: Variable
+    /// bias [D] (nil: none), the parameter itself.
+    public var bias: Variable?
+}
+
 /// One block of a stack: x [B, N, D] → [B, N, D].
 public protocol SequenceBlock: Module {
     func callAsFunction(_ x: Variable, context: BlockContext) -> Variable
@@ -54,10 +69,13 @@ public protocol SequenceInputStage: Module {
     func callAsFunction(_ input: SequenceInput) -> (embedded: Variable, stream: Variable, keyMask: Tensor?)
     /// The ids and tables when the embedded input of `input` is made of table rows (nil otherwise).
     func tokenRows(_ input: SequenceInput) -> TokenRows?
+    /// The input and its linear map when the embedded input of `input` is one (nil otherwise).
+    func linearInput(_ input: SequenceInput) -> LinearInput?
 }
 
 extension SequenceInputStage {
     public func tokenRows(_ input: SequenceInput) -> TokenRows? { nil }
+    public func linearInput(_ input: SequenceInput) -> LinearInput? { nil }
 }
 
 /// The output stage: pooling and head (or the language model's head at every position), reading the
@@ -96,7 +114,7 @@ open class SequenceStack: Module, SequenceModel {
         -> (hidden: Variable, keyMask: Tensor?) {
         let (embedded, stream, keyMask) = inputStage(input)
         let context = BlockContext(embedded: embedded, keyMask: keyMask, fusedInference: fusedInference,
-                                   tokenRows: inputStage.tokenRows(input))
+                                   tokenRows: inputStage.tokenRows(input), linearInput: inputStage.linearInput(input))
         var h = stream
         for block in stackBlocks { h = block(h, context: context) }
         return (h, keyMask)

@@ -401,3 +401,80 @@ struct ParamixerTokenRowsTests {
         #expect(withoutGradient { m.attention[0].usesTable(rows, data: data) })
     }
 }
+
+/// Real-valued features without positions: the factors' first layer folds into the input projection.
+@Suite("Paramixer folded linear input")
+struct ParamixerLinearInputTests {
+    func model(features: Int = 2, d: Int = 16, positions: Bool = false, dropout1: Float = 0, link: LinkProtocol = .chord,
+               blocks: Int = 2) throws -> Paramixer {
+        var g = RandomGenerator(seed: 8)
+        let configuration = ParamixerConfiguration(inputFeatures: features, length: 40, embeddingSize: d, hiddenSize: 12, blocks: blocks,
+                                                   linkProtocol: link, dropout1: dropout1, pooling: .flatten,
+                                                   positionalEmbedding: positions, outputCount: 3)
+        return try Paramixer(configuration: configuration, generator: &g)
+    }
+
+    func input(features: Int = 2, batch: Int = 3) -> SequenceInput {
+        var g = RandomGenerator(seed: 4)
+        return .features(Tensor.normal([batch, 40, features], mean: 0, standardDeviation: 1, generator: &g))
+    }
+
+    @Test("offered for features without positions or active dropout, folded only when narrower than the embedding")
+    func offered() throws {
+        let m = try model(dropout1: 0.3)
+        m.train(false)
+        let rows = try #require(m.inputStage.linearInput(input()))
+        #expect(rows.weight.shape == [16, 2] && m.attention[0].foldsInput(rows, data: Tensor(zeros: [3, 40, 16])))
+        m.train(true)
+        #expect(m.inputStage.linearInput(input()) == nil)
+        #expect(try model(positions: true).inputStage.linearInput(input()) == nil)
+        let wide = try model(features: 16)
+        let same = try #require(wide.inputStage.linearInput(input(features: 16)))
+        #expect(!wide.attention[0].foldsInput(same, data: Tensor(zeros: [3, 40, 16])))
+    }
+
+    @Test("the fused forward on the folded input equals the autodiff forward", arguments: [LinkProtocol.chord, .cdil])
+    func fusedMatchesAutodiff(_ link: LinkProtocol) throws {
+        let m = try model(link: link)
+        m.train(false)
+        let x = input()
+        let (embedded, stream, _) = m.inputStage(x)
+        let rows = try #require(m.inputStage.linearInput(x))
+        withoutGradient {
+            var folded = stream, plain = stream
+            for block in m.attention {
+                folded = block(folded, data: embedded, fusedInference: true, linearInput: rows)
+                plain = block(plain, data: embedded, fusedInference: true)
+            }
+            expectClose(folded.value, plain.value, tolerance: 1e-5, "\(link) fused blocks")
+        }
+        expectClose(withoutGradient { m(x, fusedInference: true).value }, m(x, fusedInference: false).value,
+                    tolerance: 1e-5, "\(link) model")
+    }
+
+    /// Loss and every parameter's gradient of a training step, the factors' first layer folded or on the embedded input.
+    func trainingStep(_ m: Paramixer, _ x: SequenceInput, folded: Bool) throws -> (loss: Float, gradients: [(String, Tensor)]) {
+        for p in m.parameters() { p.grad = nil }
+        let (embedded, stream, _) = m.inputStage(x)
+        let rows = folded ? m.inputStage.linearInput(x) : nil
+        var h = stream
+        for block in m.attention { h = block(h, data: embedded, fusedInference: false, linearInput: rows) }
+        let logits = m.outputStage(x) { _ in (h, nil) }
+        let loss = crossEntropy(logits: logits, targets: IntTensor([0, 2, 1]))
+        try loss.backward()
+        return (loss.value.scalars[0], m.namedParameters().map { ($0.0, try! #require($0.1.grad)) })
+    }
+
+    @Test("training through the fold gives the loss and gradients of f on the embedded input", arguments: [LinkProtocol.chord, .cdil])
+    func trainingMatchesUnfolded(_ link: LinkProtocol) throws {
+        let m = try model(link: link)
+        let x = input()
+        #expect(m.inputStage.linearInput(x) != nil)
+        let folded = try trainingStep(m, x, folded: true), plain = try trainingStep(m, x, folded: false)
+        #expect(abs(folded.loss - plain.loss) <= 1e-5 * max(1, abs(plain.loss)))
+        #expect(folded.gradients.map(\.0) == plain.gradients.map(\.0))
+        for ((name, a), (_, b)) in zip(folded.gradients, plain.gradients) {
+            expectClose(a, b, tolerance: 1e-4, "\(link) \(name)")
+        }
+    }
+}

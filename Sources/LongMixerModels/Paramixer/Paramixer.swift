@@ -71,7 +71,8 @@ public final class ParamixerBlock: Module, SequenceBlock {
 
     /// The block in a stack: the factors read the embedded model input.
     public func callAsFunction(_ x: Variable, context: BlockContext) -> Variable {
-        callAsFunction(x, data: context.embedded, fusedInference: context.fusedInference, tokenRows: context.tokenRows)
+        callAsFunction(x, data: context.embedded, fusedInference: context.fusedInference, tokenRows: context.tokenRows,
+                       linearInput: context.linearInput)
     }
 
     /// v: [B, N, D] block input; data: [B, N, D] the embedded model input read by every f_m.
@@ -81,17 +82,21 @@ public final class ParamixerBlock: Module, SequenceBlock {
 
     /// The block; with `fusedInference` and no graph being recorded (`withoutGradient`), each factor's f-MLP
     /// and sparse product run as one kernel that never stores the link weights (`fusedFactors`). tokenRows:
-    /// `data` as table rows (see `TokenRows`), when it is.
-    public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool, tokenRows: TokenRows? = nil) -> Variable {
+    /// `data` as table rows (see `TokenRows`), when it is; linearInput: `data` as a linear map of a narrower
+    /// input (see `LinearInput`), when it is.
+    public func callAsFunction(_ v: Variable, data: Variable, fusedInference: Bool, tokenRows: TokenRows? = nil,
+                               linearInput: LinearInput? = nil) -> Variable {
         var v = g(v)
         let blockInput = v
+        let folded = linearInput.flatMap { foldsInput($0, data: data.value) ? $0 : nil }
         if fusedInference, !GradientMode.isEnabled,
-           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: tokenRows) {
+           let fused = fusedFactors(v.value, data: data.value, blockInput: blockInput.value, tokenRows: tokenRows,
+                                    linearInput: folded) {
             return dropout2(Variable(fused))
         }
         let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }
         for (f, factorOffsets) in zip(fs, offsets) {
-            let w = linkWeights(f, data: data, tokenRows: rows)                    // [B, N, L]
+            let w = linkWeights(f, data: data, tokenRows: rows, linearInput: folded)    // [B, N, L]
             v = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets, residual: residual == .everyFactor ? v : blockInput)
         }
         return dropout2(v)
@@ -100,13 +105,33 @@ public final class ParamixerBlock: Module, SequenceBlock {
     /// f(data) [B, N, L]. When data is token rows (`tokenRows`, accepted by `usesTable`), the layers that see
     /// data run on the tables' rows and are gathered per position, forward and backward: without positions
     /// all of f (f(e_t) per token t), with positions its first layer (W1·e_t per token, W1·p_i + b1 per position).
-    func linkWeights(_ f: Sequential, data: Variable, tokenRows rows: TokenRows?) -> Variable {
+    /// With a linear input (`LinearInput`, accepted by `foldsInput`) the first layer folds into it and reads x.
+    func linkWeights(_ f: Sequential, data: Variable, tokenRows rows: TokenRows?, linearInput: LinearInput? = nil) -> Variable {
+        if rows == nil, let input = linearInput, let (l1, activation, l2) = Self.mlpLayers(f) {
+            let (weight, bias) = Self.folded(l1, into: input)
+            return l2(activation(linear(Variable(input.features), weight: weight, bias: bias)))
+        }
         guard let rows else { return f(data) }
         guard let positions = rows.positions else { return embedding(rows.ids, table: f(rows.table)) }
         guard let (l1, activation, l2) = Self.mlpLayers(f) else { return f(data) }
         let pre = embedding(rows.ids, table: linear(rows.table, weight: l1.weight, bias: nil))   // [B, N, H]
             + linear(positions, weight: l1.weight, bias: l1.bias)                                 // [N, H]
         return l2(activation(pre))
+    }
+
+    /// The first layer A·data + c folded into data = W·x + b: (A·W [H, F], A·b + c [H]).
+    static func folded(_ first: Linear, into input: LinearInput) -> (weight: Variable, bias: Variable?) {
+        let weight = matmul(first.weight, input.weight)                                              // [H, D]·[D, F]
+        guard let inputBias = input.bias else { return (weight, first.bias) }
+        let bias = linear(reshape(inputBias, [1, inputBias.shape[0]]), weight: first.weight, bias: first.bias)   // [1, H]
+        return (weight, reshape(bias, [first.outputDimensions]))
+    }
+
+    /// Whether f's first layer folds into the linear input: it is data's (shapes) and narrower than data.
+    func foldsInput(_ input: LinearInput, data: Tensor) -> Bool {
+        let x = input.features, w = input.weight.value
+        return x.rank == 3 && data.rank == 3 && Array(x.shape[0..<2]) == Array(data.shape[0..<2]) && w.shape == [data.shape[2], x.shape[2]]
+            && (input.bias == nil || input.bias!.shape == [data.shape[2]]) && x.shape[2] < data.shape[2]
     }
 
     /// f's Linear → activation → Linear (nil for another shape of f).
@@ -138,18 +163,22 @@ public final class ParamixerBlock: Module, SequenceBlock {
     /// (`keptPositionPreActivations`) and recomputed only when the positions, a W1 or a b1 changed, so a
     /// deployed model pays the first layer per token row only, whatever its batch size.
     /// nil when an f is not Linear → GELU → Linear with biases (then the composed ops run).
-    func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor, tokenRows: TokenRows? = nil) -> Tensor? {
+    func fusedFactors(_ v: Tensor, data: Tensor, blockInput: Tensor, tokenRows: TokenRows? = nil,
+                      linearInput: LinearInput? = nil) -> Tensor? {
         var mlps: [SparseFactorMLPWeights] = []
         for (f, factorOffsets) in zip(fs, offsets) {
             guard let (l1, act, l2) = Self.mlpLayers(f), act.kind == .gelu, let b1 = l1.bias, let b2 = l2.bias,
                   l2.outputDimensions == factorOffsets.count, l1.inputDimensions == data.shape[2],
                   l2.inputDimensions == l1.outputDimensions
             else { return nil }
-            mlps.append(SparseFactorMLPWeights(w1: l1.weight.value.pointer, b1: b1.value.pointer, w2: l2.weight.value.pointer,
-                                               b2: b2.value.pointer, inputs: l1.inputDimensions, hidden: l1.outputDimensions,
+            // With a linear input the first layer reads x through its fold (tensors the MLP weights copy).
+            let (w1, bias1) = linearInput.map { Self.folded(l1, into: $0) } ?? (l1.weight, b1)
+            mlps.append(SparseFactorMLPWeights(w1: w1.value.pointer, b1: bias1!.value.pointer, w2: l2.weight.value.pointer,
+                                               b2: b2.value.pointer, inputs: w1.shape[1], hidden: l1.outputDimensions,
                                                links: l2.outputDimensions))
         }
-        let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2]), di = data.shape[2]
+        let (b, n, d) = (v.shape[0], v.shape[1], v.shape[2])
+        let factorInput = linearInput?.features ?? data, di = factorInput.shape[2]
         check(data.shape[0] == b && data.shape[1] == n, "ParamixerBlock: data \(data.shape) does not match values \(v.shape)")
         // Two output buffers taken in turn (a factor reads the previous factor's output while it writes its
         // own): M factors allocate two tensors, not M.
@@ -188,7 +217,7 @@ public final class ParamixerBlock: Module, SequenceBlock {
             factorOffsets.withUnsafeBufferPointer { off in
                 buffers[written].withUnsafeMutablePointer { out in
                     guard let rows, tokenTable != nil else {
-                        sparseFactorMLPForward(out: out, values: current, residual: added, data: data.pointer, dataDimensions: di,
+                        sparseFactorMLPForward(out: out, values: current, residual: added, data: factorInput.pointer, dataDimensions: di,
                                                mlp: mlp, offsets: off.baseAddress!, batch: b, length: n, dimensions: d)
                         return
                     }
@@ -284,6 +313,13 @@ final class ParamixerInput: Module, SequenceInputStage {
                 throw ParamixerError.invalidInput("\(x.shape[2]) features per position ≠ the model's F = \(features)")
             }
         }
+    }
+
+    /// Real-valued features without positions and with dropout1 inactive: data = init_linear(x).
+    func linearInput(_ input: SequenceInput) -> LinearInput? {
+        guard case .features(let x) = input, let initLinear, apcEmbedding == nil,
+              !dropout1.isTraining || dropout1.probability == 0 else { return nil }
+        return LinearInput(features: x, weight: initLinear.weight, bias: initLinear.bias)
     }
 
     /// Token input with dropout1 inactive: data is the embedding table's rows plus, with APC, the position rows.
