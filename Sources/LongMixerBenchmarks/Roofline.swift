@@ -14,8 +14,9 @@ import LongMixerData
 /// products, random-feature projections, Paramixer's sparse products); a training step counts 3× the
 /// forward (forward, input gradient, weight gradient). Element-wise work is not counted, nor the scores
 /// the fused softmax attention's backward recomputes: the bound is what the model needs, not what a given
-/// implementation executes. Paramixer's f-MLPs count at every position, although with token input they run once
-/// per vocabulary entry (first layer: and per position row), so its share can pass 100 %.
+/// implementation executes. Paramixer's f-MLPs count at every position on D inputs, although with token input they
+/// run once per vocabulary entry (first layer: and per position row) and with narrow real-valued input their first
+/// layer folds into the input projection, so its share can pass 100 %.
 public enum Roofline {
     /// A GEMM rate measured through `BLAS.gemm`.
     public struct GemmRate: Codable, Sendable {

@@ -23,11 +23,17 @@ public enum ScalingBenchmark {
                        options: ModelOptions(linkProtocol: .chord, pooling: .cls, positions: .learned)),
         ModelBenchSpec(label: "paramixer-cdil-apc", model: "paramixer",
                        options: ModelOptions(linkProtocol: .cdil, pooling: .cls, positions: .learned)),
+        ModelBenchSpec(label: "paramixer-chord-adding", model: "paramixer", options: ModelOptions(linkProtocol: .chord)),
+        ModelBenchSpec(label: "paramixer-cdil-adding", model: "paramixer", options: ModelOptions(linkProtocol: .cdil)),
     ]
-    /// `bench scaling`'s default: one row per model (no -apc variants).
-    public static let scalingModels = models.map(\.label).filter { !$0.hasSuffix("-apc") }
-    /// `bench paramixer`'s default: both link protocols without and with learned positions.
-    public static let paramixerModels = ["paramixer-chord", "paramixer-cdil", "paramixer-chord-apc", "paramixer-cdil-apc"]
+    /// `bench scaling`'s default: one row per model (no -apc or -adding variants).
+    public static let scalingModels = models.map(\.label).filter { !$0.hasSuffix("-apc") && !isAdding($0) }
+    /// `bench paramixer`'s default: both link protocols without and with learned positions, and on the Adding shape.
+    public static let paramixerModels = ["paramixer-chord", "paramixer-cdil", "paramixer-chord-apc", "paramixer-cdil-apc",
+                                         "paramixer-chord-adding", "paramixer-cdil-adding"]
+
+    /// Whether the model of `label` runs on the Adding problem's shape (`addingShape`) instead of the tokens.
+    public static func isAdding(_ label: String) -> Bool { label.hasSuffix("-adding") }
 
     public static let fullLengths = (7...16).map { 1 << $0 }
     public static let quickLengths = [256, 1024, 4096, 16384]
@@ -44,6 +50,9 @@ public enum ScalingBenchmark {
         between calls (made again when the parameters change). Training step: loss, backward, Adam; the same paths, except that \
         the position part is computed in every step, so the split pays when the two tables have at most half as many rows as \
         the batch has positions (here: from three sequences), else the first layer runs per position. \
+        -adding: the Adding problem's shape and the model of `longmixer train --task adding --model paramixer` (two \
+        real-valued features per position, one regression output, FLATTEN), whose f-MLPs' first layer folds into the \
+        input projection (2 inputs instead of D). \
         Memory: tensor bytes at the peak of one training step, per sequence.
         """
 
@@ -51,6 +60,12 @@ public enum ScalingBenchmark {
         ModelBenchShape(name: "N = \(length)",
                         shape: ModelTaskShape(input: .tokens(vocabulary: vocabulary, paddingIndex: nil), objective: .classes, length: length, outputs: 10),
                         forwardBatch: batch, trainingBatch: batch, tokenRange: 0..<vocabulary)
+    }
+
+    /// The Adding problem's shape: (value, marker) pairs [B, N, 2], one regression output (random inputs and targets).
+    public static func addingShape(length: Int, batch: Int) -> ModelBenchShape {
+        ModelBenchShape(name: "N = \(length)", shape: ModelTaskShape(input: .features(2), objective: .regression, length: length, outputs: 1),
+                        forwardBatch: batch, trainingBatch: batch, tokenRange: 0..<1)
     }
 
     public static func batch(length: Int, batchSize: Int?, tokensPerBatch: Int = defaultTokensPerBatch) -> Int {

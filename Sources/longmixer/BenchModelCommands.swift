@@ -52,10 +52,13 @@ struct ScalingOptions: ParsableArguments {
         var rows: [ModelBenchRow] = []
         for n in lengths {
             let batch = ScalingBenchmark.batch(length: n, batchSize: batchSize)
-            let group = ScalingBenchmark.shape(length: n, batch: batch)
-            rows += try ModelBenchmark.run(group, specs: specs, rounds: rounds, torch: worker,
-                                           skip: { ScalingBenchmark.softmaxSkip($0, length: n, batch: batch, limitGiB: softmaxLimitGiB) },
-                                           log: progress)
+            for (group, groupSpecs) in [(ScalingBenchmark.shape(length: n, batch: batch), specs.filter { !ScalingBenchmark.isAdding($0.label) }),
+                                        (ScalingBenchmark.addingShape(length: n, batch: batch), specs.filter { ScalingBenchmark.isAdding($0.label) })]
+                where !groupSpecs.isEmpty {
+                rows += try ModelBenchmark.run(group, specs: groupSpecs, rounds: rounds, torch: worker,
+                                               skip: { ScalingBenchmark.softmaxSkip($0, length: n, batch: batch, limitGiB: softmaxLimitGiB) },
+                                               log: progress)
+            }
             progress("N = \(n) done (\(run.elapsed))")
         }
         let gemmAfter = Roofline.measureGemmRate()
@@ -67,7 +70,7 @@ struct ScalingOptions: ParsableArguments {
         print("\nGrowth exponents (time or memory per sequence ∝ N^k):")
         print(fits.isEmpty ? "  none: fewer than two lengths ≥ --fit-from \(fitFrom)" : fitTable.render())
         print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs; "
-              + "Paramixer's count has its f-MLPs at every position, which token input skips (see the setup), so it can pass 100 %")
+              + "Paramixer's count has its f-MLPs at every position on D inputs, which token input and the Adding shape's fold avoid (see the setup), so it can pass 100 %")
         if output.markdown { print(""); print(table.render(markdown: true)); print(""); print(fitTable.render(markdown: true)) }
         if output.checkTargets {
             print("\nTargets:")

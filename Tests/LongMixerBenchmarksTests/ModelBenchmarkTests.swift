@@ -53,6 +53,24 @@ struct ModelBenchmarkTests {
         }
     }
 
+    /// `bench paramixer` runs its -adding rows on the Adding problem's shape and the others on the tokens, in one table.
+    @Test func addingRowsRunOnTheAddingShape() throws {
+        #expect(ScalingBenchmark.paramixerModels.filter(ScalingBenchmark.isAdding) == ["paramixer-chord-adding", "paramixer-cdil-adding"])
+        #expect(!ScalingBenchmark.scalingModels.contains(where: ScalingBenchmark.isAdding))
+        let shape = ScalingBenchmark.addingShape(length: 64, batch: 2).shape
+        #expect(shape.input == .features(2) && shape.objective == .regression && shape.outputs == 1)
+        let dir = try LongMixerCLI.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try LongMixerCLI.run(["bench", "paramixer", "--lengths", "32", "--models", "paramixer-chord,paramixer-chord-adding",
+                                      "--repeats", "1", "--threads", "1", "--json", "paramixer.json"], in: dir, timeout: 300)
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try JSONDecoder().decode(ModelBenchReport.self, from: Data(contentsOf: dir.appendingPathComponent("paramixer.json")))
+        #expect(report.rows.map(\.label) == ["paramixer-chord", "paramixer-chord-adding"])
+        #expect(report.rows.allSatisfy { $0.forward != nil && $0.training != nil && $0.skipped == nil })
+        // Token input: an embedding table of 16 rows; the Adding model: Linear(2, D) and a regression head on N·D.
+        #expect(report.rows[0].parameters != report.rows[1].parameters)
+    }
+
     /// A model that cannot serve the shape is a skipped row with the registry's reason, not an error.
     @Test func paramixerHasNoTwoDocumentHead() throws {
         var pair = Self.tiny
