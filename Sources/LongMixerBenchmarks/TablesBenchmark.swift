@@ -50,8 +50,9 @@ public enum TablesBenchmark {
         the task's LRA width (Text D 512, 8 heads, FFN 2048; Retrieval D 128, 4 heads, FFN 512; Image D 64, 4 heads, FFN 128; \
         Pathfinder D 128, 8 heads, FFN 128), Paramixer with CHORD or CDIL at its preset (Text D 32, H 128, CLS; Image D 32, \
         H 32, FLATTEN; Pathfinder D 64, H 32, FLATTEN; it has no two-document head for Retrieval). Training: full steps \
-        (loss, backward, Adam), reported per 1,000 samples. Inference: one sample's forward pass. Memory: tensor bytes \
-        at the peak of a training step and of an inference call.
+        (loss, backward, Adam), reported per 1,000 samples. Inference: one sample's forward pass, on a twin of the model that \
+        the training steps leave unchanged (a deployed model: Paramixer keeps the learned positions' part of its factor \
+        MLPs between calls). Memory: tensor bytes at the peak of a training step and of an inference call.
         """
 
     /// The task's model shape: byte tokens (vocabulary 259, PAD 0).
