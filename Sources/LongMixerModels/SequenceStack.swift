@@ -39,8 +39,8 @@ public struct TokenRows {
     public var table: Variable
     /// Learned positions [N, D] added at every position (nil: none); the parameter itself.
     public var positions: Variable?
-    /// The row that receives no gradient through the input's own lookup: a block that trains through
-    /// f(table) would give it one, so it uses the table only without a graph when this is set.
+    /// The row that receives no gradient through the input's own lookup: a block that trains through f(table)
+    /// must not give it one either.
     public var paddingIndex: Int?
 }
 

@@ -389,16 +389,25 @@ struct ParamixerTokenRowsTests {
         }
     }
 
-    @Test("with a padding row the table is used without a graph only")
-    func paddingRowTrainsPerPosition() throws {
+    @Test("with a padding row, training through the tables gives the per-position loss and gradients, none into the padding row",
+          arguments: [false, true])
+    func paddingRowTrainsThroughTables(_ positions: Bool) throws {
         var g = RandomGenerator(seed: 5)
-        let configuration = ParamixerConfiguration(vocabularySize: 6, length: 40, embeddingSize: 16, hiddenSize: 12,
-                                                   pooling: .cls, paddingIndex: 0, outputCount: 3)
+        let configuration = ParamixerConfiguration(vocabularySize: 6, length: 40, embeddingSize: 16, hiddenSize: 12, blocks: 2,
+                                                   pooling: .cls, positionalEmbedding: positions, paddingIndex: 0, outputCount: 3)
         let m = try Paramixer(configuration: configuration, generator: &g)
-        let rows = try #require(m.inputStage.tokenRows(.tokens(ids(40))))
-        let data = Tensor(zeros: [3, 40, 16])
-        #expect(!m.attention[0].usesTable(rows, data: data))
-        #expect(withoutGradient { m.attention[0].usesTable(rows, data: data) })
+        let input = SequenceInput.tokens(ids(40))
+        #expect(ids(40).scalars.contains(0))
+        let rows = try #require(m.inputStage.tokenRows(input))
+        #expect(rows.paddingIndex == 0 && m.attention[0].usesTable(rows, data: Tensor(zeros: [3, 40, 16])))
+        let table = try trainingStep(m, input, tableRows: true), perPosition = try trainingStep(m, input, tableRows: false)
+        #expect(abs(table.loss - perPosition.loss) <= 1e-5 * max(1, abs(perPosition.loss)))
+        for ((name, a), (_, b)) in zip(table.gradients, perPosition.gradients) {
+            expectClose(a, b, tolerance: 1e-4, "positions \(positions) \(name)")
+        }
+        let embeddingGradient = try #require(table.gradients.first { $0.0 == "embedding.weight" }).1
+        #expect(embeddingGradient.scalars.prefix(16).allSatisfy { $0 == 0 })
+        #expect(embeddingGradient.scalars.dropFirst(16).contains { $0 != 0 })
     }
 }
 

@@ -112,11 +112,22 @@ public final class ParamixerBlock: Module, SequenceBlock {
             return l2(activation(linear(Variable(input.features), weight: weight, bias: bias)))
         }
         guard let rows else { return f(data) }
-        guard let positions = rows.positions else { return embedding(rows.ids, table: f(rows.table)) }
+        let table = Self.withoutPaddingGradient(rows.table, paddingIndex: rows.paddingIndex)
+        guard let positions = rows.positions else { return embedding(rows.ids, table: f(table)) }
         guard let (l1, activation, l2) = Self.mlpLayers(f) else { return f(data) }
-        let pre = embedding(rows.ids, table: linear(rows.table, weight: l1.weight, bias: nil))   // [B, N, H]
+        let pre = embedding(rows.ids, table: linear(table, weight: l1.weight, bias: nil))        // [B, N, H]
             + linear(positions, weight: l1.weight, bias: l1.bias)                                 // [N, H]
         return l2(activation(pre))
+    }
+
+    /// The table [V, D] with its values (bit for bit) and no gradient into the padding row: the per-position lookup
+    /// gives that row none, while the weights of f still learn from the padded positions through it.
+    static func withoutPaddingGradient(_ table: Variable, paddingIndex: Int?) -> Variable {
+        guard let p = paddingIndex, GradientMode.isEnabled else { return table }
+        var learned = Tensor(repeating: 1, shape: [table.shape[0], 1]), fixed = Tensor(zeros: [table.shape[0], 1])
+        learned.withUnsafeMutablePointer { $0[p] = 0 }
+        fixed.withUnsafeMutablePointer { $0[p] = 1 }
+        return table * Variable(learned) + Variable(table.value) * Variable(fixed)
     }
 
     /// The first layer A·data + c folded into data = W·x + b: (A·W [H, F], A·b + c [H]).
@@ -141,16 +152,14 @@ public final class ParamixerBlock: Module, SequenceBlock {
         return (l1, act, l2)
     }
 
-    /// Whether f reads the token rows: they are data's (shapes), the tables have at most half as many rows as
-    /// the batch has positions (so the split saves work), and no padding row would take a gradient it must not
-    /// (see `TokenRows`). `keptPositions`: the position rows' first layer is kept between calls
-    /// (`fusedFactors`), so only the token table counts.
+    /// Whether f reads the token rows: they are data's (shapes) and the tables have at most half as many rows as
+    /// the batch has positions (so the split saves work). `keptPositions`: the position rows' first layer is kept
+    /// between calls (`fusedFactors`), so only the token table counts.
     func usesTable(_ rows: TokenRows, data: Tensor, keptPositions: Bool = false) -> Bool {
         let t = rows.table.value, (b, n, d) = (data.shape[0], data.shape[1], data.shape[2])
         if let positions = rows.positions, positions.shape != [n, d] { return false }
         let tableRows = t.shape[0] + (rows.positions == nil || keptPositions ? 0 : n)
         return rows.ids.shape == [b, n] && t.rank == 2 && t.shape[1] == d && 2 * tableRows <= b * n
-            && (rows.paddingIndex == nil || !GradientMode.isEnabled)
     }
 
     /// The factors of `callAsFunction` on plain tensors: per factor one `sparseFactorMLPForward` (f-MLP,
