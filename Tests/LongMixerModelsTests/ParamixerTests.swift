@@ -362,17 +362,8 @@ struct ParamixerTokenRowsTests {
         }
     }
 
-    /// Loss and every parameter's gradient of a training step, the factors' f-MLPs on the table rows or per position.
     func trainingStep(_ m: Paramixer, _ input: SequenceInput, tableRows: Bool) throws -> (loss: Float, gradients: [(String, Tensor)]) {
-        for p in m.parameters() { p.grad = nil }
-        let (embedded, stream, _) = m.inputStage(input)
-        let rows = tableRows ? m.inputStage.tokenRows(input) : nil
-        var h = stream
-        for block in m.attention { h = block(h, data: embedded, fusedInference: false, tokenRows: rows) }
-        let logits = m.outputStage(input) { _ in (h, nil) }
-        let loss = crossEntropy(logits: logits, targets: IntTensor([0, 2, 1]))
-        try loss.backward()
-        return (loss.value.scalars[0], m.namedParameters().map { ($0.0, try! #require($0.1.grad)) })
+        try paramixerTrainingStep(m, input, tokenRows: tableRows ? m.inputStage.tokenRows(input) : nil)
     }
 
     @Test("training through the tables gives the loss and gradients of f per position (no padding row), without and with positions",
@@ -461,17 +452,8 @@ struct ParamixerLinearInputTests {
                     tolerance: 1e-5, "\(link) model")
     }
 
-    /// Loss and every parameter's gradient of a training step, the factors' first layer folded or on the embedded input.
     func trainingStep(_ m: Paramixer, _ x: SequenceInput, folded: Bool) throws -> (loss: Float, gradients: [(String, Tensor)]) {
-        for p in m.parameters() { p.grad = nil }
-        let (embedded, stream, _) = m.inputStage(x)
-        let rows = folded ? m.inputStage.linearInput(x) : nil
-        var h = stream
-        for block in m.attention { h = block(h, data: embedded, fusedInference: false, linearInput: rows) }
-        let logits = m.outputStage(x) { _ in (h, nil) }
-        let loss = crossEntropy(logits: logits, targets: IntTensor([0, 2, 1]))
-        try loss.backward()
-        return (loss.value.scalars[0], m.namedParameters().map { ($0.0, try! #require($0.1.grad)) })
+        try paramixerTrainingStep(m, x, linearInput: folded ? m.inputStage.linearInput(x) : nil)
     }
 
     @Test("training through the fold gives the loss and gradients of f on the embedded input", arguments: [LinkProtocol.chord, .cdil])
@@ -486,4 +468,20 @@ struct ParamixerLinearInputTests {
             expectClose(a, b, tolerance: 1e-4, "\(link) \(name)")
         }
     }
+}
+
+/// Loss and every parameter's gradient of one training step of `m` on three sequences (classes 0, 2, 1), its blocks
+/// given `tokenRows` or `linearInput` (nil: the factors' f-MLPs on the embedded input, per position).
+func paramixerTrainingStep(_ m: Paramixer, _ input: SequenceInput, tokenRows: TokenRows? = nil,
+                           linearInput: LinearInput? = nil) throws -> (loss: Float, gradients: [(String, Tensor)]) {
+    for p in m.parameters() { p.grad = nil }
+    let (embedded, stream, _) = m.inputStage(input)
+    var h = stream
+    for block in m.attention {
+        h = block(h, data: embedded, fusedInference: false, tokenRows: tokenRows, linearInput: linearInput)
+    }
+    let logits = m.outputStage(input) { _ in (h, nil) }
+    let loss = crossEntropy(logits: logits, targets: IntTensor([0, 2, 1]))
+    try loss.backward()
+    return (loss.value.scalars[0], try m.namedParameters().map { ($0.0, try #require($0.1.grad)) })
 }
