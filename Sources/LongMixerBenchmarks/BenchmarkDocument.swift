@@ -133,9 +133,10 @@ public enum BenchmarkDocument {
         - CPU columns: the best process CPU time of a call, all threads. With more runnable threads than cores, wall
           time also counts waiting for a core at every thread barrier; CPU time does not.
         - Roofline: model FLOPs ÷ the `BLAS.gemm` rate measured in the same run ÷ time, the share of the time the
-          arithmetic alone would take at that rate. Paramixer's count has its f-MLPs at every position; with token
-          input they run per vocabulary entry (and, with positions, their first layer per position row), so its
-          roofline can pass 100 %.
+          arithmetic alone would take at that rate. Paramixer's count has its f-MLPs at every position on D
+          inputs; with token input they run per vocabulary entry (with positions: their first layer per token, the
+          position part kept in inference), and on the Adding shape their first layer reads the two input features
+          through a fold, so its roofline can pass 100 %.
         - Load average is given per section; compare ratios, and absolute times only within a section. Load slows
           PyTorch's Paramixer reference (hundreds of small threaded ops per step) more than ours, so its ratios
           from a section loaded above its core count overstate an idle machine's. *best-of* sections predate
