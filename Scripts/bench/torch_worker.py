@@ -52,26 +52,22 @@ import torch.nn.functional as Fn  # noqa: E402
 torch.set_num_threads(args.threads)
 
 
-def load_paramixer_reference():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference", "paramixer_reference.py")
-    spec = importlib.util.spec_from_file_location("paramixer_reference", path)
+def load_reference(name):
+    """A script of Scripts/reference as a module (its command line runs only as __main__)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.FACTOR = module.factor_shift
     return module
 
 
+PARAMIXER = load_reference("paramixer_reference")
+PARAMIXER.FACTOR = PARAMIXER.factor_shift
+ATTENTION = load_reference("attention_reference")
+split_heads, merge_heads = ATTENTION.split_heads, ATTENTION.merge_heads
+
+
 # ---- Encoder (pre-LN, as the Swift EncoderClassifier) ----
-
-def split_heads(x, heads):
-    b, n, w = x.shape
-    return x.view(b, n, heads, w // heads).transpose(1, 2)
-
-
-def merge_heads(x):
-    b, h, n, e = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * e)
-
 
 def orthogonal_projection(m, f, gen):
     rows = []
@@ -276,9 +272,6 @@ class Case:
         c0, t0 = time.process_time(), time.perf_counter()
         self.run(case)
         return time.perf_counter() - t0, time.process_time() - c0
-
-
-PARAMIXER = load_paramixer_reference()
 
 
 def main():
