@@ -94,7 +94,12 @@ public final class ParamixerBlock: Module, SequenceBlock {
                                     linearInput: folded) {
             return dropout2(Variable(fused))
         }
-        let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }
+        // The padding row's gradient is blocked once, for every factor (see `withoutPaddingGradient`).
+        let rows = tokenRows.flatMap { usesTable($0, data: data.value) ? $0 : nil }.map { rows in
+            var blocked = rows
+            blocked.table = Self.withoutPaddingGradient(rows.table, paddingIndex: rows.paddingIndex)
+            return blocked
+        }
         for (f, factorOffsets) in zip(fs, offsets) {
             let w = linkWeights(f, data: data, tokenRows: rows, linearInput: folded)    // [B, N, L]
             v = sparseFactorProduct(weights: w, values: v, offsets: factorOffsets, residual: residual == .everyFactor ? v : blockInput)
@@ -102,9 +107,10 @@ public final class ParamixerBlock: Module, SequenceBlock {
         return dropout2(v)
     }
 
-    /// f(data) [B, N, L]. When data is token rows (`tokenRows`, accepted by `usesTable`), the layers that see
-    /// data run on the tables' rows and are gathered per position, forward and backward: without positions
-    /// all of f (f(e_t) per token t), with positions its first layer (W1·e_t per token, W1·p_i + b1 per position).
+    /// f(data) [B, N, L]. When data is token rows (`tokenRows`, accepted by `usesTable`, the padding row's gradient
+    /// blocked), the layers that see data run on the tables' rows and are gathered per position, forward and
+    /// backward: without positions all of f (f(e_t) per token t), with positions its first layer (W1·e_t per token,
+    /// W1·p_i + b1 per position).
     /// With a linear input (`LinearInput`, accepted by `foldsInput`) the first layer folds into it and reads x.
     func linkWeights(_ f: Sequential, data: Variable, tokenRows rows: TokenRows?, linearInput: LinearInput? = nil) -> Variable {
         if rows == nil, let input = linearInput, let (l1, activation, l2) = Self.mlpLayers(f) {
@@ -112,10 +118,9 @@ public final class ParamixerBlock: Module, SequenceBlock {
             return l2(activation(linear(Variable(input.features), weight: weight, bias: bias)))
         }
         guard let rows else { return f(data) }
-        let table = Self.withoutPaddingGradient(rows.table, paddingIndex: rows.paddingIndex)
-        guard let positions = rows.positions else { return embedding(rows.ids, table: f(table)) }
+        guard let positions = rows.positions else { return embedding(rows.ids, table: f(rows.table)) }
         guard let (l1, activation, l2) = Self.mlpLayers(f) else { return f(data) }
-        let pre = embedding(rows.ids, table: linear(table, weight: l1.weight, bias: nil))        // [B, N, H]
+        let pre = embedding(rows.ids, table: linear(rows.table, weight: l1.weight, bias: nil))   // [B, N, H]
             + linear(positions, weight: l1.weight, bias: l1.bias)                                 // [N, H]
         return l2(activation(pre))
     }
