@@ -34,24 +34,51 @@ public enum Roofline {
         }
     }
 
-    /// Best rate of C = A·Bᵀ (the dense layers' forward: x·Wᵀ) over `samples` calls after one warm-up, at
-    /// the current thread count. The default shape is the attention benchmark's FFN input layer on 2048
-    /// tokens (D 512 → 2048).
-    public static func measureGemmRate(m: Int = 2048, n: Int = 2048, k: Int = 512, samples: Int = 7) -> GemmRate {
+    /// The reference product: C = A·Bᵀ (the dense layers' forward, x·Wᵀ) in the attention benchmark's FFN input
+    /// layer on 2048 tokens (D 512 → 2048), 2048×512 · (2048×512)ᵀ, through `BLAS.gemm` on operands of its own.
+    public final class ReferenceGemm {
+        public static let (m, k, n) = (2048, 512, 2048)
+        let a: Tensor, b: Tensor
+        let c: UnsafeMutablePointer<Float>
+
+        public init(generator g: inout RandomGenerator) {
+            a = Tensor.normal([Self.m, Self.k], generator: &g)
+            b = Tensor.normal([Self.n, Self.k], generator: &g)
+            c = .allocate(capacity: Self.m * Self.n)
+            c.initialize(repeating: 0, count: Self.m * Self.n)
+        }
+
+        deinit { c.deallocate() }
+
+        public func run() { BLAS.gemm(transposeB: true, m: Self.m, n: Self.n, k: Self.k, a: a.pointer, b: b.pointer, c: c) }
+
+        public static let flops = 2.0 * Double(m * n * k)
+        public static let name = "\(m)x\(k) · (\(n)x\(k))ᵀ"
+
+        /// One call per sample, to interleave with the kernels reported against this rate.
+        public var benchmarkCase: BenchmarkCase { BenchmarkCase("BLAS.gemm") { [self] in run() } }
+
+        /// Its timing as a record of `group` (GFLOP/s).
+        public func record(group: String, threads: Int, timing: TimingStatistics) -> BenchmarkRecord {
+            BenchmarkRecord(group: group, name: Self.name, variant: "BLAS.gemm", threads: threads, timing: timing,
+                            work: Self.flops, rateUnit: "GFLOP/s")
+        }
+    }
+
+    /// Best rate of the reference product over `samples` calls after one warm-up, at the current thread count.
+    public static func measureGemmRate(samples: Int = 7) -> GemmRate {
         BLAS.warmUp()
         var g = RandomGenerator(seed: 99)
-        let a = Tensor.normal([m, k], generator: &g), b = Tensor.normal([n, k], generator: &g)
-        var c = Tensor(zeros: [m, n])
+        let gemm = ReferenceGemm(generator: &g)
         var best = Double.infinity
-        c.withUnsafeMutablePointer { cp in
-            for s in 0...samples {
-                let t0 = BenchmarkClock.nanoseconds()
-                BLAS.gemm(transposeB: true, m: m, n: n, k: k, a: a.pointer, b: b.pointer, c: cp)
-                let seconds = Double(BenchmarkClock.nanoseconds() - t0) * 1e-9
-                if s > 0 { best = min(best, seconds) }
-            }
+        for s in 0...samples {
+            let t0 = BenchmarkClock.nanoseconds()
+            gemm.run()
+            let seconds = Double(BenchmarkClock.nanoseconds() - t0) * 1e-9
+            if s > 0 { best = min(best, seconds) }
         }
-        return GemmRate(m: m, n: n, k: k, threads: Parallel.threadCount, gflops: 2 * Double(m * n * k) / best / 1e9)
+        return GemmRate(m: ReferenceGemm.m, n: ReferenceGemm.n, k: ReferenceGemm.k, threads: Parallel.threadCount,
+                        gflops: ReferenceGemm.flops / best / 1e9)
     }
 
     /// bound ÷ measured in % for `flops` at `gflops` measured in `seconds` (nil without a time).

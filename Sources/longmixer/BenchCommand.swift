@@ -349,7 +349,7 @@ final class CoreBenchmarkSuite {
         var g = RandomGenerator(seed: 7)
         let data = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
         let values = Variable(Tensor.normal([batch, n, d], mean: 0, standardDeviation: 1, generator: &g))
-        let gemm = RooflineGemm(generator: &g)
+        let gemm = Roofline.ReferenceGemm(generator: &g)
         var records: [BenchmarkRecord] = []
         for linkProtocol in [LinkProtocol.chord, .cdil] {
             // The middle factor: CDIL's links then reach ±4·2^5 rows, CHORD's are the same for every factor.
@@ -417,7 +417,7 @@ final class CoreBenchmarkSuite {
             scaledDotProductAttentionBackward(dq: dq, dk: dk, dv: dv, gradOut: gp, out: out, statistics: statistics,
                                               q: qp, k: kp, v: vp, keyMask: nil, causal: false, scale: scale, sizes: sizes)
         }
-        let gemm = RooflineGemm(generator: &g)
+        let gemm = Roofline.ReferenceGemm(generator: &g)
         forward.body()                                              // statistics for the first backward
         let t = BenchmarkTimer.measure([forward, backward, gemm.benchmarkCase], repeats: repeats, warmUp: 2)
         let gemmRecord = gemm.record(group: "attention-info", threads: threads, timing: t[2])
@@ -432,33 +432,5 @@ final class CoreBenchmarkSuite {
             records.append(r)
         }
         return records + [gemmRecord]
-    }
-}
-
-/// The product of `Roofline.measureGemmRate` (x·Wᵀ, 2048×512 · (2048×512)ᵀ, through `BLAS.gemm`) as a case to
-/// interleave with the fused kernels that `bench core` reports against it.
-final class RooflineGemm {
-    static let (m, k, n) = (2048, 512, 2048)
-    let a: Tensor, b: Tensor
-    let c: UnsafeMutablePointer<Float>
-
-    init(generator g: inout RandomGenerator) {
-        a = Tensor.uniform([Self.m, Self.k], low: -1, high: 1, generator: &g)
-        b = Tensor.uniform([Self.n, Self.k], low: -1, high: 1, generator: &g)
-        c = .allocate(capacity: Self.m * Self.n)
-        c.initialize(repeating: 0, count: Self.m * Self.n)
-    }
-
-    deinit { c.deallocate() }
-
-    var benchmarkCase: BenchmarkCase {
-        BenchmarkCase("BLAS.gemm") { [self] in
-            BLAS.gemm(transposeB: true, m: Self.m, n: Self.n, k: Self.k, a: a.pointer, b: b.pointer, c: c)
-        }
-    }
-
-    func record(group: String, threads: Int, timing: TimingStatistics) -> BenchmarkRecord {
-        BenchmarkRecord(group: group, name: "\(Self.m)x\(Self.k) · (\(Self.n)x\(Self.k))ᵀ", variant: "BLAS.gemm", threads: threads,
-                        timing: timing, work: 2.0 * Double(Self.m * Self.n * Self.k), rateUnit: "GFLOP/s")
     }
 }
