@@ -108,6 +108,7 @@ public struct DistributedBenchReport: Codable, Sendable {
         process; the batch per process stays (weak scaling); the gradients are all-reduced as one buffer after the backward pass \
         (no overlap, as implemented), by a ring: 2(K−1) messages of bytes/K, time 2(K−1)·α + 2(K−1)/K · bytes/β, with β 90 % of \
         the line rate and α the latency per message (30 µs on 10 GbE, 20 µs on 25 GbE, 5 µs on 100 Gb/s). Not modelled: stragglers \
-        (the slowest machine sets every step), rank 0's validation and checkpoints (the others wait), and data loading.
+        (the slowest machine sets every step), validation and test (split over the machines), rank 0's checkpoints (the others wait), \
+        and data loading.
         """
 }

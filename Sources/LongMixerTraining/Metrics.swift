@@ -156,38 +156,80 @@ public func bitsPerByteFromNats(_ nats: Double) -> Double { nats / Foundation.lo
 
 /// Evaluates `model` on every sample of `source` in eval mode without recording gradients, and
 /// restores the model's previous training mode. Loss is the per-sample mean (batches weighted by size).
-/// `progress` sees (batches done, batches in all) after every batch; what it throws stops the evaluation.
+///
+/// With several processes (`communicator`), each evaluates every K-th batch (rank r: batches r, r + K, …)
+/// and the per-batch sums are gathered, then added in batch order on every process: the result is the
+/// one process's, bit for bit, on every rank. `progress` sees (batches done, batches in all) after every
+/// round of K batches, the same number of times on every rank (it may run a collective); what it throws
+/// stops the evaluation.
 public func evaluate(_ model: some SequenceModel, on source: some BatchSource, objective: TaskObjective,
-                     batchSize: Int, progress: (Int, Int) throws -> Void = { _, _ in }) throws -> EvaluationResult {
+                     batchSize: Int, communicator: any Communicator = SingleProcess(),
+                     progress: (Int, Int) throws -> Void = { _, _ in }) throws -> EvaluationResult {
     check(batchSize >= 1, "evaluate: batch size must be ≥ 1, got \(batchSize)")
     let wasTraining = model.isTraining
     model.eval()
     defer { model.train(wasTraining) }
-    var lossSum = 0.0, correct = 0, seen = 0, weightSum = 0
-    var scores: [Float] = [], labels: [Bool] = []
+    let batches = source.batchCount(size: batchSize)
+    let ranks = communicator.size, rank = communicator.rank
+    // Per batch: loss × weight, correct, sequences, loss weight, binary scores; zero for another rank's batches.
+    let fields = 5
+    var sums = [Double](repeating: 0, count: batches * fields)
+    var ownScores: [(batch: Int, scores: [Float], labels: [Bool])] = []
     try withoutGradient {
-        let batches = source.batchCount(size: batchSize)
-        for index in 0..<batches {
-            let batch = source.batch(at: index, size: batchSize)
-            let outputs = model(batch.input)
-            let loss = try objective.loss(outputs, batch.targets).value.scalar
-            let weight = objective.weight(batch.targets, batchSize: batch.size)
-            lossSum += Double(loss) * Double(weight)
-            correct += objective.correctCount(outputs.value, batch.targets)
-            if case .binary = objective, case .classes(let y) = batch.targets {
-                scores += outputs.value.scalars
-                labels += y.scalars.map { $0 == 1 }
+        for round in 0..<((batches + ranks - 1) / ranks) {
+            let index = round * ranks + rank
+            if index < batches {
+                let batch = source.batch(at: index, size: batchSize)
+                let outputs = model(batch.input)
+                let loss = try objective.loss(outputs, batch.targets).value.scalar
+                let weight = objective.weight(batch.targets, batchSize: batch.size)
+                var scored = 0
+                if case .binary = objective, case .classes(let y) = batch.targets {
+                    let scores = outputs.value.scalars
+                    check(scores.count == batch.size, "evaluate: \(scores.count) binary scores for \(batch.size) sequences")
+                    ownScores.append((index, scores, y.scalars.map { $0 == 1 }))
+                    scored = scores.count
+                }
+                let row = index * fields
+                sums[row] = Double(loss) * Double(weight)
+                sums[row + 1] = Double(objective.correctCount(outputs.value, batch.targets))
+                sums[row + 2] = Double(batch.size)
+                sums[row + 3] = Double(weight)
+                sums[row + 4] = Double(scored)
             }
-            seen += batch.size
-            weightSum += weight
-            try progress(index + 1, batches)
+            try progress(min((round + 1) * ranks, batches), batches)
         }
+    }
+    if ranks > 1 { try sums.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) } }
+    var lossSum = 0.0, correct = 0, seen = 0, weightSum = 0
+    for index in 0..<batches {
+        let row = index * fields
+        lossSum += sums[row]
+        correct += Int(sums[row + 1])
+        seen += Int(sums[row + 2])
+        weightSum += Int(sums[row + 3])
     }
     let isLanguageModel: Bool
     if case .languageModel = objective { isLanguageModel = true } else { isLanguageModel = false }
     var result = EvaluationResult(loss: lossSum / Double(max(weightSum, 1)), accuracy: Double(correct) / Double(max(weightSum, 1)),
                                   count: seen, tokens: isLanguageModel ? weightSum : nil)
-    if case .binary = objective { result.rocAUC = rocAUC(scores: scores, labels: labels) }
+    if case .binary = objective {
+        // Every batch's scores and labels at its place (another rank's entries are 0 here, so the sum is a gather).
+        var offsets = [Int](repeating: 0, count: batches + 1)
+        for index in 0..<batches { offsets[index + 1] = offsets[index] + Int(sums[index * fields + 4]) }
+        var scores = [Float](repeating: 0, count: offsets[batches]), labels = scores
+        for own in ownScores {
+            for (i, (score, label)) in zip(own.scores, own.labels).enumerated() {
+                scores[offsets[own.batch] + i] = score
+                labels[offsets[own.batch] + i] = label ? 1 : 0
+            }
+        }
+        if ranks > 1 {
+            try scores.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            try labels.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        }
+        result.rocAUC = rocAUC(scores: scores, labels: labels.map { $0 == 1 })
+    }
     return result
 }
 

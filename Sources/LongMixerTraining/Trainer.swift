@@ -166,8 +166,9 @@ public struct TrainingSummary: Codable, Equatable, Sendable {
 /// r-th of K contiguous slices of each batch's positions, so the sample order does not depend on K.
 /// Each rank's loss is weighted by its share of the global batch and the gradients are summed over
 /// the ranks, which gives the gradients of the whole batch in one process up to float summation
-/// order. Rank 0 restores checkpoints, validates and writes; every rank starts from its weights and
-/// optimizer state, and stop signals, early stops and divergence are agreed before each step.
+/// order. Rank 0 restores checkpoints and writes; every rank starts from its weights and optimizer
+/// state, scores its share of every validation and test (`evaluate`), and stop signals, early stops and
+/// divergence are agreed before each step.
 public final class Trainer {
     public let model: any SequenceModel
     public let optimizer: any Optimizer
@@ -304,12 +305,15 @@ public final class Trainer {
                                 runDirectory: runDirectory?.url)
         }
 
-        /// Reports evaluation progress and stops it when a stop signal arrived (during training with
-        /// several processes, only the evaluation: the ranks stop together at the next agreement).
+        /// Reports evaluation progress and stops it when a stop signal arrived. With several processes
+        /// (every one evaluates its share of the batches) they agree on the signal after every round, so
+        /// all stop at the same batch; during training they stop the evaluation only, and the step loop's
+        /// next agreement stops the run.
         var validatingInLoop = false
         func evaluationProgress(_ split: MetricsRecord.Kind) -> (Int, Int) throws -> Void {
             { [self] done, total in
-                let signal = stopSignal()
+                let signal = communicator.size > 1 ? try agree(signal: stopSignal(), stoppedEarly: false, weight: 0, afterWait: false).signal
+                                                   : stopSignal()
                 if signal != 0 && validatingInLoop && communicator.size > 1 { throw EvaluationStopped() }
                 if signal != 0 { throw try interrupted(signal) }
                 reporter.report(.evaluating(split: split, done: done, total: total))
@@ -320,7 +324,8 @@ public final class Trainer {
 
         /// Scores `source` as a validation record at the current step.
         func validate(_ source: any BatchSource) throws -> EvaluationResult {
-            let r = try evaluate(model, on: source, objective: objective, batchSize: evaluationBatch, progress: evaluationProgress(.validation))
+            let r = try evaluate(model, on: source, objective: objective, batchSize: evaluationBatch, communicator: communicator,
+                                 progress: evaluationProgress(.validation))
             var record = MetricsRecord(step: s.step, epoch: epoch(ofStep: s.step), split: .validation, loss: r.loss, accuracy: r.accuracy,
                                        elapsedSeconds: elapsed(), samplesSeen: s.samplesSeen, evaluatedSamples: r.count)
                 .withLanguageModelMetrics(objective)
@@ -347,7 +352,8 @@ public final class Trainer {
         func keepBest(_ r: EvaluationResult) throws {
             s.best = r
             s.bestStep = s.step
-            bestWeights = model.stateDictionary()
+            // Rank 0 keeps the best weights (and passes them on for the final test).
+            if isRoot { bestWeights = model.stateDictionary() }
             if let store {
                 let record = CheckpointRecord(kind: .best, step: s.step, task: task, model: modelName, progress: s)
                 let url = try store.write(record, model: model, weightsMetadata: weightsMetadata, optimizer: nil)
@@ -367,17 +373,14 @@ public final class Trainer {
         model.train()
         do {
             while true {
-                // Rank 0 may spend a while here (validating, writing): the others then wait without spinning.
+                // Rank 0 may spend a while here (writing checkpoints): the others then wait without spinning.
                 // Decided from the step alone, so every rank makes the same collective calls.
                 let rootBusy = s.validationPending || (s.step > 0 && (s.step >= totalSteps || s.step % (c.checkpointInterval ?? batchesPerEpoch) == 0))
                 if s.validationPending {
-                    if isRoot {
-                        validatingInLoop = true
-                        defer { validatingInLoop = false }
-                        do { try validateDuringTraining() } catch is EvaluationStopped {}
-                    } else {
-                        s.validationPending = false
-                    }
+                    // Every rank validates its share of the batches and gets the same result.
+                    validatingInLoop = true
+                    defer { validatingInLoop = false }
+                    do { try validateDuringTraining() } catch is EvaluationStopped {}
                 }
                 if checkpointDue() { try checkpointLast() }
                 let stepStart = Self.now()
@@ -401,11 +404,9 @@ public final class Trainer {
                                          checkpoint: kept?.path, advice: divergenceAdvice)
         }
 
-        // The other ranks are done: rank 0 validates, tests and writes alone.
-        guard isRoot else { return trainingOnlySummary(s) }
-
         // Final validation of the last weights on every sequence (and on the training-time sample, so
-        // the best checkpoint is chosen among comparable scores), then test with the best and the last.
+        // the best checkpoint is chosen among comparable scores), then test with the best and the last:
+        // every rank scores its share of the batches, rank 0 writes.
         let stopReason = s.stopReason ?? (c.steps != nil ? "completed \(totalSteps) steps" : "completed \(c.epochs) epochs")
         if s.lastValidationStep != s.step && validationDuringTraining.isSample {
             let r = try validate(validationDuringTraining)
@@ -428,7 +429,8 @@ public final class Trainer {
             }
         }
         func scoreTest(_ kind: CheckpointKind, step: Int) throws -> EvaluationResult {
-            let r = try evaluate(model, on: test, objective: objective, batchSize: evaluationBatch, progress: evaluationProgress(.test))
+            let r = try evaluate(model, on: test, objective: objective, batchSize: evaluationBatch, communicator: communicator,
+                                 progress: evaluationProgress(.test))
             var record = MetricsRecord(step: step, epoch: epoch(ofStep: step), split: .test, loss: r.loss, accuracy: r.accuracy,
                                        elapsedSeconds: elapsed(), samplesSeen: s.samplesSeen, evaluatedSamples: r.count)
                 .withLanguageModelMetrics(objective)
@@ -440,7 +442,7 @@ public final class Trainer {
         }
         let testLast = try scoreTest(.last, step: s.step)
         var testBest = testLast
-        if let bestStep = s.bestStep, bestStep != s.step, let bestWeights {
+        if let bestStep = s.bestStep, bestStep != s.step, let bestWeights = try sharedFromRoot(bestWeights) {
             try model.loadStateDictionary(bestWeights)
             defer { try? model.loadStateDictionary(lastWeights) }
             testBest = try scoreTest(.best, step: bestStep)
@@ -650,16 +652,13 @@ public final class Trainer {
         }
     }
 
-    /// What the other ranks return: the training part (rank 0 validates and tests).
-    private func trainingOnlySummary(_ s: TrainingProgress) -> TrainingSummary {
-        let none = EvaluationResult(loss: .nan, accuracy: .nan, count: 0)
-        return TrainingSummary(steps: s.step, epochs: Double(s.samplesSeen) / Double(train.count), samplesSeen: s.samplesSeen,
-                               wallClockSeconds: s.trainingSeconds, trainingSeconds: s.trainingSeconds,
-                               trainSamplesPerSecond: Double(s.samplesSeen) / max(s.trainingSeconds, 1e-9),
-                               stoppedEarly: s.stoppedEarly, stopReason: s.stopReason ?? "", parameterCount: model.parameterCount,
-                               lastTrain: s.lastTrain, validation: none, test: none, bestValidationAccuracy: .nan,
-                               lossName: objective.lossName, accuracyDefinition: objective.accuracyDescription,
-                               processes: communicator.size, allReduceSeconds: allReduceSeconds)
+    /// Rank 0's `weights` on every rank (with one process, as they are).
+    private func sharedFromRoot(_ weights: [String: NamedTensor]?) throws -> [String: NamedTensor]? {
+        guard communicator.size > 1 else { return weights }
+        let bytes = try communicator.broadcast(communicator.isRoot ? SafeTensors.encode(weights ?? [:]) : Data())
+        if communicator.isRoot { return weights }
+        let decoded = try SafeTensors.decode(bytes).tensors
+        return decoded.isEmpty ? nil : decoded   // nil where rank 0 has none, so every rank takes the same branch
     }
 
     /// One optimizer step on this rank's part of the batch (gradients summed over the ranks), its

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import LongMixerCore
 import LongMixerNN
+import LongMixerData
 import LongMixerMPI
 @testable import LongMixerTraining
 import LongMixerTestSupport
@@ -66,6 +67,109 @@ struct DistributedTrainingTests {
             print("rank \(world.rank): \(steps) steps: max relative error weights \(weightError), gradients \(gradientError)")
         }
         print("rank \(world.rank) of \(world.size) equivalent")
+    }
+}
+
+/// Evaluation split over 2 ranks: every rank gets one process's result, bit for bit.
+@Suite("Distributed evaluation")
+struct DistributedEvaluationTests {
+    @Test("2 ranks evaluate their shares of the batches = 1 process (regression, classes, binary with ROC AUC)",
+          .enabled(if: !DistributedTrainingTests.isWorker))
+    func twoRanksEqualOneProcess() throws {
+        let output = try MPILauncher.run(ranks: 2, filter: "DistributedEvaluationTests/evaluationWorker")
+        #expect(output.status == 0, "\(output.text)")
+        #expect(output.text.contains("rank 0 of 2 evaluated alike") && output.text.contains("rank 1 of 2 evaluated alike"), "\(output.text)")
+    }
+
+    /// `base` with binary labels: 1 where the first target value exceeds `threshold`.
+    struct BinaryLabels: BatchSource {
+        let base: any BatchSource
+        let threshold: Float
+        var count: Int { base.count }
+        var length: Int { base.length }
+        func relabelled(_ b: Batch) -> Batch {
+            guard case .values(let y) = b.targets else { return b }
+            let width = y.count / b.size
+            return Batch(input: b.input, targets: .classes(IntTensor(shape: [b.size], scalars: (0..<b.size).map { y.scalars[$0 * width] > threshold ? 1 : 0 })))
+        }
+        func batch(indices: Range<Int>) -> Batch { relabelled(base.batch(indices: indices)) }
+        func batch(samples: [Int]) -> Batch { relabelled(base.batch(samples: samples)) }
+    }
+
+    @Test(.enabled(if: DistributedTrainingTests.isWorker))
+    func evaluationWorker() throws {
+        let world = try MPICommunicator.world()
+        #expect(world.size == 2)
+        Parallel.setThreadCount(1)
+        for task in ["adding", "order"] {
+            var settings = RunSettings()
+            settings.task = task; settings.model = "paramixer"; settings.length = 16
+            settings.modelOptions.dimensions = 8; settings.modelOptions.hidden = 8
+            settings.batchSize = 4; settings.steps = 1; settings.trainSize = 8; settings.validationSize = 8; settings.testSize = 23
+            let parts = try TrainingRun.build(try RunConfiguration.resolve(settings))
+            let model = parts.built.model
+            var cases: [(String, any BatchSource, TaskObjective)] = [(task, parts.data.test, parts.task.objective)]
+            if task == "adding", case .values(let y) = parts.data.test.batch(indices: 0..<23).targets {
+                // Labels: above the median sum, so both classes are there.
+                cases.append(("adding as binary", BinaryLabels(base: parts.data.test, threshold: y.scalars.sorted()[11]), .binary))
+            }
+            for (name, source, objective) in cases {
+                // Batches of 4 and 5 of 23 sequences: 6 and 5 batches, the last one short; rank 1 has one batch fewer with 5.
+                for batchSize in [4, 5, 23] {
+                    let single = try evaluate(model, on: source, objective: objective, batchSize: batchSize)
+                    var calls: [(Int, Int)] = []
+                    let split = try evaluate(model, on: source, objective: objective, batchSize: batchSize, communicator: world) { calls.append(($0, $1)) }
+                    #expect(split == single, "\(name), batch \(batchSize): \(split) on 2 ranks, \(single) on one")
+                    #expect(split.count == 23)
+                    if case .binary = objective { #expect(split.rocAUC != nil, "\(name): no ROC AUC") }
+                    let batches = (23 + batchSize - 1) / batchSize
+                    #expect(calls.map(\.0) == (0..<((batches + 1) / 2)).map { min(2 * ($0 + 1), batches) }, "\(name), batch \(batchSize): progress \(calls)")
+                    #expect(calls.allSatisfy { $0.1 == batches })
+                }
+            }
+        }
+        print("rank \(world.rank) of \(world.size) evaluated alike")
+    }
+
+    @Test("a stop signal on one rank during a validation stops every rank at the same step", .enabled(if: !DistributedTrainingTests.isWorker))
+    func signalDuringValidation() throws {
+        let output = try MPILauncher.run(ranks: 2, filter: "DistributedEvaluationTests/signalWorker", timeout: 60)
+        #expect(output.status == 0, "\(output.text)")
+        #expect(output.text.contains("rank 0 stopped at step 10") && output.text.contains("rank 1 stopped at step 10"), "\(output.text)")
+    }
+
+    /// Latches SIGTERM once the first validation round was reported.
+    final class SignalAfterValidationStarts: TrainingReporter {
+        var signal: Int32 = 0
+        func report(_ event: TrainingEvent) {
+            if case .evaluating(split: .validation, _, _) = event { signal = SIGTERM }
+        }
+    }
+
+    @Test(.enabled(if: DistributedTrainingTests.isWorker))
+    func signalWorker() throws {
+        let world = try MPICommunicator.world()
+        Parallel.setThreadCount(1)
+        var settings = RunSettings()
+        settings.task = "adding"; settings.model = "paramixer"; settings.length = 16
+        settings.modelOptions.dimensions = 8; settings.modelOptions.hidden = 8
+        // 3 validation batches: 2 rounds on 2 ranks, the signal comes after the first.
+        settings.batchSize = 8; settings.steps = 30; settings.evaluationInterval = 10
+        settings.trainSize = 64; settings.validationSize = 24; settings.testSize = 8
+        let c = try RunConfiguration.resolve(settings)
+        let parts = try TrainingRun.build(c, processes: world.size)
+        // Rank 1 gets the signal; rank 0 learns of it only through the agreement.
+        let signalling = SignalAfterValidationStarts()
+        let trainer = try TrainingRun.makeTrainer(c, parts, runDirectory: nil, reporter: world.rank == 1 ? signalling : SilentReporter(),
+                                                  communicator: world)
+        trainer.stopSignal = { signalling.signal }
+        do {
+            try trainer.run()
+            Issue.record("rank \(world.rank): the run was not stopped")
+        } catch let stop as TrainingInterrupted {
+            #expect(stop.signal == SIGTERM)
+            print("rank \(world.rank) stopped at step \(stop.step)")
+        }
     }
 }
 
@@ -142,6 +246,31 @@ struct DistributedCommandTests {
         #expect(resumed.stdout.contains("resuming after step \(stoppedAt)"), "\(resumed.stdout)")
         let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: run.appendingPathComponent("summary.json")))
         #expect(summary.steps == 400 && summary.samplesSeen == 400 * 8 && summary.processes == 2)
+    }
+
+    @Test("the ranks' shared validation and test = `longmixer evaluate` of the run by one process, bit for bit")
+    func evaluationSharedOverRanks() throws {
+        let dir = try LongMixerCLI.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = dir.appendingPathComponent("run")
+        // 23 test sequences in global batches of 8: rank 0 scores batches 0 and 2, rank 1 batch 1.
+        let arguments = ["train", "--distributed", "--quiet", "--output", run.path] + Self.tiny
+            + ["--test-size", "23", "--steps", "30", "--eval-interval", "10"]
+        let r = try Self.mpirun(2, arguments)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: run.appendingPathComponent("summary.json")))
+        #expect(summary.processes == 2 && summary.test.count == 23)
+        func evaluated(_ split: String, _ checkpoint: String) throws -> EvaluationResult {
+            let e = try LongMixerCLI.run(["evaluate", run.path, "--split", split, "--checkpoint", checkpoint, "--json"], in: dir)
+            try #require(e.status == 0, "\(e.stderr)")
+            struct Line: Decodable { let result: EvaluationResult }
+            let decoder = JSONDecoder()
+            decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            return try decoder.decode(Line.self, from: Data(e.stdout.utf8)).result
+        }
+        #expect(try evaluated("test", "best") == summary.test)
+        #expect(try evaluated("test", "last") == summary.testLast)
+        #expect(try evaluated("validation", "last") == summary.validation)
     }
 
     @Test("SIGTERM to one rank: every rank stops at the same step with a checkpoint; resumed by one process")
