@@ -296,7 +296,7 @@ struct TrainCommand: ParsableCommand {
         var global = configuration
         let communicator: any Communicator = distributed ? try DistributedRun.world(threadsGiven: threadsGiven) : SingleProcess()
         if communicator.size > 1 {
-            // --batch-size is per process; evaluation (on rank 0) keeps batches of that size.
+            // --batch-size is per process; so is an evaluation batch (each process scores whole batches of its share).
             global.training.evaluationBatchSize = global.training.evaluationBatchSize ?? global.training.batchSize
             global.training.batchSize *= communicator.size
         }

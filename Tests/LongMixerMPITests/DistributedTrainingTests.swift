@@ -253,7 +253,7 @@ struct DistributedCommandTests {
         let dir = try LongMixerCLI.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         let run = dir.appendingPathComponent("run")
-        // 23 test sequences in global batches of 8: rank 0 scores batches 0 and 2, rank 1 batch 1.
+        // 23 test sequences in evaluation batches of 4 (the per-process batch): 6 batches, rank 0 scores 0, 2, 4, rank 1 1, 3, 5.
         let arguments = ["train", "--distributed", "--quiet", "--output", run.path] + Self.tiny
             + ["--test-size", "23", "--steps", "30", "--eval-interval", "10"]
         let r = try Self.mpirun(2, arguments)
