@@ -136,7 +136,10 @@ public enum BenchmarkDocument {
           arithmetic alone would take at that rate. Paramixer's count has its f-MLPs at every position on D
           inputs; with token input they run per vocabulary entry (with positions: their first layer per token, the
           position part kept in inference), and on the Adding shape their first layer reads the two input features
-          through a fold, so its roofline can pass 100 %.
+          through a fold, so its roofline can pass 100 %. Ceiling (attention family): PyTorch's time ÷ the time of the
+          model FLOPs at that rate, the `torch ÷ Swift` ratio a run at 100 % of the roofline would reach; where
+          it is below a target, only fewer FLOPs or a faster GEMM reach it. Newer runs give the rate's share of the
+          cores' multiply-add peak (12 chains of fused multiply-adds per thread, out of registers).
         - Load average is given per section; compare ratios, and absolute times only within a section. Load slows
           PyTorch's Paramixer reference (hundreds of small threaded ops per step) more than ours, so its ratios
           from a section loaded above its core count overstate an idle machine's. *best-of* sections predate
@@ -215,7 +218,7 @@ public enum BenchmarkDocument {
                 add("Training (Table 2): seconds per 1,000 samples, training-step peak memory", TablesBenchmark.table(r.rows, training: true, withTorch: torch))
                 add("Inference (Table 3): latency of one sample, inference peak memory", TablesBenchmark.table(r.rows, training: false, withTorch: torch))
             case "attention":
-                add(nil, ModelBenchTables.lengths(r.rows, withTorch: torch, gemm: r.gemm))
+                add(nil, ModelBenchTables.lengths(r.rows, withTorch: torch, gemm: r.gemm, ceilings: true))
                 let overhead = AttentionBenchmarkSetup.overheadTable(r.rows)
                 if !overhead.rows.isEmpty { add("PermuteFormer ÷ Performer (medians of per-round ratios)", overhead) }
             default:

@@ -24,14 +24,34 @@ public enum Roofline {
         public var threads: Int
         /// Best of the samples.
         public var gflops: Double
+        /// The cores' multiply-add peak at the same thread count, which bounds any GEMM (nil in older reports).
+        public var peak: MultiplyAddPeak?
 
-        public init(m: Int, n: Int, k: Int, threads: Int, gflops: Double) {
-            self.m = m; self.n = n; self.k = k; self.threads = threads; self.gflops = gflops
+        public init(m: Int, n: Int, k: Int, threads: Int, gflops: Double, peak: MultiplyAddPeak? = nil) {
+            self.m = m; self.n = n; self.k = k; self.threads = threads; self.gflops = gflops; self.peak = peak
         }
 
         public var description: String {
             "BLAS.gemm \(m)×\(k)·\(k)×\(n), \(threads) thread\(threads == 1 ? "" : "s"): \(formatNumber(gflops, decimals: 1)) GFLOP/s"
+                + (peak.map { ", \(formatNumber(100 * gflops / $0.gflops)) % of the \($0.lanes)-lane multiply-add peak (\(formatNumber($0.gflops, decimals: 1)) GFLOP/s)" } ?? "")
         }
+    }
+
+    /// Fused multiply-adds per second out of registers on every thread (`timeMultiplyAddChains`), in GFLOP/s.
+    public struct MultiplyAddPeak: Codable, Sendable {
+        public var lanes: Int
+        public var threads: Int
+        public var gflops: Double
+
+        public init(lanes: Int, threads: Int, gflops: Double) {
+            self.lanes = lanes; self.threads = threads; self.gflops = gflops
+        }
+    }
+
+    /// The multiply-add peak at the current thread count.
+    public static func measureMultiplyAddPeak() -> MultiplyAddPeak {
+        let (lanes, flops, seconds) = timeMultiplyAddChains()
+        return MultiplyAddPeak(lanes: lanes, threads: Parallel.threadCount, gflops: flops / seconds / 1e9)
     }
 
     /// The reference product: C = A·Bᵀ (the dense layers' forward, x·Wᵀ) in the attention benchmark's FFN input
@@ -78,7 +98,14 @@ public enum Roofline {
             if s > 0 { best = min(best, seconds) }
         }
         return GemmRate(m: ReferenceGemm.m, n: ReferenceGemm.n, k: ReferenceGemm.k, threads: Parallel.threadCount,
-                        gflops: ReferenceGemm.flops / best / 1e9)
+                        gflops: ReferenceGemm.flops / best / 1e9, peak: measureMultiplyAddPeak())
+    }
+
+    /// PyTorch's time over the time `flops` take at `gflops`: the torch ÷ Swift ratio of a Swift run at 100 % of
+    /// the roofline, with all work between the products free (nil without a count or a time).
+    public static func torchCeiling(flops: Double?, gflops: Double, torch: CaseTiming?) -> Double? {
+        guard let flops, flops > 0, let p = percent(flops: flops, gflops: gflops, seconds: torch?.median) else { return nil }
+        return 100 / p
     }
 
     /// bound ÷ measured in % for `flops` at `gflops` measured in `seconds` (nil without a time).

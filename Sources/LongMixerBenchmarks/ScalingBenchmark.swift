@@ -163,11 +163,14 @@ public enum ScalingBenchmark {
 /// Tables of model rows against N (`bench scaling`, `bench paramixer`, `bench attention`).
 public enum ModelBenchTables {
     /// Per model and N: batch, per-sequence forward and training time (median; IQR of the training step),
-    /// best CPU time, memory, the GEMM roofline (with `gemm`), and the PyTorch twin with paired torch ÷ Swift ratios.
-    public static func lengths(_ rows: [ModelBenchRow], withTorch: Bool, gemm: Roofline.GemmRate?) -> TextTable {
+    /// best CPU time, memory, the GEMM roofline (with `gemm`), and the PyTorch twin with paired torch ÷ Swift ratios;
+    /// with `ceilings` (and `gemm`), the torch ÷ Swift ratios at 100 % of the roofline (`Roofline.torchCeiling`).
+    public static func lengths(_ rows: [ModelBenchRow], withTorch: Bool, gemm: Roofline.GemmRate?, ceilings: Bool = false) -> TextTable {
         var headers = ["model", "N", "batch", "fwd ms/seq", "train ms/seq (IQR)", "CPU fwd", "CPU train", "train MiB/seq", "infer MiB"]
         if gemm != nil { headers += ["roofline fwd", "roofline train"] }
         if withTorch { headers += ["torch fwd ms/seq", "torch train ms/seq", "torch ÷ Swift fwd (IQR)", "torch ÷ Swift train (IQR)"] }
+        let ceilingRate = withTorch && ceilings ? gemm : nil
+        if ceilingRate != nil { headers += ["ceiling fwd", "ceiling train"] }
         var t = TextTable(headers: headers)
         for r in rows {
             var cells = [r.label, "\(r.length)", "\(r.trainingBatch)"]
@@ -192,6 +195,12 @@ public enum ModelBenchTables {
                 cells += [milliseconds(r.torchForwardPerSequence), milliseconds(r.torchTrainingPerSequence),
                           ratio(pairedRatio(r.torchForward?.samples, r.forward?.samples)),
                           ratio(pairedRatio(r.torchTraining?.samples, r.training?.samples))]
+            }
+            if let rate = ceilingRate {
+                func ceiling(_ flops: Double?, _ torch: CaseTiming?) -> String {
+                    Roofline.torchCeiling(flops: flops, gflops: rate.gflops, torch: torch).map { formatNumber($0, decimals: 2) + "×" } ?? "–"
+                }
+                cells += [ceiling(r.forwardFlops, r.torchForwardPerSequence), ceiling(r.forwardFlops.map { 3 * $0 }, r.torchTrainingPerSequence)]
             }
             t.append(cells)
         }

@@ -65,10 +65,11 @@ struct BenchAttentionCommand: ParsableCommand {
         }
         let gemmAfter = Roofline.measureGemmRate()
         let gemm = gemmAfter.gflops > gemmBefore.gflops ? gemmAfter : gemmBefore
-        let table = ModelBenchTables.lengths(rows, withTorch: worker != nil, gemm: gemm)
+        let table = ModelBenchTables.lengths(rows, withTorch: worker != nil, gemm: gemm, ceilings: true)
         print("")
         print(table.render())
-        print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs")
+        print("roofline = model FLOPs ÷ \(gemm.description) ÷ median time; a training step counts 3 × the forward FLOPs"
+              + (worker != nil ? "; ceiling = torch time ÷ the time of the model FLOPs at that rate (torch ÷ Swift at 100 % of the roofline)" : ""))
         let overhead = AttentionBenchmarkSetup.overheadTable(rows)
         if !overhead.rows.isEmpty {
             print("\nPermuteFormer ÷ Performer, medians of per-round ratios (IQR):")
