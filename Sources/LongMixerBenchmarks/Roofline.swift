@@ -31,6 +31,15 @@ public enum Roofline {
             self.m = m; self.n = n; self.k = k; self.threads = threads; self.gflops = gflops; self.peak = peak
         }
 
+        /// The faster of two measurements (before and after a benchmark), each rate and peak on its own: on a
+        /// shared machine either may have lost a core for a while.
+        public static func best(_ a: GemmRate, _ b: GemmRate) -> GemmRate {
+            var r = a.gflops >= b.gflops ? a : b
+            let peaks = [a.peak, b.peak].compactMap { $0 }
+            r.peak = peaks.max { $0.gflops < $1.gflops }
+            return r
+        }
+
         public var description: String {
             "BLAS.gemm \(m)×\(k)·\(k)×\(n), \(threads) thread\(threads == 1 ? "" : "s"): \(formatNumber(gflops, decimals: 1)) GFLOP/s"
                 + (peak.map { ", \(formatNumber(100 * gflops / $0.gflops)) % of the \($0.lanes)-lane multiply-add peak (\(formatNumber($0.gflops, decimals: 1)) GFLOP/s)" } ?? "")

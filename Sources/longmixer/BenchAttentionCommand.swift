@@ -64,7 +64,7 @@ struct BenchAttentionCommand: ParsableCommand {
             progress("N = \(n) done (\(run.elapsed))")
         }
         let gemmAfter = Roofline.measureGemmRate()
-        let gemm = gemmAfter.gflops > gemmBefore.gflops ? gemmAfter : gemmBefore
+        let gemm = Roofline.GemmRate.best(gemmBefore, gemmAfter)
         let table = ModelBenchTables.lengths(rows, withTorch: worker != nil, gemm: gemm, ceilings: true)
         print("")
         print(table.render())

@@ -62,7 +62,7 @@ struct ScalingOptions: ParsableArguments {
             progress("N = \(n) done (\(run.elapsed))")
         }
         let gemmAfter = Roofline.measureGemmRate()
-        let gemm = gemmAfter.gflops > gemmBefore.gflops ? gemmAfter : gemmBefore
+        let gemm = Roofline.GemmRate.best(gemmBefore, gemmAfter)
         let fits = ScalingBenchmark.fits(rows, fitFrom: fitFrom)
         let table = ModelBenchTables.lengths(rows, withTorch: worker != nil, gemm: gemm), fitTable = ScalingBenchmark.fitTable(fits)
         print("")

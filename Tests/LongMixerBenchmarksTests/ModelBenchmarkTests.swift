@@ -174,6 +174,11 @@ struct ModelBenchmarkTests {
     @Test func gemmRateAgainstThePeak() throws {
         let rate = Roofline.GemmRate(m: 8, n: 8, k: 8, threads: 2, gflops: 90, peak: .init(lanes: 8, threads: 2, gflops: 100))
         #expect(rate.description == "BLAS.gemm 8×8·8×8, 2 threads: 90.0 GFLOP/s, 90.0 % of the 8-lane multiply-add peak (100.0 GFLOP/s)")
+        // Before and after a run: the faster rate, and the faster peak, each on its own.
+        let slowPeak = Roofline.GemmRate(m: 8, n: 8, k: 8, threads: 2, gflops: 95, peak: .init(lanes: 8, threads: 2, gflops: 80))
+        let best = Roofline.GemmRate.best(rate, slowPeak)
+        #expect(best.gflops == 95 && best.peak?.gflops == 100)
+        #expect(Roofline.GemmRate.best(Roofline.GemmRate(m: 8, n: 8, k: 8, threads: 1, gflops: 1), rate).peak?.gflops == 100)
         let old = try JSONDecoder().decode(Roofline.GemmRate.self, from: Data(#"{"m": 8, "n": 8, "k": 8, "threads": 1, "gflops": 50}"#.utf8))
         #expect(old.peak == nil && old.description == "BLAS.gemm 8×8·8×8, 1 thread: 50.0 GFLOP/s")
         let (lanes, flops, seconds) = timeMultiplyAddChains(iterations: 1000, samples: 1)

@@ -4,8 +4,9 @@ import LongMixerWideKernels
 /// The cores' vector multiply-add peak, the limit under every GEMM rate: `iterations` steps of 12 independent
 /// chains of fused multiply-adds per thread, all in registers (12 chains hide a 4–5-cycle latency on two
 /// pipes), on every thread at once, timed as a whole. 16 lanes where the wide kernels run
-/// (`CPUFeatures.avx512`), else 8. Returns (FLOPs, seconds) of the fastest of `samples` runs after a warm-up.
-public func timeMultiplyAddChains(iterations: Int = 4_000_000, samples: Int = 5) -> (lanes: Int, flops: Double, seconds: Double) {
+/// (`CPUFeatures.avx512`), else 8. Returns (FLOPs, seconds) of the fastest of `samples` runs (about 8 ms each
+/// at 3 GHz) after a warm-up: on a shared machine, short samples catch the moments with every core.
+public func timeMultiplyAddChains(iterations: Int = 4_000_000, samples: Int = 15) -> (lanes: Int, flops: Double, seconds: Double) {
     let wide = CPUFeatures.avx512
     let threads = Parallel.threadCount
     let sinks = UnsafeMutablePointer<Float>.allocate(capacity: threads)
