@@ -1,6 +1,7 @@
 import Foundation
 import LongMixerCore
 import LongMixerNN
+import LongMixerModels
 
 // The report of a run directory, regenerated from its files (config.json, metrics.jsonl and, once
 // the run is done, summary.json): report.md, metrics.csv and SVG plots of the loss and the metric
@@ -302,20 +303,55 @@ public enum RunEvaluation {
         public var seconds: Double
     }
 
-    /// Unless `threadsGiven`, the run's thread count is used (the numbers of the run itself).
-    /// Damaged checkpoints are reported to `reporter` and passed over for the previous one.
+    /// Unless `threadsGiven`, the run's thread count is used (the numbers of the run itself); with several
+    /// processes (`communicator`), each keeps the thread count it was started with. Damaged checkpoints are
+    /// reported to `reporter` and passed over for the previous one.
+    ///
+    /// Several processes: rank 0 reads the run directory (the others need not see it) and passes on the
+    /// configuration and the checkpoint's weights; each process scores its share of the batches and every
+    /// one gets the single-process result (`evaluate(…, communicator:)`).
     public static func evaluate(_ url: URL, split: MetricsRecord.Kind, checkpoint kind: CheckpointKind, threadsGiven: Bool = false,
-                                reporter: TrainingReporter = SilentReporter()) throws -> Outcome {
+                                reporter: TrainingReporter = SilentReporter(), communicator: any Communicator = SingleProcess()) throws -> Outcome {
         let url = url.standardizedFileURL
         guard split != .train else {
             throw UserError(what: "--split", value: split.rawValue, why: "evaluate scores the validation or the test split")
         }
-        let stored = try StoredRunRecord.read(url, option: "run directory")
-        if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
-            Parallel.setThreadCount(valid)
+        let stored: TrainingRun.SharedRunRecord
+        if communicator.size > 1 {
+            let record = try communicator.onRoot { try StoredRunRecord.read(url, option: "run directory") }
+            let shared = try communicator.broadcast(record.map { try JSONEncoder().encode(TrainingRun.SharedRunRecord(configuration: $0.configuration, threads: $0.threads)) } ?? Data())
+            stored = try JSONDecoder().decode(TrainingRun.SharedRunRecord.self, from: shared)
+        } else {
+            let record = try StoredRunRecord.read(url, option: "run directory")
+            stored = TrainingRun.SharedRunRecord(configuration: record.configuration, threads: record.threads)
+            if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
+                Parallel.setThreadCount(valid)
+            }
         }
         let parts = try TrainingRun.build(stored.configuration)
         let model = parts.built.model
+        let loaded = try communicator.onRoot { () throws -> (step: Int?, weights: URL) in
+            try loadCheckpoint(url, kind: kind, into: model, parts: parts, reporter: reporter)
+        }
+        if communicator.size > 1 {
+            let weights = try communicator.broadcast(communicator.isRoot ? SafeTensors.encode(model.stateDictionary()) : Data())
+            if !communicator.isRoot { try model.loadStateDictionary(SafeTensors.decode(weights).tensors) }
+        }
+        let source = split == .test ? parts.data.test : parts.data.validation
+        let batch = stored.configuration.training.evaluationBatchSize ?? stored.configuration.training.batchSize
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = try LongMixerTraining.evaluate(model, on: source, objective: parts.task.objective, batchSize: batch,
+                                                    communicator: communicator) { done, total in
+            reporter.report(.evaluating(split: split, done: done, total: total))
+        }
+        return Outcome(split: split, checkpoint: kind, step: loaded?.step, weights: loaded?.weights ?? url, result: result,
+                       seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+
+    /// Loads the newest intact `kind` checkpoint of the run in `url` (a run from before checkpoints: its final
+    /// weights) into `model`; its step (nil for final weights) and weights file.
+    static func loadCheckpoint(_ url: URL, kind: CheckpointKind, into model: any SequenceModel, parts: TrainingRun.Parts,
+                               reporter: TrainingReporter) throws -> (step: Int?, weights: URL) {
         let store = CheckpointStore(runDirectory: url)
         let (found, refused) = store.newestIntact(kind) { c in
             guard c.record.task == parts.task.name && c.record.model == parts.entry.name
@@ -326,30 +362,18 @@ public enum RunEvaluation {
             try model.loadStateDictionary(c.weights)
         }
         for (u, error) in refused { reporter.report(.checkpointRefused(url: u, reason: "\(error)")) }
-        var step = found?.record.step
-        var weights = found?.url.appendingPathComponent("model.safetensors")
-        if found == nil {
-            if let (u, error) = refused.first {
-                if let e = error as? UserError { throw e }
-                throw UserError(what: "checkpoint", value: u.path, why: "cannot be used (\(error))", remedy: CheckpointStore.damagedRemedy)
-            }
-            // A run from before checkpoints: its final weights are the last ones.
-            let final = url.appendingPathComponent("model.safetensors")
-            guard kind == .last, FileManager.default.fileExists(atPath: final.path) else {
-                throw UserError(what: "run directory", value: url.path, why: "has no \(kind.rawValue) checkpoint yet",
-                                remedy: kind == .best ? "evaluate --checkpoint last, or train until a validation" : "train it first")
-            }
-            try model.loadWeights(from: final)
-            weights = final
-            step = nil
+        if let found { return (found.record.step, found.url.appendingPathComponent("model.safetensors")) }
+        if let (u, error) = refused.first {
+            if let e = error as? UserError { throw e }
+            throw UserError(what: "checkpoint", value: u.path, why: "cannot be used (\(error))", remedy: CheckpointStore.damagedRemedy)
         }
-        let source = split == .test ? parts.data.test : parts.data.validation
-        let batch = stored.configuration.training.evaluationBatchSize ?? stored.configuration.training.batchSize
-        let start = DispatchTime.now().uptimeNanoseconds
-        let result = try LongMixerTraining.evaluate(model, on: source, objective: parts.task.objective, batchSize: batch) { done, total in
-            reporter.report(.evaluating(split: split, done: done, total: total))
+        // A run from before checkpoints: its final weights are the last ones.
+        let final = url.appendingPathComponent("model.safetensors")
+        guard kind == .last, FileManager.default.fileExists(atPath: final.path) else {
+            throw UserError(what: "run directory", value: url.path, why: "has no \(kind.rawValue) checkpoint yet",
+                            remedy: kind == .best ? "evaluate --checkpoint last, or train until a validation" : "train it first")
         }
-        return Outcome(split: split, checkpoint: kind, step: step, weights: weights!, result: result,
-                       seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        try model.loadWeights(from: final)
+        return (nil, final)
     }
 }

@@ -12,20 +12,20 @@ enum DistributedRun {
     /// are the same on every rank: only rank 0 prints them).
     nonisolated(unsafe) static var launchedRank: Int?
 
-    /// Refuses `--distributed` in a build without MPI or a process `mpirun` did not start, before
-    /// anything else is checked.
-    static func checkLaunched() throws {
+    /// Refuses `--distributed` of `longmixer command` in a build without MPI or a process `mpirun` did not
+    /// start, before anything else is checked.
+    static func checkLaunched(_ command: String = "train") throws {
         #if LONGMIXER_MPI
         let environment = ProcessInfo.processInfo.environment
         // Open MPI, MPICH (Hydra) and PMIx launchers.
         guard let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"].lazy.compactMap({ environment[$0] }).first else {
             throw UserError(what: "--distributed", why: "this process was not started by mpirun",
-                            remedy: "start every process with `mpirun -np K longmixer train … --distributed`, or train without --distributed")
+                            remedy: "start every process with `mpirun -np K longmixer \(command) … --distributed`, or \(command) without --distributed")
         }
         launchedRank = Int(rank)
         #else
         throw UserError(what: "--distributed", why: "this longmixer was built without MPI",
-                        remedy: "build it with `LONGMIXER_MPI=1 swift build -c release` (needs libopenmpi-dev), or train without --distributed")
+                        remedy: "build it with `LONGMIXER_MPI=1 swift build -c release` (needs libopenmpi-dev), or \(command) without --distributed")
         #endif
     }
 

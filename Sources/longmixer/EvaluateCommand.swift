@@ -14,10 +14,12 @@ struct EvaluateCommand: ParsableCommand {
         discussion: """
             Rebuilds the data and the model from the run's config.json, loads the checkpoint (a damaged one is \
             passed over for the previous one, with a warning) and prints loss and accuracy (bits per byte for a \
-            language model). The run's thread count is used unless --threads is given.
+            language model). The run's thread count is used unless --threads is given (with --distributed, each \
+            process takes its share of the machine's cores).
 
-            Example:
+            Examples:
               longmixer evaluate runs/adding-paramixer-… --split test --checkpoint best
+              mpirun -np 4 longmixer evaluate runs/adding-paramixer-… --distributed
             """)
 
     @Argument(help: ArgumentHelp("The run directory.", valueName: "run-dir"))
@@ -32,15 +34,22 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
+    @Flag(help: "Split the batches over MPI processes: start as `mpirun -np K longmixer evaluate … --distributed`. Rank 0 reads the run directory and prints the result, the single-process one. Needs a build with LONGMIXER_MPI=1.")
+    var distributed = false
+
     @OptionGroup var threadOptions: ThreadOptions
 
     func run() throws {
         do { try threadOptions.apply() } catch let e as ValidationError { throw CommandError(e.message) }
-        let live = json || isatty(STDOUT_FILENO) != 1 ? nil : LiveReporter(columns: terminalColumns())
-        let reporter: TrainingReporter = live ?? (json ? WarningReporter() as TrainingReporter : ConsoleReporter())
+        let threadsGiven = threadOptions.threads != nil || RuntimeOptions.environment.threads != nil
+        if distributed { try DistributedRun.checkLaunched("evaluate") }
+        let communicator: any Communicator = distributed ? try DistributedRun.world(threadsGiven: threadsGiven) : SingleProcess()
+        let isRoot = communicator.isRoot
+        let live = json || isatty(STDOUT_FILENO) != 1 || !isRoot ? nil : LiveReporter(columns: terminalColumns())
+        let reporter: TrainingReporter = !isRoot ? SilentReporter() : live ?? (json ? WarningReporter() as TrainingReporter : ConsoleReporter())
         let o = try RunEvaluation.evaluate(URL(fileURLWithPath: runDirectory), split: split, checkpoint: checkpoint,
-                                           threadsGiven: threadOptions.threads != nil || RuntimeOptions.environment.threads != nil,
-                                           reporter: reporter)
+                                           threadsGiven: threadsGiven, reporter: reporter, communicator: communicator)
+        guard isRoot else { return }
         if json {
             struct Line: Encodable {
                 let split: String, checkpoint: String, step: Int?, weights: String, seconds: Double

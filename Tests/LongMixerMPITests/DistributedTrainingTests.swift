@@ -197,6 +197,9 @@ struct DistributedCommandTests {
         let r = try LongMixerCLI.run(["train", "--distributed"] + Self.tiny + ["--steps", "2"], in: dir)
         #expect(r.status == 2, "\(r.stderr)")
         #expect(r.stderr == "error: --distributed: this process was not started by mpirun; start every process with `mpirun -np K longmixer train … --distributed`, or train without --distributed\n")
+        let e = try LongMixerCLI.run(["evaluate", dir.path, "--distributed"], in: dir)
+        #expect(e.status == 2, "\(e.stderr)")
+        #expect(e.stderr == "error: --distributed: this process was not started by mpirun; start every process with `mpirun -np K longmixer evaluate … --distributed`, or evaluate without --distributed\n")
     }
 
     /// The pid of rank `rank`, a child of `mpirun`.
@@ -248,7 +251,7 @@ struct DistributedCommandTests {
         #expect(summary.steps == 400 && summary.samplesSeen == 400 * 8 && summary.processes == 2)
     }
 
-    @Test("the ranks' shared validation and test = `longmixer evaluate` of the run by one process, bit for bit")
+    @Test("the ranks' shared validation and test = `longmixer evaluate` of the run by one process and by 2, bit for bit")
     func evaluationSharedOverRanks() throws {
         let dir = try LongMixerCLI.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -260,9 +263,12 @@ struct DistributedCommandTests {
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         let summary = try JSONDecoder().decode(TrainingSummary.self, from: Data(contentsOf: run.appendingPathComponent("summary.json")))
         #expect(summary.processes == 2 && summary.test.count == 23)
-        func evaluated(_ split: String, _ checkpoint: String) throws -> EvaluationResult {
-            let e = try LongMixerCLI.run(["evaluate", run.path, "--split", split, "--checkpoint", checkpoint, "--json"], in: dir)
+        func evaluated(_ split: String, _ checkpoint: String, ranks: Int = 1) throws -> EvaluationResult {
+            let arguments = ["evaluate", run.path, "--split", split, "--checkpoint", checkpoint, "--json"]
+            let e = ranks == 1 ? try LongMixerCLI.run(arguments, in: dir) : try Self.mpirun(ranks, arguments + ["--distributed", "--threads", "1"])
             try #require(e.status == 0, "\(e.stderr)")
+            // One JSON line, from rank 0 only.
+            #expect(e.stdout.split(separator: "\n").count == 1, "\(e.stdout)")
             struct Line: Decodable { let result: EvaluationResult }
             let decoder = JSONDecoder()
             decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -271,6 +277,11 @@ struct DistributedCommandTests {
         #expect(try evaluated("test", "best") == summary.test)
         #expect(try evaluated("test", "last") == summary.testLast)
         #expect(try evaluated("validation", "last") == summary.validation)
+        #expect(try evaluated("test", "best", ranks: 2) == summary.test)
+        #expect(try evaluated("validation", "last", ranks: 2) == summary.validation)
+        // Rank 0 reads the run directory; a refusal there stops every rank with one error.
+        let refused = try Self.mpirun(2, ["evaluate", dir.appendingPathComponent("missing").path, "--distributed"])
+        #expect(refused.status == 2 && refused.stderr.components(separatedBy: "error:").count == 2, "\(refused.stderr)")
     }
 
     @Test("SIGTERM to one rank: every rank stops at the same step with a checkpoint; resumed by one process")
