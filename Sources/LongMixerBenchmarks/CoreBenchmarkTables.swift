@@ -9,8 +9,12 @@ public enum CoreBenchmarkTables {
 
     /// The GEMM, memory-bound and DRAM tables; `withTargets` adds the target columns.
     public static func tables(_ records: [BenchmarkRecord], withTargets: Bool) -> [(String, TextTable)] {
+        // The multiply-add peak per thread count (runs from before it was measured have none).
+        let peaks = records.filter { $0.group == "peak" }
+        func peak(_ threads: Int) -> Double? { peaks.first { $0.threads == threads }?.rate }
         var gemm = TextTable(headers: ["GEMM (M×K · K×N)", "our entry point", "threads", "ours ms", "ours GFLOP/s",
-                                       "raw ms", "raw GFLOP/s", "ours % of raw"] + (withTargets ? ["target"] : []))
+                                       "raw ms", "raw GFLOP/s", "ours % of raw"] + (withTargets ? ["target"] : [])
+                                       + (peaks.isEmpty ? [] : ["ours % of peak", "raw % of peak"]))
         let gemmOurs = records.filter { $0.group == "gemm" && $0.reference != nil }
         for r in gemmOurs {
             guard let raw = records.first(where: { $0.group == "gemm" && $0.name == r.name && $0.threads == r.threads && $0.reference == nil })
@@ -18,9 +22,13 @@ public enum CoreBenchmarkTables {
             gemm.append([r.name, r.variant, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate),
                          formatMilliseconds(raw.timing.best), formatNumber(raw.rate),
                          formatNumber(r.percentOfReference ?? 0)]
-                        + (withTargets ? [r.targetPercent.map { "≥ \(formatNumber($0, decimals: 0)) %: \(verdict(r))" } ?? "–"] : []))
+                        + (withTargets ? [r.targetPercent.map { "≥ \(formatNumber($0, decimals: 0)) %: \(verdict(r))" } ?? "–"] : [])
+                        + (peaks.isEmpty ? [] : [peak(r.threads).map { formatNumber(100 * r.rate / $0) } ?? "–",
+                                                 peak(r.threads).map { formatNumber(100 * raw.rate / $0) } ?? "–"]))
         }
         gemm.leftAligned = [0, 1]
+        var peakTable = TextTable(headers: ["multiply-add peak", "threads", "ms", "GFLOP/s"])
+        for r in peaks { peakTable.append([r.name, "\(r.threads)", formatMilliseconds(r.timing.best), formatNumber(r.rate)]) }
 
         var memory = TextTable(headers: ["kernel", "threads", "MB moved", "kernel ms", "kernel GB/s", "% DRAM"]
                                + (withTargets ? ["target ≥ 60 % (2T)"] : [])
@@ -57,7 +65,8 @@ public enum CoreBenchmarkTables {
         }
         attention.leftAligned = [0, 1]
         // Tables of groups the run left out (`--only`) are not shown.
-        return [("GEMM: our path vs raw cblas_sgemm", gemm),
+        return [("Multiply-add peak: the limit of every GEMM", peakTable),
+                ("GEMM: our path vs raw cblas_sgemm", gemm),
                 ("Paramixer factor (f-MLP, sparse product, residual) vs the BLAS.gemm rate", paramixer),
                 ("Fused softmax attention (model FLOPs) vs the BLAS.gemm rate", attention),
                 ("Memory-bound kernels vs DRAM bandwidth", memory),

@@ -32,6 +32,9 @@ struct BenchCoreCommand: ParsableCommand {
             when the packed AVX-512 GEMM runs, with --check-targets; LONGMIXER_GEMM=openblas compares OpenBLAS with itself); \
             the raw baseline is cblas_sgemm with the same transposes on preallocated buffers (beta = 0), on \
             OpenBLAS's own threads (ours hold OpenBLAS at one thread and split large products themselves). \
+            Both sides are also given as a share of the cores' multiply-add peak, measured first: 12 independent \
+            chains of fused multiply-adds per thread in registers, 8-lane (16-lane where the AVX-512 kernels run), \
+            no GEMM can pass it. \
             One Paramixer factor (f-MLP, sparse product and residual; 4 sequences of N 4096, D = H = 32, CHORD \
             and CDIL links) without a graph, as the fused kernel and as the composed ops, in GFLOP/s against \
             the BLAS.gemm 2048x512·512x2048 rate of the same rounds (what the rooflines use). \
@@ -234,6 +237,16 @@ final class CoreBenchmarkSuite {
         var bestStream = Array(stream[0..<4])
         let memcpyRecord = BenchmarkRecord(group: "dram-info", name: "memcpy", variant: "glibc, per chunk", threads: threads,
                                            timing: stream[4], work: probe.copyBytes, rateUnit: "GB/s")
+
+        // The cores' multiply-add peak, the limit of every GEMM below.
+        if only == nil || only == "gemm" || only == "dense" {
+            let iterations = 4_000_000
+            let lanes = runMultiplyAddChains(iterations: 1).lanes
+            let timing = BenchmarkTimer.measure("FMA chains", repeats: max(repeats, 15)) { runMultiplyAddChains(iterations: iterations) }
+            records.append(BenchmarkRecord(group: "peak", name: "\(lanes)-lane fused multiply-adds, 12 chains per thread in registers",
+                                           variant: "peak", threads: threads, timing: timing,
+                                           work: Double(threads * iterations * 12 * lanes * 2), rateUnit: "GFLOP/s"))
+        }
 
         // GEMM: our entry point (allocating its output) against raw sgemm, interleaved.
         for s in gemms where only == nil || only == "gemm" || (only == "dense" && s.dense) {

@@ -67,4 +67,26 @@ struct BenchmarkingTests {
                 && rendered.contains("78.5") && rendered.contains("71.3"))
         #expect(!rendered.contains("2048x512"))
     }
+
+    /// The multiply-add peak gets a table of its own and gives both GEMM sides a share of it, per thread count.
+    @Test func coreTablesGiveGemmsAsAShareOfThePeak() throws {
+        func record(_ group: String, _ variant: String, threads: Int, seconds: Double, flops: Double) -> BenchmarkRecord {
+            BenchmarkRecord(group: group, name: group == "peak" ? "8-lane fused multiply-adds" : "4096x512 · 512x512", variant: variant,
+                            threads: threads, timing: TimingStatistics(best: seconds, median: seconds, samples: 1, callsPerSample: 1),
+                            work: flops, rateUnit: "GFLOP/s")
+        }
+        var ours = record("gemm", "BLAS.gemm", threads: 1, seconds: 0.02, flops: 1.6e9)   // 80 GFLOP/s
+        ours.reference = "cblas_sgemm"
+        ours.percentOfReference = 80.0 / 90.0 * 100
+        let raw = record("gemm", "cblas_sgemm", threads: 1, seconds: 0.02, flops: 1.8e9)   // 90 GFLOP/s
+        let peak = record("peak", "peak", threads: 1, seconds: 0.01, flops: 1e9)           // 100 GFLOP/s
+        let tables = CoreBenchmarkTables.tables([peak, ours, raw], withTargets: false)
+        #expect(tables.map { $0.0 } == ["Multiply-add peak: the limit of every GEMM", "GEMM: our path vs raw cblas_sgemm"])
+        let gemm = tables[1].1
+        #expect(gemm.headers.suffix(2) == ["ours % of peak", "raw % of peak"])
+        #expect(gemm.rows.map { Array($0.suffix(2)) } == [["80.0", "90.0"]])
+        #expect(tables[0].1.rows == [["8-lane fused multiply-adds", "1", "10.000", "100.0"]])
+        // A run from before the peak was measured: no peak columns.
+        #expect(!CoreBenchmarkTables.tables([ours, raw], withTargets: false)[0].1.headers.contains("ours % of peak"))
+    }
 }

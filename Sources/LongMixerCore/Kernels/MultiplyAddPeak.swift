@@ -1,27 +1,34 @@
 import Foundation
 import LongMixerWideKernels
 
-/// The cores' vector multiply-add peak, the limit under every GEMM rate: `iterations` steps of 12 independent
-/// chains of fused multiply-adds per thread, all in registers (12 chains hide a 4–5-cycle latency on two
-/// pipes), on every thread at once, timed as a whole. 16 lanes where the wide kernels run
-/// (`CPUFeatures.avx512`), else 8. Returns (FLOPs, seconds) of the fastest of `samples` runs (about 8 ms each
-/// at 3 GHz) after a warm-up: on a shared machine, short samples catch the moments with every core.
-public func timeMultiplyAddChains(iterations: Int = 4_000_000, samples: Int = 15) -> (lanes: Int, flops: Double, seconds: Double) {
+/// One run of `iterations` steps of 12 independent chains of fused multiply-adds on every thread at once, all
+/// in registers (12 chains hide a 4–5-cycle latency on two pipes): timed, the cores' vector multiply-add peak,
+/// the limit under every GEMM rate. 16 lanes where the wide kernels run (`CPUFeatures.avx512`), else 8.
+/// Returns the lanes and the FLOPs of the run.
+@discardableResult
+public func runMultiplyAddChains(iterations: Int) -> (lanes: Int, flops: Double) {
     let wide = CPUFeatures.avx512
     let threads = Parallel.threadCount
     let sinks = UnsafeMutablePointer<Float>.allocate(capacity: threads)
     defer { sinks.deallocate() }
-    var best = Double.infinity
+    parallelFor(threads) { r in
+        for t in r { sinks[t] = wide ? WideKernels.multiplyAddChains(iterations: iterations) : multiplyAddChains(iterations: iterations) }
+    }
+    let lanes = wide ? 16 : 8
+    return (lanes, Double(threads * iterations * 12 * lanes * 2))
+}
+
+/// `runMultiplyAddChains`, timed: the fastest of `samples` runs (about 8 ms each at 3 GHz) after a warm-up (on
+/// a shared machine, short samples catch the moments with every core). Returns (lanes, FLOPs, seconds).
+public func timeMultiplyAddChains(iterations: Int = 4_000_000, samples: Int = 15) -> (lanes: Int, flops: Double, seconds: Double) {
+    var best = Double.infinity, run = (lanes: 8, flops: 0.0)
     for sample in 0...samples {
         let start = DispatchTime.now().uptimeNanoseconds
-        parallelFor(threads) { r in
-            for t in r { sinks[t] = wide ? WideKernels.multiplyAddChains(iterations: iterations) : multiplyAddChains(iterations: iterations) }
-        }
+        run = runMultiplyAddChains(iterations: iterations)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
         if sample > 0 { best = min(best, seconds) }
     }
-    let lanes = wide ? 16 : 8
-    return (lanes, Double(threads * iterations * 12 * lanes * 2), best)
+    return (run.lanes, run.flops, best)
 }
 
 /// The 8-lane chains of `timeMultiplyAddChains`.
