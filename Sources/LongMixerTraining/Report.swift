@@ -318,9 +318,7 @@ public enum RunEvaluation {
         }
         let stored: TrainingRun.SharedRunRecord
         if communicator.size > 1 {
-            let record = try communicator.onRoot { try StoredRunRecord.read(url, option: "run directory") }
-            let shared = try communicator.broadcast(record.map { try JSONEncoder().encode(TrainingRun.SharedRunRecord(configuration: $0.configuration, threads: $0.threads)) } ?? Data())
-            stored = try JSONDecoder().decode(TrainingRun.SharedRunRecord.self, from: shared)
+            stored = try .broadcast(try communicator.onRoot { try StoredRunRecord.read(url, option: "run directory") }, communicator)
         } else {
             let record = try StoredRunRecord.read(url, option: "run directory")
             stored = TrainingRun.SharedRunRecord(configuration: record.configuration, threads: record.threads)

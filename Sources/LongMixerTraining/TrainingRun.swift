@@ -246,8 +246,7 @@ public enum TrainingRun {
             return (stored, runDirectory, try runDirectory.lock())
         }
         defer { withExtendedLifetime(checked) {} }
-        let shared = try communicator.broadcast(checked.map { try JSONEncoder().encode(SharedRunRecord(configuration: $0.0.configuration, threads: $0.0.threads)) } ?? Data())
-        let stored = try JSONDecoder().decode(SharedRunRecord.self, from: shared)
+        let stored = try SharedRunRecord.broadcast(checked?.0, communicator)
         let isRoot = communicator.isRoot
         if !threadsGiven, let threads = stored.threads, let valid = try? RuntimeOptions.validatedThreadCount(threads, what: "threads") {
             Parallel.setThreadCount(valid)
@@ -267,6 +266,12 @@ public enum TrainingRun {
     struct SharedRunRecord: Codable {
         var configuration: RunConfiguration
         var threads: Int?
+
+        /// Rank 0's `record` (nil on the other ranks) on every rank.
+        static func broadcast(_ record: StoredRunRecord?, _ communicator: any Communicator) throws -> SharedRunRecord {
+            let bytes = try communicator.broadcast(record.map { try JSONEncoder().encode(SharedRunRecord(configuration: $0.configuration, threads: $0.threads)) } ?? Data())
+            return try JSONDecoder().decode(SharedRunRecord.self, from: bytes)
+        }
     }
 
     static func encodeSorted(_ value: any Encodable) throws -> Data {
